@@ -1,0 +1,19 @@
+"""RabbitMQ: topology, the transactional outbox and its relay, and the inbox consumer."""
+
+from common.broker.consumer import Handler, InboxConsumer, PoisonMessageError
+from common.broker.outbox import OutboxRelay, enqueue, publish_event
+from common.broker.topology import Names, QueueSpec, connect, declare_exchanges, declare_queue
+
+__all__ = [
+    "Handler",
+    "InboxConsumer",
+    "Names",
+    "OutboxRelay",
+    "PoisonMessageError",
+    "QueueSpec",
+    "connect",
+    "declare_exchanges",
+    "declare_queue",
+    "enqueue",
+    "publish_event",
+]

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+    )
+    await conn.set_type_codec(
+        "json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+    )
+
+
+async def create_pool(
+    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any
+) -> asyncpg.Pool:
+    """A pool whose connections see only `schema` (search_path) and decode JSON."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"search_path": schema, "application_name": f"marketpay-{schema}"},
+        **kwargs,
+    )
+    assert pool is not None
+    return pool
+
+
+def _ident(name: str) -> str:
+    if not name.replace("_", "").isalnum() or not name[0].isalpha():
+        raise ValueError(f"unsafe identifier: {name!r}")
+    return f'"{name}"'
+
+
+async def provision_service(
+    admin: asyncpg.Connection, *, schema: str, role: str, password: str | None
+) -> None:
+    """Create a service's role and schema; the role can use its schema and nothing else.
+
+    Run with an administrator's connection by `make up`, deployment jobs and test fixtures.
+    Safe to run again.
+    """
+    exists = await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+    if not exists:
+        await admin.execute(f"CREATE ROLE {_ident(role)} LOGIN")
+    if password is not None:
+        await admin.execute(f"ALTER ROLE {_ident(role)} PASSWORD {_literal(password)}")
+    await admin.execute(
+        f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)} AUTHORIZATION {_ident(role)}"
+    )
+    await admin.execute(f"ALTER ROLE {_ident(role)} SET search_path = {_ident(schema)}")
+    database = await admin.fetchval("SELECT current_database()")
+    await admin.execute(f"GRANT CONNECT ON DATABASE {_ident(database)} TO {_ident(role)}")
+    await admin.execute(f"REVOKE ALL ON SCHEMA public FROM {_ident(role)}")
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,180 @@
+"""The event envelope and the catalogue of domain events (DESIGN §3).
+
+Every event on `marketpay.events` is an `Envelope` whose `type` is a member of `EventType` and
+whose `data` validates against the model registered for that type in `CATALOGUE`. A producer
+bumps `version` when it changes a payload incompatibly; consumers accept the versions they know.
+Event types whose payload is not defined yet are listed in `EventType` so the names are fixed,
+and get their model in the issue that first publishes them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common.money import CurrencyCode, Rate
+
+DOMAIN_EXCHANGE = "marketpay.events"
+OMS_EXCHANGE = "oms.events"
+
+
+class EventType(StrEnum):
+    TENANT_UPSERTED = "tenant.upserted"
+    SUPPLIER_UPSERTED = "supplier.upserted"
+    API_KEY_UPSERTED = "api_key.upserted"
+    PAYMENT_CREATED = "payment.created"
+    PAYMENT_AUTHORISED = "payment.authorised"
+    PAYMENT_REFUSED = "payment.refused"
+    PAYMENT_CANCELLED = "payment.cancelled"
+    PAYMENT_STATUS_CHANGED = "payment.status_changed"
+    PSP_NOTIFICATION_RECEIVED = "psp.notification.received"
+    CAPTURE_SCHEDULED = "capture.scheduled"
+    CAPTURE_REQUESTED = "capture.requested"
+    CAPTURE_SUCCEEDED = "capture.succeeded"
+    CAPTURE_FAILED = "capture.failed"
+    CAPTURE_BLOCKED = "capture.blocked"
+    REFUND_REQUESTED = "refund.requested"
+    REFUND_SUCCEEDED = "refund.succeeded"
+    REFUND_FAILED = "refund.failed"
+    CHARGEBACK_RECEIVED = "chargeback.received"
+    PAYOUT_COMPUTED = "payout.computed"
+    PAYOUT_PENDING = "payout.pending"
+    PAYOUT_SETTLED = "payout.settled"
+    PAYOUT_FAILED = "payout.failed"
+    FUNDING_TRANSFER_CREATED = "funding_transfer.created"
+    FUNDING_TRANSFER_COMPLETED = "funding_transfer.completed"
+    EXPORT_READY = "export.ready"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel):
+    """What travels on the bus. AMQP `message_id` equals `id`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: str = Field(min_length=1, max_length=100)
+    version: int = Field(default=1, ge=1)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    tenant_id: str | None = None
+    correlation_id: str
+    causation_id: str | None = None
+    data: dict[str, Any]
+
+
+class EventData(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+CaptureMode = Literal["IMMEDIATE", "DELAYED", "ON_SHIPMENT", "MANUAL"]
+BankingMode = Literal["DISABLED", "ENABLED"]
+FundingPolicy = Literal["MARKETPLACE_COVERS", "REFUSE_REFUND"]
+KycStatus = Literal[
+    "created", "submitted", "information_needed", "enabled", "rejected", "disabled", "archived"
+]
+DueDateMode = Literal["SIMPLE", "END_OF_MONTH"]
+Role = Literal["operator", "supplier", "storefront"]
+
+
+class PayoutSchedule(EventData):
+    frequency: Literal["MANUAL", "DAILY", "WEEKLY", "MONTHLY"] = "WEEKLY"
+    day_of_week: int | None = Field(default=1, ge=1, le=7)
+    day_of_month: int | None = Field(default=None, ge=1, le=28)
+    hour_utc: int = Field(default=6, ge=0, le=23)
+    retry_attempts: int = Field(default=3, ge=0, le=10)
+
+
+class TenantUpserted(EventData):
+    """Full state of a tenant; `revision` grows with every change (replicas keep the newest)."""
+
+    tenant_id: str
+    revision: int = Field(ge=1)
+    name: str
+    status: Literal["active", "disabled"]
+    psp: str
+    merchant_account: str
+    currency: CurrencyCode
+    default_rate: Rate | None
+    capture_mode: CaptureMode
+    capture_delay_hours: int
+    allowed_logistic_statuses: list[str]
+    marketplace_banking_mode: BankingMode
+    funding_policy: FundingPolicy
+    payout_schedule: PayoutSchedule
+
+
+class SupplierUpserted(EventData):
+    """Full state of a supplier, with its active marketplace commission rate (if any)."""
+
+    tenant_id: str
+    supplier_id: str
+    revision: int = Field(ge=1)
+    name: str
+    kyc_status: KycStatus
+    iban: str | None
+    payment_due_date_delay: int
+    payment_due_date_mode: DueDateMode
+    commission_rate: Rate | None
+
+
+class ApiKeyUpserted(EventData):
+    """An API key as other services need it to authenticate: its hash, never the key."""
+
+    tenant_id: str
+    key_id: str
+    revision: int = Field(ge=1)
+    key_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    role: Role
+    supplier_id: str | None
+    revoked: bool
+
+
+CATALOGUE: dict[str, type[EventData]] = {
+    EventType.TENANT_UPSERTED: TenantUpserted,
+    EventType.SUPPLIER_UPSERTED: SupplierUpserted,
+    EventType.API_KEY_UPSERTED: ApiKeyUpserted,
+}
+
+
+class UnknownEventError(ValueError):
+    pass
+
+
+def parse_data(envelope: Envelope) -> EventData:
+    """Validate an envelope's payload against the catalogue."""
+    model = CATALOGUE.get(envelope.type)
+    if model is None:
+        raise UnknownEventError(envelope.type)
+    return model.model_validate(envelope.data)
+
+
+def make_envelope(
+    event_type: str,
+    data: EventData | dict[str, Any],
+    *,
+    tenant_id: str | None,
+    correlation_id: str,
+    causation_id: str | None = None,
+    version: int = 1,
+) -> Envelope:
+    payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
+    if event_type in CATALOGUE:
+        try:
+            CATALOGUE[event_type].model_validate(payload)
+        except ValidationError as exc:
+            raise ValueError(f"{event_type} payload does not match the catalogue: {exc}") from exc
+    return Envelope(
+        type=event_type,
+        version=version,
+        tenant_id=tenant_id,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        data=payload,
+    )

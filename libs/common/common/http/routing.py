@@ -1,0 +1,228 @@
+"""Declared endpoints: one place that authenticates, validates, applies Idempotency-Key and
+documents (`/openapi.json` is generated from the same pydantic models that parse requests).
+
+    api = Api("tenants")
+
+    @api.post("/v1/admin/suppliers", body=SupplierCreate, response=Supplier, roles=OPERATOR,
+              status=201, summary="Create a supplier")
+    async def create_supplier(request: web.Request, call: Call[SupplierCreate]) -> web.Response:
+        ...
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from common.http.auth import Authenticator, Principal, RoleName
+from common.http.errors import BadRequest, Forbidden, Unauthorized, from_validation_error
+from common.http.idempotency import (
+    IdempotencyStore,
+    StoredResponse,
+    request_fingerprint,
+    validate_key,
+)
+
+B = TypeVar("B", bound=BaseModel | None)
+
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
+
+PLATFORM_ADMIN: frozenset[RoleName] = frozenset({"platform_admin"})
+OPERATOR: frozenset[RoleName] = frozenset({"operator"})
+OPERATOR_OR_SUPPLIER: frozenset[RoleName] = frozenset({"operator", "supplier"})
+STOREFRONT: frozenset[RoleName] = frozenset({"storefront"})
+
+
+@dataclass(frozen=True)
+class Call(Generic[B]):
+    """What the endpoint wrapper established before the handler runs."""
+
+    principal: Principal
+    body: B
+    query: dict[str, str]
+
+    @property
+    def tenant_id(self) -> str:
+        tenant_id: str | None = self.principal.tenant_id
+        assert tenant_id is not None
+        return tenant_id
+
+
+Handler = Callable[[web.Request, Call[Any]], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    roles: frozenset[RoleName] | None  # None: no credential needed
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    list_response: bool = False
+    status: int = 200
+    idempotent: bool = False
+    query: tuple[tuple[str, str], ...] = ()
+    tags: tuple[str, ...] = ()
+    errors: tuple[int, ...] = field(default=())
+
+
+class Api:
+    def __init__(self, title: str, version: str = "1.0.0") -> None:
+        self.title = title
+        self.version = version
+        self.endpoints: list[Endpoint] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        roles: Collection[RoleName] | None,
+        body: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        list_response: bool = False,
+        status: int = 200,
+        idempotent: bool = False,
+        query: Collection[tuple[str, str]] = (),
+        tags: Collection[str] = (),
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.endpoints.append(
+                Endpoint(
+                    method=method.upper(),
+                    path=path,
+                    handler=handler,
+                    summary=summary,
+                    roles=frozenset(roles) if roles is not None else None,
+                    body=body,
+                    response=response,
+                    list_response=list_response,
+                    status=status,
+                    idempotent=idempotent,
+                    query=tuple(query),
+                    tags=tuple(tags),
+                )
+            )
+            return handler
+
+        return register
+
+    def get(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+        return self.route("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+        return self.route("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+        return self.route("PUT", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+        return self.route("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+        return self.route("DELETE", path, **kwargs)
+
+    def install(self, app: web.Application) -> None:
+        for endpoint in self.endpoints:
+            app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint))
+
+
+async def authenticate(request: web.Request, roles: frozenset[RoleName]) -> Principal:
+    principal = await request.app[AUTHENTICATOR].authenticate(request.headers.get("Authorization"))
+    if principal is None:
+        raise Unauthorized(
+            "a valid API key is required", code="unauthorized", param="Authorization"
+        )
+    if principal.role not in roles:
+        raise Forbidden(f"a {principal.role} key may not do this", code="forbidden")
+    return principal
+
+
+async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    raw = await request.read()
+    try:
+        payload = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_json")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        principal = (
+            await authenticate(request, endpoint.roles)
+            if endpoint.roles is not None
+            else Principal(role="platform_admin", tenant_id=None)
+        )
+        body = await parse_body(request, endpoint.body) if endpoint.body is not None else None
+        call: Call[Any] = Call(principal=principal, body=body, query=dict(request.query))
+        if not endpoint.idempotent:
+            return await endpoint.handler(request, call)
+        return await _idempotent(request, endpoint, call)
+
+    handle.__name__ = endpoint.handler.__name__
+    return handle
+
+
+async def _idempotent(
+    request: web.Request, endpoint: Endpoint, call: Call[Any]
+) -> web.StreamResponse:
+    key = validate_key(request.headers.get("Idempotency-Key"))
+    store = request.app[IDEMPOTENCY]
+    scope = call.principal.scope
+    fingerprint = request_fingerprint(request.method, request.path, await request.read())
+    stored = await store.begin(
+        scope=scope, key=key, method=request.method, path=request.path, fingerprint=fingerprint
+    )
+    if stored is not None:
+        return web.Response(
+            status=stored.status,
+            body=stored.body,
+            content_type=stored.content_type,
+            headers={"Idempotent-Replayed": "true"},
+        )
+    try:
+        response = await endpoint.handler(request, call)
+    except web.HTTPException:
+        await store.release(scope=scope, key=key)
+        raise
+    except Exception as exc:
+        status = getattr(exc, "status", 500)
+        if status >= 500 or not hasattr(exc, "response"):
+            await store.release(scope=scope, key=key)
+            raise
+        error_response: web.Response = exc.response()
+        await _store(store, scope, key, error_response)
+        raise
+    if response.status >= 500 or not isinstance(response, web.Response):
+        await store.release(scope=scope, key=key)
+        return response
+    await _store(store, scope, key, response)
+    return response
+
+
+async def _store(store: IdempotencyStore, scope: str, key: str, response: web.Response) -> None:
+    body = response.body
+    await store.complete(
+        scope=scope,
+        key=key,
+        response=StoredResponse(
+            status=response.status,
+            body=body if isinstance(body, bytes) else b"",
+            content_type=response.content_type,
+        ),
+    )

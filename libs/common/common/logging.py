@@ -1,0 +1,162 @@
+"""Structured JSON logging with correlation ids and redaction.
+
+Every log line, from structlog or from the standard library (aiohttp's access log, asyncpg,
+aio-pika), passes through `redact`, which removes secrets by key name and anything shaped like
+a card number by value. Cardholder data and secrets therefore cannot reach a log line, whatever
+a caller passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
+from structlog.typing import EventDict, WrappedLogger
+
+REDACTED = "[REDACTED]"
+
+_SECRET_KEY = re.compile(
+    r"pass(word)?|secret|token|api[_-]?key|authorization|hmac|cvc|cvv|security[_-]?code|"
+    r"card[_-]?number|^number$|pan$|expiry|iban|(?<!routing_)(?<!idempotency_)key$|dsn|amqp_url|database_url",
+    re.IGNORECASE,
+)
+# 12 to 19 digits, optionally separated by single spaces or dashes: the shape of a PAN.
+_PAN_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){11,18}\d(?!\d)")
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@", re.I)
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _mask_pan(match: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", match.group(0))
+    if 12 <= len(digits) <= 19 and _luhn_ok(digits):
+        return REDACTED
+    return match.group(0)
+
+
+def scrub_text(text: str) -> str:
+    """Remove card numbers, URL credentials and bearer tokens from free text."""
+    text = _PAN_CANDIDATE.sub(_mask_pan, text)
+    text = _URL_CREDENTIALS.sub(r"\g<scheme>" + REDACTED + "@", text)
+    return _BEARER.sub(r"\g<1>" + REDACTED, text)
+
+
+def scrub(value: Any, key: str | None = None, depth: int = 0) -> Any:
+    if key is not None and _SECRET_KEY.search(key):
+        return REDACTED
+    if depth > 8:
+        return REDACTED
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, Mapping):
+        return {k: scrub(v, str(k), depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [scrub(v, None, depth + 1) for v in value]
+    if isinstance(value, bool | int | float | type(None)):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 10**11:
+            return scrub_text(str(value))
+        return value
+    if hasattr(value, "get_secret_value"):
+        return REDACTED
+    return scrub_text(str(value))
+
+
+_STRUCTLOG_KEYS = frozenset({"event", "level", "logger", "timestamp", "correlation_id"})
+
+
+def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for key in list(event_dict):
+        if key in ("level", "logger", "timestamp"):
+            continue
+        value = event_dict[key]
+        event_dict[key] = scrub(value, None if key in _STRUCTLOG_KEYS else key)
+    return event_dict
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """Route structlog and the standard library through one JSON renderer with redaction."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _add_service(service),
+            redact,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if getattr(existing, "_marketpay", False):
+            root.removeHandler(existing)
+    handler._marketpay = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def _add_service(service: str) -> Any:
+    def add(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        event_dict.setdefault("service", service)
+        return event_dict
+
+    return add
+
+
+def get_logger(name: str) -> Any:
+    return structlog.stdlib.get_logger(name)
+
+
+def new_correlation_id() -> str:
+    return str(uuid.uuid4())
+
+
+def current_correlation_id() -> str | None:
+    value = get_contextvars().get("correlation_id")
+    return str(value) if value is not None else None
+
+
+@contextmanager
+def correlation(correlation_id: str, **more: Any) -> Iterator[None]:
+    """Bind a correlation id (and more context) for the duration of a request or message."""
+    tokens = bind_contextvars(correlation_id=correlation_id, **more)
+    try:
+        yield
+    finally:
+        reset_contextvars(**tokens)
+
+
+def scrub_mapping(values: MutableMapping[str, Any]) -> dict[str, Any]:
+    return {k: scrub(v, k) for k, v in values.items()}

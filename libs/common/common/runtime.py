@@ -1,0 +1,148 @@
+"""Start-up and shutdown of a service's resources, as aiohttp cleanup contexts.
+
+A service starts, applies its migrations (under the advisory lock), connects to RabbitMQ,
+declares its topology, starts its outbox relay and its consumers, and only then serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+from aio_pika.abc import AbstractRobustConnection
+from aiohttp import web
+
+from common.broker.consumer import Handler, InboxConsumer
+from common.broker.outbox import OutboxRelay
+from common.broker.topology import Names, QueueSpec, connect, declare_exchanges
+from common.config import ServiceSettings
+from common.db.migrations import COMMON_MIGRATIONS, apply_migrations
+from common.db.pool import create_pool
+from common.http.app import METRICS, READINESS
+from common.http.idempotency import IdempotencyStore
+from common.http.routing import IDEMPOTENCY
+from common.logging import get_logger
+
+log = get_logger("marketpay.runtime")
+
+DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
+BROKER = web.AppKey("broker", AbstractRobustConnection)
+RELAY = web.AppKey("relay", OutboxRelay)
+CONSUMERS = web.AppKey("consumers", list[InboxConsumer])
+
+
+@dataclass(frozen=True)
+class Consumption:
+    spec: QueueSpec
+    handlers: Mapping[str, Handler]
+
+
+def database(
+    settings: ServiceSettings, component: str, migrations: Path
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(
+            settings.database_url.get_secret_value(),
+            settings.db_schema,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+        )
+        async with pool.acquire() as conn:
+            applied = await apply_migrations(
+                conn, settings.db_schema, {"common": COMMON_MIGRATIONS, component: migrations}
+            )
+        if applied:
+            log.info("migrations applied", applied=applied)
+        app[DB_POOL] = pool
+        app[IDEMPOTENCY] = IdempotencyStore(pool)
+
+        async def database_reachable() -> None:
+            async with pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+
+        app[READINESS].append(database_reachable)
+        purge = asyncio.create_task(_purge_idempotency_keys(app[IDEMPOTENCY]))
+        yield
+        purge.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purge
+        await pool.close()
+
+    return ctx
+
+
+async def _purge_idempotency_keys(store: IdempotencyStore) -> None:
+    while True:
+        with contextlib.suppress(Exception):
+            await store.purge_expired()
+        await asyncio.sleep(3600)
+
+
+def broker(
+    settings: ServiceSettings, consumptions: Sequence[Consumption] = ()
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Connect, declare, run the outbox relay and the consumers (needs `database` first)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        names = Names(settings.broker_namespace, settings.broker_queue_expires_ms)
+        connection = await connect(settings.amqp_url.get_secret_value())
+        channel = await connection.channel()
+        await declare_exchanges(channel, names)
+        await channel.close()
+        app[BROKER] = connection
+        relay = OutboxRelay(
+            pool=app[DB_POOL],
+            connection=connection,
+            names=names,
+            schema=settings.db_schema,
+            metrics=app[METRICS],
+            poll_interval=settings.outbox_poll_interval_s,
+        )
+        app[RELAY] = relay
+        relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+        consumers = [
+            InboxConsumer(
+                pool=app[DB_POOL],
+                connection=connection,
+                names=names,
+                spec=c.spec,
+                handlers=c.handlers,
+                prefetch=settings.consumer_prefetch,
+                metrics=app[METRICS],
+            )
+            for c in consumptions
+        ]
+        for consumer in consumers:
+            await consumer.start()
+        app[CONSUMERS] = consumers
+
+        async def broker_reachable() -> None:
+            if connection.is_closed or not connection.connected.is_set():
+                raise ConnectionError("RabbitMQ connection is down")
+
+        app[READINESS].append(broker_reachable)
+        yield
+        for consumer in consumers:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+        relay_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay_task
+        await connection.close()
+
+    return ctx
+
+
+def serve(app: web.Application, settings: ServiceSettings) -> None:
+    web.run_app(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=10,
+    )

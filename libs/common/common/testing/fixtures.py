@@ -1,0 +1,122 @@
+"""pytest fixtures every service's tests reuse (enable with
+`pytest_plugins = ["common.testing.fixtures"]` in a conftest).
+
+- `servers`: the PostgreSQL and RabbitMQ of this run (see `servers.py`);
+- `test_database`: a database of its own for this run, dropped at the end;
+- `service_db`: a fresh schema with its own role in that database, per call;
+- `broker_names`: fresh RabbitMQ names per test; queues expire once unused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import aio_pika
+import asyncpg
+import pytest
+import pytest_asyncio
+from yarl import URL
+
+from common.broker.topology import Names, all_exchange_names
+from common.db.pool import provision_service
+from common.testing.servers import Servers, test_servers
+
+RUN_ID = secrets.token_hex(4)
+TEST_QUEUE_EXPIRES_MS = 15 * 60 * 1000
+
+
+def dsn_with(
+    dsn: str,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    database: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> str:
+    url = URL(dsn)
+    if user is not None:
+        url = url.with_user(user).with_password(password)
+    if database is not None:
+        url = url.with_path("/" + database)
+    if host is not None:
+        url = url.with_host(host)
+    if port is not None:
+        url = url.with_port(port)
+    return str(url)
+
+
+@dataclass(frozen=True)
+class ServiceDb:
+    schema: str
+    role: str
+    dsn: str
+
+
+@dataclass
+class TestDatabase:
+    name: str
+    admin_dsn: str
+    roles: list[str] = field(default_factory=list)
+
+    async def new_service_db(self, label: str) -> ServiceDb:
+        """A schema and role of its own, as `make up` provisions one per service."""
+        suffix = secrets.token_hex(3)
+        schema = f"{label}_{suffix}"
+        role = f"mp_{RUN_ID}_{label}_{suffix}"
+        password = secrets.token_urlsafe(12)
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await provision_service(conn, schema=schema, role=role, password=password)
+        finally:
+            await conn.close()
+        self.roles.append(role)
+        return ServiceDb(
+            schema=schema, role=role, dsn=dsn_with(self.admin_dsn, user=role, password=password)
+        )
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    with test_servers() as found:
+        yield found
+
+
+@pytest_asyncio.fixture(scope="session")
+async def test_database(servers: Servers) -> AsyncIterator[TestDatabase]:
+    name = f"marketpay_test_{RUN_ID}"
+    admin = await asyncpg.connect(servers.pg_admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    database = TestDatabase(name=name, admin_dsn=dsn_with(servers.pg_admin_dsn, database=name))
+    yield database
+    admin = await asyncpg.connect(servers.pg_admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for role in database.roles:
+            with contextlib.suppress(asyncpg.PostgresError):
+                await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+    finally:
+        await admin.close()
+
+
+@pytest_asyncio.fixture
+async def service_db(test_database: TestDatabase) -> ServiceDb:
+    return await test_database.new_service_db("svc")
+
+
+@pytest_asyncio.fixture
+async def broker_names(servers: Servers) -> AsyncIterator[Names]:
+    names = Names(f"t{RUN_ID}.{secrets.token_hex(3)}.", TEST_QUEUE_EXPIRES_MS)
+    yield names
+    with contextlib.suppress(Exception):
+        connection = await aio_pika.connect(servers.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            for exchange in all_exchange_names(names):
+                await channel.exchange_delete(exchange)
