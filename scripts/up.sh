@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make up`: provision the database, start every service of the Procfile under honcho in the
+# background, wait until each is ready, create the demo tenant and print what to try.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .run
+export MARKETPAY_PROFILE=local
+
+if [ -f .run/honcho.pid ] && kill -0 "$(cat .run/honcho.pid)" 2>/dev/null; then
+    echo "already running (make down to stop)"
+else
+    .venv/bin/python scripts/provision.py
+    setsid nohup .venv/bin/honcho start -f Procfile >.run/services.log 2>&1 &
+    echo $! >.run/honcho.pid
+fi
+
+declare -A PORTS=([tenants]=8086)
+for service in "${!PORTS[@]}"; do
+    url="http://127.0.0.1:${PORTS[$service]}/readyz"
+    for i in $(seq 1 60); do
+        if curl -fsS "$url" >/dev/null 2>&1; then break; fi
+        if [ "$i" = 60 ]; then
+            echo "$service did not become ready; see .run/services.log" >&2
+            exit 1
+        fi
+        sleep 0.5
+    done
+    echo "$service ready on port ${PORTS[$service]}"
+done
+
+.venv/bin/python scripts/seed_demo.py --url http://127.0.0.1:8086 \
+    --admin-key local_platform_admin_key --out .run/demo-keys.json
+
+cat <<'TXT'
+
+Marketpay is up. Logs: .run/services.log   Keys of the demo tenant: .run/demo-keys.json
+Try:
+  OPERATOR=$(python3 -c 'import json;print(json.load(open(".run/demo-keys.json"))["operator_key"])')
+  curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8086/v1/admin/tenant
+  curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8086/v1/admin/suppliers
+  curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8086/v1/admin/commissions
+More in README.md ("A five-minute tour"). Stop with: make down
+TXT

@@ -1,0 +1,278 @@
+"""Checkout decisions, pure and synchronous: the payment status machine and the validation of
+a checkout session's amount, lines and Level 2/3 data (DESIGN §5, §10).
+
+The status machine is one function, `apply`, from (current status, what happened) to an
+outcome. Redelivered and late facts are not errors: an AUTHORISATION that arrives after the
+CAPTURE leaves the payment where it is (`Unchanged`); only a fact that contradicts the state
+(`Illegal`) is refused, logged by the caller and never applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    INIT_PAYMENT = "INIT_PAYMENT"
+    AUTHORIZATION_PENDING = "AUTHORIZATION_PENDING"
+    AUTHORIZED = "AUTHORIZED"
+    REFUSED = "REFUSED"
+    CAPTURE_PENDING = "CAPTURE_PENDING"
+    PARTIALLY_PAID = "PARTIALLY_PAID"
+    PAID = "PAID"
+    WAITING_PAYMENT = "WAITING_PAYMENT"
+    OVER_PAID = "OVER_PAID"
+    WAITING_REFUND = "WAITING_REFUND"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    REFUNDED = "REFUNDED"
+    CANCELLED = "CANCELLED"
+    ERROR = "ERROR"
+    CHARGEBACK = "CHARGEBACK"
+
+
+class Fact(StrEnum):
+    """What happened to a payment, whoever reported it (API, PSP response, webhook, capture)."""
+
+    AUTHORISATION_REQUESTED = "authorisation_requested"
+    CHALLENGE_REQUESTED = "challenge_requested"
+    AUTHORISED = "authorised"
+    REFUSED = "refused"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CAPTURE_REQUESTED = "capture_requested"
+    PARTIALLY_CAPTURED = "partially_captured"
+    FULLY_CAPTURED = "fully_captured"
+    CAPTURE_FAILED = "capture_failed"
+    REFUND_REQUESTED = "refund_requested"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    FULLY_REFUNDED = "fully_refunded"
+    REFUND_FAILED = "refund_failed"
+    CHARGEBACK = "chargeback"
+    CHARGEBACK_REVERSED = "chargeback_reversed"
+
+
+FINAL = frozenset({Status.REFUSED, Status.CANCELLED, Status.ERROR, Status.REFUNDED})
+
+# Where each fact may move a payment from, and to. A fact reported again where the payment
+# already is, or a fact older than the payment's state, is `Unchanged`.
+_TRANSITIONS: dict[Fact, tuple[frozenset[Status], Status]] = {
+    Fact.AUTHORISATION_REQUESTED: (frozenset({Status.INIT_PAYMENT}), Status.AUTHORIZATION_PENDING),
+    Fact.CHALLENGE_REQUESTED: (
+        frozenset({Status.INIT_PAYMENT, Status.AUTHORIZATION_PENDING}),
+        Status.AUTHORIZATION_PENDING,
+    ),
+    Fact.AUTHORISED: (
+        frozenset({Status.INIT_PAYMENT, Status.AUTHORIZATION_PENDING, Status.ERROR}),
+        Status.AUTHORIZED,
+    ),
+    Fact.REFUSED: (
+        frozenset({Status.INIT_PAYMENT, Status.AUTHORIZATION_PENDING}),
+        Status.REFUSED,
+    ),
+    Fact.FAILED: (frozenset({Status.INIT_PAYMENT, Status.AUTHORIZATION_PENDING}), Status.ERROR),
+    Fact.CANCELLED: (
+        frozenset({Status.INIT_PAYMENT, Status.AUTHORIZATION_PENDING, Status.AUTHORIZED}),
+        Status.CANCELLED,
+    ),
+    Fact.CAPTURE_REQUESTED: (
+        frozenset({Status.AUTHORIZED, Status.PARTIALLY_PAID}),
+        Status.CAPTURE_PENDING,
+    ),
+    Fact.PARTIALLY_CAPTURED: (
+        frozenset({Status.AUTHORIZED, Status.CAPTURE_PENDING}),
+        Status.PARTIALLY_PAID,
+    ),
+    Fact.FULLY_CAPTURED: (
+        frozenset({Status.AUTHORIZED, Status.CAPTURE_PENDING, Status.PARTIALLY_PAID}),
+        Status.PAID,
+    ),
+    Fact.REFUND_REQUESTED: (
+        frozenset({Status.PAID, Status.PARTIALLY_PAID, Status.PARTIALLY_REFUNDED}),
+        Status.WAITING_REFUND,
+    ),
+    Fact.PARTIALLY_REFUNDED: (
+        frozenset({Status.WAITING_REFUND, Status.PAID, Status.PARTIALLY_PAID}),
+        Status.PARTIALLY_REFUNDED,
+    ),
+    Fact.FULLY_REFUNDED: (
+        frozenset(
+            {Status.WAITING_REFUND, Status.PAID, Status.PARTIALLY_PAID, Status.PARTIALLY_REFUNDED}
+        ),
+        Status.REFUNDED,
+    ),
+    Fact.CHARGEBACK: (
+        frozenset(
+            {Status.PAID, Status.PARTIALLY_PAID, Status.PARTIALLY_REFUNDED, Status.WAITING_REFUND}
+        ),
+        Status.CHARGEBACK,
+    ),
+}
+
+# How far along its life a payment is: a fact that would move it backwards is stale.
+_STAGE: dict[Status, int] = {
+    Status.INIT_PAYMENT: 0,
+    Status.AUTHORIZATION_PENDING: 1,
+    Status.ERROR: 1,
+    Status.AUTHORIZED: 2,
+    Status.REFUSED: 2,
+    Status.CANCELLED: 3,
+    Status.CAPTURE_PENDING: 3,
+    Status.PARTIALLY_PAID: 4,
+    Status.PAID: 5,
+    Status.WAITING_PAYMENT: 1,
+    Status.OVER_PAID: 5,
+    Status.WAITING_REFUND: 6,
+    Status.PARTIALLY_REFUNDED: 7,
+    Status.REFUNDED: 8,
+    Status.CHARGEBACK: 9,
+}
+
+
+@dataclass(frozen=True)
+class Moved:
+    to: Status
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Illegal:
+    reason: str
+
+
+Outcome = Moved | Unchanged | Illegal
+
+
+def apply(
+    current: Status,
+    fact: Fact,
+    *,
+    previous: Status | None = None,
+    remaining_capture: bool = False,
+) -> Outcome:
+    """The one transition function of a payment.
+
+    `previous` is the status before a chargeback (for its reversal); `remaining_capture` says
+    whether, after a failed capture, other lines are already captured (back to
+    `PARTIALLY_PAID`) or none is (back to `AUTHORIZED`).
+    """
+    if fact is Fact.CHARGEBACK_REVERSED:
+        if current is not Status.CHARGEBACK:
+            return Unchanged("no chargeback to reverse")
+        return Moved(previous or Status.PAID)
+    if fact is Fact.CAPTURE_FAILED:
+        if current is not Status.CAPTURE_PENDING:
+            return Unchanged(f"no capture pending in {current}")
+        return Moved(Status.PARTIALLY_PAID if remaining_capture else Status.AUTHORIZED)
+    if fact is Fact.REFUND_FAILED:
+        if current is not Status.WAITING_REFUND:
+            return Unchanged(f"no refund pending in {current}")
+        return Moved(previous or Status.PAID)
+    sources, target = _TRANSITIONS[fact]
+    if current is target:
+        return Unchanged(f"already {current}")
+    if current in sources:
+        return Moved(target)
+    if _STAGE[current] > _STAGE[target]:
+        return Unchanged(f"{fact} is older than {current}")
+    return Illegal(f"{fact} cannot apply to a payment in {current}")
+
+
+# --- checkout session validation -------------------------------------------------------------
+
+
+class PaymentOption(StrEnum):
+    CREDIT_CARD = "CREDIT_CARD"
+    PCARD_L3 = "PCARD_L3"
+    BANK_WIRE_ON_DUE_DATE = "BANK_WIRE_ON_DUE_DATE"
+    BANK_WIRE_ON_ACCEPTANCE = "BANK_WIRE_ON_ACCEPTANCE"
+
+
+CARD_OPTIONS = frozenset({PaymentOption.CREDIT_CARD, PaymentOption.PCARD_L3})
+
+
+@dataclass(frozen=True)
+class Line:
+    logistic_order_id: str
+    supplier_id: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Level3Item:
+    commodity_code: str
+    description: str
+    quantity: Decimal
+    unit_of_measure: str
+    unit_price: int
+    discount: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Level3:
+    customer_reference: str
+    tax_total: int
+    freight: int
+    duty: int
+    items: Sequence[Level3Item]
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    message: str
+    param: str
+
+
+def check_lines(amount: int, lines: Sequence[Line], known_suppliers: set[str]) -> Problem | None:
+    """Lines: one per logistic order, of the tenant's suppliers, summing to the amount."""
+    if not lines:
+        return Problem("parameter_missing", "at least one line is required", "lines")
+    seen: set[str] = set()
+    for i, line in enumerate(lines):
+        if line.logistic_order_id in seen:
+            return Problem(
+                "duplicate_logistic_order",
+                "each logistic order appears once",
+                f"lines.{i}.logistic_order_id",
+            )
+        seen.add(line.logistic_order_id)
+        if line.supplier_id not in known_suppliers:
+            return Problem(
+                "supplier_unknown",
+                "no such supplier for this tenant",
+                f"lines.{i}.supplier_id",
+            )
+    if sum(line.amount for line in lines) != amount:
+        return Problem("lines_amount_mismatch", "the lines must sum to the amount", "lines")
+    return None
+
+
+def check_level3(amount: int, level3: Level3) -> Problem | None:
+    """Level 3: each item's total is quantity × unit price − discount, and the items plus tax,
+    freight and duty equal the amount (else a capture would be blocked later)."""
+    if not level3.items:
+        return Problem("parameter_missing", "Level 3 data needs at least one item", "level3.items")
+    for i, item in enumerate(level3.items):
+        expected = item.quantity * item.unit_price - item.discount
+        if expected != item.total:
+            return Problem(
+                "level3_item_total_mismatch",
+                f"quantity × unit_price − discount is {expected}, not {item.total}",
+                f"level3.items.{i}.total",
+            )
+    total = sum(i.total for i in level3.items) + level3.tax_total + level3.freight + level3.duty
+    if total != amount:
+        return Problem(
+            "level3_total_mismatch",
+            f"items plus tax, freight and duty come to {total}, not {amount}",
+            "level3",
+        )
+    return None

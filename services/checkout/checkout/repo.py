@@ -1,0 +1,133 @@
+"""Checkout's SQL. Every function takes the connection of the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from checkout.domain import Line
+
+_PAYMENT_COLUMNS = (
+    "id, tenant_id, order_id, buyer_account, payment_option, capture_mode, amount, currency,"
+    " country_code, status, merchant_account, return_url, psp_reference, result_code,"
+    " refusal_reason, refusal_reason_code, level3, business_card, client_token_expires_at,"
+    " revision, created_at, updated_at"
+)
+
+
+async def tenant_replica(conn: asyncpg.Connection, tenant_id: str) -> dict[str, Any] | None:
+    data = await conn.fetchval("SELECT data FROM replica_tenants WHERE tenant_id = $1", tenant_id)
+    return dict(data) if data is not None else None
+
+
+async def supplier_ids(conn: asyncpg.Connection, tenant_id: str, ids: Sequence[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT supplier_id FROM replica_suppliers WHERE tenant_id = $1"
+        " AND supplier_id = ANY($2::text[])",
+        tenant_id,
+        list(ids),
+    )
+    return {r["supplier_id"] for r in rows}
+
+
+async def insert_payment(
+    conn: asyncpg.Connection,
+    *,
+    id_: str,
+    tenant_id: str,
+    values: dict[str, Any],
+    lines: Sequence[Line],
+    client_token_hash: str,
+    expires_at: datetime,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO payments (id, tenant_id, order_id, buyer_account, payment_option,
+            capture_mode, amount, currency, country_code, status, merchant_account, return_url,
+            level3, client_token_hash, client_token_expires_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'INIT_PAYMENT', $10, $11, $12, $13, $14)
+        """,
+        id_,
+        tenant_id,
+        values["order_id"],
+        values["buyer_account"],
+        values["payment_option"],
+        values["capture_mode"],
+        values["amount"],
+        values["currency"],
+        values["country_code"],
+        values["merchant_account"],
+        values["return_url"],
+        values["level3"],
+        client_token_hash,
+        expires_at,
+    )
+    await conn.executemany(
+        "INSERT INTO payment_lines (payment_id, logistic_order_id, supplier_id, amount)"
+        " VALUES ($1, $2, $3, $4)",
+        [(id_, line.logistic_order_id, line.supplier_id, line.amount) for line in lines],
+    )
+
+
+async def add_timeline(
+    conn: asyncpg.Connection,
+    payment_id: str,
+    kind: str,
+    *,
+    status_from: str | None = None,
+    status_to: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO payment_timeline (payment_id, kind, status_from, status_to, detail)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        payment_id,
+        kind,
+        status_from,
+        status_to,
+        detail or {},
+    )
+
+
+async def get_payment(
+    conn: asyncpg.Connection, tenant_id: str, payment_id: str, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE tenant_id = $1 AND id = $2{lock}",
+        tenant_id,
+        payment_id,
+    )
+
+
+async def payment_by_token(conn: asyncpg.Connection, token_hash: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE client_token_hash = $1", token_hash
+    )
+
+
+async def lines_of(
+    conn: asyncpg.Connection, payment_ids: Sequence[str], supplier_id: str | None = None
+) -> dict[str, list[asyncpg.Record]]:
+    rows = await conn.fetch(
+        "SELECT payment_id, logistic_order_id, supplier_id, amount, status FROM payment_lines"
+        " WHERE payment_id = ANY($1::text[]) AND ($2::text IS NULL OR supplier_id = $2)"
+        " ORDER BY payment_id, logistic_order_id",
+        list(payment_ids),
+        supplier_id,
+    )
+    found: dict[str, list[asyncpg.Record]] = {}
+    for row in rows:
+        found.setdefault(row["payment_id"], []).append(row)
+    return found
+
+
+async def timeline_of(conn: asyncpg.Connection, payment_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT occurred_at, kind, status_from, status_to, detail FROM payment_timeline"
+        " WHERE payment_id = $1 ORDER BY seq",
+        payment_id,
+    )

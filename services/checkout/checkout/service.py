@@ -1,0 +1,257 @@
+"""Checkout use cases. Each takes its connection (and clock) as arguments and runs in one
+transaction; state changes and their `payment.*` events commit together."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from checkout import domain, errors, repo
+from checkout.domain import Fact, Illegal, Moved, Status
+from checkout.schemas import (
+    LineOut,
+    Payment,
+    SessionCreate,
+    SessionCreated,
+    TimelineEntry,
+)
+from common.broker import publish_event
+from common.http.auth import hash_key
+from common.http.errors import Unprocessable
+from common.logging import get_logger
+from common.money import Money
+
+log = get_logger("checkout.service")
+
+
+def new_payment_id() -> str:
+    return f"pay_{secrets.token_hex(12)}"
+
+
+def new_client_token() -> str:
+    return f"ct_{secrets.token_urlsafe(32)}"
+
+
+def _problem(problem: domain.Problem | None) -> None:
+    if problem is not None:
+        raise Unprocessable(problem.message, code=problem.code, param=problem.param)
+
+
+async def create_session(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    body: SessionCreate,
+    now: datetime,
+    token_ttl: timedelta,
+) -> SessionCreated:
+    tenant = await repo.tenant_replica(conn, tenant_id)
+    if tenant is None:
+        raise errors.tenant_not_ready()
+    if body.amount.value <= 0:
+        raise Unprocessable(
+            "the amount must be a positive integer in the currency's minor unit",
+            code="invalid_charge_amount",
+            param="amount.value",
+        )
+    lines = [domain.Line(x.logistic_order_id, x.supplier_id, x.amount) for x in body.lines]
+    known = await repo.supplier_ids(conn, tenant_id, [x.supplier_id for x in lines])
+    _problem(domain.check_lines(body.amount.value, lines, known))
+    if body.payment_option is domain.PaymentOption.PCARD_L3:
+        if body.level3 is None:
+            raise Unprocessable(
+                "PCARD_L3 payments need Level 2/3 data", code="parameter_missing", param="level3"
+            )
+        _problem(domain.check_level3(body.amount.value, _level3(body)))
+    elif body.level3 is not None:
+        raise Unprocessable(
+            "Level 2/3 data is only for PCARD_L3 payments",
+            code="unexpected_parameter",
+            param="level3",
+        )
+    payment_id = new_payment_id()
+    token = new_client_token()
+    expires_at = now + token_ttl
+    await repo.insert_payment(
+        conn,
+        id_=payment_id,
+        tenant_id=tenant_id,
+        values={
+            "order_id": body.order_id,
+            "buyer_account": body.buyer_account,
+            "payment_option": body.payment_option.value,
+            "capture_mode": body.capture_mode,
+            "amount": body.amount.value,
+            "currency": body.amount.currency,
+            "country_code": body.country_code,
+            "merchant_account": tenant["merchant_account"],
+            "return_url": str(body.return_url) if body.return_url else None,
+            "level3": body.level3.model_dump(mode="json") if body.level3 else None,
+        },
+        lines=lines,
+        client_token_hash=hash_key(token),
+        expires_at=expires_at,
+    )
+    await repo.add_timeline(conn, payment_id, "created", status_to=Status.INIT_PAYMENT)
+    await publish_event(
+        conn,
+        "payment.created",
+        {
+            "payment_id": payment_id,
+            "order_id": body.order_id,
+            "payment_option": body.payment_option.value,
+            "amount": body.amount.model_dump(),
+            "lines": [x.model_dump() for x in body.lines],
+        },
+        tenant_id=tenant_id,
+        aggregate_id=payment_id,
+    )
+    return SessionCreated(
+        id=payment_id,
+        payment_id=payment_id,
+        client_token=token,
+        expires_at=expires_at,
+        status=Status.INIT_PAYMENT,
+        amount=body.amount,
+    )
+
+
+def _level3(body: SessionCreate) -> domain.Level3:
+    assert body.level3 is not None
+    l3 = body.level3
+    return domain.Level3(
+        customer_reference=l3.customer_reference,
+        tax_total=l3.tax_total,
+        freight=l3.freight,
+        duty=l3.duty,
+        items=[
+            domain.Level3Item(
+                commodity_code=i.commodity_code,
+                description=i.description,
+                quantity=i.quantity,
+                unit_of_measure=i.unit_of_measure,
+                unit_price=i.unit_price,
+                discount=i.discount,
+                total=i.total,
+            )
+            for i in l3.items
+        ],
+    )
+
+
+async def change_status(
+    conn: asyncpg.Connection,
+    payment: asyncpg.Record,
+    fact: Fact,
+    *,
+    source: str,
+    detail: dict[str, Any] | None = None,
+    updates: dict[str, Any] | None = None,
+) -> Status:
+    """Apply `fact` to a payment locked by the caller; record it; publish what changed."""
+    current = Status(payment["status"])
+    outcome = domain.apply(current, fact)
+    entry = {"fact": fact.value, "source": source, **(detail or {})}
+    if isinstance(outcome, Illegal):
+        log.warning("illegal transition refused", payment_id=payment["id"], reason=outcome.reason)
+        await repo.add_timeline(
+            conn,
+            payment["id"],
+            "refused_transition",
+            status_from=current,
+            detail={**entry, "reason": outcome.reason},
+        )
+        return current
+    if not isinstance(outcome, Moved):
+        await repo.add_timeline(
+            conn,
+            payment["id"],
+            source,
+            status_from=current,
+            status_to=current,
+            detail={**entry, "reason": outcome.reason},
+        )
+        return current
+    columns = {"status": outcome.to.value, **(updates or {})}
+    assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(columns))
+    await conn.execute(
+        f"UPDATE payments SET {assignments}, revision = revision + 1, updated_at = now()"
+        " WHERE id = $1",
+        payment["id"],
+        *columns.values(),
+    )
+    await repo.add_timeline(
+        conn, payment["id"], source, status_from=current, status_to=outcome.to, detail=entry
+    )
+    data = {
+        "payment_id": payment["id"],
+        "order_id": payment["order_id"],
+        "status_from": current.value,
+        "status": outcome.to.value,
+        "amount": {"value": payment["amount"], "currency": payment["currency"]},
+        "psp_reference": columns.get("psp_reference", payment["psp_reference"]),
+    }
+    await publish_event(
+        conn,
+        "payment.status_changed",
+        data,
+        tenant_id=payment["tenant_id"],
+        aggregate_id=payment["id"],
+    )
+    specific = {
+        Status.AUTHORIZED: "payment.authorised",
+        Status.REFUSED: "payment.refused",
+        Status.CANCELLED: "payment.cancelled",
+    }.get(outcome.to)
+    if specific is not None:
+        await publish_event(
+            conn,
+            specific,
+            {
+                **data,
+                "payment_option": payment["payment_option"],
+                "capture_mode": payment["capture_mode"],
+            },
+            tenant_id=payment["tenant_id"],
+            aggregate_id=payment["id"],
+        )
+    return outcome.to
+
+
+async def payment_view(
+    conn: asyncpg.Connection,
+    row: asyncpg.Record,
+    *,
+    supplier_id: str | None = None,
+    with_timeline: bool = False,
+) -> Payment:
+    lines = (await repo.lines_of(conn, [row["id"]], supplier_id)).get(row["id"], [])
+    timeline = None
+    if with_timeline:
+        timeline = [TimelineEntry(**dict(t)) for t in await repo.timeline_of(conn, row["id"])]
+    return to_payment(row, lines, timeline)
+
+
+def to_payment(
+    row: asyncpg.Record, lines: list[asyncpg.Record], timeline: list[TimelineEntry] | None
+) -> Payment:
+    return Payment(
+        id=row["id"],
+        order_id=row["order_id"],
+        buyer_account=row["buyer_account"],
+        payment_option=row["payment_option"],
+        capture_mode=row["capture_mode"],
+        amount=Money(value=row["amount"], currency=row["currency"]),
+        status=row["status"],
+        psp_reference=row["psp_reference"],
+        result_code=row["result_code"],
+        refusal_reason=row["refusal_reason"],
+        business_card=row["business_card"],
+        lines=[LineOut(**{k: line[k] for k in LineOut.model_fields}) for line in lines],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        timeline=timeline,
+    )

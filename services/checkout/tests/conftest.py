@@ -1,0 +1,169 @@
+"""Checkout under test: the real app on real PostgreSQL and RabbitMQ, its tenancy replica fed
+by `tenant.upserted` / `supplier.upserted` / `api_key.upserted` events on the bus, exactly as
+the tenants service publishes them."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aio_pika
+import aiohttp
+import pytest_asyncio
+
+from checkout.app import create_app
+from checkout.settings import Settings
+from common.events import (
+    DOMAIN_EXCHANGE,
+    ApiKeyUpserted,
+    EventData,
+    SupplierUpserted,
+    TenantUpserted,
+    make_envelope,
+)
+from common.http.auth import generate_key, hash_key
+from common.runtime import DB_POOL
+from common.testing.apps import running
+
+
+@dataclass
+class Tenant:
+    id: str
+    merchant_account: str
+    storefront_key: str
+    operator_key: str
+    suppliers: list[str] = field(default_factory=list)
+    supplier_keys: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CheckoutHarness:
+    url: str
+    app: object
+    http: aiohttp.ClientSession
+    amqp_url: str
+    exchange_name: str
+
+    async def publish(self, event_type: str, data: EventData, tenant_id: str) -> None:
+        envelope = make_envelope(event_type, data, tenant_id=tenant_id, correlation_id="test")
+        connection = await aio_pika.connect(self.amqp_url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(self.exchange_name)
+            await exchange.publish(
+                aio_pika.Message(
+                    envelope.model_dump_json().encode(),
+                    message_id=str(envelope.id),
+                    content_type="application/json",
+                ),
+                routing_key=event_type,
+            )
+
+    async def new_tenant(self, suppliers: int = 2) -> Tenant:
+        tenant_id = f"ten_{secrets.token_hex(6)}"
+        tenant = Tenant(
+            id=tenant_id,
+            merchant_account=f"Test{secrets.token_hex(4)}ECOM",
+            storefront_key=generate_key("test"),
+            operator_key=generate_key("test"),
+        )
+        await self.publish(
+            "tenant.upserted",
+            TenantUpserted(
+                tenant_id=tenant_id,
+                revision=1,
+                name="Test",
+                status="active",
+                psp="adyen",
+                merchant_account=tenant.merchant_account,
+                currency="EUR",
+                default_rate="2.5",
+                capture_mode="MANUAL",
+                capture_delay_hours=0,
+                allowed_logistic_statuses=["SHIPPED"],
+                marketplace_banking_mode="DISABLED",
+                funding_policy="REFUSE_REFUND",
+                payout_schedule={},
+            ),
+            tenant_id,
+        )
+        keys = [
+            (tenant.storefront_key, "storefront", None),
+            (tenant.operator_key, "operator", None),
+        ]
+        for _ in range(suppliers):
+            supplier_id = f"sup_{secrets.token_hex(6)}"
+            tenant.suppliers.append(supplier_id)
+            await self.publish(
+                "supplier.upserted",
+                SupplierUpserted(
+                    tenant_id=tenant_id,
+                    supplier_id=supplier_id,
+                    revision=1,
+                    name="S",
+                    kyc_status="enabled",
+                    iban=None,
+                    payment_due_date_delay=30,
+                    payment_due_date_mode="SIMPLE",
+                    commission_rate="10",
+                ),
+                tenant_id,
+            )
+            key = generate_key("test")
+            tenant.supplier_keys[supplier_id] = key
+            keys.append((key, "supplier", supplier_id))
+        for key, role, supplier_id in keys:
+            await self.publish(
+                "api_key.upserted",
+                ApiKeyUpserted(
+                    tenant_id=tenant_id,
+                    key_id=f"key_{secrets.token_hex(6)}",
+                    revision=1,
+                    key_hash=hash_key(key),
+                    role=role,
+                    supplier_id=supplier_id,
+                    revoked=False,
+                ),
+                tenant_id,
+            )
+        await self.wait_for_replica(tenant_id, len(keys))
+        return tenant
+
+    async def wait_for_replica(self, tenant_id: str, keys: int) -> None:
+        pool = self.app[DB_POOL]  # type: ignore[index]
+        for _ in range(100):
+            async with pool.acquire() as conn:
+                found = await conn.fetchval(
+                    "SELECT count(*) FROM replica_api_keys WHERE tenant_id = $1", tenant_id
+                )
+                tenant = await conn.fetchval(
+                    "SELECT 1 FROM replica_tenants WHERE tenant_id = $1", tenant_id
+                )
+            if found == keys and tenant:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("tenancy replica did not arrive")
+
+
+@pytest_asyncio.fixture
+async def checkout(servers, service_db, broker_names) -> AsyncIterator[CheckoutHarness]:
+    settings = Settings(
+        profile="test",
+        database_url=service_db.dsn,
+        db_schema=service_db.schema,
+        amqp_url=servers.amqp_url,
+        broker_namespace=broker_names.namespace,
+        broker_queue_expires_ms=broker_names.queue_expires_ms,
+        outbox_poll_interval_s=0.2,
+    )
+    app = create_app(settings)
+    async with running(app) as url, aiohttp.ClientSession() as http:
+        yield CheckoutHarness(
+            url=url,
+            app=app,
+            http=http,
+            amqp_url=servers.amqp_url,
+            exchange_name=broker_names.exchange(DOMAIN_EXCHANGE),
+        )

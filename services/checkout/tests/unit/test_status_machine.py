@@ -1,0 +1,77 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from checkout.domain import FINAL, Fact, Illegal, Moved, Status, Unchanged, apply
+
+
+@pytest.mark.parametrize(
+    ("current", "fact", "expected"),
+    [
+        (Status.INIT_PAYMENT, Fact.AUTHORISATION_REQUESTED, Status.AUTHORIZATION_PENDING),
+        (Status.AUTHORIZATION_PENDING, Fact.AUTHORISED, Status.AUTHORIZED),
+        (Status.AUTHORIZATION_PENDING, Fact.REFUSED, Status.REFUSED),
+        (Status.AUTHORIZATION_PENDING, Fact.FAILED, Status.ERROR),
+        (Status.AUTHORIZED, Fact.CANCELLED, Status.CANCELLED),
+        (Status.AUTHORIZED, Fact.CAPTURE_REQUESTED, Status.CAPTURE_PENDING),
+        (Status.CAPTURE_PENDING, Fact.PARTIALLY_CAPTURED, Status.PARTIALLY_PAID),
+        (Status.PARTIALLY_PAID, Fact.CAPTURE_REQUESTED, Status.CAPTURE_PENDING),
+        (Status.CAPTURE_PENDING, Fact.FULLY_CAPTURED, Status.PAID),
+        (Status.PAID, Fact.REFUND_REQUESTED, Status.WAITING_REFUND),
+        (Status.WAITING_REFUND, Fact.PARTIALLY_REFUNDED, Status.PARTIALLY_REFUNDED),
+        (Status.PARTIALLY_REFUNDED, Fact.FULLY_REFUNDED, Status.REFUNDED),
+        (Status.PAID, Fact.CHARGEBACK, Status.CHARGEBACK),
+    ],
+)
+def test_the_lifecycle_moves_forward(current, fact, expected):
+    # when
+    outcome = apply(current, fact)
+    # then
+    assert outcome == Moved(expected)
+
+
+def test_a_late_authorisation_after_capture_changes_nothing():
+    # given a payment already paid
+    # when the AUTHORISATION webhook arrives late
+    outcome = apply(Status.PAID, Fact.AUTHORISED)
+    # then
+    assert isinstance(outcome, Unchanged)
+
+
+def test_a_repeated_fact_changes_nothing():
+    assert isinstance(apply(Status.AUTHORIZED, Fact.AUTHORISED), Unchanged)
+    assert isinstance(apply(Status.REFUSED, Fact.REFUSED), Unchanged)
+
+
+def test_contradicting_facts_are_illegal():
+    assert isinstance(apply(Status.REFUSED, Fact.CAPTURE_REQUESTED), Illegal)
+    assert isinstance(apply(Status.INIT_PAYMENT, Fact.FULLY_CAPTURED), Illegal)
+    assert isinstance(apply(Status.CANCELLED, Fact.CAPTURE_REQUESTED), Illegal)
+
+
+def test_capture_failure_returns_to_what_was_captured_before():
+    assert apply(Status.CAPTURE_PENDING, Fact.CAPTURE_FAILED) == Moved(Status.AUTHORIZED)
+    assert apply(Status.CAPTURE_PENDING, Fact.CAPTURE_FAILED, remaining_capture=True) == Moved(
+        Status.PARTIALLY_PAID
+    )
+
+
+def test_chargeback_reversal_restores_the_previous_status():
+    assert apply(
+        Status.CHARGEBACK, Fact.CHARGEBACK_REVERSED, previous=Status.PARTIALLY_REFUNDED
+    ) == (Moved(Status.PARTIALLY_REFUNDED))
+
+
+@given(st.sampled_from(list(Status)), st.lists(st.sampled_from(list(Fact)), max_size=12))
+def test_a_final_payment_never_leaves_its_final_status_by_replayed_facts(start, facts):
+    # given any sequence of facts applied through the machine
+    status = start
+    for fact in facts:
+        outcome = apply(status, fact)
+        if isinstance(outcome, Moved):
+            # then nothing moves a refused or cancelled payment to money-moving states
+            if status in (Status.REFUSED, Status.CANCELLED):
+                pytest.fail(f"{fact} moved a {status} payment to {outcome.to}")
+            status = outcome.to
+    assert status in set(Status)
+    assert set(Status) >= FINAL
