@@ -33,6 +33,7 @@ DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 BROKER = web.AppKey("broker", AbstractRobustConnection)
 RELAY = web.AppKey("relay", OutboxRelay)
 CONSUMERS = web.AppKey("consumers", list[InboxConsumer])
+SHUTDOWN_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def database(
         purge.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purge
-        await pool.close()
+        await _close_pool(pool)
 
     return ctx
 
@@ -80,6 +81,15 @@ async def _purge_idempotency_keys(store: IdempotencyStore) -> None:
         with contextlib.suppress(Exception):
             await store.purge_expired()
         await asyncio.sleep(3600)
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """Close gracefully; a connection stuck on a dead server must not hang the shutdown."""
+    try:
+        await asyncio.wait_for(pool.close(), SHUTDOWN_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("database pool did not close in time; terminating it")
+        pool.terminate()
 
 
 def broker(
@@ -128,11 +138,14 @@ def broker(
         yield
         for consumer in consumers:
             with contextlib.suppress(Exception):
-                await consumer.stop()
+                await asyncio.wait_for(consumer.stop(), SHUTDOWN_TIMEOUT_S)
         relay_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await relay_task
-        await connection.close()
+        try:
+            await asyncio.wait_for(connection.close(), SHUTDOWN_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("RabbitMQ connection did not close in time")
 
     return ctx
 

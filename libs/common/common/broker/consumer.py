@@ -3,30 +3,42 @@
 For each delivery: parse the envelope; in one transaction insert `(queue, message id)` into
 `inbox` and run the handler. A message already in the inbox is acknowledged and skipped, so
 redelivery and the relay's re-publishing change nothing. A handler error rolls the transaction
-back and republishes the message to `Q.retry.N` (growing delays); once the delays are spent,
-the message is parked in `Q.dlq` with the error. A message that cannot be parsed, or whose type
-has no handler, goes straight to `Q.dlq`: retrying cannot fix it. The original is acknowledged
-only after its retry or dead-letter copy is confirmed by the broker.
+back and republishes the message to the delay tier of its next attempt (growing delays); once
+the delays are spent, the message is parked in `Q.dlq` with the error. A message that cannot
+be parsed, or whose type has no handler, goes straight to `Q.dlq`: retrying cannot fix it. The
+original is acknowledged only after its retry or dead-letter copy is confirmed by the broker.
+
+Deliveries are handled one after the other in the order the broker delivered them (aiormq
+would otherwise run a task per delivery, and a queue's events, those of one aggregate
+included, would be applied in whatever order their transactions happened to finish). With
+`batch_size > 1` the messages already prefetched are applied in one transaction (one commit for
+up to `batch_size` messages); if any handler of a batch raises, the batch is rolled back and
+its messages are applied again one transaction each, so a failing message never takes the
+others' effects with it. When the database is unreachable the messages are held and retried
+with a back-off: an outage neither burns retry attempts nor parks messages in the DLQ.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aiormq.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
 from common.broker.topology import (
     DEAD_LETTER_EXCHANGE,
-    RETRY_EXCHANGE,
     Names,
     QueueSpec,
     declare_queue,
@@ -41,10 +53,33 @@ Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
 Parser = Callable[[AbstractIncomingMessage], Envelope]
 
 ATTEMPT_HEADER = "x-attempt"
+_INSERT_INBOX = (
+    "INSERT INTO inbox (message_id, queue, event_type) VALUES ($1, $2, $3)"
+    " ON CONFLICT DO NOTHING RETURNING true"
+)
+_INSERT_INBOX_BATCH = (
+    "INSERT INTO inbox (message_id, queue, event_type)"
+    " SELECT m.id, $2, m.type FROM unnest($1::uuid[], $3::text[]) AS m(id, type)"
+    " ON CONFLICT DO NOTHING RETURNING message_id"
+)
+
+
+_CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
 
 
 class PoisonMessageError(Exception):
     """Raised by a parser or handler for a message no retry can fix: it goes to the DLQ now."""
+
+
+class DatabaseUnavailableError(Exception):
+    """The database could not be reached or the connection broke: not the message's fault."""
 
 
 def parse_envelope(message: AbstractIncomingMessage) -> Envelope:
@@ -52,6 +87,13 @@ def parse_envelope(message: AbstractIncomingMessage) -> Envelope:
         return Envelope.model_validate_json(message.body)
     except ValidationError as exc:
         raise PoisonMessageError(f"not a Marketpay event envelope: {_short(exc)}") from exc
+
+
+@dataclass
+class _Parsed:
+    message: AbstractIncomingMessage
+    envelope: Envelope
+    handler: Handler
 
 
 class InboxConsumer:
@@ -66,42 +108,117 @@ class InboxConsumer:
         parser: Parser = parse_envelope,
         prefetch: int = 50,
         metrics: Metrics | None = None,
+        batch_size: int = 1,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
         self._pool = pool
         self._connection = connection
         self._names = names
         self._spec = spec
         self._handlers = dict(handlers)
         self._parser = parser
-        self._prefetch = prefetch
+        self._prefetch = max(prefetch, batch_size)
+        self._batch_size = batch_size
         self._metrics = metrics
         self._channel: AbstractChannel | None = None
         self._publish_channel: AbstractChannel | None = None
         self._tag: str | None = None
         self._queue_name = names.queue(spec.name)
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         self._channel = await self._connection.channel()
         await self._channel.set_qos(prefetch_count=self._prefetch)
         queue = await declare_queue(self._channel, self._names, self._spec)
+        self._worker = asyncio.create_task(self._work(), name=f"inbox:{self._spec.name}")
         self._tag = await queue.consume(self._on_message)
 
     async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
         for channel in (self._channel, self._publish_channel):
             if channel is not None and not channel.is_closed:
                 await channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # Only queue it: one worker applies deliveries in the order they arrived.
+        self._inbox.put_nowait(message)
+
+    async def _work(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < self._batch_size and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            backoff = 0.2
+            while True:
+                # A delivery whose channel is gone will come again on the restored channel.
+                batch = [m for m in batch if not _channel_closed(m)]
+                if not batch:
+                    break
+                try:
+                    await self._process_batch(batch)
+                except DatabaseUnavailableError as exc:
+                    log.warning(
+                        "database unavailable, holding messages",
+                        queue=self._spec.name,
+                        error=str(exc.__cause__ or exc),
+                        retry_in_s=backoff,
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                except Exception as exc:
+                    # Mostly the broker going away: those deliveries come again on the restored
+                    # channel. If the channel survived, hand back what was not acknowledged.
+                    log.warning("delivery handling interrupted", error=repr(exc))
+                    for message in batch:
+                        if not message.processed and not _channel_closed(message):
+                            with contextlib.suppress(Exception):
+                                await message.nack(requeue=True)
+                    break
+                else:
+                    break
+
+    async def _process_batch(self, batch: Sequence[AbstractIncomingMessage]) -> None:
         started = time.perf_counter()
-        outcome = await self._process(message)
+        parsed: list[_Parsed] = []
+        for message in batch:
+            item = await self._parse(message)
+            if item is not None:
+                parsed.append(item)
+        if not parsed:
+            return
+        if len(parsed) > 1:
+            try:
+                outcomes = await self._apply_batch(parsed)
+            except DatabaseUnavailableError:
+                raise
+            except Exception as exc:
+                log.info("batch failed, applying one by one", error=repr(exc), size=len(parsed))
+            else:
+                for item, outcome in zip(parsed, outcomes, strict=True):
+                    await item.message.ack()
+                    self._count(outcome, started, len(parsed))
+                return
+        for item in parsed:
+            one_started = time.perf_counter()
+            outcome = await self._process_one(item)
+            self._count(outcome, one_started, 1)
+
+    def _count(self, outcome: str, started: float, size: int) -> None:
         if self._metrics:
             self._metrics.consumer_messages.labels(self._spec.name, outcome).inc()
             self._metrics.consumer_duration.labels(self._spec.name).observe(
-                time.perf_counter() - started
+                (time.perf_counter() - started) / size
             )
 
-    async def _process(self, message: AbstractIncomingMessage) -> str:
+    async def _parse(self, message: AbstractIncomingMessage) -> _Parsed | None:
+        """The parsed message, or None once a poison message has been dead-lettered."""
         try:
             envelope = self._parser(message)
             handler = self._handlers.get(envelope.type)
@@ -110,11 +227,17 @@ class InboxConsumer:
         except PoisonMessageError as exc:
             log.warning("poison message", queue=self._spec.name, reason=str(exc))
             await self._dead_letter(message, str(exc), kind="poison")
-            return "dead_lettered"
+            self._count("dead_lettered", time.perf_counter(), 1)
+            return None
+        return _Parsed(message, envelope, handler)
 
+    async def _process_one(self, item: _Parsed) -> str:
+        message, envelope = item.message, item.envelope
         with correlation(envelope.correlation_id, message_id=str(envelope.id)):
             try:
-                applied = await self._apply(envelope, handler)
+                applied = await self._apply(envelope, item.handler)
+            except DatabaseUnavailableError:
+                raise
             except PoisonMessageError as exc:
                 log.warning("handler refused message", type=envelope.type, reason=str(exc))
                 await self._dead_letter(message, str(exc), kind="poison")
@@ -128,18 +251,54 @@ class InboxConsumer:
             return "applied"
 
     async def _apply(self, envelope: Envelope, handler: Handler) -> bool:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._connection_for_work() as conn, conn.transaction():
             inserted = await conn.fetchval(
-                "INSERT INTO inbox (message_id, queue, event_type) VALUES ($1, $2, $3)"
-                " ON CONFLICT DO NOTHING RETURNING true",
-                envelope.id,
-                self._spec.name,
-                envelope.type,
+                _INSERT_INBOX, envelope.id, self._spec.name, envelope.type
             )
             if not inserted:
                 return False
             await handler(conn, envelope)
             return True
+
+    async def _apply_batch(self, items: Sequence[_Parsed]) -> list[str]:
+        """Apply every message of `items` in one transaction, or none if a handler raises."""
+        async with self._connection_for_work() as conn, conn.transaction():
+            rows = await conn.fetch(
+                _INSERT_INBOX_BATCH,
+                [item.envelope.id for item in items],
+                self._spec.name,
+                [item.envelope.type for item in items],
+            )
+            fresh = {row["message_id"] for row in rows}
+            outcomes: list[str] = []
+            for item in items:
+                envelope = item.envelope
+                if envelope.id not in fresh:  # applied before, or earlier in this batch
+                    outcomes.append("duplicate")
+                    continue
+                fresh.discard(envelope.id)
+                with correlation(envelope.correlation_id, message_id=str(envelope.id)):
+                    await item.handler(conn, envelope)
+                outcomes.append("applied")
+            return outcomes
+
+    @contextlib.asynccontextmanager
+    async def _connection_for_work(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; a failure of the connection itself becomes
+        `DatabaseUnavailableError`, so that the messages are held rather than retried."""
+        try:
+            conn = await self._pool.acquire()
+        except _CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailableError("cannot acquire a connection") from exc
+        try:
+            yield conn
+        except Exception as exc:
+            if conn.is_closed() or isinstance(exc, _CONNECTION_ERRORS):
+                raise DatabaseUnavailableError("connection lost") from exc
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn)
 
     async def _retry_or_park(
         self, message: AbstractIncomingMessage, envelope: Envelope, exc: Exception
@@ -155,8 +314,8 @@ class InboxConsumer:
             )
             await self._republish(
                 message,
-                exchange=RETRY_EXCHANGE,
-                routing_key=self._names.queue(self._spec.retry_queue(attempt)),
+                exchange=self._spec.retry_tier(attempt),
+                routing_key=self._queue_name,
                 headers={ATTEMPT_HEADER: attempt, "x-last-error": reason[:1000]},
             )
             return "retried"
@@ -195,6 +354,7 @@ class InboxConsumer:
         """Publish a confirmed copy of `message`, then ack the original."""
         assert self._publish_channel is not None
         target = await self._publish_channel.get_exchange(self._names.exchange(exchange))
+        kept = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-death")}
         copy = aio_pika.Message(
             body=message.body,
             message_id=message.message_id or str(uuid.uuid4()),
@@ -202,10 +362,17 @@ class InboxConsumer:
             correlation_id=message.correlation_id,
             type=message.type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={**(message.headers or {}), **headers},
+            headers={**kept, **headers},
         )
         await target.publish(copy, routing_key=routing_key, timeout=10)
         await message.ack()
+
+
+def _channel_closed(message: AbstractIncomingMessage) -> bool:
+    try:
+        return bool(message.channel.is_closed)
+    except ChannelInvalidStateError:
+        return True
 
 
 def _short(exc: ValidationError) -> str:

@@ -23,8 +23,9 @@ from typing import Any
 
 import aio_pika
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import DeliveryError
+from pamqp.commands import Basic
 
 from common.broker.topology import Names, declare_exchanges
 from common.events import DOMAIN_EXCHANGE, Envelope, EventData, make_envelope
@@ -112,7 +113,7 @@ class OutboxRelay:
         self._publish_timeout = publish_timeout
         self._retention_days = retention_days
         self._wake = asyncio.Event()
-        self._channel: AbstractChannel | None = None
+        self._channel: AbstractRobustChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self.is_leader = False
 
@@ -204,6 +205,15 @@ class OutboxRelay:
 
     async def publish(self, batch: Sequence[PendingEvent]) -> tuple[list[int], Exception | None]:
         """Publish all, await the confirms together; return the confirmed prefix's seqs."""
+        if not batch:
+            return [], None
+        # Open the channel first: every publish of the batch must go through the same one, in
+        # `seq` order (concurrent first calls used to open a channel each).
+        try:
+            for logical in dict.fromkeys(event.exchange for event in batch):
+                await self._exchange(logical)
+        except Exception as exc:
+            return [], exc
         results = await asyncio.gather(
             *(self._publish_one(event) for event in batch), return_exceptions=True
         )
@@ -242,28 +252,33 @@ class OutboxRelay:
             type=envelope.get("type"),
             headers={"x-tenant-id": envelope.get("tenant_id") or ""},
         )
+        # Not mandatory: an event nobody subscribes to yet is still published. aio-pika raises
+        # DeliveryError when the broker nacks, so anything but an ack here is a lost confirm.
         confirmation = await exchange.publish(
-            message, routing_key=event.routing_key, timeout=self._publish_timeout
+            message,
+            routing_key=event.routing_key,
+            mandatory=False,
+            timeout=self._publish_timeout,
         )
-        if confirmation is not None and not _is_ack(confirmation):
+        if not isinstance(confirmation, Basic.Ack):
             raise DeliveryError(None, None)  # type: ignore[arg-type]
 
     async def _exchange(self, logical: str) -> AbstractExchange:
-        if self._channel is None or self._channel.is_closed:
+        # One robust channel for the relay's life: the connection restores it after an outage.
+        # Opening another while the connection is down leaves a half-open channel behind that
+        # can make every later restore attempt fail, so wait for the restore instead.
+        if self._channel is None:
+            await asyncio.wait_for(self._connection.ready(), self._publish_timeout)
             self._channel = await self._connection.channel(publisher_confirms=True)
             await declare_exchanges(self._channel, self._names)
             self._exchanges.clear()
+        elif self._channel.is_closed:
+            await asyncio.wait_for(self._channel.ready(), self._publish_timeout)
         exchange = self._exchanges.get(logical)
         if exchange is None:
             exchange = await self._channel.get_exchange(self._names.exchange(logical))
             self._exchanges[logical] = exchange
         return exchange
-
-
-def _is_ack(confirmation: Any) -> bool:
-    from aiormq.spec import Basic
-
-    return isinstance(confirmation, Basic.Ack)
 
 
 def _dumps(value: Any) -> bytes:

@@ -45,6 +45,8 @@ def load_migrations(component: str, directory: Path) -> list[Migration]:
         found.append(
             Migration(component, int(match["version"]), match["name"], path.read_text("utf-8"))
         )
+    # By number, not by name: "1000_x.sql" comes after "999_y.sql".
+    found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise MigrationError(f"{component}: two migration files share a number")

@@ -4,11 +4,14 @@
 - `servers`: the PostgreSQL and RabbitMQ of this run (see `servers.py`);
 - `test_database`: a database of its own for this run, dropped at the end;
 - `service_db`: a fresh schema with its own role in that database, per call;
-- `broker_names`: fresh RabbitMQ names per test; queues expire once unused.
+- `broker_names`: fresh RabbitMQ names per test; queues expire once unused;
+- `service_pool`: a pool on `service_db` with the common migrations (outbox, inbox) applied;
+- `amqp_connection`: a robust connection to this run's RabbitMQ.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -18,14 +21,22 @@ import aio_pika
 import asyncpg
 import pytest
 import pytest_asyncio
+from aio_pika.abc import AbstractRobustConnection
 from yarl import URL
 
-from common.broker.topology import Names, all_exchange_names
-from common.db.pool import provision_service
+from common.broker.topology import (
+    RETRY_TIER_PREFIX,
+    Names,
+    all_exchange_names,
+    connect,
+    declared_test_queues,
+)
+from common.db.migrations import COMMON_MIGRATIONS, apply_migrations
+from common.db.pool import create_pool, provision_service
 from common.testing.servers import Servers, test_servers
 
 RUN_ID = secrets.token_hex(4)
-TEST_QUEUE_EXPIRES_MS = 15 * 60 * 1000
+TEST_QUEUE_EXPIRES_MS = 5 * 60 * 1000  # a safety net; fixtures delete their queues
 
 
 def dsn_with(
@@ -114,9 +125,40 @@ async def service_db(test_database: TestDatabase) -> ServiceDb:
 async def broker_names(servers: Servers) -> AsyncIterator[Names]:
     names = Names(f"t{RUN_ID}.{secrets.token_hex(3)}.", TEST_QUEUE_EXPIRES_MS)
     yield names
+    await delete_namespace(servers.amqp_url, names)
+
+
+async def delete_namespace(amqp_url: str, names: Names) -> None:
+    """Delete what tests declared under `names`: a broker holds only so many quorum queues
+    (each keeps files open), so they must not wait for their expiry."""
+    queues = declared_test_queues(names.namespace)
+    tier_prefix = names.exchange(RETRY_TIER_PREFIX)
+    exchanges = [*all_exchange_names(names), *(q for q in queues if q.startswith(tier_prefix))]
     with contextlib.suppress(Exception):
-        connection = await aio_pika.connect(servers.amqp_url)
+        connection = await aio_pika.connect(amqp_url, timeout=10)
         async with connection:
             channel = await connection.channel()
-            for exchange in all_exchange_names(names):
-                await channel.exchange_delete(exchange)
+            for queue in queues:
+                await asyncio.wait_for(channel.queue_delete(queue), 10)
+            for exchange in exchanges:
+                await asyncio.wait_for(channel.exchange_delete(exchange), 10)
+
+
+@pytest_asyncio.fixture
+async def service_pool(service_db: ServiceDb) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(service_db.dsn, service_db.schema)
+    async with pool.acquire() as conn:
+        await apply_migrations(conn, service_db.schema, {"common": COMMON_MIGRATIONS})
+    yield pool
+    try:
+        await asyncio.wait_for(pool.close(), 5)
+    except TimeoutError:  # a connection still held by a task the test left behind
+        pool.terminate()
+
+
+@pytest_asyncio.fixture
+async def amqp_connection(servers: Servers) -> AsyncIterator[AbstractRobustConnection]:
+    connection = await connect(servers.amqp_url)
+    yield connection
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(connection.close(), 5)

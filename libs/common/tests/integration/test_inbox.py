@@ -1,0 +1,236 @@
+"""The inbox consumer against the real servers (DESIGN §2, invariants 3 and 9): one effect per
+message id, retries with growing delays, then the DLQ with the error; poison never blocks."""
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aio_pika
+import asyncpg
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+
+from common.broker import InboxConsumer, Names, QueueSpec
+from common.events import DOMAIN_EXCHANGE, Envelope, make_envelope
+from common.metrics import Metrics
+
+EVENT = "probe.happened"
+OTHER = "probe.unhandled"
+SPEC = QueueSpec("probe", [(DOMAIN_EXCHANGE, "probe.*")], retry_delays_ms=(200, 400))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Harness:
+    pool: asyncpg.Pool
+    channel: aio_pika.abc.AbstractChannel
+    names: Names
+    metrics: Metrics = field(default_factory=Metrics)
+    calls: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)  # label → times to raise first
+
+    async def handle(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
+        label = envelope.data["label"]
+        self.calls[label] = self.calls.get(label, 0) + 1
+        await conn.execute("INSERT INTO effects (label) VALUES ($1)", label)
+        if self.failures.get(label, 0) > 0:
+            self.failures[label] -= 1
+            raise RuntimeError(f"handler broke on {label}")
+
+    async def send(self, body: bytes | Envelope, *, message_id: str | None = None) -> None:
+        if isinstance(body, Envelope):
+            message_id = message_id or str(body.id)
+            routing_key, raw = body.type, body.model_dump_json().encode()
+        else:
+            routing_key, raw = EVENT, body
+        exchange = await self.channel.get_exchange(self.names.exchange(DOMAIN_EXCHANGE))
+        await exchange.publish(
+            aio_pika.Message(raw, message_id=message_id, content_type="application/json"),
+            routing_key=routing_key,
+        )
+
+    async def effects(self, label: str) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM effects WHERE label = $1", label))
+
+    def count(self, outcome: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "consumer_messages_total", {"queue": SPEC.name, "outcome": outcome}
+        )
+        return value or 0.0
+
+    async def next_dead_letter(self, within: float = 10.0) -> AbstractIncomingMessage:
+        dlq = await self.channel.declare_queue(self.names.queue(SPEC.dlq), passive=True)
+        deadline = time.monotonic() + within
+        while (message := await dlq.get(no_ack=True, fail=False)) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing in {SPEC.dlq} within {within} s")
+            await asyncio.sleep(0.05)
+        return message
+
+    async def dlq_depth(self) -> int:
+        dlq = await self.channel.declare_queue(self.names.queue(SPEC.dlq), passive=True)
+        return dlq.declaration_result.message_count or 0
+
+
+@contextlib.asynccontextmanager
+async def harness(pool, connection, names, *, batch_size: int = 1) -> AsyncIterator[Harness]:
+    await pool.execute("CREATE TABLE effects (id bigserial PRIMARY KEY, label text NOT NULL)")
+    channel = await connection.channel()
+    result = Harness(pool, channel, names)
+    consumer = InboxConsumer(
+        pool=pool,
+        connection=connection,
+        names=names,
+        spec=SPEC,
+        handlers={EVENT: result.handle},
+        metrics=result.metrics,
+        batch_size=batch_size,
+    )
+    await consumer.start()
+    try:
+        yield result
+    finally:
+        await consumer.stop()
+        await channel.close()
+
+
+def event(label: str, event_type: str = EVENT) -> Envelope:
+    return make_envelope(event_type, {"label": label}, tenant_id="t1", correlation_id="c1")
+
+
+@pytest.mark.parametrize("batch_size", [1, 10])
+async def test_the_same_message_delivered_three_times_has_one_effect(
+    service_pool, amqp_connection, broker_names, batch_size
+):
+    async with harness(service_pool, amqp_connection, broker_names, batch_size=batch_size) as h:
+        # given
+        once = event("once")
+
+        # when
+        for _ in range(3):
+            await h.send(once)
+
+        # then
+        await eventually(lambda: _true(h.count("applied") + h.count("duplicate") == 3))
+        assert h.count("applied") == 1
+        assert await h.effects("once") == 1
+
+
+async def test_a_handler_that_keeps_failing_is_retried_then_parked_in_the_dlq_with_its_error(
+    service_pool, amqp_connection, broker_names
+):
+    async with harness(service_pool, amqp_connection, broker_names) as h:
+        # given a handler that fails every time on this message
+        h.failures["doomed"] = 100
+        doomed = event("doomed")
+
+        # when
+        await h.send(doomed)
+
+        # then: the first attempt and the two retries ran, then the message was parked
+        parked = await h.next_dead_letter()
+        assert parked.message_id == str(doomed.id)
+        assert json.loads(parked.body)["id"] == str(doomed.id)
+        headers = parked.headers or {}
+        assert "RuntimeError: handler broke on doomed" in str(headers["x-error"])
+        assert headers["x-error-kind"] == "handler_error"
+        assert headers["x-attempt"] == 2
+        assert h.calls["doomed"] == 3
+        assert await h.effects("doomed") == 0
+
+
+@pytest.mark.parametrize("batch_size", [1, 10])
+async def test_a_handler_that_fails_once_then_succeeds_is_applied_exactly_once(
+    service_pool, amqp_connection, broker_names, batch_size
+):
+    async with harness(service_pool, amqp_connection, broker_names, batch_size=batch_size) as h:
+        # given a flaky handler for one message, sent between two good ones
+        h.failures["flaky"] = 1
+
+        # when
+        for label in ("before", "flaky", "after"):
+            await h.send(event(label))
+
+        # then every message has one effect, the flaky one after a retry
+        await eventually(lambda: _eq(h.effects("flaky"), 1))
+        await eventually(lambda: _true(h.count("applied") == 3))
+        assert [await h.effects(label) for label in ("before", "flaky", "after")] == [1, 1, 1]
+        assert h.calls["flaky"] == 2
+        assert await h.dlq_depth() == 0
+
+
+async def test_malformed_json_goes_to_the_dlq_and_the_next_message_is_processed(
+    service_pool, amqp_connection, broker_names
+):
+    async with harness(service_pool, amqp_connection, broker_names) as h:
+        # given
+        good = event("good")
+
+        # when
+        await h.send(b'{"id": "not even json', message_id=str(uuid.uuid4()))
+        await h.send(good)
+
+        # then
+        await eventually(lambda: _eq(h.effects("good"), 1))
+        parked = await h.next_dead_letter()
+        assert parked.body == b'{"id": "not even json'
+        assert (parked.headers or {})["x-error-kind"] == "poison"
+        assert "not a Marketpay event envelope" in str((parked.headers or {})["x-error"])
+
+
+async def test_a_message_of_a_type_without_handler_goes_to_the_dlq(
+    service_pool, amqp_connection, broker_names
+):
+    async with harness(service_pool, amqp_connection, broker_names) as h:
+        # given
+        stray = event("stray", event_type=OTHER)
+
+        # when
+        await h.send(stray)
+
+        # then
+        parked = await h.next_dead_letter()
+        assert parked.message_id == str(stray.id)
+        assert (parked.headers or {})["x-error-kind"] == "poison"
+        assert "no handler for event type 'probe.unhandled'" in str(
+            (parked.headers or {})["x-error"]
+        )
+        assert h.calls == {}
+
+
+async def test_a_batch_applies_messages_in_delivery_order_in_one_go(
+    service_pool, amqp_connection, broker_names
+):
+    async with harness(service_pool, amqp_connection, broker_names, batch_size=50) as h:
+        # given many messages, a duplicate among them
+        labels = [f"m{i:03d}" for i in range(200)]
+        envelopes = [event(label) for label in labels]
+
+        # when
+        for envelope in [*envelopes[:100], envelopes[50], *envelopes[100:]]:
+            await h.send(envelope)
+
+        # then each is applied once, in the order sent
+        await eventually(lambda: _true(h.count("applied") == 200))
+        order = await service_pool.fetch("SELECT label FROM effects ORDER BY id")
+        assert [r["label"] for r in order] == labels
+        await eventually(lambda: _true(h.count("duplicate") == 1))
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _eq(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
