@@ -23,7 +23,10 @@ LOCAL_PROFILE_DEFAULTS: dict[str, str] = {
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MARKETPAY_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a start-up error must not print the other settings (credentials)
+    model_config = SettingsConfigDict(
+        env_prefix="MARKETPAY_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     profile: Profile = "production"
     service_name: str = "marketpay"

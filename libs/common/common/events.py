@@ -167,9 +167,12 @@ def make_envelope(
     payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
     if event_type in CATALOGUE:
         try:
-            CATALOGUE[event_type].model_validate(payload)
+            validated = CATALOGUE[event_type].model_validate(payload)
         except ValidationError as exc:
             raise ValueError(f"{event_type} payload does not match the catalogue: {exc}") from exc
+        # what consumers receive is the model's own JSON form (rates as strings, ...), whatever
+        # form the producer passed
+        payload = validated.model_dump(mode="json")
     return Envelope(
         type=event_type,
         version=version,

@@ -27,10 +27,14 @@ _SECRET_KEY = re.compile(
     r"card[_-]?number|^number$|pan$|expiry|iban|(?<!routing_)(?<!idempotency_)key$|dsn|amqp_url|database_url",
     re.IGNORECASE,
 )
-# 12 to 19 digits, optionally separated by single spaces or dashes: the shape of a PAN.
-_PAN_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){11,18}\d(?!\d)")
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@", re.I)
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
+# Runs of at least 12 digits, optionally separated by single spaces or dashes: where a PAN
+# (12 to 19 digits) may hide, possibly next to other numbers ("4111 1111 1111 1111 12/30").
+_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,}(?!\d)")
+_SEPARATOR = re.compile(r"[ -]")
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^\s@]*)?@", re.I)
+_BEARER = re.compile(r"(?i)\b((?:bearer|basic)\s+)[^\s\"',]+")
+# key=value DSNs and "password: x" in free text
+_PASSWORD_PAIR = re.compile(r"(?i)\b((?:password|passwd|pwd|secret)\s*[=:]\s*)[^\s\"',;&]+")
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -43,17 +47,30 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _contains_pan(run: str) -> bool:
+    """Whether some consecutive groups of the run (or the run itself, or a stretch of it when it
+    has no separators) form 12 to 19 digits that pass the Luhn check."""
+    groups = _SEPARATOR.split(run)
+    for i in range(len(groups)):
+        digits = ""
+        for group in groups[i:]:
+            digits += group
+            if len(digits) > 19:
+                break
+            if len(digits) >= 12 and _luhn_ok(digits):
+                return True
+    return False
+
+
 def _mask_pan(match: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", match.group(0))
-    if 12 <= len(digits) <= 19 and _luhn_ok(digits):
-        return REDACTED
-    return match.group(0)
+    return REDACTED if _contains_pan(match.group(0)) else match.group(0)
 
 
 def scrub_text(text: str) -> str:
-    """Remove card numbers, URL credentials and bearer tokens from free text."""
-    text = _PAN_CANDIDATE.sub(_mask_pan, text)
+    """Remove card numbers, URL credentials, passwords and bearer tokens from free text."""
+    text = _DIGIT_RUN.sub(_mask_pan, text)
     text = _URL_CREDENTIALS.sub(r"\g<scheme>" + REDACTED + "@", text)
+    text = _PASSWORD_PAIR.sub(r"\g<1>" + REDACTED, text)
     return _BEARER.sub(r"\g<1>" + REDACTED, text)
 
 
@@ -80,9 +97,12 @@ def scrub(value: Any, key: str | None = None, depth: int = 0) -> Any:
 _STRUCTLOG_KEYS = frozenset({"event", "level", "logger", "timestamp", "correlation_id"})
 
 
+_UNTOUCHED_KEYS = frozenset({"level", "logger", "timestamp", "_record", "_from_structlog"})
+
+
 def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     for key in list(event_dict):
-        if key in ("level", "logger", "timestamp"):
+        if key in _UNTOUCHED_KEYS:
             continue
         value = event_dict[key]
         event_dict[key] = scrub(value, None if key in _STRUCTLOG_KEYS else key)
@@ -97,6 +117,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
+        # before the hand-over to the standard library: no handler (ours or another one on
+        # the root logger) ever receives an unredacted event
+        redact,
     ]
     structlog.configure(
         processors=[
@@ -112,7 +135,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _add_service(service),
-            redact,
             structlog.processors.JSONRenderer(),
         ],
     )

@@ -7,6 +7,7 @@ declared endpoints. The service's own `create_app(settings)` adds its cleanup co
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,6 +30,7 @@ READINESS = web.AppKey("readiness", list[Callable[[], Awaitable[None]]])
 CORRELATION_HEADER = "X-Correlation-Id"
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_BODY_BYTES = 1024 * 1024
+READINESS_TIMEOUT_S = 3.0
 
 Middleware = Any  # aiohttp's own middleware type is not exported in a stable place
 
@@ -61,8 +63,11 @@ async def error_middleware(
         return error_response(413, "request_too_large", "the request body is too large")
     except web.HTTPNotFound:
         return error_response(404, "not_found", "no such resource")
-    except web.HTTPMethodNotAllowed:
-        return error_response(405, "method_not_allowed", "method not allowed on this resource")
+    except web.HTTPMethodNotAllowed as exc:
+        response = error_response(405, "method_not_allowed", "method not allowed on this resource")
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -121,7 +126,8 @@ def create_base_app(
         problems = []
         for check in request.app[READINESS]:
             try:
-                await check()
+                async with asyncio.timeout(READINESS_TIMEOUT_S):
+                    await check()
             except Exception as exc:
                 problems.append(f"{getattr(check, '__name__', 'check')}: {type(exc).__name__}")
         if problems:

@@ -17,7 +17,9 @@ from typing import Literal
 from pydantic import SecretStr
 
 Environment = Literal["test", "live"]
-RoleName = Literal["platform_admin", "operator", "supplier", "storefront"]
+RoleName = Literal["platform_admin", "operator", "supplier", "storefront", "client", "anonymous"]
+"""`client`: a browser holding a short-lived client token bound to one resource (`subject`);
+`anonymous`: a public route's caller, who is granted nothing."""
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,20 @@ class Principal:
     tenant_id: str | None
     supplier_id: str | None = None
     key_id: str | None = None
+    subject: str | None = None
 
     @property
     def scope(self) -> str:
-        """Whose idempotency keys and data this principal shares."""
+        """Whose idempotency keys this principal shares: its tenant's, or, for a client
+        token, only those of the one resource the token is bound to."""
+        if self.role == "anonymous":
+            raise RuntimeError("an anonymous caller has no idempotency scope")
+        if self.subject is not None:
+            return f"{self.tenant_id}:{self.subject}"
         return self.tenant_id or "platform"
+
+
+ANONYMOUS = Principal(role="anonymous", tenant_id=None)
 
 
 def generate_key(environment: Environment) -> str:

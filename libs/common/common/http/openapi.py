@@ -88,6 +88,9 @@ def _operation(
     if endpoint.roles is not None:
         operation["security"] = [{"apiKey": []}]
         operation["description"] = "Roles: " + ", ".join(sorted(endpoint.roles))
+    elif endpoint.auth is not None:
+        operation["security"] = [{"apiKey": []}]
+        operation["description"] = (endpoint.auth.__doc__ or "A client token.").strip()
     for name, description in endpoint.query:
         operation["parameters"].append(
             {
@@ -128,8 +131,14 @@ def _operation(
         "content": {"application/json": {"schema": _success(endpoint, ref)}},
     }
     error_statuses = ["400", "422"] if endpoint.body is not None else []
+    if endpoint.list_response:
+        error_statuses.append("422")  # cursor_invalid
+    if endpoint.idempotent:
+        error_statuses += ["400", "422"]  # idempotency_key_required, idempotency_params_mismatch
     if endpoint.roles is not None:
         error_statuses += ["401", "403"]
+    elif endpoint.auth is not None:
+        error_statuses.append("401")
     if "{" in endpoint.path:
         error_statuses.append("404")
     if endpoint.idempotent:

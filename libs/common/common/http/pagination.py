@@ -32,8 +32,16 @@ class PageInfo(BaseModel):
 
 @dataclass(frozen=True)
 class Cursor:
+    """The sort key of one row. `id` keeps its JSON type: text and uuid ids travel as strings,
+    integer ids as integers, so the key binds to the id column's type again."""
+
     created_at: datetime
-    id: str
+    id: str | int
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Cursor:
+        id_ = row["id"]
+        return cls(row["created_at"], id_ if isinstance(id_, int) else str(id_))
 
     def encode(self) -> str:
         raw = json.dumps([self.created_at.isoformat(), self.id]).encode()
@@ -44,11 +52,15 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             created_at, id_ = json.loads(raw)
-            return cls(datetime.fromisoformat(created_at), str(id_))
+            if not isinstance(id_, str | int) or isinstance(id_, bool):
+                raise TypeError(id_)
+            return cls(datetime.fromisoformat(created_at), id_)
         except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-            raise Unprocessable(
-                "not a cursor of this list", code="cursor_invalid", param=param
-            ) from None
+            raise _invalid_cursor(param) from None
+
+
+def _invalid_cursor(param: str) -> Unprocessable:
+    return Unprocessable("not a cursor of this list", code="cursor_invalid", param=param)
 
 
 @dataclass(frozen=True)
@@ -90,52 +102,57 @@ async def fetch_page(
 ) -> tuple[list[asyncpg.Record], PageInfo]:
     """Rows of `table` matching `where` (SQL with $n placeholders over `args`), one page.
 
-    `table` and `where` are code, never user input; values always travel in `args`.
+    `table` and `where` are code, never user input; values always travel in `args`. The
+    table needs `created_at` and `id` columns; `(created_at, id)` orders the rows totally, so
+    rows sharing a `created_at` are neither skipped nor repeated across pages.
     """
-    args = list(args)
-    conditions = list(where) or ["true"]
+    base = " AND ".join(f"({condition})" for condition in where) or "true"
+    base_args = list(args)
+    cursor = request.before or request.after
+    param = "before_cursor" if request.before is not None else "after_cursor"
+    n = len(base_args)
+    key = f"(created_at, id) {{op}} (${n + 1}, ${n + 2})"
 
-    def key_condition(op: str, cursor: Cursor) -> str:
-        args.extend([cursor.created_at, cursor.id])
-        return f"(created_at, id) {op} (${len(args) - 1}, ${len(args)})"
+    async def exists(op: str, at: Cursor) -> bool:
+        sql = f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {base} AND {key.format(op=op)})"
+        return bool(await conn.fetchval(sql, *base_args, at.created_at, at.id))
 
     backwards = request.before is not None
-    if request.after is not None:
-        conditions.append(key_condition("<", request.after))
-    if request.before is not None:
-        conditions.append(key_condition(">", request.before))
     order = "ASC" if backwards else "DESC"
-    sql = (
-        f"SELECT {columns} FROM {table} WHERE {' AND '.join(conditions)}"
-        f" ORDER BY created_at {order}, id {order} LIMIT {request.limit + 1}"
-    )
-    rows = list(await conn.fetch(sql, *args))
+    if cursor is None:
+        sql = f"SELECT {columns} FROM {table} WHERE {base}"
+        query_args: list[Any] = base_args
+    else:
+        op = ">" if backwards else "<"
+        sql = f"SELECT {columns} FROM {table} WHERE {base} AND {key.format(op=op)}"
+        query_args = [*base_args, cursor.created_at, cursor.id]
+    sql += f" ORDER BY created_at {order}, id {order} LIMIT {int(request.limit) + 1}"
+    try:
+        rows = list(await conn.fetch(sql, *query_args))
+    except asyncpg.DataError:
+        if cursor is None:
+            raise
+        # a well-formed cursor whose key does not fit this table's columns (another list's)
+        raise _invalid_cursor(param) from None
     more = len(rows) > request.limit
     rows = rows[: request.limit]
     if backwards:
         rows.reverse()
     if not rows:
+        # past either end: say what lies on the cursor's other side, so a client can turn back
         return rows, PageInfo(
-            has_previous=False, has_next=False, start_cursor=None, end_cursor=None
+            has_previous=cursor is not None and not backwards and await exists(">=", cursor),
+            has_next=cursor is not None and backwards and await exists("<=", cursor),
+            start_cursor=None,
+            end_cursor=None,
         )
-    first = Cursor(rows[0]["created_at"], rows[0]["id"])
-    last = Cursor(rows[-1]["created_at"], rows[-1]["id"])
-    base = list(where) or ["true"]
-    base_args = args[: len(args) - (2 if (request.after or request.before) else 0)]
-
-    async def exists(op: str, cursor: Cursor) -> bool:
-        n = len(base_args)
-        sql = (
-            f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {' AND '.join(base)}"
-            f" AND (created_at, id) {op} (${n + 1}, ${n + 2}))"
-        )
-        return bool(await conn.fetchval(sql, *base_args, cursor.created_at, cursor.id))
-
+    first = Cursor.of(rows[0])
+    last = Cursor.of(rows[-1])
     if backwards:
         has_previous, has_next = more, await exists("<", last)
     else:
         has_next = more
-        has_previous = await exists(">", first) if request.after is not None else False
+        has_previous = await exists(">", first) if cursor is not None else False
     return rows, PageInfo(
         has_previous=has_previous,
         has_next=has_next,

@@ -11,16 +11,24 @@ documents (`/openapi.json` is generated from the same pydantic models that parse
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from common.http.auth import Authenticator, Principal, RoleName
-from common.http.errors import BadRequest, Forbidden, Unauthorized, from_validation_error
+from common.http.auth import ANONYMOUS, Authenticator, Principal, RoleName
+from common.http.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    Unauthorized,
+    Unprocessable,
+    from_validation_error,
+)
 from common.http.idempotency import (
     IdempotencyStore,
     StoredResponse,
@@ -55,6 +63,8 @@ class Call(Generic[B]):
 
 
 Handler = Callable[[web.Request, Call[Any]], Awaitable[web.StreamResponse]]
+CustomAuth = Callable[[web.Request], Awaitable[Principal]]
+"""Authenticates a request by other means than an API key (a drop-in's client token)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ class Endpoint:
     path: str
     handler: Handler
     summary: str
-    roles: frozenset[RoleName] | None  # None: no credential needed
+    roles: frozenset[RoleName] | None  # None: no API key (public, or `auth` decides)
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     list_response: bool = False
@@ -71,7 +81,7 @@ class Endpoint:
     idempotent: bool = False
     query: tuple[tuple[str, str], ...] = ()
     tags: tuple[str, ...] = ()
-    errors: tuple[int, ...] = field(default=())
+    auth: CustomAuth | None = None
 
 
 class Api:
@@ -86,7 +96,7 @@ class Api:
         path: str,
         *,
         summary: str,
-        roles: Collection[RoleName] | None,
+        roles: Collection[RoleName] | None = None,
         body: type[BaseModel] | None = None,
         response: type[BaseModel] | None = None,
         list_response: bool = False,
@@ -94,7 +104,13 @@ class Api:
         idempotent: bool = False,
         query: Collection[tuple[str, str]] = (),
         tags: Collection[str] = (),
+        auth: CustomAuth | None = None,
     ) -> Callable[[Handler], Handler]:
+        if roles is not None and auth is not None:
+            raise ValueError("an endpoint takes API-key roles or a custom auth, not both")
+        if idempotent and roles is None and auth is None:
+            raise ValueError("an idempotent endpoint needs a credential to scope its keys")
+
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
                 Endpoint(
@@ -110,6 +126,7 @@ class Api:
                     idempotent=idempotent,
                     query=tuple(query),
                     tags=tuple(tags),
+                    auth=auth,
                 )
             )
             return handler
@@ -151,23 +168,53 @@ async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
     raw = await request.read()
     try:
         payload = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("the body is not valid JSON", code="invalid_json") from None
     if not isinstance(payload, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
+    _refuse_unstorable_text(payload, ())
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
 
 
+def _refuse_unstorable_text(value: object, loc: tuple[str, ...]) -> None:
+    """NUL characters and lone surrogates are valid JSON but no PostgreSQL text can hold them:
+    refuse them here, naming the field, rather than fail with a 500 when they are stored."""
+    if isinstance(value, str):
+        if "\x00" in value or not _encodable(value):
+            param = ".".join(loc) or None
+            raise Unprocessable(
+                f"{param or 'the body'}: contains characters that are not allowed",
+                code="invalid_characters",
+                param=param,
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_unstorable_text(key, loc)
+            _refuse_unstorable_text(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_unstorable_text(item, (*loc, str(index)))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        principal = (
-            await authenticate(request, endpoint.roles)
-            if endpoint.roles is not None
-            else Principal(role="platform_admin", tenant_id=None)
-        )
+        if endpoint.roles is not None:
+            principal = await authenticate(request, endpoint.roles)
+        elif endpoint.auth is not None:
+            principal = await endpoint.auth(request)
+        else:
+            principal = ANONYMOUS
         body = await parse_body(request, endpoint.body) if endpoint.body is not None else None
         call: Call[Any] = Call(principal=principal, body=body, query=dict(request.query))
         if not endpoint.idempotent:
@@ -197,16 +244,16 @@ async def _idempotent(
         )
     try:
         response = await endpoint.handler(request, call)
-    except web.HTTPException:
-        await store.release(scope=scope, key=key)
-        raise
-    except Exception as exc:
-        status = getattr(exc, "status", 500)
-        if status >= 500 or not hasattr(exc, "response"):
+    except ApiError as exc:
+        if exc.status >= 500:
             await store.release(scope=scope, key=key)
-            raise
-        error_response: web.Response = exc.response()
-        await _store(store, scope, key, error_response)
+        else:  # a refusal is the answer to this request: replay it, as the PSP API does
+            await _store(store, scope, key, exc.response())
+        raise
+    except BaseException:
+        # a crash, an aiohttp HTTPException or a cancelled request: nothing to replay, so the
+        # client's retry runs again (shielded: a cancelled handler must still free its key)
+        await asyncio.shield(store.release(scope=scope, key=key))
         raise
     if response.status >= 500 or not isinstance(response, web.Response):
         await store.release(scope=scope, key=key)
