@@ -1,0 +1,308 @@
+"""The tenants service's SQL. Every function runs on the caller's connection (and transaction)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from asyncpg import Record as Row
+
+from common.http.pagination import PageInfo, PageRequest, fetch_page
+from tenants.domain import SupplierState, TenantSettings
+
+_TENANT_SETTINGS = (
+    "merchant_account, default_rate, capture_mode, capture_delay_hours,"
+    " allowed_logistic_statuses, marketplace_banking_mode, funding_policy, payout_schedule"
+)
+
+
+def _settings_args(settings: TenantSettings) -> list[Any]:
+    return [
+        settings.merchant_account,
+        settings.default_rate,
+        settings.capture_mode,
+        settings.capture_delay_hours,
+        list(settings.allowed_logistic_statuses),
+        settings.marketplace_banking_mode,
+        settings.funding_policy,
+        settings.payout_schedule.model_dump(mode="json"),
+    ]
+
+
+# --- tenants ----------------------------------------------------------------------------------
+
+
+async def insert_tenant(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    name: str,
+    psp: str,
+    currency: str,
+    settings: TenantSettings,
+) -> Row:
+    row: Row = await conn.fetchrow(
+        f"INSERT INTO tenants (id, revision, name, psp, currency, {_TENANT_SETTINGS})"
+        " VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
+        tenant_id,
+        name,
+        psp,
+        currency,
+        *_settings_args(settings),
+    )
+    return row
+
+
+async def tenant(
+    conn: asyncpg.Connection, tenant_id: str, *, for_update: bool = False
+) -> Row | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row: Row | None = await conn.fetchrow(f"SELECT * FROM tenants WHERE id = $1{lock}", tenant_id)
+    return row
+
+
+async def merchant_account_taken(
+    conn: asyncpg.Connection, merchant_account: str, *, other_than: str | None = None
+) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM tenants WHERE merchant_account = $1"
+            " AND id IS DISTINCT FROM $2)",
+            merchant_account,
+            other_than,
+        )
+    )
+
+
+async def update_tenant_settings(
+    conn: asyncpg.Connection, tenant_id: str, settings: TenantSettings
+) -> Row:
+    row: Row = await conn.fetchrow(
+        """
+        UPDATE tenants
+           SET merchant_account = $2, default_rate = $3, capture_mode = $4,
+               capture_delay_hours = $5, allowed_logistic_statuses = $6,
+               marketplace_banking_mode = $7, funding_policy = $8, payout_schedule = $9,
+               revision = revision + 1, updated_at = now()
+         WHERE id = $1
+        RETURNING *
+        """,
+        tenant_id,
+        *_settings_args(settings),
+    )
+    return row
+
+
+# --- suppliers --------------------------------------------------------------------------------
+
+
+async def insert_supplier(
+    conn: asyncpg.Connection, *, supplier_id: str, tenant_id: str, state: SupplierState
+) -> Row:
+    row: Row = await conn.fetchrow(
+        """
+        INSERT INTO suppliers (id, tenant_id, revision, name, kyc_status, iban,
+                               payment_due_date_delay, payment_due_date_mode)
+        VALUES ($1, $2, 1, $3, $4, $5, $6, $7)
+        RETURNING *
+        """,
+        supplier_id,
+        tenant_id,
+        state.name,
+        state.kyc_status,
+        state.iban,
+        state.payment_due_date_delay,
+        state.payment_due_date_mode,
+    )
+    return row
+
+
+async def supplier(
+    conn: asyncpg.Connection, tenant_id: str, supplier_id: str, *, for_update: bool = False
+) -> Row | None:
+    """The supplier if it belongs to `tenant_id`: another tenant's id reads as absent."""
+    lock = " FOR UPDATE" if for_update else ""
+    row: Row | None = await conn.fetchrow(
+        f"SELECT * FROM suppliers WHERE id = $1 AND tenant_id = $2{lock}", supplier_id, tenant_id
+    )
+    return row
+
+
+async def update_supplier(conn: asyncpg.Connection, supplier_id: str, state: SupplierState) -> Row:
+    row: Row = await conn.fetchrow(
+        """
+        UPDATE suppliers
+           SET name = $2, kyc_status = $3, iban = $4, payment_due_date_delay = $5,
+               payment_due_date_mode = $6, revision = revision + 1, updated_at = now()
+         WHERE id = $1
+        RETURNING *
+        """,
+        supplier_id,
+        state.name,
+        state.kyc_status,
+        state.iban,
+        state.payment_due_date_delay,
+        state.payment_due_date_mode,
+    )
+    return row
+
+
+async def bump_supplier(conn: asyncpg.Connection, supplier_id: str) -> Row:
+    row: Row = await conn.fetchrow(
+        "UPDATE suppliers SET revision = revision + 1, updated_at = now() WHERE id = $1"
+        " RETURNING *",
+        supplier_id,
+    )
+    return row
+
+
+async def supplier_page(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    request: PageRequest,
+    *,
+    kyc_status: str | None,
+    only_id: str | None,
+) -> tuple[list[Row], PageInfo]:
+    where, args = ["tenant_id = $1"], [tenant_id]
+    if kyc_status is not None:
+        args.append(kyc_status)
+        where.append(f"kyc_status = ${len(args)}")
+    if only_id is not None:
+        args.append(only_id)
+        where.append(f"id = ${len(args)}")
+    return await fetch_page(conn, table="suppliers", where=where, args=args, request=request)
+
+
+# --- commissions ------------------------------------------------------------------------------
+
+
+async def active_commission(conn: asyncpg.Connection, supplier_id: str) -> Row | None:
+    row: Row | None = await conn.fetchrow(
+        "SELECT * FROM commissions WHERE supplier_id = $1 AND active", supplier_id
+    )
+    return row
+
+
+async def deactivate_commission(conn: asyncpg.Connection, supplier_id: str) -> None:
+    await conn.execute(
+        "UPDATE commissions SET active = false, deactivated_at = now()"
+        " WHERE supplier_id = $1 AND active",
+        supplier_id,
+    )
+
+
+async def insert_commission(
+    conn: asyncpg.Connection,
+    *,
+    commission_id: str,
+    tenant_id: str,
+    supplier_id: str,
+    rate: Any,
+    active: bool,
+) -> Row:
+    row: Row = await conn.fetchrow(
+        """
+        INSERT INTO commissions (id, tenant_id, supplier_id, rate, active, deactivated_at)
+        VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN NULL ELSE now() END)
+        RETURNING *
+        """,
+        commission_id,
+        tenant_id,
+        supplier_id,
+        rate,
+        active,
+    )
+    return row
+
+
+async def commission_page(
+    conn: asyncpg.Connection, tenant_id: str, request: PageRequest, *, include_inactive: bool
+) -> tuple[list[Row], PageInfo]:
+    where = ["tenant_id = $1"] if include_inactive else ["tenant_id = $1", "active"]
+    return await fetch_page(
+        conn, table="commissions", where=where, args=[tenant_id], request=request
+    )
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
+async def insert_api_key(
+    conn: asyncpg.Connection,
+    *,
+    key_id: str,
+    tenant_id: str,
+    key_hash: str,
+    prefix: str,
+    role: str,
+    supplier_id: str | None,
+    name: str | None,
+) -> Row:
+    row: Row = await conn.fetchrow(
+        """
+        INSERT INTO api_keys (id, tenant_id, revision, key_hash, prefix, role, supplier_id, name)
+        VALUES ($1, $2, 1, $3, $4, $5, $6, $7)
+        RETURNING *
+        """,
+        key_id,
+        tenant_id,
+        key_hash,
+        prefix,
+        role,
+        supplier_id,
+        name,
+    )
+    return row
+
+
+async def api_key(
+    conn: asyncpg.Connection, tenant_id: str, key_id: str, *, for_update: bool = False
+) -> Row | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row: Row | None = await conn.fetchrow(
+        f"SELECT * FROM api_keys WHERE id = $1 AND tenant_id = $2{lock}", key_id, tenant_id
+    )
+    return row
+
+
+async def active_operator_keys(conn: asyncpg.Connection, tenant_id: str, *, other_than: str) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND role = 'operator'"
+        " AND revoked_at IS NULL AND id <> $2",
+        tenant_id,
+        other_than,
+    )
+    return count
+
+
+async def revoke_api_key(conn: asyncpg.Connection, key_id: str) -> Row:
+    row: Row = await conn.fetchrow(
+        "UPDATE api_keys SET revoked_at = now(), revision = revision + 1 WHERE id = $1 RETURNING *",
+        key_id,
+    )
+    return row
+
+
+async def api_key_page(
+    conn: asyncpg.Connection, tenant_id: str, request: PageRequest
+) -> tuple[list[Row], PageInfo]:
+    return await fetch_page(
+        conn,
+        table="api_keys",
+        where=["tenant_id = $1"],
+        args=[tenant_id],
+        request=request,
+        columns="id, role, supplier_id, name, prefix, created_at, revoked_at",
+    )
+
+
+async def principal_by_hash(conn: asyncpg.Connection, key_hash: str) -> Row | None:
+    """The active key with this hash, of an active tenant."""
+    row: Row | None = await conn.fetchrow(
+        "SELECT k.id, k.tenant_id, k.role, k.supplier_id FROM api_keys k"
+        " JOIN tenants t ON t.id = k.tenant_id"
+        " WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND t.status = 'active'",
+        key_hash,
+    )
+    return row

@@ -1,0 +1,84 @@
+"""`scripts/seed_demo.py` against a real tenants service: it creates the demo tenant, writes
+its keys, and a second run changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import secrets
+from pathlib import Path
+
+import aiohttp
+import pytest_asyncio
+
+from common.testing.apps import running
+from tenants.app import create_app
+from tenants.settings import Settings
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "seed_demo.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("seed_demo", SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest_asyncio.fixture
+async def tenants_service(servers, service_db, broker_names):
+    admin_key = f"test_platform_{secrets.token_hex(8)}"
+    settings = Settings(
+        profile="test",
+        database_url=service_db.dsn,
+        db_schema=service_db.schema,
+        amqp_url=servers.amqp_url,
+        broker_namespace=broker_names.namespace,
+        broker_queue_expires_ms=broker_names.queue_expires_ms,
+        platform_admin_key=admin_key,
+    )
+    async with running(create_app(settings)) as url:
+        yield url, admin_key
+
+
+async def test_seed_demo_creates_the_demo_tenant_once(tenants_service, tmp_path, capsys):
+    # given
+    url, admin_key = tenants_service
+    seed = load_script()
+    out = tmp_path / "keys.json"
+
+    # when
+    first = await asyncio.to_thread(
+        seed.main, ["--url", url, "--admin-key", admin_key, "--out", str(out)]
+    )
+    second = await asyncio.to_thread(seed.main, ["--url", url, "--admin-key", admin_key])
+
+    # then
+    assert (first, second) == (0, 0)
+    assert "exists already" in capsys.readouterr().out
+    keys = json.loads(out.read_text())
+    headers = {"Authorization": f"Bearer {keys['operator_key']}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(url + "/v1/admin/tenant") as response:
+            tenant = (await response.json())["data"]
+        async with http.get(url + "/v1/admin/commissions") as response:
+            commissions = (await response.json())["data"]
+        async with http.get(url + "/v1/admin/suppliers") as response:
+            suppliers = (await response.json())["data"]
+    assert tenant["merchant_account"] == "DemoMarketplaceECOM"
+    assert tenant["currency"] == "EUR"
+    assert tenant["settings"]["default_rate"] == "2.5"
+    assert tenant["settings"]["capture_mode"] == "ON_SHIPMENT"
+    assert sorted(c["rate"] for c in commissions) == ["10", "12.5", "8"]
+    assert len(suppliers) == 3
+    assert all(s["iban"] for s in suppliers)
+    for role_key, expected in (("storefront_key", 403), ("supplier_key", 200)):
+        own = {"Authorization": f"Bearer {keys[role_key]}"}
+        async with (
+            aiohttp.ClientSession(headers=own) as http,
+            http.get(url + f"/v1/admin/suppliers/{keys['supplier_id']}") as response,
+        ):
+            assert response.status == expected
