@@ -4,21 +4,35 @@ the admin routes (operator; a supplier key sees only payments with its lines, an
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import asyncpg
 from aiohttp import web
 
-from checkout import errors, repo, service
-from checkout.schemas import Payment, SessionCreate, SessionCreated, ShopPaymentStatus
+from checkout import errors, payments, repo, service
+from checkout.schemas import (
+    DetailsRequestIn,
+    Payment,
+    PaymentMethods,
+    PayRequest,
+    PayResult,
+    SessionCreate,
+    SessionCreated,
+    ShopPaymentStatus,
+)
 from checkout.settings import Settings
-from common.http.auth import hash_key
+from common.http.auth import Principal, hash_key
 from common.http.envelope import ok, page
+from common.http.errors import ApiError
 from common.http.pagination import PageRequest, fetch_page
-from common.http.routing import OPERATOR_OR_SUPPLIER, STOREFRONT, Api, Call
+from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, STOREFRONT, Api, Call
 from common.money import Money
+from common.psp.port import PspError, PspPort
 from common.runtime import DB_POOL
 
 api = Api("Marketpay checkout")
 SETTINGS = web.AppKey("settings", Settings)
+PSP = web.AppKey("psp", PspPort)
 
 
 @api.post(
@@ -44,30 +58,105 @@ async def create_session(request: web.Request, call: Call[SessionCreate]) -> web
     return ok("checkout_session", created, status=201)
 
 
-async def payment_for_client_token(request: web.Request, payment_id: str | None = None):  # type: ignore[no-untyped-def]
-    """The payment a drop-in's client token is bound to; 401 when expired or unknown."""
+async def client_token(request: web.Request) -> Principal:
+    """The drop-in's client token (`Authorization: Bearer ct_...`) from the checkout session:
+    short-lived and bound to one payment."""
     authorization = request.headers.get("Authorization", "")
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.startswith("ct_"):
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith("ct_") or len(token) > 100:
         raise errors.client_token_invalid()
     async with request.app[DB_POOL].acquire() as conn:
-        row = await repo.payment_by_token(conn, hash_key(token.strip()))
-    if row is None or (payment_id is not None and row["id"] != payment_id):
+        row = await repo.payment_by_token(conn, hash_key(token))
+    if row is None:
         raise errors.client_token_invalid()
     if row["client_token_expires_at"] <= datetime.now(UTC):
         raise errors.client_token_expired()
+    return Principal(role="client", tenant_id=row["tenant_id"], subject=row["id"])
+
+
+async def _bound_payment(request: web.Request, call: Call[Any]) -> asyncpg.Record:
+    async with request.app[DB_POOL].acquire() as conn:
+        row = await repo.get_payment(conn, call.tenant_id, str(call.principal.subject))
+    if row is None:
+        raise errors.payment_not_found()
     return row
+
+
+@api.get(
+    "/v1/shop/payment-methods",
+    summary="PAY-501: the payment methods for this session, in the PSP's shape",
+    auth=client_token,
+    response=PaymentMethods,
+    tags=["shop"],
+)
+async def shop_payment_methods(request: web.Request, call: Call[None]) -> web.Response:
+    payment = await _bound_payment(request, call)
+    try:
+        found = await payments.payment_methods(request.app[PSP], payment)
+    except PspError as exc:
+        raise ApiError(exc.message, code=exc.code) from None
+    return ok(
+        "payment_methods", PaymentMethods(payment_methods=found.payment_methods), id_=payment["id"]
+    )
+
+
+@api.post(
+    "/v1/shop/payments",
+    summary="PAY-101: pay with the drop-in's encrypted card fields",
+    auth=client_token,
+    body=PayRequest,
+    response=PayResult,
+    idempotent=True,
+    tags=["shop"],
+)
+async def shop_pay(request: web.Request, call: Call[PayRequest]) -> web.Response:
+    result = await payments.pay(
+        request.app[DB_POOL],
+        request.app[PSP],
+        str(call.principal.subject),
+        call.tenant_id,
+        call.body,
+    )
+    return ok(
+        "payment",
+        result,
+        status=202 if result.status == "AUTHORIZATION_PENDING" and result.action is None else 200,
+    )
+
+
+@api.post(
+    "/v1/shop/payments/details",
+    summary="PAY-102: the result of the 3-D Secure challenge",
+    auth=client_token,
+    body=DetailsRequestIn,
+    response=PayResult,
+    idempotent=True,
+    tags=["shop"],
+)
+async def shop_details(request: web.Request, call: Call[DetailsRequestIn]) -> web.Response:
+    result = await payments.submit_details(
+        request.app[DB_POOL],
+        request.app[PSP],
+        str(call.principal.subject),
+        call.tenant_id,
+        call.body.details,
+        call.body.payment_data,
+    )
+    return ok("payment", result, status=202 if result.status == "AUTHORIZATION_PENDING" else 200)
 
 
 @api.get(
     "/v1/shop/payments/{id}",
     summary="The payment's status, for the drop-in to poll",
-    roles=None,
+    auth=client_token,
     response=ShopPaymentStatus,
     tags=["shop"],
 )
 async def shop_payment(request: web.Request, call: Call[None]) -> web.Response:
-    row = await payment_for_client_token(request, request.match_info["id"])
+    if request.match_info["id"] != call.principal.subject:
+        raise errors.client_token_invalid()
+    row = await _bound_payment(request, call)
     return ok(
         "payment",
         ShopPaymentStatus(
@@ -157,3 +246,22 @@ async def get_payment(request: web.Request, call: Call[None]) -> web.Response:
     if supplier_id is not None and not view.lines:
         raise errors.payment_not_found()
     return ok("payment", view)
+
+
+@api.post(
+    "/v1/admin/payments/{id}/cancel",
+    summary="Cancel an authorised payment (the CANCELLATION webhook confirms it)",
+    roles=OPERATOR,
+    idempotent=True,
+    response=Payment,
+    status=202,
+    tags=["admin"],
+)
+async def cancel_payment(request: web.Request, call: Call[None]) -> web.Response:
+    pool = request.app[DB_POOL]
+    await payments.cancel(pool, request.app[PSP], request.match_info["id"], call.tenant_id)
+    async with pool.acquire() as conn:
+        row = await repo.get_payment(conn, call.tenant_id, request.match_info["id"])
+        assert row is not None
+        view = await service.payment_view(conn, row, with_timeline=True)
+    return ok("payment", view, status=202)

@@ -276,3 +276,80 @@ def check_level3(amount: int, level3: Level3) -> Problem | None:
             "level3",
         )
     return None
+
+
+def level3_additional_data(level3: Level3) -> dict[str, str]:
+    """Level 2/3 data as the PSP's `enhancedSchemeData.*` additional data."""
+    data = {
+        "enhancedSchemeData.customerReference": level3.customer_reference,
+        "enhancedSchemeData.totalTaxAmount": str(level3.tax_total),
+        "enhancedSchemeData.freightAmount": str(level3.freight),
+        "enhancedSchemeData.dutyAmount": str(level3.duty),
+    }
+    for n, item in enumerate(level3.items, start=1):
+        prefix = f"enhancedSchemeData.itemDetailLine{n}."
+        data.update(
+            {
+                prefix + "commodityCode": item.commodity_code,
+                prefix + "description": item.description,
+                prefix + "quantity": format(item.quantity.normalize(), "f"),
+                prefix + "unitOfMeasure": item.unit_of_measure,
+                prefix + "unitPrice": str(item.unit_price),
+                prefix + "discountAmount": str(item.discount),
+                prefix + "totalAmount": str(item.total),
+            }
+        )
+    return data
+
+
+# --- what the drop-in may send ---------------------------------------------------------------
+
+RAW_CARD_FIELDS = frozenset(
+    {"number", "cardNumber", "cvc", "cvv", "securityCode", "expiryMonth", "expiryYear", "pan"}
+)
+
+
+def raw_card_data(payment_method: object, path: str = "payment_method") -> str | None:
+    """The path of the first raw cardholder field or card-number-shaped value, if any.
+
+    Only the PSP's encrypted or tokenised fields may pass through checkout (invariant 7).
+    """
+    if isinstance(payment_method, dict):
+        for key, value in payment_method.items():
+            if str(key) in RAW_CARD_FIELDS:
+                return f"{path}.{key}"
+            found = raw_card_data(value, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(payment_method, list):
+        for i, value in enumerate(payment_method):
+            found = raw_card_data(value, f"{path}.{i}")
+            if found is not None:
+                return found
+    elif isinstance(payment_method, str) and _has_card_number(payment_method):
+        return path
+    return None
+
+
+def _has_card_number(text: str) -> bool:
+    run = ""
+    for ch in text + "x":
+        if ch.isdigit():
+            run += ch
+            continue
+        if ch in " -" and run:
+            continue
+        if 12 <= len(run) <= 19 and _luhn(run):
+            return True
+        run = ""
+    return False
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0

@@ -131,3 +131,28 @@ async def timeline_of(conn: asyncpg.Connection, payment_id: str) -> list[asyncpg
         " WHERE payment_id = $1 ORDER BY seq",
         payment_id,
     )
+
+
+_UPDATABLE = frozenset(
+    {
+        "status",
+        "psp_reference",
+        "result_code",
+        "refusal_reason",
+        "refusal_reason_code",
+        "business_card",
+    }
+)
+
+
+async def update_payment(conn: asyncpg.Connection, payment_id: str, values: dict[str, Any]) -> None:
+    unknown = set(values) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(values))
+    await conn.execute(
+        f"UPDATE payments SET {assignments}, revision = revision + 1, updated_at = now()"
+        " WHERE id = $1",
+        payment_id,
+        *values.values(),
+    )

@@ -103,3 +103,34 @@ class ShopPaymentStatus(BaseModel):
     result_code: str | None
     refusal_reason: str | None
     amount: Money
+
+
+class PayRequest(Request):
+    """PAY-101. `payment_method` is the drop-in's object as the PSP defines it (camelCase):
+    encrypted or tokenised card fields only."""
+
+    payment_method: dict[str, Any] = Field(min_length=1, max_length=20)
+    browser_info: dict[str, Any] | None = None
+    return_url: HttpUrl | None = None
+
+
+class DetailsRequestIn(Request):
+    """PAY-102: what the drop-in got back from the issuer's challenge (the client token says
+    which payment)."""
+
+    details: dict[str, Any] = Field(min_length=1, max_length=10)
+    payment_data: str | None = Field(default=None, max_length=10_000)
+
+
+class PayResult(BaseModel):
+    id: str
+    status: str
+    result_code: str | None
+    action: dict[str, Any] | None = None
+    refusal_reason: str | None = None
+    decline_code: str | None = None
+    business_card: bool | None = None
+
+
+class PaymentMethods(BaseModel):
+    payment_methods: list[dict[str, Any]]

@@ -12,6 +12,7 @@ import asyncpg
 from checkout import domain, errors, repo
 from checkout.domain import Fact, Illegal, Moved, Status
 from checkout.schemas import (
+    Level3In,
     LineOut,
     Payment,
     SessionCreate,
@@ -121,7 +122,10 @@ async def create_session(
 
 def _level3(body: SessionCreate) -> domain.Level3:
     assert body.level3 is not None
-    l3 = body.level3
+    return level3_of(body.level3)
+
+
+def level3_of(l3: Level3In) -> domain.Level3:
     return domain.Level3(
         customer_reference=l3.customer_reference,
         tax_total=l3.tax_total,
@@ -176,13 +180,7 @@ async def change_status(
         )
         return current
     columns = {"status": outcome.to.value, **(updates or {})}
-    assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(columns))
-    await conn.execute(
-        f"UPDATE payments SET {assignments}, revision = revision + 1, updated_at = now()"
-        " WHERE id = $1",
-        payment["id"],
-        *columns.values(),
-    )
+    await repo.update_payment(conn, payment["id"], columns)
     await repo.add_timeline(
         conn, payment["id"], source, status_from=current, status_to=outcome.to, detail=entry
     )

@@ -10,6 +10,6 @@ class Settings(ServiceSettings):
     db_schema: str = "checkout"
     http_port: int = 8081
     client_token_ttl_s: int = Field(default=900, ge=60, le=86_400)
-    psp_base_url: str = "http://127.0.0.1:8090"
+    psp_base_url: str = "http://127.0.0.1:8090/v71"
     psp_api_key: SecretStr | None = None
     psp_timeout_s: float = Field(default=10.0, gt=0)

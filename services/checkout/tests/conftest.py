@@ -26,6 +26,9 @@ from common.events import (
 from common.http.auth import generate_key, hash_key
 from common.runtime import DB_POOL
 from common.testing.apps import running
+from psp_sandbox.testing import Sandbox, running_sandbox
+
+COMPANY_KEY = "test-company-key"
 
 
 @dataclass
@@ -45,6 +48,7 @@ class CheckoutHarness:
     http: aiohttp.ClientSession
     amqp_url: str
     exchange_name: str
+    sandbox: Sandbox
 
     async def publish(self, event_type: str, data: EventData, tenant_id: str) -> None:
         envelope = make_envelope(event_type, data, tenant_id=tenant_id, correlation_id="test")
@@ -129,7 +133,18 @@ class CheckoutHarness:
                 tenant_id,
             )
         await self.wait_for_replica(tenant_id, len(keys))
+        await self.sandbox.merchant_account(tenant.merchant_account, None)
         return tenant
+
+    async def tokenise(self, number: str, cvc: str | None = "737") -> dict[str, str]:
+        """What the sandbox's drop-in does in the browser: card in, tokens out."""
+        body = {"number": number, "expiry_month": "03", "expiry_year": "2030"}
+        if cvc is not None:
+            body["cvc"] = cvc
+        async with self.http.post(f"{self.sandbox.url}/sandbox/tokenize", json=body) as response:
+            assert response.status == 200, await response.text()
+            tokens = await response.json()
+        return {k: v for k, v in tokens.items() if v is not None}
 
     async def wait_for_replica(self, tenant_id: str, keys: int) -> None:
         pool = self.app[DB_POOL]  # type: ignore[index]
@@ -148,7 +163,13 @@ class CheckoutHarness:
 
 
 @pytest_asyncio.fixture
-async def checkout(servers, service_db, broker_names) -> AsyncIterator[CheckoutHarness]:
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with running_sandbox(company_api_key=COMPANY_KEY) as running_one:
+        yield running_one
+
+
+@pytest_asyncio.fixture
+async def checkout(servers, service_db, broker_names, sandbox) -> AsyncIterator[CheckoutHarness]:
     settings = Settings(
         profile="test",
         database_url=service_db.dsn,
@@ -157,6 +178,9 @@ async def checkout(servers, service_db, broker_names) -> AsyncIterator[CheckoutH
         broker_namespace=broker_names.namespace,
         broker_queue_expires_ms=broker_names.queue_expires_ms,
         outbox_poll_interval_s=0.2,
+        psp_base_url=f"{sandbox.url}/v71",
+        psp_api_key=COMPANY_KEY,
+        psp_timeout_s=2.0,
     )
     app = create_app(settings)
     async with running(app) as url, aiohttp.ClientSession() as http:
@@ -166,4 +190,5 @@ async def checkout(servers, service_db, broker_names) -> AsyncIterator[CheckoutH
             http=http,
             amqp_url=servers.amqp_url,
             exchange_name=broker_names.exchange(DOMAIN_EXCHANGE),
+            sandbox=sandbox,
         )

@@ -1,0 +1,272 @@
+"""The drop-in's payment use cases: PAY-501 payment methods, PAY-101 pay, PAY-102 details,
+and the operator's cancel.
+
+A PSP call never runs inside a database transaction. PAY-101 first moves the payment to
+`AUTHORIZATION_PENDING` and commits; then calls the PSP with an idempotency key derived from
+the payment id; then records the answer in a second transaction. If the process dies in
+between, a retry with the same `Idempotency-Key` calls the PSP again with the same PSP key and
+gets the same answer; if the PSP does not answer in time, the payment stays
+`AUTHORIZATION_PENDING` and the AUTHORISATION webhook settles it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import asyncpg
+
+from checkout import domain, errors, repo, service
+from checkout.domain import Fact, Status
+from checkout.schemas import Level3In, PayRequest, PayResult
+from common.http.errors import Conflict, PaymentRequired, Unprocessable
+from common.logging import get_logger
+from common.money import Money
+from common.psp.port import (
+    AuthorisationResult,
+    AuthoriseRequest,
+    CancelRequest,
+    DetailsRequest,
+    PaymentMethodsRequest,
+    PaymentMethodsResult,
+    PspError,
+    PspPort,
+    PspUnavailable,
+)
+
+log = get_logger("checkout.payments")
+
+
+async def payment_methods(psp: PspPort, payment: asyncpg.Record) -> PaymentMethodsResult:
+    return await psp.payment_methods(
+        PaymentMethodsRequest(
+            amount=Money(value=payment["amount"], currency=payment["currency"]),
+            country_code=payment["country_code"],
+            merchant_account=payment["merchant_account"],
+        )
+    )
+
+
+async def pay(
+    pool: asyncpg.Pool, psp: PspPort, payment_id: str, tenant_id: str, body: PayRequest
+) -> PayResult:
+    raw = domain.raw_card_data(body.payment_method)
+    if raw is not None:
+        raise Unprocessable(
+            "card numbers and security codes are never accepted here: send the drop-in's"
+            " encrypted or tokenised fields",
+            code="raw_card_data_refused",
+            param=raw,
+        )
+    async with pool.acquire() as conn, conn.transaction():
+        payment = await repo.get_payment(conn, tenant_id, payment_id, for_update=True)
+        if payment is None:
+            raise errors.payment_not_found()
+        status = Status(payment["status"])
+        if status is Status.INIT_PAYMENT:
+            await service.change_status(conn, payment, Fact.AUTHORISATION_REQUESTED, source="api")
+        elif not (status is Status.AUTHORIZATION_PENDING and payment["result_code"] is None):
+            raise Conflict(
+                f"this payment was already attempted and is {status}; start a new session",
+                code="payment_not_payable",
+            )
+        return_url = str(body.return_url) if body.return_url else payment["return_url"]
+        if return_url is None:
+            raise Unprocessable(
+                "a return_url is required", code="parameter_missing", param="return_url"
+            )
+    request = AuthoriseRequest(
+        reference=payment_id,
+        amount=Money(value=payment["amount"], currency=payment["currency"]),
+        payment_method=body.payment_method,
+        return_url=return_url,
+        browser_info=body.browser_info,
+        additional_data=_level3_data(payment),
+        shopper_reference=payment["buyer_account"],
+        country_code=payment["country_code"],
+        merchant_account=payment["merchant_account"],
+    )
+    try:
+        result = await psp.authorise(request, idempotency_key=f"authorise:{payment_id}")
+    except PspUnavailable as exc:
+        return await _pending(pool, payment_id, tenant_id, exc)
+    except PspError as exc:
+        await _record_failure(pool, payment_id, tenant_id, exc)
+        raise Unprocessable(
+            exc.message, code=exc.code, param=exc.param or "payment_method"
+        ) from None
+    return await _settle(pool, payment_id, tenant_id, result, source="psp_response")
+
+
+async def submit_details(
+    pool: asyncpg.Pool,
+    psp: PspPort,
+    payment_id: str,
+    tenant_id: str,
+    details: dict[str, Any],
+    payment_data: str | None,
+) -> PayResult:
+    async with pool.acquire() as conn:
+        payment = await repo.get_payment(conn, tenant_id, payment_id)
+    if payment is None:
+        raise errors.payment_not_found()
+    if payment["status"] != Status.AUTHORIZATION_PENDING or payment["result_code"] not in (
+        "ChallengeShopper",
+        "IdentifyShopper",
+        "RedirectShopper",
+    ):
+        raise Conflict(
+            "this payment is not waiting for authentication details",
+            code="payment_not_awaiting_details",
+        )
+    digest = hashlib.sha256(json.dumps(details, sort_keys=True).encode()).hexdigest()[:24]
+    try:
+        result = await psp.submit_details(
+            DetailsRequest(details=details, payment_data=payment_data),
+            idempotency_key=f"details:{payment_id}:{digest}",
+        )
+    except PspUnavailable as exc:
+        return await _pending(pool, payment_id, tenant_id, exc)
+    except PspError as exc:
+        await _record_failure(pool, payment_id, tenant_id, exc)
+        raise Unprocessable(exc.message, code=exc.code, param=exc.param or "details") from None
+    return await _settle(pool, payment_id, tenant_id, result, source="psp_details_response")
+
+
+async def cancel(pool: asyncpg.Pool, psp: PspPort, payment_id: str, tenant_id: str) -> Status:
+    async with pool.acquire() as conn:
+        payment = await repo.get_payment(conn, tenant_id, payment_id)
+    if payment is None:
+        raise errors.payment_not_found()
+    if payment["status"] != Status.AUTHORIZED or payment["psp_reference"] is None:
+        raise Conflict(
+            f"only an authorised payment can be cancelled; this one is {payment['status']}",
+            code="payment_not_cancellable",
+        )
+    try:
+        received = await psp.cancel(
+            CancelRequest(
+                psp_reference=payment["psp_reference"],
+                reference=payment_id,
+                merchant_account=payment["merchant_account"],
+            ),
+            idempotency_key=f"cancel:{payment_id}",
+        )
+    except PspError as exc:
+        raise Conflict(
+            f"the PSP did not take the cancellation: {exc.message}", code=exc.code
+        ) from None
+    async with pool.acquire() as conn, conn.transaction():
+        await repo.add_timeline(
+            conn,
+            payment_id,
+            "cancel_requested",
+            status_from=payment["status"],
+            detail={"psp_reference": received.psp_reference, "status": received.status},
+        )
+    return Status(payment["status"])
+
+
+def _level3_data(payment: asyncpg.Record) -> dict[str, str] | None:
+    if payment["level3"] is None:
+        return None
+    level3 = service.level3_of(Level3In.model_validate(payment["level3"]))
+    return domain.level3_additional_data(level3)
+
+
+async def _pending(pool: asyncpg.Pool, payment_id: str, tenant_id: str, exc: PspError) -> PayResult:
+    log.warning("PSP did not answer; the webhook will settle", payment_id=payment_id, code=exc.code)
+    async with pool.acquire() as conn, conn.transaction():
+        payment = await repo.get_payment(conn, tenant_id, payment_id, for_update=True)
+        assert payment is not None
+        await repo.add_timeline(
+            conn,
+            payment_id,
+            "psp_no_answer",
+            status_from=payment["status"],
+            status_to=payment["status"],
+            detail={"code": exc.code},
+        )
+        return _result(payment)
+
+
+async def _record_failure(
+    pool: asyncpg.Pool, payment_id: str, tenant_id: str, exc: PspError
+) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        payment = await repo.get_payment(conn, tenant_id, payment_id, for_update=True)
+        assert payment is not None
+        await service.change_status(
+            conn,
+            payment,
+            Fact.FAILED,
+            source="psp_response",
+            detail={"code": exc.code, "psp_error_code": exc.psp_error_code},
+            updates={"result_code": "Error"},
+        )
+
+
+async def _settle(
+    pool: asyncpg.Pool, payment_id: str, tenant_id: str, result: AuthorisationResult, source: str
+) -> PayResult:
+    detail: dict[str, Any] = {
+        "result_code": result.result_code,
+        "psp_reference": result.psp_reference,
+        "refusal_reason": result.refusal_reason,
+        "refusal_reason_code": result.refusal_reason_code,
+    }
+    updates: dict[str, Any] = {"result_code": result.result_code}
+    if result.psp_reference:
+        updates["psp_reference"] = result.psp_reference
+    fact: Fact | None = None
+    if result.result_code == "Authorised":
+        fact = Fact.AUTHORISED
+        updates["business_card"] = result.is_commercial_card
+    elif result.result_code == "Refused":
+        fact = Fact.REFUSED
+        updates["refusal_reason"] = result.refusal_reason
+        updates["refusal_reason_code"] = result.refusal_reason_code
+    elif result.result_code in ("Error", "Cancelled"):
+        fact = Fact.FAILED
+    async with pool.acquire() as conn, conn.transaction():
+        payment = await repo.get_payment(conn, tenant_id, payment_id, for_update=True)
+        assert payment is not None
+        if fact is None:  # challenge, pending, received: still waiting
+            await repo.update_payment(conn, payment_id, updates)
+            await repo.add_timeline(
+                conn,
+                payment_id,
+                source,
+                status_from=payment["status"],
+                status_to=payment["status"],
+                detail=detail,
+            )
+        else:
+            await service.change_status(
+                conn, payment, fact, source=source, detail=detail, updates=updates
+            )
+        payment = await repo.get_payment(conn, tenant_id, payment_id)
+        assert payment is not None
+    outcome = _result(payment, action=result.action, decline_code=result.decline_code)
+    if outcome.status == Status.REFUSED:
+        raise PaymentRequired(
+            result.refusal_reason or "the payment was refused",
+            code=result.decline_code or "card_declined",
+            param="payment_method",
+        )
+    return outcome
+
+
+def _result(
+    payment: asyncpg.Record, action: dict[str, Any] | None = None, decline_code: str | None = None
+) -> PayResult:
+    return PayResult(
+        id=payment["id"],
+        status=payment["status"],
+        result_code=payment["result_code"],
+        action=action,
+        refusal_reason=payment["refusal_reason"],
+        decline_code=decline_code,
+        business_card=payment["business_card"],
+    )
