@@ -42,6 +42,8 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
     consumer_prefetch: int = Field(default=50, ge=1)
+    # Prefetched messages applied per transaction (one commit each batch): see docs/benchmarks.md
+    consumer_batch_size: int = Field(default=20, ge=1, le=500)
     retry_delays_ms: tuple[int, ...] = (1_000, 5_000, 30_000)
     idempotency_retention_days: int = Field(default=31, ge=31)
 

@@ -122,6 +122,7 @@ def broker(
                 spec=c.spec,
                 handlers=c.handlers,
                 prefetch=settings.consumer_prefetch,
+                batch_size=settings.consumer_batch_size,
                 metrics=app[METRICS],
             )
             for c in consumptions
