@@ -26,8 +26,9 @@ def procfile_services() -> list[str]:
     names = []
     for line in (ROOT / "Procfile").read_text().splitlines():
         match = re.match(r"^([a-z_]+):", line)
-        if match and "python -m" in line:
-            names.append(match.group(1))
+        name = match.group(1) if match else None
+        if name and (ROOT / "services" / name / name / "migrations").is_dir():
+            names.append(name)  # services with a database; the PSP sandbox keeps none
     return names
 
 

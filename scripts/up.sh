@@ -14,7 +14,7 @@ else
     echo $! >.run/honcho.pid
 fi
 
-declare -A PORTS=([tenants]=8086)
+declare -A PORTS=([tenants]=8086 [checkout]=8081 [psp_sandbox]=8090)
 for service in "${!PORTS[@]}"; do
     url="http://127.0.0.1:${PORTS[$service]}/readyz"
     for i in $(seq 1 60); do
@@ -30,6 +30,10 @@ done
 
 .venv/bin/python scripts/seed_demo.py --url http://127.0.0.1:8086 \
     --admin-key local_platform_admin_key --out .run/demo-keys.json
+# The demo tenant's merchant account at the PSP stand-in.
+curl -fsS -X POST -H 'Content-Type: application/json' \
+    -d '{"merchant_account": "DemoMarketplaceECOM", "webhook_url": null}' \
+    http://127.0.0.1:8090/sandbox/merchant-accounts >/dev/null
 
 cat <<'TXT'
 
