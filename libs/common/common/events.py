@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from common.money import CurrencyCode, Rate
+from common.money import CurrencyCode, Money, Rate
 
 DOMAIN_EXCHANGE = "marketpay.events"
 OMS_EXCHANGE = "oms.events"
@@ -136,10 +136,48 @@ class ApiKeyUpserted(EventData):
     revoked: bool
 
 
+class PaymentLine(EventData):
+    logistic_order_id: str
+    supplier_id: str
+    amount: int = Field(ge=0)
+
+
+class PaymentCreated(EventData):
+    """A checkout session created a payment (status `INIT_PAYMENT`)."""
+
+    payment_id: str
+    order_id: str
+    payment_option: str
+    amount: Money
+    lines: list[PaymentLine]
+
+
+class PaymentStatusChanged(EventData):
+    """Any status change of a payment; `payment.authorised`, `.refused` and `.cancelled` carry
+    the same payload plus the capture settings consumers need."""
+
+    payment_id: str
+    order_id: str
+    status_from: str
+    status: str
+    amount: Money
+    psp_reference: str | None
+
+
+class PaymentOutcome(PaymentStatusChanged):
+    payment_option: str
+    capture_mode: CaptureMode | None
+
+
 CATALOGUE: dict[str, type[EventData]] = {
     EventType.TENANT_UPSERTED: TenantUpserted,
     EventType.SUPPLIER_UPSERTED: SupplierUpserted,
     EventType.API_KEY_UPSERTED: ApiKeyUpserted,
+    EventType.PAYMENT_CREATED: PaymentCreated,
+    EventType.PAYMENT_STATUS_CHANGED: PaymentStatusChanged,
+    EventType.PAYMENT_AUTHORISED: PaymentOutcome,
+    EventType.PAYMENT_REFUSED: PaymentOutcome,
+    EventType.PAYMENT_CANCELLED: PaymentOutcome,
 }
 
 

@@ -33,8 +33,11 @@ _DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,}(?!\d)")
 _SEPARATOR = re.compile(r"[ -]")
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^\s@]*)?@", re.I)
 _BEARER = re.compile(r"(?i)\b((?:bearer|basic)\s+)[^\s\"',]+")
-# key=value DSNs and "password: x" in free text
-_PASSWORD_PAIR = re.compile(r"(?i)\b((?:password|passwd|pwd|secret)\s*[=:]\s*)[^\s\"',;&]+")
+# key=value DSNs, "password: x", "cvc=123", "hmac_key=..." in free text
+_PASSWORD_PAIR = re.compile(
+    r"(?i)\b((?:password|passwd|pwd|secret|cvc|cvv|cvc2|security[_ -]?code|hmac[_ -]?key"
+    r"|api[_ -]?key)[\"']?\s*[=:]\s*[\"']?)[^\s\"',;&]+"
+)
 
 
 def _luhn_ok(digits: str) -> bool:
