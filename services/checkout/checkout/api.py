@@ -59,8 +59,7 @@ async def create_session(request: web.Request, call: Call[SessionCreate]) -> web
 
 
 async def client_token(request: web.Request) -> Principal:
-    """The drop-in's client token (`Authorization: Bearer ct_...`) from the checkout session:
-    short-lived and bound to one payment."""
+    """drop-in: the session's client token (`Bearer ct_...`), short-lived, one payment"""
     authorization = request.headers.get("Authorization", "")
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
