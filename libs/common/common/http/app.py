@@ -23,6 +23,8 @@ from common.logging import correlation, get_logger, new_correlation_id
 from common.metrics import Metrics
 
 log = get_logger("marketpay.http")
+access_log = get_logger("marketpay.access")
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 METRICS = web.AppKey("metrics", Metrics)
 READINESS = web.AppKey("readiness", list[Callable[[], Awaitable[None]]])
@@ -92,8 +94,18 @@ def metrics_middleware(metrics: Metrics) -> Middleware:
         response = await handler(request)
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
+        elapsed = time.perf_counter() - started
         metrics.http_requests.labels(request.method, route, str(response.status)).inc()
-        metrics.http_duration.labels(request.method, route).observe(time.perf_counter() - started)
+        metrics.http_duration.labels(request.method, route).observe(elapsed)
+        if route not in _QUIET_ROUTES:
+            # the access log: route templates, never query strings or bodies
+            access_log.info(
+                "request",
+                method=request.method,
+                route=route,
+                status=response.status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
         return response
 
     return observe
