@@ -20,6 +20,8 @@ import structlog
 from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
 from structlog.typing import EventDict, WrappedLogger
 
+from common.cardholder import DIGIT_RUN, run_holds_card_number
+
 REDACTED = "[REDACTED]"
 
 _SECRET_KEY = re.compile(
@@ -27,10 +29,6 @@ _SECRET_KEY = re.compile(
     r"card[_-]?number|^number$|pan$|expiry|iban|(?<!routing_)(?<!idempotency_)key$|dsn|amqp_url|database_url",
     re.IGNORECASE,
 )
-# Runs of at least 12 digits, optionally separated by single spaces or dashes: where a PAN
-# (12 to 19 digits) may hide, possibly next to other numbers ("4111 1111 1111 1111 12/30").
-_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,}(?!\d)")
-_SEPARATOR = re.compile(r"[ -]")
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^\s@]*)?@", re.I)
 _BEARER = re.compile(r"(?i)\b((?:bearer|basic)\s+)[^\s\"',]+")
 # key=value DSNs, "password: x", "cvc=123", "hmac_key=..." in free text
@@ -40,38 +38,13 @@ _PASSWORD_PAIR = re.compile(
 )
 
 
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _contains_pan(run: str) -> bool:
-    """Whether some consecutive groups of the run (or the run itself, or a stretch of it when it
-    has no separators) form 12 to 19 digits that pass the Luhn check."""
-    groups = _SEPARATOR.split(run)
-    for i in range(len(groups)):
-        digits = ""
-        for group in groups[i:]:
-            digits += group
-            if len(digits) > 19:
-                break
-            if len(digits) >= 12 and _luhn_ok(digits):
-                return True
-    return False
-
-
 def _mask_pan(match: re.Match[str]) -> str:
-    return REDACTED if _contains_pan(match.group(0)) else match.group(0)
+    return REDACTED if run_holds_card_number(match.group(0)) else match.group(0)
 
 
 def scrub_text(text: str) -> str:
     """Remove card numbers, URL credentials, passwords and bearer tokens from free text."""
-    text = _DIGIT_RUN.sub(_mask_pan, text)
+    text = DIGIT_RUN.sub(_mask_pan, text)
     text = _URL_CREDENTIALS.sub(r"\g<scheme>" + REDACTED + "@", text)
     text = _PASSWORD_PAIR.sub(r"\g<1>" + REDACTED, text)
     return _BEARER.sub(r"\g<1>" + REDACTED, text)

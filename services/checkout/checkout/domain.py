@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
+from common.cardholder import contains_card_number
+
 
 class Status(StrEnum):
     INIT_PAYMENT = "INIT_PAYMENT"
@@ -326,30 +328,6 @@ def raw_card_data(payment_method: object, path: str = "payment_method") -> str |
             found = raw_card_data(value, f"{path}.{i}")
             if found is not None:
                 return found
-    elif isinstance(payment_method, str) and _has_card_number(payment_method):
+    elif isinstance(payment_method, str) and contains_card_number(payment_method):
         return path
     return None
-
-
-def _has_card_number(text: str) -> bool:
-    run = ""
-    for ch in text + "x":
-        if ch.isdigit():
-            run += ch
-            continue
-        if ch in " -" and run:
-            continue
-        if 12 <= len(run) <= 19 and _luhn(run):
-            return True
-        run = ""
-    return False
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
+from common import cardholder
+
 Behaviour = Literal["authorise", "refuse", "challenge", "challenge_fails", "cvc_check"]
 
 
@@ -134,15 +136,7 @@ Decision = Invalid | Refused | Challenge | Authorised
 
 
 def luhn_valid(digits: str) -> bool:
-    if not digits.isdigit():
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    return digits.isdigit() and cardholder.luhn_valid(digits)
 
 
 def brand_of(number: str) -> str | None:

@@ -6,7 +6,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 
 import aio_pika
@@ -17,18 +17,11 @@ from aio_pika.abc import AbstractIncomingMessage
 from common.broker import InboxConsumer, Names, QueueSpec
 from common.events import DOMAIN_EXCHANGE, Envelope, make_envelope
 from common.metrics import Metrics
+from common.testing.waiting import eventually
 
 EVENT = "probe.happened"
 OTHER = "probe.unhandled"
 SPEC = QueueSpec("probe", [(DOMAIN_EXCHANGE, "probe.*")], retry_delays_ms=(200, 400))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.05)
 
 
 @dataclass

@@ -8,7 +8,7 @@ the order they were written — also when the broker or the database connection 
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -20,16 +20,9 @@ from common.events import DOMAIN_EXCHANGE, Envelope
 from common.metrics import Metrics
 from common.testing.fixtures import dsn_with
 from common.testing.tcpproxy import TcpProxy
+from common.testing.waiting import eventually
 
 EVENT = "probe.happened"
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.05)
 
 
 @dataclass

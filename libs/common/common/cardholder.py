@@ -1,0 +1,42 @@
+"""Recognising cardholder data (DESIGN §2, invariant 7): what a card number looks like.
+
+Used by the log redactor and by services that must refuse raw card data."""
+
+from __future__ import annotations
+
+import re
+
+# Runs of at least 12 digits, optionally separated by single spaces or dashes: where a PAN
+# (12 to 19 digits) may hide, possibly next to other numbers ("4111 1111 1111 1111 12/30").
+DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,}(?!\d)")
+_SEPARATOR = re.compile(r"[ -]")
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn (mod 10) check every card number passes."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def run_holds_card_number(run: str) -> bool:
+    """Whether some consecutive groups of a digit run (or the run itself) form 12 to 19 digits
+    that pass the Luhn check."""
+    groups = _SEPARATOR.split(run)
+    for i in range(len(groups)):
+        digits = ""
+        for group in groups[i:]:
+            digits += group
+            if len(digits) > 19:
+                break
+            if len(digits) >= 12 and luhn_valid(digits):
+                return True
+    return False
+
+
+def contains_card_number(text: str) -> bool:
+    return any(run_holds_card_number(m.group(0)) for m in DIGIT_RUN.finditer(text))
