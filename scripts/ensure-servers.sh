@@ -23,6 +23,8 @@ fi
 if [ -z "${MARKETPAY_TEST_AMQP_URL:-}" ]; then
     if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
         echo "starting RabbitMQ"
+        # every quorum queue keeps files open: give the broker more than the default 1024
+        ulimit -n 65536 2>/dev/null || true
         rabbitmq-server -detached
         wait_for RabbitMQ "rabbitmq-diagnostics -q check_port_connectivity"
     fi
