@@ -9,6 +9,7 @@ import sys
 
 BENCHMARKS = {
     "outbox_pipeline": "bench.outbox_pipeline",
+    "checkout_pay": "bench.checkout_pay",
 }
 
 
