@@ -21,6 +21,7 @@ from checkout.schemas import (
     ShopPaymentStatus,
 )
 from checkout.settings import Settings
+from common.db import snapshot
 from common.http.auth import Principal, hash_key
 from common.http.envelope import ok, page
 from common.http.errors import ApiError
@@ -202,7 +203,7 @@ async def list_payments(request: web.Request, call: Call[None]) -> web.Response:
             f"EXISTS (SELECT 1 FROM payment_lines l WHERE l.payment_id = payments.id"
             f" AND l.supplier_id = ${len(args)})"
         )
-    async with request.app[DB_POOL].acquire() as conn:
+    async with snapshot(request.app[DB_POOL]) as conn:
         rows, info = await fetch_page(
             conn,
             table="payments",
@@ -237,7 +238,7 @@ def _parse_filter(name: str, value: str) -> object:
 )
 async def get_payment(request: web.Request, call: Call[None]) -> web.Response:
     supplier_id = call.principal.supplier_id if call.principal.role == "supplier" else None
-    async with request.app[DB_POOL].acquire() as conn:
+    async with snapshot(request.app[DB_POOL]) as conn:
         row = await repo.get_payment(conn, call.tenant_id, request.match_info["id"])
         if row is None:
             raise errors.payment_not_found()
@@ -259,7 +260,7 @@ async def get_payment(request: web.Request, call: Call[None]) -> web.Response:
 async def cancel_payment(request: web.Request, call: Call[None]) -> web.Response:
     pool = request.app[DB_POOL]
     await payments.cancel(pool, request.app[PSP], request.match_info["id"], call.tenant_id)
-    async with pool.acquire() as conn:
+    async with snapshot(pool) as conn:
         row = await repo.get_payment(conn, call.tenant_id, request.match_info["id"])
         assert row is not None
         view = await service.payment_view(conn, row, with_timeline=True)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -29,6 +31,14 @@ async def create_pool(
     )
     assert pool is not None
     return pool
+
+
+@asynccontextmanager
+async def snapshot(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A read-only connection whose statements all see one snapshot: a view built from several
+    queries (a payment and its timeline) never mixes states from before and after a commit."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        yield conn
 
 
 def _ident(name: str) -> str:
