@@ -19,6 +19,8 @@ LOCAL_PROFILE_DEFAULTS: dict[str, str] = {
     "database_url": "postgresql://postgres@127.0.0.1:5432/marketpay",
     "amqp_url": "amqp://guest:guest@127.0.0.1:5672/",
     "platform_admin_key": "local_platform_admin_key",
+    # the webhooks service's key for HMAC keys at rest: 32 bytes, hex (local development only)
+    "hmac_encryption_key": b"local-dev-hmac-encryption-key-32".hex(),
 }
 
 

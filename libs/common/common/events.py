@@ -169,6 +169,24 @@ class PaymentOutcome(PaymentStatusChanged):
     capture_mode: CaptureMode | None
 
 
+class PspNotificationReceived(EventData):
+    """A PSP notification, verified and stored by the webhooks service, in a normalised form.
+    `merchant_reference` is our own reference (the payment id for a payment's events)."""
+
+    notification_id: str
+    psp: str
+    merchant_account: str
+    event_code: str
+    success: bool
+    psp_reference: str
+    original_reference: str | None = None
+    merchant_reference: str
+    amount: Money | None = None
+    reason: str | None = None
+    event_date: str | None = None
+    payment_method: str | None = None
+
+
 CATALOGUE: dict[str, type[EventData]] = {
     EventType.TENANT_UPSERTED: TenantUpserted,
     EventType.SUPPLIER_UPSERTED: SupplierUpserted,
@@ -178,6 +196,7 @@ CATALOGUE: dict[str, type[EventData]] = {
     EventType.PAYMENT_AUTHORISED: PaymentOutcome,
     EventType.PAYMENT_REFUSED: PaymentOutcome,
     EventType.PAYMENT_CANCELLED: PaymentOutcome,
+    EventType.PSP_NOTIFICATION_RECEIVED: PspNotificationReceived,
 }
 
 

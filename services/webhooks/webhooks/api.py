@@ -1,0 +1,181 @@
+"""The webhooks service's HTTP routes: the PSP's public notification endpoint (authenticated
+by each item's HMAC signature, not by an API key) and the operator's admin API."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from common.http.app import METRICS
+from common.http.envelope import ok, page
+from common.http.errors import BadRequest, Unprocessable
+from common.http.pagination import PageRequest
+from common.http.routing import OPERATOR, Api, Call
+from common.money import Money
+from common.runtime import DB_POOL
+from webhooks import domain, errors, repo, service
+from webhooks.crypto import KeyBox
+from webhooks.schemas import HmacKey, HmacKeyPut, Notification, ReplayRequest, ReplayResult
+from webhooks.settings import Settings
+
+api = Api("Marketpay webhooks")
+SETTINGS = web.AppKey("settings", Settings)
+KEYBOX = web.AppKey("keybox", KeyBox)
+
+ACCEPTED = "[accepted]"
+
+
+@api.post(
+    "/v1/webhooks/psp/adyen",
+    summary="Adyen standard notifications: answered [accepted] once the batch is stored",
+    tags=["psp"],
+)
+async def adyen_notifications(request: web.Request, _: Call[None]) -> web.Response:
+    limit = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    raw = await request.read()
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest("the body is not valid JSON", code="invalid_json") from None
+    try:
+        items = domain.parse_batch(payload)
+    except domain.MalformedNotification as exc:
+        raise BadRequest(exc.message, code="invalid_notification", param=exc.param) from None
+    await service.ingest(
+        request.app[DB_POOL],
+        request.app[KEYBOX],
+        request.app[METRICS],
+        psp="adyen",
+        items=items,
+        remote=request.remote,
+    )
+    return web.Response(text=ACCEPTED)
+
+
+def key_out(row: repo.Row) -> HmacKey:
+    return HmacKey(
+        id=row["id"],
+        merchant_account=row["merchant_account"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def notification_out(row: repo.Row) -> Notification:
+    amount = (
+        Money(value=row["amount"], currency=row["currency"])
+        if row["amount"] is not None and row["currency"] is not None
+        else None
+    )
+    return Notification(
+        id=row["id"],
+        accepted=row["accepted"],
+        psp=row["psp"],
+        merchant_account=row["merchant_account"],
+        event_code=row["event_code"],
+        success=row["success"],
+        psp_reference=row["psp_reference"],
+        original_reference=row["original_reference"],
+        merchant_reference=row["merchant_reference"],
+        amount=amount,
+        refusal_reason=row["refusal_reason"],
+        received_at=row["created_at"],
+        item=repo.raw_item(row) if row["raw"] is not None else None,
+    )
+
+
+@api.put(
+    "/v1/admin/webhooks/hmac-keys",
+    summary="Add an HMAC key of the tenant's merchant account (write-only; two active at most)",
+    roles=OPERATOR,
+    body=HmacKeyPut,
+    response=HmacKey,
+    status=201,
+    tags=["hmac-keys"],
+)
+async def put_hmac_key(request: web.Request, call: Call[HmacKeyPut]) -> web.Response:
+    row = await service.put_key(
+        request.app[DB_POOL], request.app[KEYBOX], call.tenant_id, call.body
+    )
+    return ok("hmac_key", key_out(row), status=201)
+
+
+@api.delete(
+    "/v1/admin/webhooks/hmac-keys/{id}",
+    summary="Revoke an HMAC key",
+    roles=OPERATOR,
+    response=HmacKey,
+    tags=["hmac-keys"],
+)
+async def delete_hmac_key(request: web.Request, call: Call[None]) -> web.Response:
+    row = await service.revoke_key(request.app[DB_POOL], call.tenant_id, request.match_info["id"])
+    return ok("hmac_key", key_out(row))
+
+
+def _accepted(query: dict[str, str]) -> bool:
+    value = query.get("accepted", "true").lower()
+    if value not in ("true", "false"):
+        raise Unprocessable("accepted is true or false", code="parameter_invalid", param="accepted")
+    return value == "true"
+
+
+@api.get(
+    "/v1/admin/webhooks/notifications",
+    summary="Stored notifications (accepted=false: the refused deliveries), newest first",
+    roles=OPERATOR,
+    response=Notification,
+    list_response=True,
+    query=[
+        ("psp_reference", "the PSP's reference"),
+        ("event_code", "AUTHORISATION, CANCELLATION, ..."),
+        ("accepted", "true (default): stored notifications; false: refused deliveries"),
+        ("limit", "page size, 1..100"),
+        ("after_cursor", "cursor"),
+        ("before_cursor", "cursor"),
+    ],
+    tags=["notifications"],
+)
+async def list_notifications(request: web.Request, call: Call[None]) -> web.Response:
+    accepted = _accepted(call.query)
+    page_request = PageRequest.from_query(call.query)
+    async with request.app[DB_POOL].acquire() as conn:
+        rows, info = await repo.notification_page(
+            conn,
+            call.tenant_id,
+            page_request,
+            accepted=accepted,
+            psp_reference=call.query.get("psp_reference"),
+            event_code=call.query.get("event_code"),
+        )
+    return page([notification_out(r) for r in rows], info)
+
+
+@api.get(
+    "/v1/admin/webhooks/notifications/{id}",
+    summary="One stored (or refused) notification",
+    roles=OPERATOR,
+    response=Notification,
+    tags=["notifications"],
+)
+async def get_notification(request: web.Request, call: Call[None]) -> web.Response:
+    async with request.app[DB_POOL].acquire() as conn:
+        row = await repo.notification(conn, call.tenant_id, request.match_info["id"])
+    if row is None:
+        raise errors.notification_not_found()
+    return ok("notification", notification_out(row))
+
+
+@api.post(
+    "/v1/admin/webhooks/notifications/replay",
+    summary="Publish stored notifications again, in the order they were received",
+    roles=OPERATOR,
+    body=ReplayRequest,
+    response=ReplayResult,
+    tags=["notifications"],
+)
+async def replay_notifications(request: web.Request, call: Call[ReplayRequest]) -> web.Response:
+    replayed = await service.replay(request.app[DB_POOL], call.tenant_id, call.body.ids)
+    return ok("replay", ReplayResult(replayed=replayed), id_="")

@@ -1,0 +1,174 @@
+"""Webhook decisions, pure and synchronous: what a valid Adyen notification batch is, how an
+item is normalised, and when an item's signed string would be ambiguous.
+
+The signed string joins eight fields with `:` and does not escape them, so a `:` inside a
+field could move to a neighbour and keep the signature valid for other values. Only
+`merchantReference` may hold a `:` (ours never do, but the PSP allows it): with every other
+signed field free of `:`, the string splits back into the fields in exactly one way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+COLON_FREE_FIELDS = (
+    "pspReference",
+    "originalReference",
+    "merchantAccountCode",
+    "eventCode",
+    "success",
+)
+MAX_ITEMS = 100
+MAX_TEXT = 500
+
+
+class MalformedNotification(ValueError):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+@dataclass(frozen=True)
+class Item:
+    """One NotificationRequestItem, checked and normalised; `raw` is as received."""
+
+    raw: Mapping[str, Any]
+    merchant_account: str
+    event_code: str
+    success: bool
+    psp_reference: str
+    original_reference: str | None
+    merchant_reference: str
+    amount_value: int | None
+    currency: str | None
+    reason: str | None
+    event_date: str | None
+    payment_method: str | None
+
+
+def parse_batch(payload: object) -> list[Item]:
+    """The items of an Adyen standard notification, or `MalformedNotification`."""
+    if not isinstance(payload, dict):
+        raise MalformedNotification("the body must be a JSON object")
+    entries = payload.get("notificationItems")
+    if not isinstance(entries, list) or not entries:
+        raise MalformedNotification(
+            "notificationItems must be a non-empty list", "notificationItems"
+        )
+    if len(entries) > MAX_ITEMS:
+        raise MalformedNotification(f"at most {MAX_ITEMS} items per batch", "notificationItems")
+    items = []
+    for index, entry in enumerate(entries):
+        where = f"notificationItems.{index}.NotificationRequestItem"
+        raw = entry.get("NotificationRequestItem") if isinstance(entry, dict) else None
+        if not isinstance(raw, dict):
+            raise MalformedNotification("each entry holds a NotificationRequestItem", where)
+        items.append(parse_item(raw, where))
+    return items
+
+
+def _text(raw: Mapping[str, Any], name: str, where: str, *, required: bool) -> str | None:
+    value = raw.get(name)
+    if value is None or value == "":
+        if required:
+            raise MalformedNotification(f"{name} is required", f"{where}.{name}")
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TEXT or not _storable(value):
+        raise MalformedNotification(
+            f"{name} must be a string of at most {MAX_TEXT} characters", f"{where}.{name}"
+        )
+    return value
+
+
+def _required(raw: Mapping[str, Any], name: str, where: str) -> str:
+    value = _text(raw, name, where, required=True)
+    if value is None:  # pragma: no cover - _text raises for a required field
+        raise MalformedNotification(f"{name} is required", f"{where}.{name}")
+    return value
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_item(raw: Mapping[str, Any], where: str = "item") -> Item:
+    for name in COLON_FREE_FIELDS:
+        value = raw.get(name)
+        if isinstance(value, str) and ":" in value:
+            raise MalformedNotification(f"{name} may not contain ':'", f"{where}.{name}")
+    success = raw.get("success")
+    if success not in ("true", "false"):
+        raise MalformedNotification('success is "true" or "false"', f"{where}.success")
+    amount_value: int | None = None
+    currency: str | None = None
+    amount = raw.get("amount")
+    if amount is not None:
+        value = amount.get("value") if isinstance(amount, dict) else None
+        cur = amount.get("currency") if isinstance(amount, dict) else None
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not 0 <= value < 10**15
+            or not isinstance(cur, str)
+            or len(cur) != 3
+            or not cur.isalpha()
+            or not cur.isupper()
+        ):
+            raise MalformedNotification(
+                "amount is {value: minor units, currency: ISO 4217}", f"{where}.amount"
+            )
+        amount_value, currency = value, cur
+    additional = raw.get("additionalData")
+    if additional is not None and not isinstance(additional, dict):
+        raise MalformedNotification("additionalData must be an object", f"{where}.additionalData")
+    return Item(
+        raw=raw,
+        merchant_account=_required(raw, "merchantAccountCode", where),
+        event_code=_required(raw, "eventCode", where),
+        success=success == "true",
+        psp_reference=_required(raw, "pspReference", where),
+        original_reference=_text(raw, "originalReference", where, required=False),
+        merchant_reference=_required(raw, "merchantReference", where),
+        amount_value=amount_value,
+        currency=currency,
+        reason=_text(raw, "reason", where, required=False),
+        event_date=_text(raw, "eventDate", where, required=False),
+        payment_method=_text(raw, "paymentMethod", where, required=False),
+    )
+
+
+def event_data(item: Item, *, notification_id: str, psp: str) -> dict[str, Any]:
+    """The `psp.notification.received` payload of a stored item."""
+    amount = (
+        {"value": item.amount_value, "currency": item.currency}
+        if item.amount_value is not None and item.currency is not None
+        else None
+    )
+    return {
+        "notification_id": notification_id,
+        "psp": psp,
+        "merchant_account": item.merchant_account,
+        "event_code": item.event_code,
+        "success": item.success,
+        "psp_reference": item.psp_reference,
+        "original_reference": item.original_reference,
+        "merchant_reference": item.merchant_reference,
+        "amount": amount,
+        "reason": item.reason,
+        "event_date": item.event_date,
+        "payment_method": item.payment_method,
+    }
+
+
+def is_hex_key(key: str) -> bool:
+    """An Adyen HMAC key: 64 hex digits (32 bytes)."""
+    return len(key) == 64 and all(c in "0123456789abcdefABCDEF" for c in key)

@@ -1,0 +1,246 @@
+"""The webhooks service's SQL."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import asyncpg
+
+from common.http.pagination import PageInfo, PageRequest, fetch_page
+from webhooks.crypto import Sealed
+from webhooks.domain import Item
+
+Row = asyncpg.Record
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+async def tenant_of_merchant_account(conn: asyncpg.Connection, merchant_account: str) -> str | None:
+    tenant_id: str | None = await conn.fetchval(
+        "SELECT tenant_id FROM replica_tenants WHERE merchant_account = $1"
+        " ORDER BY updated_at DESC LIMIT 1",
+        merchant_account,
+    )
+    return tenant_id
+
+
+async def active_keys(conn: asyncpg.Connection, tenant_id: str, merchant_account: str) -> list[Row]:
+    return list(
+        await conn.fetch(
+            "SELECT id, tenant_id, merchant_account, nonce, ciphertext, encryption_key_id"
+            " FROM hmac_keys WHERE tenant_id = $1 AND merchant_account = $2"
+            " AND revoked_at IS NULL ORDER BY created_at",
+            tenant_id,
+            merchant_account,
+        )
+    )
+
+
+async def insert_key(
+    conn: asyncpg.Connection, key_id: str, tenant_id: str, merchant_account: str, sealed: Sealed
+) -> Row:
+    row: Row = await conn.fetchrow(
+        "INSERT INTO hmac_keys"
+        " (id, tenant_id, merchant_account, nonce, ciphertext, encryption_key_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6)"
+        " RETURNING id, merchant_account, created_at, revoked_at",
+        key_id,
+        tenant_id,
+        merchant_account,
+        sealed.nonce,
+        sealed.ciphertext,
+        sealed.key_id,
+    )
+    return row
+
+
+async def revoke_key(conn: asyncpg.Connection, tenant_id: str, key_id: str) -> Row | None:
+    row: Row | None = await conn.fetchrow(
+        "UPDATE hmac_keys SET revoked_at = coalesce(revoked_at, now())"
+        " WHERE id = $1 AND tenant_id = $2"
+        " RETURNING id, merchant_account, created_at, revoked_at",
+        key_id,
+        tenant_id,
+    )
+    return row
+
+
+async def lock_tenant(conn: asyncpg.Connection, tenant_id: str) -> Row | None:
+    row: Row | None = await conn.fetchrow(
+        "SELECT tenant_id, merchant_account FROM replica_tenants WHERE tenant_id = $1 FOR UPDATE",
+        tenant_id,
+    )
+    return row
+
+
+async def insert_notification(
+    conn: asyncpg.Connection, notification_id: str, tenant_id: str, psp: str, item: Item
+) -> bool:
+    inserted = await conn.fetchval(
+        "INSERT INTO notifications (id, tenant_id, psp, merchant_account, event_code, success,"
+        " psp_reference, original_reference, merchant_reference, amount, currency, raw)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        " ON CONFLICT ON CONSTRAINT notifications_dedupe DO NOTHING RETURNING true",
+        notification_id,
+        tenant_id,
+        psp,
+        item.merchant_account,
+        item.event_code,
+        item.success,
+        item.psp_reference,
+        item.original_reference or "",
+        item.merchant_reference,
+        item.amount_value,
+        item.currency,
+        dict(item.raw),
+    )
+    return bool(inserted)
+
+
+async def stored_duplicate(conn: asyncpg.Connection, psp: str, item: Item) -> Row | None:
+    row: Row | None = await conn.fetchrow(
+        "SELECT id, tenant_id, amount, currency FROM notifications"
+        " WHERE psp = $1 AND psp_reference = $2 AND event_code = $3 AND success = $4"
+        " AND original_reference = $5",
+        psp,
+        item.psp_reference,
+        item.event_code,
+        item.success,
+        item.original_reference or "",
+    )
+    return row
+
+
+async def insert_anomaly(conn: asyncpg.Connection, original: Row, kind: str, item: Item) -> None:
+    await conn.execute(
+        "INSERT INTO anomalies"
+        " (tenant_id, notification_id, kind, stored_amount, received_amount, raw)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        original["tenant_id"],
+        original["id"],
+        kind,
+        original["amount"],
+        item.amount_value,
+        dict(item.raw),
+    )
+
+
+async def anomalies_of(conn: asyncpg.Connection, notification_id: str) -> list[Row]:
+    return list(
+        await conn.fetch(
+            "SELECT kind, stored_amount, received_amount, created_at FROM anomalies"
+            " WHERE notification_id = $1 ORDER BY id",
+            notification_id,
+        )
+    )
+
+
+async def log_security_event(
+    conn: asyncpg.Connection,
+    *,
+    psp: str,
+    reason: str,
+    tenant_id: str | None,
+    merchant_account: str | None,
+    psp_reference: str | None,
+    event_code: str | None,
+    remote: str | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO security_log (id, tenant_id, psp, reason, merchant_account, psp_reference,"
+        " event_code, remote) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        new_id("sec"),
+        tenant_id,
+        psp,
+        reason,
+        _clip(merchant_account),
+        _clip(psp_reference),
+        _clip(event_code),
+        remote,
+    )
+
+
+def _clip(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    cleaned = value.replace("\x00", "")[:200]
+    try:
+        cleaned.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return cleaned
+
+
+_NOTIFICATION_COLUMNS = (
+    "id, true AS accepted, psp, merchant_account, event_code, success, psp_reference,"
+    " nullif(original_reference, '') AS original_reference, merchant_reference, amount,"
+    " currency, NULL::text AS refusal_reason, created_at, raw"
+)
+_REFUSED_COLUMNS = (
+    "id, false AS accepted, psp, merchant_account, event_code, NULL::boolean AS success,"
+    " psp_reference, NULL::text AS original_reference, NULL::text AS merchant_reference,"
+    " NULL::bigint AS amount, NULL::text AS currency, reason AS refusal_reason, created_at,"
+    " NULL::jsonb AS raw"
+)
+
+
+async def notification_page(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    request: PageRequest,
+    *,
+    accepted: bool,
+    psp_reference: str | None,
+    event_code: str | None,
+) -> tuple[list[Row], PageInfo]:
+    where = ["tenant_id = $1"]
+    args: list[Any] = [tenant_id]
+    for column, value in (("psp_reference", psp_reference), ("event_code", event_code)):
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} = ${len(args)}")
+    return await fetch_page(
+        conn,
+        table="notifications" if accepted else "security_log",
+        where=where,
+        args=args,
+        request=request,
+        columns=_NOTIFICATION_COLUMNS if accepted else _REFUSED_COLUMNS,
+    )
+
+
+async def notification(conn: asyncpg.Connection, tenant_id: str, id_: str) -> Row | None:
+    row: Row | None = await conn.fetchrow(
+        f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        id_,
+    )
+    if row is None:
+        row = await conn.fetchrow(
+            f"SELECT {_REFUSED_COLUMNS} FROM security_log WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            id_,
+        )
+    return row
+
+
+async def notifications_by_ids(
+    conn: asyncpg.Connection, tenant_id: str, ids: list[str]
+) -> list[Row]:
+    return list(
+        await conn.fetch(
+            "SELECT id, tenant_id, psp, raw FROM notifications"
+            " WHERE tenant_id = $1 AND id = ANY($2::text[]) ORDER BY created_at, id",
+            tenant_id,
+            ids,
+        )
+    )
+
+
+def raw_item(row: Row) -> dict[str, Any]:
+    raw = row["raw"]
+    return json.loads(raw) if isinstance(raw, str) else dict(raw)
