@@ -7,6 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from checkout.api import PSP, SETTINGS, api
+from checkout.consumers import psp_notifications_consumption
 from checkout.settings import Settings
 from common import runtime
 from common.http.app import create_base_app
@@ -46,5 +47,10 @@ def create_app(settings: Settings) -> web.Application:
         await adapter.close()
 
     app.cleanup_ctx.append(psp)
-    app.cleanup_ctx.append(runtime.broker(settings, [tenancy_consumption("checkout.tenancy")]))
+    app.cleanup_ctx.append(
+        runtime.broker(
+            settings,
+            [tenancy_consumption("checkout.tenancy"), psp_notifications_consumption()],
+        )
+    )
     return app

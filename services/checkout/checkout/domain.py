@@ -186,6 +186,20 @@ def apply(
     return Illegal(f"{fact} cannot apply to a payment in {current}")
 
 
+# What a PSP notification reports, as a fact of the status machine. Capture, refund and
+# chargeback notifications are the capture service's (they need the split state); checkout
+# records them in the timeline without moving the payment.
+_NOTIFICATION_FACTS: dict[tuple[str, bool], Fact] = {
+    ("AUTHORISATION", True): Fact.AUTHORISED,
+    ("AUTHORISATION", False): Fact.REFUSED,
+    ("CANCELLATION", True): Fact.CANCELLED,
+}
+
+
+def notification_fact(event_code: str, success: bool) -> Fact | None:
+    return _NOTIFICATION_FACTS.get((event_code, success))
+
+
 # --- checkout session validation -------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from checkout.domain import FINAL, Fact, Illegal, Moved, Status, Unchanged, apply
+from checkout.domain import FINAL, Fact, Illegal, Moved, Status, Unchanged, apply, notification_fact
 
 
 @pytest.mark.parametrize(
@@ -75,3 +75,17 @@ def test_a_final_payment_never_leaves_its_final_status_by_replayed_facts(start, 
             status = outcome.to
     assert status in set(Status)
     assert set(Status) >= FINAL
+
+
+@pytest.mark.parametrize(
+    ("event_code", "success", "fact"),
+    [
+        ("AUTHORISATION", True, Fact.AUTHORISED),
+        ("AUTHORISATION", False, Fact.REFUSED),
+        ("CANCELLATION", True, Fact.CANCELLED),
+        ("CANCELLATION", False, None),
+        ("CAPTURE", True, None),
+    ],
+)
+def test_a_notification_maps_to_its_fact(event_code, success, fact):
+    assert notification_fact(event_code, success) is fact
