@@ -14,7 +14,7 @@ else
     echo $! >.run/honcho.pid
 fi
 
-declare -A PORTS=([tenants]=8086 [checkout]=8081 [psp_sandbox]=8090)
+declare -A PORTS=([tenants]=8086 [checkout]=8081 [webhooks]=8082 [psp_sandbox]=8090)
 for service in "${!PORTS[@]}"; do
     url="http://127.0.0.1:${PORTS[$service]}/readyz"
     for i in $(seq 1 60); do
@@ -30,10 +30,23 @@ done
 
 .venv/bin/python scripts/seed_demo.py --url http://127.0.0.1:8086 \
     --admin-key local_platform_admin_key --out .run/demo-keys.json
-# The demo tenant's merchant account at the PSP stand-in.
-curl -fsS -X POST -H 'Content-Type: application/json' \
-    -d '{"merchant_account": "DemoMarketplaceECOM", "webhook_url": null}' \
-    http://127.0.0.1:8090/sandbox/merchant-accounts >/dev/null
+# The demo tenant's merchant account at the PSP stand-in, sending its webhooks to the webhooks
+# service, which gets the account's HMAC key from the demo operator (once: a second run finds
+# the key there already).
+HMAC_KEY=$(curl -fsS -X POST -H 'Content-Type: application/json' \
+    -d '{"merchant_account": "DemoMarketplaceECOM", "webhook_url": "http://127.0.0.1:8082/v1/webhooks/psp/adyen"}' \
+    http://127.0.0.1:8090/sandbox/merchant-accounts \
+    | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["hmac_key"])')
+OPERATOR_KEY=$(.venv/bin/python -c 'import json; print(json.load(open(".run/demo-keys.json"))["operator_key"])')
+for i in $(seq 1 40); do
+    status=$(curl -s -o /dev/null -w '%{http_code}' -X PUT \
+        -H "Authorization: Bearer $OPERATOR_KEY" -H 'Content-Type: application/json' \
+        -d "{\"merchant_account\": \"DemoMarketplaceECOM\", \"key\": \"$HMAC_KEY\"}" \
+        http://127.0.0.1:8082/v1/admin/webhooks/hmac-keys || true)
+    if [ "$status" = 201 ] || [ "$status" = 409 ]; then break; fi
+    if [ "$i" = 40 ]; then echo "could not give the webhooks service its HMAC key ($status)" >&2; fi
+    sleep 0.5
+done
 
 cat <<'TXT'
 
