@@ -32,6 +32,12 @@ async def on_psp_notification(conn: asyncpg.Connection, envelope: Envelope) -> N
     payment = await repo.get_payment(
         conn, envelope.tenant_id, event.merchant_reference, for_update=True
     )
+    if payment is None and event.original_reference:
+        # a modification (CAPTURE, REFUND, ...) names our capture or refund as its merchant
+        # reference, and the payment by the PSP's reference of the authorisation
+        payment = await repo.payment_by_psp_reference(
+            conn, envelope.tenant_id, event.original_reference, for_update=True
+        )
     if payment is None:
         # not one of checkout's payments (a payout's, another service's reference)
         return

@@ -103,6 +103,18 @@ async def get_payment(
     )
 
 
+async def payment_by_psp_reference(
+    conn: asyncpg.Connection, tenant_id: str, psp_reference: str, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE tenant_id = $1 AND psp_reference = $2"
+        f" ORDER BY created_at LIMIT 1{lock}",
+        tenant_id,
+        psp_reference,
+    )
+
+
 async def payment_by_token(conn: asyncpg.Connection, token_hash: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE client_token_hash = $1", token_hash

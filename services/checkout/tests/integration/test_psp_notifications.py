@@ -73,6 +73,8 @@ async def notify(
     value=15000,
     psp_reference=None,
     reason=None,
+    merchant_reference=None,
+    original_reference=None,
 ):
     await checkout.publish(
         "psp.notification.received",
@@ -83,7 +85,8 @@ async def notify(
             event_code=event_code,
             success=success,
             psp_reference=psp_reference or secrets.token_hex(8).upper(),
-            merchant_reference=payment_id,
+            merchant_reference=merchant_reference or payment_id,
+            original_reference=original_reference,
             amount={"value": value, "currency": "EUR"},
             reason=reason,
         ),
@@ -192,3 +195,28 @@ async def test_a_webhook_for_another_tenants_payment_changes_nothing(checkout):
     kinds = [e["detail"].get("event_code") for e in payment["timeline"]]
     assert "AUTHORISATION" not in kinds
     assert payment["timeline"][-1]["detail"]["applied"] is False
+
+
+async def test_a_modification_webhook_is_found_by_the_payments_psp_reference(checkout):
+    # given an authorised payment
+    tenant = await checkout.new_tenant()
+    payment_id = await pending_payment(checkout, tenant)
+    await notify(checkout, tenant, payment_id, psp_reference="PSPAUTH0003")
+    await wait_for_notifications(checkout, tenant, payment_id, 1)
+    # when a CAPTURE names the capture as merchant reference and the payment as original
+    await notify(
+        checkout,
+        tenant,
+        payment_id,
+        event_code="CAPTURE",
+        psp_reference="PSPCAPT0003",
+        merchant_reference="cap_0003",
+        original_reference="PSPAUTH0003",
+    )
+    # then it is in the payment's timeline; the capture service, not checkout, applies it
+    payment = await wait_for_notifications(checkout, tenant, payment_id, 2)
+    last = payment["timeline"][-1]
+    assert last["detail"]["event_code"] == "CAPTURE"
+    assert last["detail"]["original_reference"] == "PSPAUTH0003"
+    assert (last["status_from"], last["status_to"]) == ("AUTHORIZED", "AUTHORIZED")
+    assert payment["status"] == "AUTHORIZED"
