@@ -1,0 +1,239 @@
+"""The whole stack for end-to-end tests: tenants, checkout and webhooks (each with its own
+schema, all on one broker namespace, as deployed) and the PSP sandbox sending its signed
+webhooks to the webhooks service."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+
+from checkout.app import create_app as create_checkout_app
+from checkout.settings import Settings as CheckoutSettings
+from common.testing.apps import running
+from common.testing.waiting import eventually
+from psp_sandbox.testing import Sandbox, running_sandbox
+from tenants.app import create_app as create_tenants_app
+from tenants.settings import Settings as TenantsSettings
+from webhooks.app import create_app as create_webhooks_app
+from webhooks.settings import Settings as WebhooksSettings
+
+COMPANY_KEY = "test-company-key"
+
+
+@dataclass
+class Shop:
+    tenant_id: str
+    merchant_account: str
+    operator_key: str
+    storefront_key: str
+    supplier_id: str
+
+
+@dataclass
+class Stack:
+    tenants_url: str
+    checkout_url: str
+    webhooks_url: str
+    sandbox: Sandbox
+    http: aiohttp.ClientSession
+    admin_key: str
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        key: str,
+        json: Any = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {key}"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        async with self.http.request(method, url, json=json, headers=headers) as response:
+            return response.status, await response.json()
+
+    async def new_shop(self) -> Shop:
+        merchant_account = f"Flow{secrets.token_hex(4)}ECOM"
+        status, tenant = await self.call(
+            "POST",
+            f"{self.tenants_url}/v1/platform/tenants",
+            self.admin_key,
+            json={
+                "name": "Flow",
+                "merchant_account": merchant_account,
+                "currency": "EUR",
+                "settings": {"default_rate": "2.5", "capture_mode": "MANUAL"},
+            },
+        )
+        assert status == 201, tenant
+        operator = tenant["data"]["api_key"]
+        status, supplier = await self.call(
+            "POST",
+            f"{self.tenants_url}/v1/admin/suppliers",
+            operator,
+            json={"name": "S", "kyc_status": "enabled"},
+        )
+        assert status == 201, supplier
+        status, storefront = await self.call(
+            "POST", f"{self.tenants_url}/v1/admin/api-keys", operator, json={"role": "storefront"}
+        )
+        assert status == 201, storefront
+        shop = Shop(
+            tenant_id=tenant["data"]["id"],
+            merchant_account=merchant_account,
+            operator_key=operator,
+            storefront_key=storefront["data"]["key"],
+            supplier_id=supplier["data"]["id"],
+        )
+
+        async def replicas_arrived() -> bool:
+            in_webhooks, _ = await self.call(
+                "GET", f"{self.webhooks_url}/v1/admin/webhooks/notifications", operator
+            )
+            in_checkout, _ = await self.call(
+                "GET", f"{self.checkout_url}/v1/admin/payments", operator
+            )
+            return in_webhooks == 200 and in_checkout == 200
+
+        await eventually(replicas_arrived)
+        # the PSP side: the merchant account sends its webhooks to the webhooks service, and
+        # the operator gives the webhooks service the account's HMAC key
+        account = await self.sandbox.merchant_account(
+            merchant_account, f"{self.webhooks_url}/v1/webhooks/psp/adyen"
+        )
+        status, body = await self.call(
+            "PUT",
+            f"{self.webhooks_url}/v1/admin/webhooks/hmac-keys",
+            operator,
+            json={"merchant_account": merchant_account, "key": account["hmac_key"]},
+        )
+        assert status == 201, body
+        return shop
+
+    async def session(self, shop: Shop, amount: int = 15000) -> dict[str, Any]:
+        status, body = await self.call(
+            "POST",
+            f"{self.checkout_url}/v1/checkout/sessions",
+            shop.storefront_key,
+            json={
+                "order_id": f"ord_{uuid.uuid4().hex[:8]}",
+                "amount": {"value": amount, "currency": "EUR"},
+                "buyer_account": "acc_1",
+                "return_url": "https://shop.example/return",
+                "lines": [
+                    {"logistic_order_id": "lo_1", "supplier_id": shop.supplier_id, "amount": amount}
+                ],
+            },
+            idempotency_key=uuid.uuid4().hex,
+        )
+        assert status == 201, body
+        session: dict[str, Any] = body["data"]
+        return session
+
+    async def pay(self, session: dict[str, Any]) -> tuple[int, Any]:
+        async with self.http.post(
+            f"{self.sandbox.url}/sandbox/tokenize",
+            json={
+                "number": "4242424242424242",
+                "expiry_month": "03",
+                "expiry_year": "2030",
+                "cvc": "737",
+            },
+        ) as response:
+            tokens = {k: v for k, v in (await response.json()).items() if v is not None}
+        return await self.call(
+            "POST",
+            f"{self.checkout_url}/v1/shop/payments",
+            session["client_token"],
+            json={
+                "payment_method": tokens,
+                "browser_info": {"userAgent": "test", "acceptHeader": "*/*"},
+            },
+            idempotency_key=uuid.uuid4().hex,
+        )
+
+    async def payment(self, shop: Shop, payment_id: str) -> dict[str, Any]:
+        status, body = await self.call(
+            "GET", f"{self.checkout_url}/v1/admin/payments/{payment_id}", shop.operator_key
+        )
+        assert status == 200, body
+        payment: dict[str, Any] = body["data"]
+        return payment
+
+    @staticmethod
+    def notification_entries(payment: dict[str, Any], event_code: str) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in payment["timeline"]
+            if e["kind"] == "psp_notification" and e["detail"].get("event_code") == event_code
+        ]
+
+    async def until(self, shop: Shop, payment_id: str, event_code: str, **expected: Any) -> Any:
+        """Wait for the payment's timeline to show the `event_code` notification."""
+        found: dict[str, Any] = {}
+
+        async def arrived() -> bool:
+            found["payment"] = await self.payment(shop, payment_id)
+            found["entries"] = self.notification_entries(found["payment"], event_code)
+            return bool(found["entries"]) and all(
+                found["payment"][k] == v for k, v in expected.items()
+            )
+
+        await eventually(arrived, within=20)
+        return found["payment"], found["entries"]
+
+
+@pytest_asyncio.fixture
+async def stack(servers, test_database, broker_names) -> AsyncIterator[Stack]:
+    common: dict[str, Any] = {
+        "profile": "test",
+        "amqp_url": servers.amqp_url,
+        "broker_namespace": broker_names.namespace,
+        "broker_queue_expires_ms": broker_names.queue_expires_ms,
+        "outbox_poll_interval_s": 0.1,
+    }
+    tenants_db = await test_database.new_service_db("tenants")
+    checkout_db = await test_database.new_service_db("checkout")
+    webhooks_db = await test_database.new_service_db("webhooks")
+    admin_key = f"test_platform_{secrets.token_hex(8)}"
+    async with running_sandbox(company_api_key=COMPANY_KEY) as sandbox:
+        webhooks_app = create_webhooks_app(
+            WebhooksSettings(
+                database_url=webhooks_db.dsn,
+                db_schema=webhooks_db.schema,
+                hmac_encryption_key=secrets.token_hex(32),
+                **common,
+            )
+        )
+        checkout_app = create_checkout_app(
+            CheckoutSettings(
+                database_url=checkout_db.dsn,
+                db_schema=checkout_db.schema,
+                psp_base_url=f"{sandbox.url}/v71",
+                psp_api_key=COMPANY_KEY,
+                psp_timeout_s=1.0,
+                **common,
+            )
+        )
+        tenants_app = create_tenants_app(
+            TenantsSettings(
+                database_url=tenants_db.dsn,
+                db_schema=tenants_db.schema,
+                platform_admin_key=admin_key,
+                **common,
+            )
+        )
+        # consumers first: their queues must be bound before tenants publishes anything
+        async with (
+            running(webhooks_app) as webhooks_url,
+            running(checkout_app) as checkout_url,
+            running(tenants_app) as tenants_url,
+            aiohttp.ClientSession() as http,
+        ):
+            yield Stack(tenants_url, checkout_url, webhooks_url, sandbox, http, admin_key)
