@@ -5,6 +5,7 @@ publishes them. What it publishes is read off the bus by an exclusive queue of t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import secrets
@@ -16,7 +17,9 @@ import aio_pika
 import aiohttp
 import pytest_asyncio
 from aio_pika.abc import AbstractRobustConnection
+from yarl import URL
 
+from common.broker.topology import Names
 from common.events import (
     DOMAIN_EXCHANGE,
     ApiKeyUpserted,
@@ -27,6 +30,8 @@ from common.events import (
 from common.http.auth import generate_key, hash_key
 from common.runtime import DB_POOL
 from common.testing.apps import running
+from common.testing.fixtures import dsn_with
+from common.testing.tcpproxy import TcpProxy
 from common.testing.waiting import eventually
 from webhooks.app import create_app
 from webhooks.settings import Settings
@@ -175,13 +180,15 @@ class WebhooksHarness:
             return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
 
 
-@pytest_asyncio.fixture
-async def webhooks(servers, service_db, broker_names) -> AsyncIterator[WebhooksHarness]:
+@contextlib.asynccontextmanager
+async def webhooks_service(
+    amqp_url: str, database_url: str, schema: str, broker_names: Names
+) -> AsyncIterator[WebhooksHarness]:
     settings = Settings(
         profile="test",
-        database_url=service_db.dsn,
-        db_schema=service_db.schema,
-        amqp_url=servers.amqp_url,
+        database_url=database_url,
+        db_schema=schema,
+        amqp_url=amqp_url,
         broker_namespace=broker_names.namespace,
         broker_queue_expires_ms=broker_names.queue_expires_ms,
         outbox_poll_interval_s=0.1,
@@ -191,7 +198,7 @@ async def webhooks(servers, service_db, broker_names) -> AsyncIterator[WebhooksH
     bus = Bus()
     exchange_name = broker_names.exchange(DOMAIN_EXCHANGE)
     async with running(app) as url, aiohttp.ClientSession() as http:
-        amqp = await aio_pika.connect_robust(servers.amqp_url)
+        amqp = await aio_pika.connect_robust(amqp_url)
         try:
             channel = await amqp.channel()
             # exclusive and auto-deleted: gone with this connection, whatever happens
@@ -213,3 +220,33 @@ async def webhooks(servers, service_db, broker_names) -> AsyncIterator[WebhooksH
             )
         finally:
             await asyncio.wait_for(amqp.close(), 10)
+
+
+@pytest_asyncio.fixture
+async def webhooks(servers, service_db, broker_names) -> AsyncIterator[WebhooksHarness]:
+    async with webhooks_service(
+        servers.amqp_url, service_db.dsn, service_db.schema, broker_names
+    ) as harness:
+        yield harness
+
+
+@dataclass
+class Proxied:
+    harness: WebhooksHarness
+    proxy: TcpProxy
+    schema: str
+
+
+@pytest_asyncio.fixture
+async def proxied_webhooks(servers, service_db, broker_names) -> AsyncIterator[Proxied]:
+    """The service reaching PostgreSQL through a proxy the test can sever."""
+    target = URL(service_db.dsn)
+    proxy = await TcpProxy(target.host or "127.0.0.1", target.port or 5432).start()
+    try:
+        dsn = dsn_with(service_db.dsn, host="127.0.0.1", port=proxy.port)
+        async with webhooks_service(
+            servers.amqp_url, dsn, service_db.schema, broker_names
+        ) as harness:
+            yield Proxied(harness, proxy, service_db.schema)
+    finally:
+        await proxy.close()

@@ -7,7 +7,6 @@ import json
 
 from aiohttp import web
 
-from common.http.app import METRICS
 from common.http.envelope import ok, page
 from common.http.errors import BadRequest, Unprocessable
 from common.http.pagination import PageRequest
@@ -16,12 +15,15 @@ from common.money import Money
 from common.runtime import DB_POOL
 from webhooks import domain, errors, repo, service
 from webhooks.crypto import KeyBox
+from webhooks.ingestion import Ingestion, MerchantAccounts
 from webhooks.schemas import HmacKey, HmacKeyPut, Notification, ReplayRequest, ReplayResult
 from webhooks.settings import Settings
 
 api = Api("Marketpay webhooks")
 SETTINGS = web.AppKey("settings", Settings)
 KEYBOX = web.AppKey("keybox", KeyBox)
+MERCHANT_ACCOUNTS = web.AppKey("merchant_accounts", MerchantAccounts)
+INGESTION = web.AppKey("ingestion", Ingestion)
 
 ACCEPTED = "[accepted]"
 
@@ -44,14 +46,7 @@ async def adyen_notifications(request: web.Request, _: Call[None]) -> web.Respon
         items = domain.parse_batch(payload)
     except domain.MalformedNotification as exc:
         raise BadRequest(exc.message, code="invalid_notification", param=exc.param) from None
-    await service.ingest(
-        request.app[DB_POOL],
-        request.app[KEYBOX],
-        request.app[METRICS],
-        psp="adyen",
-        items=items,
-        remote=request.remote,
-    )
+    await request.app[INGESTION].ingest(psp="adyen", items=items, remote=request.remote)
     return web.Response(text=ACCEPTED)
 
 
@@ -100,6 +95,7 @@ async def put_hmac_key(request: web.Request, call: Call[HmacKeyPut]) -> web.Resp
     row = await service.put_key(
         request.app[DB_POOL], request.app[KEYBOX], call.tenant_id, call.body
     )
+    request.app[MERCHANT_ACCOUNTS].forget(row["merchant_account"])
     return ok("hmac_key", key_out(row), status=201)
 
 
@@ -112,6 +108,7 @@ async def put_hmac_key(request: web.Request, call: Call[HmacKeyPut]) -> web.Resp
 )
 async def delete_hmac_key(request: web.Request, call: Call[None]) -> web.Response:
     row = await service.revoke_key(request.app[DB_POOL], call.tenant_id, request.match_info["id"])
+    request.app[MERCHANT_ACCOUNTS].forget(row["merchant_account"])
     return ok("hmac_key", key_out(row))
 
 

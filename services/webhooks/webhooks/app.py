@@ -8,13 +8,14 @@ from pathlib import Path
 from aiohttp import web
 
 from common import runtime
-from common.http.app import create_base_app
+from common.http.app import METRICS, create_base_app
 from common.http.auth import Authenticator
 from common.http.routing import AUTHENTICATOR
 from common.metrics import Metrics
 from common.tenancy import replica_key_lookup, tenancy_consumption
-from webhooks.api import KEYBOX, SETTINGS, api
+from webhooks.api import INGESTION, KEYBOX, MERCHANT_ACCOUNTS, SETTINGS, api
 from webhooks.crypto import KeyBox, parse_encryption_key
+from webhooks.ingestion import Ingestion, MerchantAccounts
 from webhooks.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,5 +34,22 @@ def create_app(settings: Settings) -> web.Application:
         yield
 
     app.cleanup_ctx.append(authentication)
+
+    async def ingestion(app: web.Application) -> AsyncIterator[None]:
+        pool = app[runtime.DB_POOL]
+        accounts = MerchantAccounts(pool, keybox, settings.hmac_key_cache_ttl_s)
+        app[MERCHANT_ACCOUNTS] = accounts
+        app[INGESTION] = Ingestion(
+            pool,
+            accounts,
+            app[METRICS],
+            max_batch_items=settings.group_commit_max_items,
+            writers=settings.group_commit_writers,
+        )
+        await app[INGESTION].start()
+        yield
+        await app[INGESTION].stop()
+
+    app.cleanup_ctx.append(ingestion)
     app.cleanup_ctx.append(runtime.broker(settings, [tenancy_consumption("webhooks.tenancy")]))
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -77,55 +78,83 @@ async def lock_tenant(conn: asyncpg.Connection, tenant_id: str) -> Row | None:
     return row
 
 
-async def insert_notification(
-    conn: asyncpg.Connection, notification_id: str, tenant_id: str, psp: str, item: Item
-) -> bool:
-    inserted = await conn.fetchval(
+async def insert_notifications(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str, Item]]
+) -> set[str]:
+    """Insert `(notification id, tenant id, psp, item)` rows; return the ids of those that were
+    new (a duplicate of a stored notification, or of an earlier row, is skipped)."""
+    if not rows:
+        return set()
+    inserted = await conn.fetch(
         "INSERT INTO notifications (id, tenant_id, psp, merchant_account, event_code, success,"
         " psp_reference, original_reference, merchant_reference, amount, currency, raw)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        " ON CONFLICT ON CONSTRAINT notifications_dedupe DO NOTHING RETURNING true",
-        notification_id,
-        tenant_id,
-        psp,
-        item.merchant_account,
-        item.event_code,
-        item.success,
-        item.psp_reference,
-        item.original_reference or "",
-        item.merchant_reference,
-        item.amount_value,
-        item.currency,
-        dict(item.raw),
+        " SELECT r.id, r.tenant_id, r.psp, r.merchant_account, r.event_code, r.success,"
+        " r.psp_reference, r.original_reference, r.merchant_reference, r.amount, r.currency,"
+        " r.raw::jsonb"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[],"
+        " $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[])"
+        " WITH ORDINALITY AS r(id, tenant_id, psp, merchant_account, event_code, success,"
+        " psp_reference, original_reference, merchant_reference, amount, currency, raw, n)"
+        " ORDER BY r.n"
+        " ON CONFLICT ON CONSTRAINT notifications_dedupe DO NOTHING RETURNING id",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3].merchant_account for r in rows],
+        [r[3].event_code for r in rows],
+        [r[3].success for r in rows],
+        [r[3].psp_reference for r in rows],
+        [r[3].original_reference or "" for r in rows],
+        [r[3].merchant_reference for r in rows],
+        [r[3].amount_value for r in rows],
+        [r[3].currency for r in rows],
+        [json.dumps(r[3].raw) for r in rows],
     )
-    return bool(inserted)
+    return {row["id"] for row in inserted}
 
 
-async def stored_duplicate(conn: asyncpg.Connection, psp: str, item: Item) -> Row | None:
-    row: Row | None = await conn.fetchrow(
-        "SELECT id, tenant_id, amount, currency FROM notifications"
-        " WHERE psp = $1 AND psp_reference = $2 AND event_code = $3 AND success = $4"
-        " AND original_reference = $5",
-        psp,
-        item.psp_reference,
-        item.event_code,
-        item.success,
-        item.original_reference or "",
+async def stored_originals(
+    conn: asyncpg.Connection, items: Sequence[tuple[str, Item]]
+) -> list[Row]:
+    """The stored notification with the dedupe key of each `(psp, item)`, in the same order."""
+    rows = await conn.fetch(
+        "SELECT k.n, s.id, s.tenant_id, s.psp_reference, s.amount, s.currency"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[])"
+        " WITH ORDINALITY AS k(psp, psp_reference, event_code, success, original_reference, n)"
+        " JOIN notifications s USING (psp, psp_reference, event_code, success,"
+        " original_reference) ORDER BY k.n",
+        [psp for psp, _ in items],
+        [item.psp_reference for _, item in items],
+        [item.event_code for _, item in items],
+        [item.success for _, item in items],
+        [item.original_reference or "" for _, item in items],
     )
-    return row
+    if len(rows) != len(items):
+        raise RuntimeError("a duplicate notification has no stored original")
+    return list(rows)
 
 
-async def insert_anomaly(conn: asyncpg.Connection, original: Row, kind: str, item: Item) -> None:
-    await conn.execute(
+async def insert_anomalies(
+    conn: asyncpg.Connection, anomalies: Sequence[tuple[Row, str, Item]]
+) -> None:
+    """Record `(stored original, kind, received item)` anomalies."""
+    if not anomalies:
+        return
+    await conn.executemany(
         "INSERT INTO anomalies"
         " (tenant_id, notification_id, kind, stored_amount, received_amount, raw)"
         " VALUES ($1, $2, $3, $4, $5, $6)",
-        original["tenant_id"],
-        original["id"],
-        kind,
-        original["amount"],
-        item.amount_value,
-        dict(item.raw),
+        [
+            (
+                original["tenant_id"],
+                original["id"],
+                kind,
+                original["amount"],
+                item.amount_value,
+                dict(item.raw),
+            )
+            for original, kind, item in anomalies
+        ],
     )
 
 

@@ -1,7 +1,7 @@
 """RabbitMQ: topology, the transactional outbox and its relay, and the inbox consumer."""
 
 from common.broker.consumer import Handler, InboxConsumer, PoisonMessageError
-from common.broker.outbox import OutboxRelay, enqueue, publish_event
+from common.broker.outbox import OutboxRelay, enqueue, enqueue_many, publish_event
 from common.broker.topology import Names, QueueSpec, connect, declare_exchanges, declare_queue
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "declare_exchanges",
     "declare_queue",
     "enqueue",
+    "enqueue_many",
     "publish_event",
 ]

@@ -43,6 +43,7 @@ from common.broker.topology import (
     QueueSpec,
     declare_queue,
 )
+from common.db.pool import CONNECTION_ERRORS, connection_lost
 from common.events import Envelope
 from common.logging import correlation, get_logger
 from common.metrics import Metrics
@@ -61,16 +62,6 @@ _INSERT_INBOX_BATCH = (
     "INSERT INTO inbox (message_id, queue, event_type)"
     " SELECT m.id, $2, m.type FROM unnest($1::uuid[], $3::text[]) AS m(id, type)"
     " ON CONFLICT DO NOTHING RETURNING message_id"
-)
-
-
-_CONNECTION_ERRORS = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
 )
 
 
@@ -288,12 +279,12 @@ class InboxConsumer:
         `DatabaseUnavailableError`, so that the messages are held rather than retried."""
         try:
             conn = await self._pool.acquire()
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailableError("cannot acquire a connection") from exc
         try:
             yield conn
         except Exception as exc:
-            if conn.is_closed() or isinstance(exc, _CONNECTION_ERRORS):
+            if connection_lost(exc, conn):
                 raise DatabaseUnavailableError("connection lost") from exc
             raise
         finally:

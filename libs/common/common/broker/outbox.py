@@ -57,6 +57,30 @@ async def enqueue(
     )
 
 
+async def enqueue_many(
+    conn: asyncpg.Connection,
+    events: Sequence[tuple[Envelope, str | None]],
+    *,
+    exchange: str = DOMAIN_EXCHANGE,
+) -> None:
+    """Add several `(envelope, aggregate_id)` to the outbox in one statement, in order."""
+    if not conn.is_in_transaction():
+        raise RuntimeError("enqueue must run inside the transaction that changes the state")
+    if not events:
+        return
+    await conn.execute(
+        "INSERT INTO outbox (id, exchange, routing_key, aggregate_id, envelope)"
+        " SELECT e.id, $1, e.type, e.aggregate_id, e.envelope::jsonb"
+        " FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[])"
+        " WITH ORDINALITY AS e(id, type, aggregate_id, envelope, n) ORDER BY e.n",
+        exchange,
+        [envelope.id for envelope, _ in events],
+        [envelope.type for envelope, _ in events],
+        [aggregate_id for _, aggregate_id in events],
+        [envelope.model_dump_json() for envelope, _ in events],
+    )
+
+
 async def publish_event(
     conn: asyncpg.Connection,
     event_type: str,
@@ -154,15 +178,12 @@ class OutboxRelay:
                     await self._publish_loop(conn)
                 finally:
                     self.is_leader = False
-                    if not conn.is_closed():
-                        with contextlib.suppress(Exception):
-                            await conn.execute(
-                                "SELECT pg_advisory_unlock(hashtext($1))", self.lock_key
-                            )
-            finally:
-                if not conn.is_closed():
+                    # on a lost connection these fail, and the lock went with the session
                     with contextlib.suppress(Exception):
-                        await conn.remove_listener(channel, self._on_notify)
+                        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", self.lock_key)
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(channel, self._on_notify)
 
     async def _publish_loop(self, conn: asyncpg.Connection) -> None:
         passes = 0

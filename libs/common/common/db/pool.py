@@ -7,6 +7,35 @@ from typing import Any
 
 import asyncpg
 
+# What a lost or unreachable database raises: the operation did not happen, retry it later.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
+def connection_lost(exc: BaseException, conn: asyncpg.Connection | None = None) -> bool:
+    """Whether `exc` means the database connection was lost, not that the work was wrong:
+    a connection error anywhere in its chain, or a connection that is now closed. (asyncpg
+    reports a loss inside a transaction as an `InterfaceError` from the transaction's exit,
+    with the real cause in its context; the pool may even have detached the connection.)"""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, CONNECTION_ERRORS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if conn is None:
+        return False
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.exceptions.InterfaceError:
+        return True
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(

@@ -16,6 +16,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from common.db.group_commit import StorageUnavailableError
+from common.db.pool import connection_lost
 from common.http.errors import ApiError
 from common.http.openapi import build_openapi
 from common.http.routing import Api
@@ -61,6 +63,7 @@ async def error_middleware(
             log.error("request failed", path=request.path, code=exc.code)
         error: web.StreamResponse = exc.response()
         return error
+
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "request_too_large", "the request body is too large")
     except web.HTTPNotFound:
@@ -74,7 +77,12 @@ async def error_middleware(
         if exc.status < 400:
             raise
         return error_response(exc.status, "http_error", exc.reason)
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, StorageUnavailableError) or connection_lost(exc):
+            log.warning("database unavailable", path=request.path, error=type(exc).__name__)
+            return error_response(
+                503, "service_unavailable", "the service cannot reach its database; retry later"
+            )
         log.exception("unhandled error", path=request.path, method=request.method)
         return error_response(500, "internal_server_error", "an unexpected error has occurred")
 

@@ -7,7 +7,8 @@ ApiError                      any 4xx/5xx with a stable `code` and the offending
 ├── Forbidden           403   a credential that may not do this
 ├── NotFound            404   nothing of that id for this credential's tenant
 ├── Conflict            409   concurrent request, state that forbids the action
-└── Unprocessable       422   well-formed but invalid values
+├── Unprocessable       422   well-formed but invalid values
+└── ServiceUnavailable  503   a dependency (the database) is unreachable: retry later
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ class Conflict(ApiError):
 class Unprocessable(ApiError):
     status = 422
     default_code = "unprocessable_entity"
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    default_code = "service_unavailable"
 
 
 _GENERIC_CODES = {

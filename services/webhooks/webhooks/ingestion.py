@@ -1,0 +1,281 @@
+"""Ingesting a PSP's notification batch (DESIGN §2 invariant 4, §11).
+
+A request's items are verified first, all of them: the merchant account must belong to a
+tenant, and each item's HMAC signature must match one of that account's active keys. One bad
+item refuses the whole batch (recorded in the security log, counted, never published); the PSP
+sends it again. A verified batch is then stored with its `psp.notification.received` events in
+one transaction shared with the batches of concurrent requests (group commit), and the request
+is answered only once that transaction has committed.
+
+Storing is idempotent on the dedupe key (psp, pspReference, eventCode, success,
+originalReference): a duplicate is acknowledged and not published again; a duplicate whose
+amount differs from the stored one is recorded as an anomaly, never applied.
+
+Each merchant account's tenant and decrypted keys are cached for `ttl_s`; a change made through
+this replica's API forgets its entry at once, other replicas see it within `ttl_s`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
+from cryptography.exceptions import InvalidTag
+from prometheus_client import Counter, Histogram
+
+from common.broker.outbox import enqueue_many
+from common.db.group_commit import GroupCommit
+from common.events import Envelope, EventType, make_envelope
+from common.http.errors import ApiError
+from common.logging import current_correlation_id, get_logger, new_correlation_id
+from common.metrics import Metrics
+from common.psp.hmac import verify_signature
+from webhooks import domain, errors, repo
+from webhooks.crypto import KeyBox
+from webhooks.domain import Item
+
+log = get_logger("webhooks.ingestion")
+
+Outcome = Literal["stored", "duplicate", "anomaly"]
+
+
+@dataclass(frozen=True)
+class Ingested:
+    stored: int
+    duplicates: int
+    anomalies: int
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A verified item, ready to store: its id and its event are made in the request's
+    context (its correlation id); the event is published only if the item is new."""
+
+    notification_id: str
+    tenant_id: str
+    psp: str
+    item: Item
+    envelope: Envelope
+
+
+@dataclass(frozen=True)
+class Account:
+    tenant_id: str
+    hmac_keys: tuple[str, ...]
+
+
+def key_aad(tenant_id: str, merchant_account: str, key_id: str) -> str:
+    """What an HMAC key's ciphertext is bound to: a ciphertext moved to another row fails."""
+    return f"{tenant_id}\x1f{merchant_account}\x1f{key_id}"
+
+
+class MerchantAccounts:
+    """Merchant account → its tenant and active HMAC keys (decrypted), cached for `ttl_s`."""
+
+    def __init__(self, pool: asyncpg.Pool, keybox: KeyBox, ttl_s: float) -> None:
+        self._pool = pool
+        self._keybox = keybox
+        self._ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, Account | None]] = {}
+
+    def forget(self, merchant_account: str) -> None:
+        self._cache.pop(merchant_account, None)
+
+    async def find(self, merchant_account: str) -> Account | None:
+        now = time.monotonic()
+        cached = self._cache.get(merchant_account)
+        if cached is not None and now - cached[0] < self._ttl_s:
+            return cached[1]
+        async with self._pool.acquire() as conn:
+            tenant_id = await repo.tenant_of_merchant_account(conn, merchant_account)
+            rows = (
+                await repo.active_keys(conn, tenant_id, merchant_account)
+                if tenant_id is not None
+                else []
+            )
+        account = None
+        if tenant_id is not None:
+            account = Account(tenant_id, tuple(self._open(tenant_id, merchant_account, rows)))
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[merchant_account] = (now, account)
+        return account
+
+    def _open(
+        self, tenant_id: str, merchant_account: str, rows: Sequence[asyncpg.Record]
+    ) -> list[str]:
+        keys = []
+        for row in rows:
+            try:
+                keys.append(
+                    self._keybox.open(
+                        row["nonce"],
+                        row["ciphertext"],
+                        key_aad(tenant_id, merchant_account, row["id"]),
+                    )
+                )
+            except InvalidTag:
+                log.warning(
+                    "an HMAC key does not decrypt with the configured encryption key",
+                    key_id=row["id"],
+                    encryption_key_id=row["encryption_key_id"],
+                )
+        return keys
+
+
+async def store(conn: asyncpg.Connection, batch: Sequence[Verified]) -> list[Outcome]:
+    """Store a batch (the items of one or several requests) in the caller's transaction."""
+    fresh = await repo.insert_notifications(
+        conn, [(v.notification_id, v.tenant_id, v.psp, v.item) for v in batch]
+    )
+    await enqueue_many(
+        conn,
+        [(v.envelope, v.item.merchant_reference) for v in batch if v.notification_id in fresh],
+    )
+    duplicates = [v for v in batch if v.notification_id not in fresh]
+    if not duplicates:
+        return ["stored"] * len(batch)
+    originals = await repo.stored_originals(conn, [(v.psp, v.item) for v in duplicates])
+    mismatched = {
+        v.notification_id: original
+        for v, original in zip(duplicates, originals, strict=True)
+        if (original["amount"], original["currency"]) != (v.item.amount_value, v.item.currency)
+    }
+    await repo.insert_anomalies(
+        conn,
+        [
+            (mismatched[v.notification_id], "amount_mismatch", v.item)
+            for v in duplicates
+            if v.notification_id in mismatched
+        ],
+    )
+    for original in mismatched.values():
+        log.warning(
+            "duplicate notification with another amount",
+            notification_id=original["id"],
+            psp_reference=original["psp_reference"],
+        )
+    outcomes: list[Outcome] = []
+    for v in batch:
+        if v.notification_id in fresh:
+            outcomes.append("stored")
+        elif v.notification_id in mismatched:
+            outcomes.append("anomaly")
+        else:
+            outcomes.append("duplicate")
+    return outcomes
+
+
+class Ingestion:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        accounts: MerchantAccounts,
+        metrics: Metrics,
+        *,
+        max_batch_items: int = 500,
+        writers: int = 2,
+    ) -> None:
+        self._pool = pool
+        self._accounts = accounts
+        self._metrics = metrics
+        self._notifications = Counter(
+            "psp_notifications",
+            "PSP notification items by outcome",
+            ["outcome"],
+            registry=metrics.registry,
+        )
+        self._batch_items = Histogram(
+            "psp_notification_commit_items",
+            "Notification items stored per transaction (group commit)",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=metrics.registry,
+        )
+        self._group: GroupCommit[Verified, Outcome] = GroupCommit(
+            pool,
+            store,
+            max_items=max_batch_items,
+            writers=writers,
+            on_batch=lambda _requests, items: self._batch_items.observe(items),
+        )
+
+    async def start(self) -> None:
+        await self._group.start()
+
+    async def stop(self) -> None:
+        await self._group.stop()
+
+    async def ingest(self, *, psp: str, items: Sequence[Item], remote: str | None) -> Ingested:
+        """Verify every item, then store them; return once they are committed."""
+        verified = [await self._verify(psp, item, remote) for item in items]
+        outcomes = await self._group.submit(verified)
+        for outcome in outcomes:
+            self._notifications.labels(outcome).inc()
+        return Ingested(
+            stored=outcomes.count("stored"),
+            duplicates=outcomes.count("duplicate") + outcomes.count("anomaly"),
+            anomalies=outcomes.count("anomaly"),
+        )
+
+    async def _verify(self, psp: str, item: Item, remote: str | None) -> Verified:
+        account = await self._accounts.find(item.merchant_account)
+        if account is None:
+            raise await self._refuse(
+                psp,
+                "merchant_account_unknown",
+                item,
+                None,
+                remote,
+                errors.merchant_account_unknown(),
+            )
+        if not verify_signature(item.raw, account.hmac_keys):
+            additional = item.raw.get("additionalData") or {}
+            reason = (
+                "hmac_signature_invalid"
+                if additional.get("hmacSignature")
+                else "hmac_signature_missing"
+            )
+            raise await self._refuse(
+                psp, reason, item, account.tenant_id, remote, errors.signature_invalid()
+            )
+        notification_id = repo.new_id("ntf")
+        envelope = make_envelope(
+            EventType.PSP_NOTIFICATION_RECEIVED,
+            domain.event_data(item, notification_id=notification_id, psp=psp),
+            tenant_id=account.tenant_id,
+            correlation_id=current_correlation_id() or new_correlation_id(),
+        )
+        return Verified(notification_id, account.tenant_id, psp, item, envelope)
+
+    async def _refuse(
+        self,
+        psp: str,
+        reason: str,
+        item: Item,
+        tenant_id: str | None,
+        remote: str | None,
+        error: ApiError,
+    ) -> ApiError:
+        async with self._pool.acquire() as conn:
+            await repo.log_security_event(
+                conn,
+                psp=psp,
+                reason=reason,
+                tenant_id=tenant_id,
+                merchant_account=item.merchant_account,
+                psp_reference=item.psp_reference,
+                event_code=item.event_code,
+                remote=remote,
+            )
+        self._metrics.security_events.labels(reason).inc()
+        log.warning(
+            "psp notification refused",
+            reason=reason,
+            merchant_account=item.merchant_account,
+            psp_reference=item.psp_reference,
+            remote=remote,
+        )
+        return error
