@@ -19,31 +19,33 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aio_pika
 import aiohttp
 import asyncpg
 
-from bench.outbox_pipeline import scratch_database
+from bench.processes import (
+    START_TIMEOUT_S,
+    child,
+    publish,
+    scratch_database,
+    tell_url,
+    until_terminated,
+)
 from common.broker import Names, QueueSpec
 from common.broker.topology import all_queue_names
 from common.events import (
     DOMAIN_EXCHANGE,
     ApiKeyUpserted,
-    EventData,
     SupplierUpserted,
     TenantUpserted,
-    make_envelope,
 )
 from common.http.auth import generate_key, hash_key
 from common.testing.fixtures import delete_namespace
@@ -60,19 +62,9 @@ AMOUNT = 15000
 CARD = "4242424242424242"
 BROWSER_INFO = {"userAgent": "bench", "acceptHeader": "*/*"}
 RETURN_URL = "https://shop.example/return"
-START_TIMEOUT_S = 30.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- the child processes -------------------------------------------------------------------
-
-
-async def _until_terminated() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
 
 
 async def _serve_sandbox() -> None:
@@ -81,8 +73,8 @@ async def _serve_sandbox() -> None:
 
     configure_logging("psp_sandbox", "WARNING")
     async with running_sandbox(company_api_key=os.environ["BENCH_COMPANY_KEY"]) as sandbox:
-        _tell_url(sandbox.url)
-        await _until_terminated()
+        tell_url(sandbox.url)
+        await until_terminated()
 
 
 async def _serve_checkout() -> None:
@@ -95,62 +87,12 @@ async def _serve_checkout() -> None:
     configure_logging(settings.service_name, settings.log_level)
     try:
         async with running(create_app(settings)) as url:
-            _tell_url(url)
-            await _until_terminated()
+            tell_url(url)
+            await until_terminated()
     finally:
         # the queues this process declared are known only here (declared_test_queues)
         names = Names(settings.broker_namespace, settings.broker_queue_expires_ms)
         await delete_namespace(settings.amqp_url.get_secret_value(), names)
-
-
-@dataclass
-class Child:
-    process: asyncio.subprocess.Process
-    url: str
-
-    def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.process.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-@contextlib.asynccontextmanager
-async def child(role: str, env: dict[str, str]) -> AsyncIterator[Child]:
-    """A child process; its logs go to /dev/null, its URL comes back in a file."""
-    with tempfile.TemporaryDirectory(prefix="bench_") as scratch:
-        url_file = Path(scratch) / "url"
-        profile = os.environ.get(f"BENCH_PROFILE_{role.upper()}")  # a path for cProfile's stats
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *(["-m", "cProfile", "-o", profile] if profile else []),
-            "-m",
-            "bench.checkout_pay",
-            role,
-            env={**os.environ, **env, "BENCH_URL_FILE": str(url_file)},
-            stdout=asyncio.subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while not url_file.exists():
-                if process.returncode is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{role} did not start (exit {process.returncode})")
-                await asyncio.sleep(0.05)
-            yield Child(process, url_file.read_text().strip())
-        finally:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(process.wait(), 20)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
-
-
-def _tell_url(url: str) -> None:
-    target = Path(os.environ["BENCH_URL_FILE"])
-    partial = target.with_suffix(".partial")
-    partial.write_text(url)
-    partial.rename(target)
 
 
 # -- fixtures made beforehand -------------------------------------------------------------
@@ -162,25 +104,6 @@ class Tenant:
     merchant_account: str
     storefront_key: str
     supplier: str
-
-
-async def publish(amqp_url: str, exchange_name: str, items: list[tuple[str, EventData]]) -> None:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(exchange_name)
-        for event_type, data in items:
-            envelope = make_envelope(
-                event_type, data, tenant_id=data.tenant_id, correlation_id="bench"
-            )
-            await exchange.publish(
-                aio_pika.Message(
-                    envelope.model_dump_json().encode(),
-                    message_id=str(envelope.id),
-                    content_type="application/json",
-                ),
-                routing_key=event_type,
-            )
 
 
 async def new_tenant(
@@ -453,8 +376,11 @@ async def main() -> None:
         async with scratch_database(servers.pg_admin_dsn) as service:
             try:
                 async with (
-                    child("sandbox", {"BENCH_COMPANY_KEY": COMPANY_KEY}) as sandbox,
                     child(
+                        "bench.checkout_pay", "sandbox", {"BENCH_COMPANY_KEY": COMPANY_KEY}
+                    ) as sandbox,
+                    child(
+                        "bench.checkout_pay",
                         "checkout",
                         {
                             "MARKETPAY_PROFILE": "test",

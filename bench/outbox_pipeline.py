@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import aio_pika
 import asyncpg
 
+from bench.processes import scratch_database
 from common.broker import InboxConsumer, Names, OutboxRelay, QueueSpec, connect, publish_event
 from common.broker.topology import all_exchange_names, all_queue_names
 from common.db import apply_migrations, create_pool
 from common.db.migrations import COMMON_MIGRATIONS
 from common.events import DOMAIN_EXCHANGE, Envelope, make_envelope
-from common.testing.fixtures import ServiceDb, TestDatabase, dsn_with
 from common.testing.servers import test_servers
 
 N = int(os.environ.get("BENCH_EVENTS", "5000"))
@@ -65,29 +65,6 @@ async def until(check: Callable[[], bool], what: str, within: float = DEADLINE_S
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not done within {within} s")
         await asyncio.sleep(0.002)
-
-
-@contextlib.asynccontextmanager
-async def scratch_database(admin_dsn: str) -> AsyncIterator[ServiceDb]:
-    """A database and a service schema of their own, dropped at the end."""
-    name = f"marketpay_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    database = TestDatabase(name=name, admin_dsn=dsn_with(admin_dsn, database=name))
-    try:
-        yield await database.new_service_db("bench")
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            for role in database.roles:
-                with contextlib.suppress(asyncpg.PostgresError):
-                    await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
-        finally:
-            await admin.close()
 
 
 async def ceiling(connection: aio_pika.abc.AbstractConnection, names: Names) -> tuple[Run, Run]:

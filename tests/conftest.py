@@ -33,6 +33,7 @@ class Shop:
     operator_key: str
     storefront_key: str
     supplier_id: str
+    hmac_key: str = ""  # the merchant account's, as the PSP signs its webhooks with it
 
 
 @dataclass
@@ -99,7 +100,11 @@ class Stack:
             in_checkout, _ = await self.call(
                 "GET", f"{self.checkout_url}/v1/admin/payments", operator
             )
-            return in_webhooks == 200 and in_checkout == 200
+            # an empty body: 422 once the storefront key is known, 401 before; nothing stored
+            storefront_known, _ = await self.call(
+                "POST", f"{self.checkout_url}/v1/checkout/sessions", shop.storefront_key, json={}
+            )
+            return (in_webhooks, in_checkout, storefront_known) == (200, 200, 422)
 
         await eventually(replicas_arrived)
         # the PSP side: the merchant account sends its webhooks to the webhooks service, and
@@ -114,6 +119,7 @@ class Stack:
             json={"merchant_account": merchant_account, "key": account["hmac_key"]},
         )
         assert status == 201, body
+        shop.hmac_key = account["hmac_key"]
         return shop
 
     async def session(self, shop: Shop, amount: int = 15000) -> dict[str, Any]:

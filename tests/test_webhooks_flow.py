@@ -4,7 +4,17 @@ and webhooks share one broker namespace, as in a deployment; each has its own sc
 
 from __future__ import annotations
 
+import asyncio
+import random
+import secrets
 import uuid
+
+import pytest
+
+from common.testing.waiting import eventually
+from webhooks.testing import batch, signed
+
+AMOUNT = 15000
 
 
 async def test_an_authorised_payment_also_gets_its_authorisation_webhook_once(stack):
@@ -76,3 +86,125 @@ async def test_an_operator_cancel_ends_cancelled_by_the_cancellation_webhook(sta
     payment, entries = await stack.until(shop, session["id"], "CANCELLATION", status="CANCELLED")
     assert (entries[0]["status_from"], entries[0]["status_to"]) == ("AUTHORIZED", "CANCELLED")
     assert payment["status"] == "CANCELLED"
+
+
+def _item(shop, payment_id: str, event_code: str, success: bool, amount: int) -> dict:
+    return signed(
+        {
+            "eventCode": event_code,
+            "success": "true" if success else "false",
+            "eventDate": "2026-01-01T10:00:00+01:00",
+            "merchantAccountCode": shop.merchant_account,
+            "pspReference": secrets.token_hex(8).upper(),
+            "merchantReference": payment_id,
+            "amount": {"value": amount, "currency": "EUR"},
+            "reason": "" if success else "Refused",
+            "additionalData": {},
+        },
+        shop.hmac_key,
+    )
+
+
+async def _sessions(stack, shop, count: int) -> list[str]:
+    limit = asyncio.Semaphore(8)
+
+    async def one() -> str:
+        async with limit:
+            return (await stack.session(shop, amount=AMOUNT))["id"]
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def _notify(stack, body: dict) -> tuple[int, str]:
+    async with stack.http.post(
+        f"{stack.webhooks_url}/v1/webhooks/psp/adyen", json=body
+    ) as response:
+        return response.status, await response.text()
+
+
+async def _applied(stack, shop, payment_ids: list[str], per_payment: int) -> list[dict]:
+    """Each payment once its timeline shows `per_payment` notifications."""
+    found: dict[str, dict] = {}
+    pending = set(payment_ids)
+
+    async def all_in() -> bool:
+        for payment_id in list(pending):
+            found[payment_id] = await stack.payment(shop, payment_id)
+            if _notified(found[payment_id]) >= per_payment:
+                pending.discard(payment_id)
+        return not pending
+
+    await eventually(all_in, within=90)
+    return [found[p] for p in payment_ids]
+
+
+def _notified(payment: dict) -> int:
+    return sum("notification_id" in e["detail"] for e in payment["timeline"])
+
+
+async def test_the_same_hundred_shuffled_items_five_times_apply_each_effect_once(stack):
+    # given 50 payments and 100 notifications about them: 30 authorised then cancelled, 10
+    # refused (with a refused cancellation), 10 authorised (with a capture, which checkout
+    # only records)
+    shop = await stack.new_shop()
+    payments = await _sessions(stack, shop, 50)
+    plan = (
+        [("AUTHORISATION", True), ("CANCELLATION", True)] * 30
+        + [("AUTHORISATION", False), ("CANCELLATION", False)] * 10
+        + [("AUTHORISATION", True), ("CAPTURE", True)] * 10
+    )
+    items = [
+        _item(shop, payments[i // 2], code, success, AMOUNT)
+        for i, (code, success) in enumerate(plan)
+    ]
+    rng = random.Random(20261124)
+    # when they arrive shuffled, in batches of 10 sent at once, and the whole lot five times
+    answers = []
+    for _ in range(5):
+        rng.shuffle(items)
+        batches = [batch(*items[i : i + 10]) for i in range(0, len(items), 10)]
+        answers += await asyncio.gather(*(_notify(stack, b) for b in batches))
+    # then every delivery is acknowledged, each notification is applied once, and every
+    # payment ends where its notifications lead, whatever their order
+    assert set(answers) == {(200, "[accepted]")}
+    await _applied(stack, shop, payments, 2)
+    await asyncio.sleep(1)  # anything extra would arrive now
+    final = [await stack.payment(shop, p) for p in payments]
+    assert [_notified(p) for p in final] == [2] * 50
+    assert [p["status"] for p in final] == (
+        ["CANCELLED"] * 30 + ["REFUSED"] * 10 + ["AUTHORIZED"] * 10
+    )
+    _, stored = await stack.call(
+        "GET", f"{stack.webhooks_url}/v1/admin/webhooks/notifications?limit=100", shop.operator_key
+    )
+    assert len(stored["data"]) == 100
+
+
+@pytest.mark.slow
+async def test_two_thousand_notifications_from_fifty_clients_are_all_applied(stack):
+    # given 500 payments, each with four notifications to come
+    shop = await stack.new_shop()
+    payments = await _sessions(stack, shop, 500)
+    items = [
+        _item(shop, payment_id, code, True, AMOUNT)
+        for payment_id in payments
+        for code in ("AUTHORISATION", "CANCELLATION", "CAPTURE", "REFUND")
+    ]
+    random.Random(7).shuffle(items)
+    queue: asyncio.Queue[dict] = asyncio.Queue()
+    for one in items:
+        queue.put_nowait(one)
+    answers: list[int] = []
+
+    async def client() -> None:
+        while not queue.empty():
+            one = queue.get_nowait()
+            answers.append((await _notify(stack, batch(one)))[0])
+
+    # when 50 clients send them, one notification per request
+    await asyncio.gather(*(client() for _ in range(50)))
+    # then every one was accepted, and every one reached its payment: none lost
+    assert answers == [200] * 2000
+    final = await _applied(stack, shop, payments, 4)
+    assert sum(_notified(p) for p in final) == 2000
+    assert {p["status"] for p in final} == {"CANCELLED"}

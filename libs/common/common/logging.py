@@ -42,12 +42,24 @@ def _mask_pan(match: re.Match[str]) -> str:
     return REDACTED if run_holds_card_number(match.group(0)) else match.group(0)
 
 
+_PAIR_WORDS = ("pass", "pwd", "secret", "cvc", "cvv", "security", "hmac", "api")
+
+
 def scrub_text(text: str) -> str:
-    """Remove card numbers, URL credentials, passwords and bearer tokens from free text."""
-    text = DIGIT_RUN.sub(_mask_pan, text)
-    text = _URL_CREDENTIALS.sub(r"\g<scheme>" + REDACTED + "@", text)
-    text = _PASSWORD_PAIR.sub(r"\g<1>" + REDACTED, text)
-    return _BEARER.sub(r"\g<1>" + REDACTED, text)
+    """Remove card numbers, URL credentials, passwords and bearer tokens from free text.
+
+    Each pattern runs only on text that could hold it (a cheap test first): a log line is
+    mostly short strings with none of them, and this runs for every value of every line."""
+    if DIGIT_RUN.search(text):
+        text = DIGIT_RUN.sub(_mask_pan, text)
+    if "@" in text and "://" in text:
+        text = _URL_CREDENTIALS.sub(r"\g<scheme>" + REDACTED + "@", text)
+    lowered = text.lower()
+    if ("=" in text or ":" in text) and any(word in lowered for word in _PAIR_WORDS):
+        text = _PASSWORD_PAIR.sub(r"\g<1>" + REDACTED, text)
+    if "bearer" in lowered or "basic" in lowered:
+        text = _BEARER.sub(r"\g<1>" + REDACTED, text)
+    return text
 
 
 def scrub(value: Any, key: str | None = None, depth: int = 0) -> Any:

@@ -1,0 +1,138 @@
+"""What the benchmarks share: services run as child processes (so that no process takes CPU
+from another's event loop, and each one's CPU can be read per request), scratch databases and
+schemas removed at the end, and events published on the bus as the producing services would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+
+from common.events import EventData, make_envelope
+from common.testing.fixtures import ServiceDb, TestDatabase, dsn_with
+
+START_TIMEOUT_S = 30.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+async def until_terminated() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def tell_url(url: str) -> None:
+    """A child's answer to its parent: the URL it serves on."""
+    target = Path(os.environ["BENCH_URL_FILE"])
+    partial = target.with_suffix(".partial")
+    partial.write_text(url)
+    partial.rename(target)
+
+
+@dataclass
+class Child:
+    process: asyncio.subprocess.Process
+    url: str
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+@contextlib.asynccontextmanager
+async def child(module: str, role: str, env: dict[str, str]) -> AsyncIterator[Child]:
+    """`python -m module role` as a child; its logs go to /dev/null, its URL comes back in a
+    file. `BENCH_PROFILE_<ROLE>=path` runs it under cProfile."""
+    with tempfile.TemporaryDirectory(prefix="bench_") as scratch:
+        url_file = Path(scratch) / "url"
+        profile = os.environ.get(f"BENCH_PROFILE_{role.upper()}")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *(["-m", "cProfile", "-o", profile] if profile else []),
+            "-m",
+            module,
+            role,
+            env={**os.environ, **env, "BENCH_URL_FILE": str(url_file)},
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not url_file.exists():
+                if process.returncode is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{role} did not start (exit {process.returncode})")
+                await asyncio.sleep(0.05)
+            yield Child(process, url_file.read_text().strip())
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), 20)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def scratch_schemas(admin_dsn: str, labels: Sequence[str]) -> AsyncIterator[list[ServiceDb]]:
+    """A database of its own with one schema and role per label, dropped at the end."""
+    name = f"marketpay_bench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    database = TestDatabase(name=name, admin_dsn=dsn_with(admin_dsn, database=name))
+    try:
+        yield [await database.new_service_db(label) for label in labels]
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for role in database.roles:
+                with contextlib.suppress(asyncpg.PostgresError):
+                    await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        finally:
+            await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(admin_dsn: str) -> AsyncIterator[ServiceDb]:
+    """A database and one service schema of their own, dropped at the end."""
+    async with scratch_schemas(admin_dsn, ["bench"]) as (service,):
+        yield service
+
+
+async def publish(
+    amqp_url: str, exchange_name: str, items: Sequence[tuple[str, EventData]]
+) -> None:
+    """Publish `(event type, payload)` events with confirms, as their producers would."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(exchange_name)
+        for event_type, data in items:
+            envelope = make_envelope(
+                event_type, data, tenant_id=getattr(data, "tenant_id", None), correlation_id="bench"
+            )
+            await exchange.publish(
+                aio_pika.Message(
+                    envelope.model_dump_json().encode(),
+                    message_id=str(envelope.id),
+                    content_type="application/json",
+                ),
+                routing_key=event_type,
+            )
