@@ -5,6 +5,7 @@ and webhooks share one broker namespace, as in a deployment; each has its own sc
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import secrets
 import uuid
@@ -44,6 +45,9 @@ async def test_an_authorised_payment_also_gets_its_authorisation_webhook_once(st
         shop.operator_key,
     )
     assert len(stored["data"]) == 1
+    # and the card's expiry, which the PSP puts in an AUTHORISATION's reason, is kept nowhere
+    assert stored["data"][0]["item"]["reason"].endswith(":4242")
+    assert "2030" not in json.dumps(stored) + json.dumps(payment)
 
 
 async def test_a_payment_the_psp_did_not_answer_in_time_is_authorised_by_webhook(stack):

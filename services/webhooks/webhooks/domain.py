@@ -9,9 +9,12 @@ signed field free of `:`, the string splits back into the fields in exactly one 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from common.cardholder import DIGIT_RUN, run_holds_card_number
 
 COLON_FREE_FIELDS = (
     "pspReference",
@@ -143,6 +146,40 @@ def parse_item(raw: Mapping[str, Any], where: str = "item") -> Item:
         reason=_text(raw, "reason", where, required=False),
         event_date=_text(raw, "eventDate", where, required=False),
         payment_method=_text(raw, "paymentMethod", where, required=False),
+    )
+
+
+# An AUTHORISATION's reason is "authCode:cardSummary:expiry" (e.g. "874574:1111:3/2030"), and
+# additionalData may carry the expiry or the holder's name: cardholder data, which Marketpay
+# never stores (DESIGN §2, invariant 7). None of it is signed, so it is removed once verified.
+_AUTHORISATION_REASON = re.compile(r"^(?P<kept>[^:]*:\d{4}):\d{1,2}/\d{2,4}$")
+CARDHOLDER_FIELDS = frozenset(
+    {"expiryDate", "expiryMonth", "expiryYear", "cardHolderName", "cardNumber", "cvc"}
+)
+REDACTED = "[REDACTED]"
+
+
+def without_cardholder_data(item: Item) -> Item:
+    """`item` with the card's expiry, holder name and anything shaped like a card number
+    removed from the fields no signature covers (`reason`, `additionalData`)."""
+    raw = dict(item.raw)
+    reason = item.reason
+    if reason is not None:
+        reason = _scrub(_AUTHORISATION_REASON.sub(r"\g<kept>", reason))
+        raw["reason"] = reason
+    additional = raw.get("additionalData")
+    if isinstance(additional, dict):
+        raw["additionalData"] = {
+            key: _scrub(value) if isinstance(value, str) else value
+            for key, value in additional.items()
+            if key not in CARDHOLDER_FIELDS
+        }
+    return replace(item, raw=raw, reason=reason)
+
+
+def _scrub(text: str) -> str:
+    return DIGIT_RUN.sub(
+        lambda m: REDACTED if run_holds_card_number(m.group(0)) else m.group(0), text
     )
 
 

@@ -241,6 +241,7 @@ class Ingestion:
             raise await self._refuse(
                 psp, reason, item, account.tenant_id, remote, errors.signature_invalid()
             )
+        item = domain.without_cardholder_data(item)
         notification_id = repo.new_id("ntf")
         envelope = make_envelope(
             EventType.PSP_NOTIFICATION_RECEIVED,

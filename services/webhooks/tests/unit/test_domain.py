@@ -9,7 +9,13 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from webhooks.crypto import EncryptionKeyInvalid, KeyBox, parse_encryption_key
-from webhooks.domain import MalformedNotification, event_data, parse_batch, parse_item
+from webhooks.domain import (
+    MalformedNotification,
+    event_data,
+    parse_batch,
+    parse_item,
+    without_cardholder_data,
+)
 
 ITEM = {
     "eventCode": "AUTHORISATION",
@@ -90,3 +96,40 @@ def test_the_encryption_key_is_hex_or_base64_of_32_bytes():
         parse_encryption_key("short")
     with pytest.raises(EncryptionKeyInvalid):
         parse_encryption_key(secrets.token_hex(16))
+
+
+@pytest.mark.parametrize(
+    ("reason", "kept"),
+    [
+        ("874574:1111:3/2030", "874574:1111"),
+        ("874574:1111:03/30", "874574:1111"),
+        ("Insufficient funds", "Insufficient funds"),
+        ("card 4111111111111111 refused", "card [REDACTED] refused"),
+        ("", ""),
+    ],
+)
+def test_the_card_expiry_and_numbers_leave_a_verified_item(reason, kept):
+    raw = {
+        "eventCode": "AUTHORISATION",
+        "success": "true",
+        "merchantAccountCode": "Acme",
+        "pspReference": "ABC",
+        "merchantReference": "pay_1",
+        "reason": reason,
+        "additionalData": {
+            "hmacSignature": "c2ln",
+            "expiryDate": "3/2030",
+            "cardHolderName": "J. Doe",
+            "cardSummary": "1111",
+            "note": "pan 4111 1111 1111 1111",
+        },
+    }
+    item = without_cardholder_data(parse_item(raw))
+    assert item.raw["reason"] == kept
+    assert item.reason == (kept or None)
+    assert item.raw["additionalData"] == {
+        "hmacSignature": "c2ln",
+        "cardSummary": "1111",
+        "note": "pan [REDACTED]",
+    }
+    assert raw["additionalData"]["expiryDate"] == "3/2030"  # the received item is untouched
