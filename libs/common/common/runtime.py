@@ -56,6 +56,7 @@ def database(
             applied = await apply_migrations(
                 conn, settings.db_schema, {"common": COMMON_MIGRATIONS, component: migrations}
             )
+            await conn.reset()  # whatever a migration file SET stays out of the pool
         if applied:
             log.info("migrations applied", applied=applied)
         app[DB_POOL] = pool

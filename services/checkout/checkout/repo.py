@@ -168,3 +168,33 @@ async def update_payment(conn: asyncpg.Connection, payment_id: str, values: dict
         payment_id,
         *values.values(),
     )
+
+
+async def move_payment(
+    conn: asyncpg.Connection,
+    payment_id: str,
+    values: dict[str, Any],
+    *,
+    kind: str,
+    status_from: str,
+    status_to: str,
+    detail: dict[str, Any],
+) -> None:
+    """`update_payment` and the timeline entry that records it, in one statement."""
+    unknown = set(values) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(values))
+    n = len(values) + 2
+    await conn.execute(
+        f"WITH moved AS (UPDATE payments SET {assignments}, revision = revision + 1,"
+        f" updated_at = now() WHERE id = $1 RETURNING id)"
+        f" INSERT INTO payment_timeline (payment_id, kind, status_from, status_to, detail)"
+        f" SELECT id, ${n}, ${n + 1}, ${n + 2}, ${n + 3} FROM moved",
+        payment_id,
+        *values.values(),
+        kind,
+        status_from,
+        status_to,
+        detail,
+    )

@@ -19,7 +19,7 @@ from checkout.schemas import (
     SessionCreated,
     TimelineEntry,
 )
-from common.broker import publish_event
+from common.broker import publish_event, publish_events
 from common.http.auth import hash_key
 from common.http.errors import Unprocessable
 from common.logging import get_logger
@@ -180,9 +180,14 @@ async def change_status(
         )
         return current
     columns = {"status": outcome.to.value, **(updates or {})}
-    await repo.update_payment(conn, payment["id"], columns)
-    await repo.add_timeline(
-        conn, payment["id"], source, status_from=current, status_to=outcome.to, detail=entry
+    await repo.move_payment(
+        conn,
+        payment["id"],
+        columns,
+        kind=source,
+        status_from=current,
+        status_to=outcome.to,
+        detail=entry,
     )
     data = {
         "payment_id": payment["id"],
@@ -192,30 +197,24 @@ async def change_status(
         "amount": {"value": payment["amount"], "currency": payment["currency"]},
         "psp_reference": columns.get("psp_reference", payment["psp_reference"]),
     }
-    await publish_event(
-        conn,
-        "payment.status_changed",
-        data,
-        tenant_id=payment["tenant_id"],
-        aggregate_id=payment["id"],
-    )
+    events: list[tuple[str, dict[str, Any]]] = [("payment.status_changed", data)]
     specific = {
         Status.AUTHORIZED: "payment.authorised",
         Status.REFUSED: "payment.refused",
         Status.CANCELLED: "payment.cancelled",
     }.get(outcome.to)
     if specific is not None:
-        await publish_event(
-            conn,
-            specific,
-            {
-                **data,
-                "payment_option": payment["payment_option"],
-                "capture_mode": payment["capture_mode"],
-            },
-            tenant_id=payment["tenant_id"],
-            aggregate_id=payment["id"],
+        events.append(
+            (
+                specific,
+                {
+                    **data,
+                    "payment_option": payment["payment_option"],
+                    "capture_mode": payment["capture_mode"],
+                },
+            )
         )
+    await publish_events(conn, events, tenant_id=payment["tenant_id"], aggregate_id=payment["id"])
     return outcome.to
 
 

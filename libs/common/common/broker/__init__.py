@@ -1,7 +1,7 @@
 """RabbitMQ: topology, the transactional outbox and its relay, and the inbox consumer."""
 
 from common.broker.consumer import Handler, InboxConsumer, PoisonMessageError
-from common.broker.outbox import OutboxRelay, enqueue, enqueue_many, publish_event
+from common.broker.outbox import OutboxRelay, enqueue, enqueue_many, publish_event, publish_events
 from common.broker.topology import Names, QueueSpec, connect, declare_exchanges, declare_queue
 
 __all__ = [
@@ -17,4 +17,5 @@ __all__ = [
     "enqueue",
     "enqueue_many",
     "publish_event",
+    "publish_events",
 ]

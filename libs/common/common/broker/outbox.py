@@ -104,6 +104,32 @@ async def publish_event(
     return envelope
 
 
+async def publish_events(
+    conn: asyncpg.Connection,
+    events: Sequence[tuple[str, EventData | dict[str, Any]]],
+    *,
+    tenant_id: str | None,
+    aggregate_id: str | None,
+) -> list[Envelope]:
+    """`publish_event` for several events of one aggregate, in order, in one statement."""
+    from structlog.contextvars import get_contextvars
+
+    correlation_id = current_correlation_id() or new_correlation_id()
+    causation_id = get_contextvars().get("message_id")
+    envelopes = [
+        make_envelope(
+            event_type,
+            data,
+            tenant_id=tenant_id,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+        for event_type, data in events
+    ]
+    await enqueue_many(conn, [(envelope, aggregate_id) for envelope in envelopes])
+    return envelopes
+
+
 @dataclass(frozen=True)
 class PendingEvent:
     seq: int
@@ -184,6 +210,10 @@ class OutboxRelay:
             finally:
                 with contextlib.suppress(Exception):
                     await conn.remove_listener(channel, self._on_notify)
+                # the pool does not reset connections (common.db.pool): leave no LISTEN and
+                # no advisory lock behind on a connection another caller gets next
+                with contextlib.suppress(Exception):
+                    await conn.reset()
 
     async def _publish_loop(self, conn: asyncpg.Connection) -> None:
         passes = 0

@@ -71,7 +71,8 @@ class IdempotencyStore:
         self, *, scope: str, key: str, method: str, path: str, fingerprint: str
     ) -> StoredResponse | None:
         """Claim `key`: None means go ahead; a response means replay it; or raise."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn:
+            # the common case, a new key, is this one statement (its own transaction)
             claimed = await conn.fetchval(
                 """
                 INSERT INTO idempotency_keys
@@ -90,43 +91,50 @@ class IdempotencyStore:
             )
             if claimed:
                 return None
-            row = await conn.fetchrow(
-                "SELECT request_hash, state, response_status, response_body, response_type,"
-                " lease_until < now() AS lease_expired"
-                " FROM idempotency_keys WHERE scope = $1 AND key = $2 FOR UPDATE",
-                scope,
-                key,
-            )
-            if row is None:  # released between our INSERT and SELECT: the caller may retry
-                raise Conflict(
-                    "a request with this Idempotency-Key just finished; retry",
-                    code="idempotency_concurrent_request",
-                )
-            if row["request_hash"] != fingerprint:
-                raise Unprocessable(
-                    "the request parameters do not match those of a previous request"
-                    " with this Idempotency-Key",
-                    code="idempotency_params_mismatch",
-                    param="Idempotency-Key",
-                )
-            if row["state"] == "done":
-                return StoredResponse(
-                    row["response_status"], bytes(row["response_body"]), row["response_type"]
-                )
-            if row["lease_expired"]:
-                await conn.execute(
-                    "UPDATE idempotency_keys SET lease_until = now() + $3"
-                    " WHERE scope = $1 AND key = $2",
-                    scope,
-                    key,
-                    self._lease,
-                )
-                return None
+            async with conn.transaction():
+                return await self._existing(conn, scope, key, fingerprint)
+
+    async def _existing(
+        self, conn: asyncpg.Connection, scope: str, key: str, fingerprint: str
+    ) -> StoredResponse | None:
+        """A key already claimed: replay its response, take over its expired lease, or raise."""
+        row = await conn.fetchrow(
+            "SELECT request_hash, state, response_status, response_body, response_type,"
+            " lease_until < now() AS lease_expired"
+            " FROM idempotency_keys WHERE scope = $1 AND key = $2 FOR UPDATE",
+            scope,
+            key,
+        )
+        if row is None:  # released between our INSERT and SELECT: the caller may retry
             raise Conflict(
-                "another request with this Idempotency-Key is in progress",
+                "a request with this Idempotency-Key just finished; retry",
                 code="idempotency_concurrent_request",
+            )
+        if row["request_hash"] != fingerprint:
+            raise Unprocessable(
+                "the request parameters do not match those of a previous request"
+                " with this Idempotency-Key",
+                code="idempotency_params_mismatch",
                 param="Idempotency-Key",
             )
+        if row["state"] == "done":
+            return StoredResponse(
+                row["response_status"], bytes(row["response_body"]), row["response_type"]
+            )
+        if row["lease_expired"]:
+            await conn.execute(
+                "UPDATE idempotency_keys SET lease_until = now() + $3"
+                " WHERE scope = $1 AND key = $2",
+                scope,
+                key,
+                self._lease,
+            )
+            return None
+        raise Conflict(
+            "another request with this Idempotency-Key is in progress",
+            code="idempotency_concurrent_request",
+            param="Idempotency-Key",
+        )
 
     async def complete(self, *, scope: str, key: str, response: StoredResponse) -> None:
         async with self._pool.acquire() as conn:
