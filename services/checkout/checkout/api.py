@@ -26,6 +26,7 @@ from common.http.auth import Principal, hash_key
 from common.http.envelope import ok, page
 from common.http.errors import ApiError
 from common.http.pagination import PageRequest, fetch_page
+from common.http.query import datetime_param
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, STOREFRONT, Api, Call
 from common.money import Money
 from common.psp.port import PspError, PspPort
@@ -216,16 +217,8 @@ async def list_payments(request: web.Request, call: Call[None]) -> web.Response:
 
 
 def _parse_filter(name: str, value: str) -> object:
-    from common.http.errors import Unprocessable
-
     if name.startswith("created_"):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise Unprocessable(
-                "not an ISO 8601 date", code="parameter_invalid", param=name
-            ) from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return datetime_param({name: value}, name)
     return value
 
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from common.http.envelope import ok, page
 from common.http.errors import BadRequest, Unprocessable
 from common.http.pagination import PageRequest
+from common.http.query import datetime_param
 from common.http.routing import OPERATOR, Api, Call
 from common.money import Money
 from common.runtime import DB_POOL
@@ -129,6 +130,8 @@ def _accepted(query: dict[str, str]) -> bool:
         ("psp_reference", "the PSP's reference"),
         ("event_code", "AUTHORISATION, CANCELLATION, ..."),
         ("accepted", "true (default): stored notifications; false: refused deliveries"),
+        ("received_from", "ISO 8601, inclusive"),
+        ("received_to", "ISO 8601, inclusive"),
         ("limit", "page size, 1..100"),
         ("after_cursor", "cursor"),
         ("before_cursor", "cursor"),
@@ -146,6 +149,8 @@ async def list_notifications(request: web.Request, call: Call[None]) -> web.Resp
             accepted=accepted,
             psp_reference=call.query.get("psp_reference"),
             event_code=call.query.get("event_code"),
+            received_from=datetime_param(call.query, "received_from"),
+            received_to=datetime_param(call.query, "received_to"),
         )
     return page([notification_out(r) for r in rows], info)
 
@@ -167,12 +172,12 @@ async def get_notification(request: web.Request, call: Call[None]) -> web.Respon
 
 @api.post(
     "/v1/admin/webhooks/notifications/replay",
-    summary="Publish stored notifications again, in the order they were received",
+    summary="Publish stored notifications again (by id, or a range of reception times)",
     roles=OPERATOR,
     body=ReplayRequest,
     response=ReplayResult,
     tags=["notifications"],
 )
 async def replay_notifications(request: web.Request, call: Call[ReplayRequest]) -> web.Response:
-    replayed = await service.replay(request.app[DB_POOL], call.tenant_id, call.body.ids)
+    replayed = await service.replay(request.app[DB_POOL], call.tenant_id, call.body)
     return ok("replay", ReplayResult(replayed=replayed), id_="")

@@ -5,7 +5,8 @@ Unauthorized   hmac_signature_invalid               a missing or wrong signature
 NotFound       merchant_account_unknown             no tenant has this merchant account (logged)
 NotFound       hmac_key_not_found, notification_not_found   (another tenant's ids included)
 Conflict       hmac_key_limit                       two keys are active already: revoke one
-Unprocessable  merchant_account_invalid, ...        the operator's request breaks a rule
+Unprocessable  merchant_account_invalid, replay_range_too_large, ...   the operator's request
+                                                    breaks a rule
 """
 
 from __future__ import annotations
@@ -50,4 +51,12 @@ def merchant_account_not_yours() -> Unprocessable:
         "this is not your tenant's merchant account",
         code="merchant_account_invalid",
         param="merchant_account",
+    )
+
+
+def replay_range_too_large(limit: int) -> Unprocessable:
+    return Unprocessable(
+        f"more than {limit} notifications in this range: replay a narrower one",
+        code="replay_range_too_large",
+        param="received_to",
     )

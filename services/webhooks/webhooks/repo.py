@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -225,13 +226,20 @@ async def notification_page(
     accepted: bool,
     psp_reference: str | None,
     event_code: str | None,
+    received_from: datetime | None,
+    received_to: datetime | None,
 ) -> tuple[list[Row], PageInfo]:
     where = ["tenant_id = $1"]
     args: list[Any] = [tenant_id]
-    for column, value in (("psp_reference", psp_reference), ("event_code", event_code)):
+    for condition, value in (
+        ("psp_reference = ${}", psp_reference),
+        ("event_code = ${}", event_code),
+        ("created_at >= ${}", received_from),
+        ("created_at <= ${}", received_to),
+    ):
         if value is not None:
             args.append(value)
-            where.append(f"{column} = ${len(args)}")
+            where.append(condition.format(len(args)))
     return await fetch_page(
         conn,
         table="notifications" if accepted else "security_log",
@@ -255,6 +263,29 @@ async def notification(conn: asyncpg.Connection, tenant_id: str, id_: str) -> Ro
             id_,
         )
     return row
+
+
+async def notifications_received(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    received_from: datetime,
+    received_to: datetime,
+    event_code: str | None,
+    limit: int,
+) -> list[Row]:
+    """Stored notifications received in [from, to] (inclusive), oldest first, at most `limit`."""
+    return list(
+        await conn.fetch(
+            "SELECT id, tenant_id, psp, raw FROM notifications"
+            " WHERE tenant_id = $1 AND created_at >= $2 AND created_at <= $3"
+            " AND ($4::text IS NULL OR event_code = $4) ORDER BY created_at, id LIMIT $5",
+            tenant_id,
+            received_from,
+            received_to,
+            event_code,
+            limit,
+        )
+    )
 
 
 async def notifications_by_ids(

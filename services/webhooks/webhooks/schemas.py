@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from common.money import Money
 from webhooks.domain import is_hex_key
@@ -48,10 +57,41 @@ class Notification(BaseModel):
     item: dict[str, Any] | None
 
 
+MAX_RANGE_REPLAY = 1000
+
+
 class ReplayRequest(BaseModel):
+    """Either `ids` (up to 100 notifications), or a range of reception times (inclusive,
+    optionally one event code): up to 1000 notifications, oldest first."""
+
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[str] = Field(min_length=1, max_length=100)
+    ids: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    received_from: AwareDatetime | None = None
+    received_to: AwareDatetime | None = None
+    event_code: str | None = Field(default=None, min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> ReplayRequest:
+        in_range = self.received_from is not None or self.received_to is not None
+        if self.ids is not None and (in_range or self.event_code is not None):
+            raise PydanticCustomError(
+                "replay_selection_invalid", "give ids, or a range of reception times, not both"
+            )
+        if self.ids is None and (self.received_from is None or self.received_to is None):
+            raise PydanticCustomError(
+                "replay_selection_invalid", "give ids, or both received_from and received_to"
+            )
+        if self.received_from and self.received_to and self.received_from > self.received_to:
+            raise PydanticCustomError(
+                "replay_selection_invalid", "received_from is after received_to"
+            )
+        return self
+
+    def reception_range(self) -> tuple[datetime, datetime]:
+        if self.received_from is None or self.received_to is None:
+            raise ValueError("not a range replay")
+        return self.received_from, self.received_to
 
 
 class ReplayResult(BaseModel):

@@ -3,17 +3,15 @@ HMAC keys, replay stored notifications."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import asyncpg
 
-from common.broker.outbox import publish_event
-from common.events import EventType
-from common.logging import get_logger
+from common.broker.outbox import enqueue_many
+from common.events import EventType, make_envelope
+from common.logging import current_correlation_id, get_logger, new_correlation_id
 from webhooks import domain, errors, repo
 from webhooks.crypto import KeyBox
 from webhooks.ingestion import key_aad
-from webhooks.schemas import HmacKeyPut
+from webhooks.schemas import MAX_RANGE_REPLAY, HmacKeyPut, ReplayRequest
 
 log = get_logger("webhooks.service")
 
@@ -47,19 +45,36 @@ async def revoke_key(pool: asyncpg.Pool, tenant_id: str, key_id: str) -> asyncpg
     return row
 
 
-async def replay(pool: asyncpg.Pool, tenant_id: str, ids: Sequence[str]) -> list[str]:
-    """Publish stored notifications again (new envelopes, same payload) through the outbox."""
+async def replay(pool: asyncpg.Pool, tenant_id: str, request: ReplayRequest) -> list[str]:
+    """Publish stored notifications again (new envelopes, same payload) through the outbox,
+    in the order they were received; consumers apply each one once."""
     async with pool.acquire() as conn, conn.transaction():
-        rows = await repo.notifications_by_ids(conn, tenant_id, list(dict.fromkeys(ids)))
-        if len(rows) != len(set(ids)):
-            raise errors.notification_not_found()
+        if request.ids is not None:
+            wanted = list(dict.fromkeys(request.ids))
+            rows = await repo.notifications_by_ids(conn, tenant_id, wanted)
+            if len(rows) != len(wanted):
+                raise errors.notification_not_found()
+        else:
+            received_from, received_to = request.reception_range()
+            rows = await repo.notifications_received(
+                conn,
+                tenant_id,
+                received_from,
+                received_to,
+                request.event_code,
+                MAX_RANGE_REPLAY + 1,
+            )
+            if len(rows) > MAX_RANGE_REPLAY:
+                raise errors.replay_range_too_large(MAX_RANGE_REPLAY)
+        events = []
         for row in rows:
             item = domain.parse_item(repo.raw_item(row))
-            await publish_event(
-                conn,
+            envelope = make_envelope(
                 EventType.PSP_NOTIFICATION_RECEIVED,
                 domain.event_data(item, notification_id=row["id"], psp=row["psp"]),
                 tenant_id=tenant_id,
-                aggregate_id=item.merchant_reference,
+                correlation_id=current_correlation_id() or new_correlation_id(),
             )
+            events.append((envelope, item.merchant_reference))
+        await enqueue_many(conn, events)
     return [row["id"] for row in rows]

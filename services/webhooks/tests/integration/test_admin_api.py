@@ -4,6 +4,7 @@ notifications (listed, shown, replayed)."""
 from __future__ import annotations
 
 import secrets
+from urllib.parse import quote
 
 import pytest
 
@@ -195,3 +196,93 @@ async def test_a_replay_publishes_the_stored_notifications_again(webhooks):
     first, again = webhooks.bus.received
     assert again["data"] == first["data"]
     assert again["id"] != first["id"]
+
+
+async def _received_at(webhooks, tenant, psp_reference: str) -> str:
+    _, found = await webhooks.call(
+        "GET",
+        f"/v1/admin/webhooks/notifications?psp_reference={psp_reference}",
+        key=tenant.operator_key,
+    )
+    return found["data"][0]["received_at"]
+
+
+async def test_notifications_are_filtered_by_reception_time(webhooks):
+    # given three notifications received one after the other
+    tenant = await webhooks.new_tenant()
+    sent = [signed(item(tenant), tenant.hmac_key) for _ in range(3)]
+    for one in sent:
+        assert (await webhooks.notify(batch(one)))[0] == 200
+    times = [await _received_at(webhooks, tenant, one["pspReference"]) for one in sent]
+    path = "/v1/admin/webhooks/notifications"
+    # when
+    _, middle = await webhooks.call(
+        "GET",
+        f"{path}?received_from={quote(times[1])}&received_to={quote(times[1])}",
+        key=tenant.operator_key,
+    )
+    _, since = await webhooks.call(
+        "GET", f"{path}?received_from={quote(times[1])}", key=tenant.operator_key
+    )
+    bad = await webhooks.call("GET", f"{path}?received_to=yesterday", key=tenant.operator_key)
+    # then
+    assert [n["psp_reference"] for n in middle["data"]] == [sent[1]["pspReference"]]
+    assert {n["psp_reference"] for n in since["data"]} == {o["pspReference"] for o in sent[1:]}
+    assert bad[0] == 422
+    assert bad[1]["error"]["param"] == "received_to"
+
+
+async def test_a_range_replay_publishes_what_was_received_then_oldest_first(webhooks):
+    # given three AUTHORISATIONs and a CANCELLATION, published once each
+    tenant = await webhooks.new_tenant()
+    sent = [signed(item(tenant), tenant.hmac_key) for _ in range(3)]
+    sent.append(signed(item(tenant, event_code="CANCELLATION"), tenant.hmac_key))
+    for one in sent:
+        assert (await webhooks.notify(batch(one)))[0] == 200
+    await webhooks.bus.settle(4)
+    times = [await _received_at(webhooks, tenant, one["pspReference"]) for one in sent]
+    # when the AUTHORISATIONs from the second on are replayed
+    status, body = await webhooks.call(
+        "POST",
+        "/v1/admin/webhooks/notifications/replay",
+        key=tenant.operator_key,
+        json_body={
+            "received_from": times[1],
+            "received_to": times[3],
+            "event_code": "AUTHORISATION",
+        },
+    )
+    # then those two are published again, in the order they were received
+    assert status == 200, body
+    assert len(body["data"]["replayed"]) == 2
+    await webhooks.bus.settle(6)
+    again = [e["data"]["psp_reference"] for e in webhooks.bus.received[4:]]
+    assert again == [sent[1]["pspReference"], sent[2]["pspReference"]]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"ids": []},
+        {"received_from": "2026-01-01T00:00:00Z"},
+        {"ids": ["ntf_1"], "received_from": "2026-01-01T00:00:00Z"},
+        {"received_from": "2026-01-02T00:00:00Z", "received_to": "2026-01-01T00:00:00Z"},
+        {"received_from": "2026-01-01T00:00:00", "received_to": "2026-01-02T00:00:00Z"},
+        {"ids": "ntf_1"},
+    ],
+)
+async def test_a_bad_replay_request_is_a_422_and_publishes_nothing(webhooks, body):
+    # given
+    tenant = await webhooks.new_tenant()
+    assert (await webhooks.notify(batch(signed(item(tenant), tenant.hmac_key))))[0] == 200
+    await webhooks.bus.settle(1)
+    # when
+    status, answer = await webhooks.call(
+        "POST", "/v1/admin/webhooks/notifications/replay", key=tenant.operator_key, json_body=body
+    )
+    # then
+    assert status == 422, answer
+    assert answer["error"]["code"] in ("replay_selection_invalid", "parameter_invalid")
+    await webhooks.bus.settle(1, quiet_s=0.3)
+    assert len(webhooks.bus.received) == 1
