@@ -205,18 +205,38 @@ async def change_status(
         Status.CANCELLED: "payment.cancelled",
     }.get(outcome.to)
     if specific is not None:
+        outcome_data = {
+            **data,
+            "payment_option": payment["payment_option"],
+            "capture_mode": payment["capture_mode"],
+        }
+        if outcome.to is Status.AUTHORIZED:
+            outcome_data.update(await _capture_needs(conn, payment))
         await publish_event(
             conn,
             specific,
-            {
-                **data,
-                "payment_option": payment["payment_option"],
-                "capture_mode": payment["capture_mode"],
-            },
+            outcome_data,
             tenant_id=payment["tenant_id"],
             aggregate_id=payment["id"],
         )
     return outcome.to
+
+
+async def _capture_needs(conn: asyncpg.Connection, payment: asyncpg.Record) -> dict[str, Any]:
+    """What `payment.authorised` carries for the capture service (event-carried state)."""
+    lines = (await repo.lines_of(conn, [payment["id"]])).get(payment["id"], [])
+    return {
+        "merchant_account": payment["merchant_account"],
+        "lines": [
+            {
+                "logistic_order_id": line["logistic_order_id"],
+                "supplier_id": line["supplier_id"],
+                "amount": line["amount"],
+            }
+            for line in lines
+        ],
+        "level3": payment["level3"],
+    }
 
 
 async def payment_view(
