@@ -252,9 +252,10 @@ class CaptureRequested(CaptureEvent):
 
 
 class CaptureSucceeded(CaptureEvent):
-    """The PSP's CAPTURE notification confirmed it; the split lines are what was captured."""
+    """The PSP's CAPTURE notification confirmed it; the split lines are what was captured.
+    `psp_reference` is null only for a zero-amount line (nothing to ask the PSP for)."""
 
-    psp_reference: str
+    psp_reference: str | None
     splits: list[SplitLineData]
     platform_rate: Rate | None
     marketplace_rate: Rate | None

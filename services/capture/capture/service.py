@@ -691,10 +691,10 @@ class Captured:
 
 
 def _capturable(payment: asyncpg.Record) -> None:
-    if payment["status"] != "AUTHORISED":
-        raise errors.payment_not_capturable(payment["status"])
     if payment["payment_option"] not in domain.CARD_OPTIONS:
         raise errors.payment_option_not_capturable(payment["payment_option"])
+    if payment["status"] != "AUTHORISED":
+        raise errors.payment_not_capturable(payment["status"])
 
 
 async def manual_capture(

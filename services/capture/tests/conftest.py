@@ -23,6 +23,7 @@ from aiohttp import web
 from capture.app import create_app
 from capture.settings import Settings
 from capture.testing import MovableClock, logistic_order_event, publish_oms
+from common.broker import Names
 from common.events import (
     DOMAIN_EXCHANGE,
     OMS_EXCHANGE,
@@ -31,6 +32,7 @@ from common.events import (
     EventData,
     PaymentAuthorised,
     PaymentCreated,
+    PaymentOutcome,
     PspNotificationReceived,
     SupplierUpserted,
     TenantUpserted,
@@ -100,6 +102,7 @@ class CaptureHarness:
     forwarder_url: str
     start: Callable[..., Awaitable[Replica]]
     tenants_of_accounts: dict[str, str]
+    names: Names
     replicas: list[Replica] = field(default_factory=list)
 
     @property
@@ -130,6 +133,17 @@ class CaptureHarness:
 
     async def publish_oms(self, body: dict[str, Any] | bytes) -> None:
         await publish_oms(self.amqp_url, self.oms_exchange_name, body, OMS_STATUS_CHANGED)
+
+    async def dead_letters(self, queue: str) -> list[tuple[bytes, dict[str, Any]]]:
+        """Take the messages parked in `queue`'s DLQ (body, headers)."""
+        found = []
+        connection = await aio_pika.connect(self.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            dlq = await channel.get_queue(self.names.queue(f"{queue}.dlq"))
+            while (message := await dlq.get(no_ack=True, fail=False)) is not None:
+                found.append((message.body, dict(message.headers or {})))
+        return found
 
     async def ship(
         self,
@@ -341,6 +355,23 @@ class CaptureHarness:
 
         await eventually(arrived)
 
+    async def report_closed(self, tenant: Tenant, payment: Payment, status: str) -> None:
+        """`payment.cancelled` or `payment.refused`, as checkout publishes it."""
+        await self.publish(
+            "payment.cancelled" if status == "CANCELLED" else "payment.refused",
+            PaymentOutcome(
+                payment_id=payment.id,
+                order_id=payment.order_id,
+                status_from="AUTHORIZED",
+                status=status,
+                amount={"value": payment.amount, "currency": "EUR"},
+                psp_reference=payment.psp_reference,
+                payment_option="CREDIT_CARD",
+                capture_mode=None,
+            ),
+            tenant.id,
+        )
+
     # -- HTTP ---------------------------------------------------------------------------
 
     async def call(
@@ -536,6 +567,7 @@ async def capture(
             forwarder_url=forwarder_url,
             start=start,
             tenants_of_accounts={},
+            names=broker_names,
         )
         ref["harness"] = harness
         await start(**getattr(request, "param", {}))

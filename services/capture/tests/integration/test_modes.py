@@ -2,7 +2,6 @@
 
 from datetime import datetime, timedelta
 
-from common.events import PaymentOutcome
 from common.testing.waiting import eventually
 
 
@@ -96,11 +95,7 @@ async def test_a_cancelled_delayed_payment_is_not_captured(capture, clock):
     tenant = await capture.new_tenant(capture_mode="DELAYED", capture_delay_hours=1)
     payment = await capture.authorise(tenant, [7000])
     await capture.events("capture.scheduled", payment)
-    await capture.publish(
-        "payment.cancelled",
-        _outcome(payment, "CANCELLED"),
-        tenant.id,
-    )
+    await capture.report_closed(tenant, payment, "CANCELLED")
     # when
     clock.advance(timedelta(hours=2))
 
@@ -193,16 +188,3 @@ async def test_manual_mode_captures_nothing_on_its_own(capture):
     assert status == 202, body
     [done] = await capture.until_captured(tenant, payment)
     assert done["trigger"] == "MANUAL"
-
-
-def _outcome(payment, status):
-    return PaymentOutcome(
-        payment_id=payment.id,
-        order_id=payment.order_id,
-        status_from="AUTHORIZED",
-        status=status,
-        amount={"value": payment.amount, "currency": "EUR"},
-        psp_reference=payment.psp_reference,
-        payment_option="CREDIT_CARD",
-        capture_mode=None,
-    )
