@@ -190,6 +190,53 @@ def apply(
     return Illegal(f"{fact} cannot apply to a payment in {current}")
 
 
+class LineCapture(StrEnum):
+    """A line's capture status (each logistic order is captured once, in full)."""
+
+    PENDING = "PENDING"  # not captured
+    CAPTURE_PENDING = "CAPTURE_PENDING"
+    CAPTURED = "CAPTURED"
+    CAPTURE_FAILED = "CAPTURE_FAILED"
+    CAPTURE_BLOCKED = "CAPTURE_BLOCKED"
+
+
+_LINE_CAPTURE_OF_EVENT = {
+    "capture.requested": LineCapture.CAPTURE_PENDING,
+    "capture.succeeded": LineCapture.CAPTURED,
+    "capture.failed": LineCapture.CAPTURE_FAILED,
+    "capture.blocked": LineCapture.CAPTURE_BLOCKED,
+}
+
+
+def line_capture_of(event_type: str) -> LineCapture | None:
+    """The line status a capture event reports (None: `capture.scheduled`, no line change)."""
+    return _LINE_CAPTURE_OF_EVENT.get(event_type)
+
+
+@dataclass(frozen=True)
+class CaptureFact:
+    fact: Fact
+    remaining_capture: bool = False
+
+
+def capture_fact(lines: Sequence[LineCapture], *, failed: bool) -> CaptureFact | None:
+    """What a payment's line statuses mean for the payment once a capture event is applied
+    (DESIGN §6): PAID when every line is captured; CAPTURE_PENDING while a capture awaits the
+    PSP; PARTIALLY_PAID while some lines are captured and none awaits the PSP. A failed or
+    blocked capture goes back as `Fact.CAPTURE_FAILED` says (to PARTIALLY_PAID when other
+    lines are captured, else AUTHORIZED)."""
+    captured = sum(line is LineCapture.CAPTURED for line in lines)
+    if lines and captured == len(lines):
+        return CaptureFact(Fact.FULLY_CAPTURED)
+    if any(line is LineCapture.CAPTURE_PENDING for line in lines):
+        return CaptureFact(Fact.CAPTURE_REQUESTED)
+    if failed:
+        return CaptureFact(Fact.CAPTURE_FAILED, remaining_capture=captured > 0)
+    if captured:
+        return CaptureFact(Fact.PARTIALLY_CAPTURED)
+    return None
+
+
 # What a PSP notification reports, as a fact of the status machine. Capture, refund and
 # chargeback notifications are the capture service's (they need the split state); checkout
 # records them in the timeline without moving the payment.
