@@ -14,7 +14,7 @@ else
     echo $! >.run/honcho.pid
 fi
 
-declare -A PORTS=([tenants]=8086 [checkout]=8081 [webhooks]=8082 [psp_sandbox]=8090)
+declare -A PORTS=([tenants]=8086 [checkout]=8081 [webhooks]=8082 [capture]=8083 [psp_sandbox]=8090)
 for service in "${!PORTS[@]}"; do
     url="http://127.0.0.1:${PORTS[$service]}/readyz"
     for i in $(seq 1 60); do
