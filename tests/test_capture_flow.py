@@ -5,10 +5,15 @@ admin API shows the split lines."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from common.testing.waiting import eventually
+
+PUBLISHER = Path(__file__).resolve().parent.parent / "scripts" / "publish_oms_event.py"
 
 
 async def paid_and_split(stack, shop, session, trigger, lines=1):
@@ -138,3 +143,34 @@ async def test_a_failed_capture_sends_the_payment_back_until_the_operator_retrie
     payment = await stack.until_status(shop, session["id"], "PAID")
     moves = [e["status_to"] for e in payment["timeline"] if e["kind"] == "capture"]
     assert moves == ["CAPTURE_PENDING", "AUTHORIZED", "CAPTURE_PENDING", "PAID"]
+
+
+async def test_the_example_oms_publisher_script_triggers_the_capture(stack):
+    # given an ON_SHIPMENT tenant's authorised payment
+    shop = await stack.new_shop(capture_mode="ON_SHIPMENT")
+    session = await stack.session(shop, 15000)
+    assert (await stack.pay(session))[0] == 200
+    payment = await stack.payment(shop, session["id"])
+    # when the documented publisher script reports the logistic order SHIPPED
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(PUBLISHER),
+        "--tenant",
+        shop.tenant_id,
+        "--order",
+        payment["order_id"],
+        "--logistic-order",
+        "lo_1",
+        "--supplier",
+        shop.supplier_id,
+        "--exchange",
+        stack.names.exchange("oms.events"),
+        "--amqp-url",
+        stack.amqp_url,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    output, _ = await process.communicate()
+    # then
+    assert process.returncode == 0
+    assert b'"status": "SHIPPED"' in output
+    await paid_and_split(stack, shop, session, "ON_SHIPMENT")
