@@ -10,6 +10,7 @@ import sys
 BENCHMARKS = {
     "outbox_pipeline": "bench.outbox_pipeline",
     "checkout_pay": "bench.checkout_pay",
+    "capture_shipment": "bench.capture_shipment",
 }
 
 

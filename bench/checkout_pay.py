@@ -115,8 +115,11 @@ class Child:
 
 
 @contextlib.asynccontextmanager
-async def child(role: str, env: dict[str, str]) -> AsyncIterator[Child]:
-    """A child process; its logs go to /dev/null, its URL comes back in a file."""
+async def child(
+    role: str, env: dict[str, str], module: str = "bench.checkout_pay"
+) -> AsyncIterator[Child]:
+    """A child process (`python -m <module> <role>`); its logs go to /dev/null, its URL
+    comes back in a file."""
     with tempfile.TemporaryDirectory(prefix="bench_") as scratch:
         url_file = Path(scratch) / "url"
         profile = os.environ.get(f"BENCH_PROFILE_{role.upper()}")  # a path for cProfile's stats
@@ -124,7 +127,7 @@ async def child(role: str, env: dict[str, str]) -> AsyncIterator[Child]:
             sys.executable,
             *(["-m", "cProfile", "-o", profile] if profile else []),
             "-m",
-            "bench.checkout_pay",
+            module,
             role,
             env={**os.environ, **env, "BENCH_URL_FILE": str(url_file)},
             stdout=asyncio.subprocess.DEVNULL,

@@ -70,6 +70,13 @@ async def until(check: Callable[[], bool], what: str, within: float = DEADLINE_S
 @contextlib.asynccontextmanager
 async def scratch_database(admin_dsn: str) -> AsyncIterator[ServiceDb]:
     """A database and a service schema of their own, dropped at the end."""
+    async with scratch_services(admin_dsn, "bench") as services:
+        yield services["bench"]
+
+
+@contextlib.asynccontextmanager
+async def scratch_services(admin_dsn: str, *labels: str) -> AsyncIterator[dict[str, ServiceDb]]:
+    """A database of its own with a schema and role per label, dropped at the end."""
     name = f"marketpay_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(admin_dsn)
     try:
@@ -78,7 +85,7 @@ async def scratch_database(admin_dsn: str) -> AsyncIterator[ServiceDb]:
         await admin.close()
     database = TestDatabase(name=name, admin_dsn=dsn_with(admin_dsn, database=name))
     try:
-        yield await database.new_service_db("bench")
+        yield {label: await database.new_service_db(label) for label in labels}
     finally:
         admin = await asyncpg.connect(admin_dsn)
         try:

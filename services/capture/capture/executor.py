@@ -1,11 +1,12 @@
 """The two background loops of every capture replica.
 
-`CaptureExecutor` sends due captures to the PSP: it claims them in a short transaction
+`CaptureExecutor` sends due captures to the PSP: it claims them in one statement
 (`FOR UPDATE SKIP LOCKED`, a lease), calls the PSP outside any transaction with the capture's
-deterministic idempotency key, and records the answer in a second transaction. It wakes on
-`NOTIFY captures_<schema>` (sent by a trigger when a capture becomes due, from any replica) and
-when one of its own calls finishes, and polls as a fallback; up to `capture_concurrency` PSP
-calls are in flight per replica.
+deterministic idempotency key, and records the answer in a second transaction (the answers
+that arrived meanwhile together, one commit for all). It wakes on `NOTIFY captures_<schema>`
+(sent by a trigger when a capture becomes due, from any replica) and when one of its own calls
+finishes, and polls as a fallback; up to `capture_concurrency` PSP calls are in flight per
+replica.
 
 `Scheduler` turns due DELAYED schedules into captures, a batch per transaction, also with
 `FOR UPDATE SKIP LOCKED`, so replicas share the schedules and none is done twice.
@@ -24,6 +25,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from capture import service
+from capture.domain import PspAnswer
 from capture.metrics import CaptureMetrics
 from capture.service import Claim
 from capture.settings import Settings
@@ -34,6 +36,7 @@ log = get_logger("capture.executor")
 
 Clock = Callable[[], datetime]
 RECORD_BACKOFF_MAX_S = 5.0
+RECORD_BATCH = 50
 
 
 class CaptureExecutor:
@@ -57,6 +60,8 @@ class CaptureExecutor:
         self._metrics = metrics
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._answers: list[tuple[Claim, PspAnswer]] = []
+        self._answered = asyncio.Event()
 
     def wake(self) -> None:
         self._wake.set()
@@ -64,6 +69,7 @@ class CaptureExecutor:
     async def run(self) -> None:
         """Send forever; on a failure (the database gone) back off and start again."""
         backoff = 0.2
+        recorder = asyncio.create_task(self._recorder(), name="capture-recorder")
         try:
             while True:
                 try:
@@ -77,9 +83,9 @@ class CaptureExecutor:
                 else:
                     backoff = 0.2
         finally:
-            for task in list(self._tasks):
+            for task in [*self._tasks, recorder]:
                 task.cancel()
-            for task in list(self._tasks):
+            for task in [*self._tasks, recorder]:
                 with contextlib.suppress(BaseException):
                     await task
 
@@ -117,7 +123,7 @@ class CaptureExecutor:
         self._wake.clear()
 
     async def _claim(self, limit: int) -> list[Claim]:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn:
             return await service.claim(conn, now=self._clock(), lease=self._lease, limit=limit)
 
     async def _process(self, claim: Claim) -> None:
@@ -126,9 +132,37 @@ class CaptureExecutor:
             answer = await service.send(self._psp, claim)
             self._metrics.psp_duration.observe(time.perf_counter() - started)
             self._metrics.psp_calls.labels(type(answer).__name__.lower()).inc()
-            await self._record(claim, answer)
+        self._answers.append((claim, answer))
+        self._answered.set()
 
-    async def _record(self, claim: Claim, answer: service.PspAnswer) -> None:
+    async def _recorder(self) -> None:
+        """Record the answers gathered while the previous batch committed, one transaction
+        for a batch; if the batch fails, each answer on its own (with retries)."""
+        while True:
+            await self._answered.wait()
+            self._answered.clear()
+            while self._answers:
+                batch = self._answers[:RECORD_BATCH]
+                del self._answers[:RECORD_BATCH]
+                batch.sort(key=lambda item: item[0].capture_id)  # a fixed lock order
+                try:
+                    async with self._pool.acquire() as conn, conn.transaction():
+                        for claim, answer in batch:
+                            await service.record_answer(
+                                conn,
+                                claim,
+                                answer,
+                                now=self._clock(),
+                                retry_delays=self._retry_delays,
+                                metrics=self._metrics,
+                            )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("recording a batch of answers failed", error=repr(exc))
+                    await asyncio.gather(*(self._record(c, a) for c, a in batch))
+
+    async def _record(self, claim: Claim, answer: PspAnswer) -> None:
         """Record the answer; while the database is unreachable keep trying until the lease
         is nearly over. Giving up is safe: the lease expires and the capture is sent again
         under the same key, and the PSP answers it with this same answer."""

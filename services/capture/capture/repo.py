@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,21 +19,25 @@ from common.events import LogisticOrderStatusChanged, PaymentCreated
 # -- replicas --------------------------------------------------------------------------------
 
 
-async def tenant(conn: asyncpg.Connection, tenant_id: str) -> dict[str, Any] | None:
-    data = await conn.fetchval("SELECT data FROM replica_tenants WHERE tenant_id = $1", tenant_id)
-    return dict(data) if data is not None else None
-
-
-async def suppliers(
+async def tenancy(
     conn: asyncpg.Connection, tenant_id: str, supplier_ids: Sequence[str]
-) -> dict[str, dict[str, Any]]:
+) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+    """The tenant's replica and those of the suppliers named (the known ones), in one query."""
     rows = await conn.fetch(
-        "SELECT supplier_id, data FROM replica_suppliers"
-        " WHERE tenant_id = $1 AND supplier_id = ANY($2::text[])",
+        """
+        SELECT t.data AS tenant, s.supplier_id, s.data AS supplier
+          FROM replica_tenants t
+          LEFT JOIN replica_suppliers s
+            ON s.tenant_id = t.tenant_id AND s.supplier_id = ANY($2::text[])
+         WHERE t.tenant_id = $1
+        """,
         tenant_id,
         list(supplier_ids),
     )
-    return {r["supplier_id"]: dict(r["data"]) for r in rows}
+    if not rows:
+        return None, {}
+    suppliers = {r["supplier_id"]: dict(r["supplier"]) for r in rows if r["supplier_id"]}
+    return dict(rows[0]["tenant"]), suppliers
 
 
 # -- payments --------------------------------------------------------------------------------
@@ -162,17 +167,21 @@ async def lines_of(
     )
 
 
-async def lines_for_logistic_order(
+async def shipment_lines(
     conn: asyncpg.Connection, tenant_id: str, order_id: str, logistic_order_id: str
 ) -> list[asyncpg.Record]:
-    """Every payment line of this logistic order, with its payment, payments locked."""
+    """Every payment line of this logistic order, with its payment (locked) and the line's
+    capture if it has one: all an OMS event needs, in one query."""
     return list(
         await conn.fetch(
             """
-            SELECT l.payment_id, l.supplier_id, l.amount, l.logistic_order_id, p.status,
-                   p.payment_option
+            SELECT p.*, l.logistic_order_id, l.supplier_id AS line_supplier_id,
+                   l.amount AS line_amount, c.id AS capture_id
               FROM payment_lines l
               JOIN payments p USING (tenant_id, payment_id)
+              LEFT JOIN captures c
+                ON c.tenant_id = l.tenant_id AND c.payment_id = l.payment_id
+               AND c.logistic_order_id = l.logistic_order_id
              WHERE l.tenant_id = $1 AND l.order_id = $2 AND l.logistic_order_id = $3
              ORDER BY p.payment_id
                FOR UPDATE OF p
@@ -187,14 +196,23 @@ async def lines_for_logistic_order(
 # -- captures --------------------------------------------------------------------------------
 
 
-async def insert_capture(conn: asyncpg.Connection, values: dict[str, Any]) -> asyncpg.Record | None:
-    """The new capture, or None when this logistic order of this payment has one already."""
+async def insert_capture(
+    conn: asyncpg.Connection, values: dict[str, Any], *, source: str, detail: dict[str, Any]
+) -> asyncpg.Record | None:
+    """The new capture (its first history entry written by the same statement), or None when
+    this logistic order of this payment has one already."""
     columns = list(values)
     placeholders = ", ".join(f"${i + 1}" for i in range(len(columns)))
+    n = len(columns)
     return await conn.fetchrow(
-        f"INSERT INTO captures ({', '.join(columns)}) VALUES ({placeholders})"
-        " ON CONFLICT (tenant_id, payment_id, logistic_order_id) DO NOTHING RETURNING *",
+        f"WITH c AS (INSERT INTO captures ({', '.join(columns)}) VALUES ({placeholders})"
+        " ON CONFLICT (tenant_id, payment_id, logistic_order_id) DO NOTHING RETURNING *),"
+        " h AS (INSERT INTO capture_history (capture_id, status_from, status_to, source, detail)"
+        f" SELECT id, NULL, status, ${n + 1}, ${n + 2} FROM c)"
+        " SELECT * FROM c",
         *values.values(),
+        source,
+        detail,
     )
 
 
@@ -257,51 +275,70 @@ _UPDATABLE = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class History:
+    status_from: str
+    source: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FinishedAttempt:
+    attempt: int
+    now: datetime
+    outcome: str
+    code: str | None
+    detail: str | None
+    psp_reference: str | None
+    lease_token: uuid.UUID
+
+
 async def update_capture(
-    conn: asyncpg.Connection, capture_id: str, values: dict[str, Any]
+    conn: asyncpg.Connection,
+    capture_id: str,
+    values: dict[str, Any],
+    *,
+    history: History | None = None,
+    attempt: FinishedAttempt | None = None,
 ) -> asyncpg.Record:
+    """Update a capture and, in the same statement, add its history entry and finish the PSP
+    attempt whose answer this is, releasing the lease only if that attempt still holds it (a
+    late answer of an expired claim must not release the lease of the replica that took
+    over)."""
     unknown = set(values) - _UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
-    assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(values))
-    row = await conn.fetchrow(
-        f"UPDATE captures SET {assignments}, updated_at = now() WHERE id = $1 RETURNING *",
-        capture_id,
-        *values.values(),
-    )
+    args: list[Any] = [capture_id]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    sets = [f"{name} = {arg(value)}" for name, value in values.items()]
+    if attempt is not None:
+        token = arg(attempt.lease_token)
+        sets.append(f"lease_until = CASE WHEN lease_token = {token} THEN NULL ELSE lease_until END")
+        sets.append(f"lease_token = CASE WHEN lease_token = {token} THEN NULL ELSE lease_token END")
+    ctes = [
+        f"u AS (UPDATE captures SET {', '.join([*sets, 'updated_at = now()'])}"
+        " WHERE id = $1 RETURNING *)"
+    ]
+    if history is not None:
+        ctes.append(
+            "h AS (INSERT INTO capture_history (capture_id, status_from, status_to, source,"
+            f" detail) SELECT id, {arg(history.status_from)}, status, {arg(history.source)},"
+            f" {arg(history.detail)} FROM u)"
+        )
+    if attempt is not None:
+        ctes.append(
+            f"a AS (UPDATE capture_attempts SET finished_at = {arg(attempt.now)},"
+            f" outcome = {arg(attempt.outcome)}, code = {arg(attempt.code)},"
+            f" detail = {arg(attempt.detail)}, psp_reference = {arg(attempt.psp_reference)}"
+            f" WHERE capture_id = $1 AND attempt = {arg(attempt.attempt)})"
+        )
+    row = await conn.fetchrow(f"WITH {', '.join(ctes)} SELECT * FROM u", *args)
     assert row is not None
     return row
-
-
-async def release_lease(conn: asyncpg.Connection, capture_id: str, token: uuid.UUID) -> None:
-    """Only the claim that holds the lease releases it (a late answer of an expired claim
-    must not release the lease of the replica that took over)."""
-    await conn.execute(
-        "UPDATE captures SET lease_until = NULL, lease_token = NULL"
-        " WHERE id = $1 AND lease_token = $2",
-        capture_id,
-        token,
-    )
-
-
-async def add_history(
-    conn: asyncpg.Connection,
-    capture_id: str,
-    *,
-    status_from: str | None,
-    status_to: str,
-    source: str,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    await conn.execute(
-        "INSERT INTO capture_history (capture_id, status_from, status_to, source, detail)"
-        " VALUES ($1, $2, $3, $4, $5)",
-        capture_id,
-        status_from,
-        status_to,
-        source,
-        detail or {},
-    )
 
 
 async def history_of(conn: asyncpg.Connection, capture_id: str) -> list[asyncpg.Record]:
@@ -328,9 +365,9 @@ async def attempts_of(conn: asyncpg.Connection, capture_id: str) -> list[asyncpg
 async def claim_due(
     conn: asyncpg.Connection, *, now: datetime, lease_until: datetime, limit: int
 ) -> list[asyncpg.Record]:
-    """Lease up to `limit` due captures (FOR UPDATE SKIP LOCKED: replicas never claim the same
-    one) and record the attempt each is about to make; call in a transaction."""
-    rows = list(
+    """Lease up to `limit` due captures and record the attempt each is about to make, in one
+    statement (FOR UPDATE SKIP LOCKED: replicas never claim the same one)."""
+    return list(
         await conn.fetch(
             """
             WITH due AS (
@@ -340,57 +377,26 @@ async def claim_due(
                  ORDER BY next_attempt_at
                  LIMIT $3
                    FOR UPDATE SKIP LOCKED
+            ), claimed AS (
+                UPDATE captures c
+                   SET lease_until = $2, lease_token = gen_random_uuid(),
+                       attempts = c.attempts + 1, round_attempts = c.round_attempts + 1,
+                       updated_at = now()
+                  FROM due
+                 WHERE c.id = due.id
+                RETURNING c.*
+            ), attempt AS (
+                INSERT INTO capture_attempts (capture_id, attempt, generation, idempotency_key,
+                                              started_at)
+                SELECT id, attempts, generation, 'capture:' || id || ':' || generation, $1
+                  FROM claimed
             )
-            UPDATE captures c
-               SET lease_until = $2, lease_token = gen_random_uuid(),
-                   attempts = c.attempts + 1, round_attempts = c.round_attempts + 1,
-                   updated_at = now()
-              FROM due
-             WHERE c.id = due.id
-            RETURNING c.*
+            SELECT * FROM claimed
             """,
             now,
             lease_until,
             limit,
         )
-    )
-    if rows:
-        await conn.execute(
-            """
-            INSERT INTO capture_attempts (capture_id, attempt, generation, idempotency_key,
-                                          started_at)
-            SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::timestamptz[])
-            """,
-            [r["id"] for r in rows],
-            [r["attempts"] for r in rows],
-            [r["generation"] for r in rows],
-            [f"capture:{r['id']}:{r['generation']}" for r in rows],
-            [now] * len(rows),
-        )
-    return rows
-
-
-async def finish_attempt(
-    conn: asyncpg.Connection,
-    capture_id: str,
-    attempt: int,
-    *,
-    now: datetime,
-    outcome: str,
-    code: str | None,
-    detail: str | None,
-    psp_reference: str | None,
-) -> None:
-    await conn.execute(
-        "UPDATE capture_attempts SET finished_at = $3, outcome = $4, code = $5, detail = $6,"
-        " psp_reference = $7 WHERE capture_id = $1 AND attempt = $2",
-        capture_id,
-        attempt,
-        now,
-        outcome,
-        code,
-        detail,
-        psp_reference,
     )
 
 

@@ -95,8 +95,8 @@ async def record_payment_authorised(
     """Store the authorised payment, then act on its capture mode (the session's, else the
     tenant's): IMMEDIATE captures every line now, DELAYED schedules the capture, ON_SHIPMENT
     captures the lines whose SHIPPED arrived already, MANUAL waits for ADM-PAY-101."""
-    tenant = await repo.tenant(conn, tenant_id)
-    if tenant is None:
+    tenancy = await Tenancy.load(conn, tenant_id, [x.supplier_id for x in event.lines])
+    if tenancy.tenant is None:
         raise errors.TenantNotReplicated(tenant_id)
     payment = await repo.upsert_authorised_payment(
         conn,
@@ -126,20 +126,22 @@ async def record_payment_authorised(
     )
     if event.payment_option not in domain.CARD_OPTIONS:
         return []
-    mode = domain.effective_mode(event.capture_mode, tenant["capture_mode"])
-    lines = await repo.lines_of(conn, tenant_id, event.payment_id)
+    mode = domain.effective_mode(event.capture_mode, tenancy.tenant["capture_mode"])
+    lines = [Line(x.logistic_order_id, x.supplier_id, x.amount) for x in event.lines]
     if mode == "IMMEDIATE":
-        return await create_captures(conn, payment, lines, trigger="IMMEDIATE", now=now)
+        return await create_captures(
+            conn, payment, lines, tenancy=tenancy, trigger="IMMEDIATE", now=now
+        )
     if mode == "DELAYED":
-        await _schedule(conn, payment, lines, int(tenant["capture_delay_hours"]), authorised_at)
-    shipped = await _captures_for_earlier_shipments(conn, payment, lines, mode, now)
-    return shipped
+        delay = int(tenancy.tenant["capture_delay_hours"])
+        await _schedule(conn, payment, lines, delay, authorised_at)
+    return await _captures_for_earlier_shipments(conn, payment, lines, tenancy, mode, now)
 
 
 async def _schedule(
     conn: asyncpg.Connection,
     payment: asyncpg.Record,
-    lines: Sequence[asyncpg.Record],
+    lines: Sequence[Line],
     delay_hours: int,
     authorised_at: datetime,
 ) -> None:
@@ -153,7 +155,7 @@ async def _schedule(
                 "order_id": payment["order_id"],
                 "due_at": due_at.isoformat(),
                 "capture_delay_hours": delay_hours,
-                "logistic_order_ids": [line["logistic_order_id"] for line in lines],
+                "logistic_order_ids": [line.logistic_order_id for line in lines],
             },
             tenant_id=payment["tenant_id"],
             aggregate_id=payment["payment_id"],
@@ -163,24 +165,27 @@ async def _schedule(
 async def _captures_for_earlier_shipments(
     conn: asyncpg.Connection,
     payment: asyncpg.Record,
-    lines: Sequence[asyncpg.Record],
+    lines: Sequence[Line],
+    tenancy: Tenancy,
     mode: str,
     now: datetime,
 ) -> list[asyncpg.Record]:
     """SHIPPED events that came before the authorisation: captured now in ON_SHIPMENT mode;
     in any other mode marked as ignored, with the reason."""
     waiting = await repo.shipments_waiting(conn, payment["tenant_id"], payment["order_id"])
-    by_order = {line["logistic_order_id"]: line for line in lines}
+    by_order = {line.logistic_order_id: line for line in lines}
     created: list[asyncpg.Record] = []
     for shipment in waiting:
         line = by_order.get(shipment["logistic_order_id"])
         if line is None:
             continue  # another payment's logistic order
         outcome, reason, capture_id = "ignored", "capture_mode_not_on_shipment", None
-        if line["supplier_id"] != shipment["supplier_id"]:
+        if line.supplier_id != shipment["supplier_id"]:
             reason = "supplier_mismatch"
         elif mode == "ON_SHIPMENT":
-            made = await create_captures(conn, payment, [line], trigger="ON_SHIPMENT", now=now)
+            made = await create_captures(
+                conn, payment, [line], tenancy=tenancy, trigger="ON_SHIPMENT", now=now
+            )
             created.extend(made)
             outcome, reason = "capture_created", "shipped_before_authorisation"
             capture_id = made[0]["id"] if made else None
@@ -222,22 +227,43 @@ def _rate(value: object) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
-async def _prepare(
-    conn: asyncpg.Connection, payment: asyncpg.Record, supplier_id: str, amount: int
-) -> domain.Prepared | Blocked:
-    """The split (rates from the replicas, now) and the Level 3 data of a line's capture."""
-    tenant = await repo.tenant(conn, payment["tenant_id"])
-    supplier = (await repo.suppliers(conn, payment["tenant_id"], [supplier_id])).get(supplier_id)
-    level3 = payment["level3"]
-    return domain.prepare(
-        amount=amount,
-        payment_option=payment["payment_option"],
-        payment_amount=payment["amount"],
-        level3=Level3Data.model_validate(level3) if level3 is not None else None,
-        platform_rate=_rate(tenant.get("default_rate")) if tenant else None,
-        marketplace_rate=_rate(supplier.get("commission_rate")) if supplier else None,
-        supplier_known=supplier is not None,
-    )
+@dataclass(frozen=True)
+class Line:
+    logistic_order_id: str
+    supplier_id: str
+    amount: int
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> Line:
+        return cls(row["logistic_order_id"], row["supplier_id"], row["amount"])
+
+
+@dataclass(frozen=True)
+class Tenancy:
+    """The replicas a capture's split is computed from, read once for all its lines."""
+
+    tenant: dict[str, Any] | None
+    suppliers: dict[str, dict[str, Any]]
+
+    @classmethod
+    async def load(
+        cls, conn: asyncpg.Connection, tenant_id: str, supplier_ids: Sequence[str]
+    ) -> Tenancy:
+        return cls(*await repo.tenancy(conn, tenant_id, supplier_ids))
+
+    def prepare(self, payment: asyncpg.Record, line: Line) -> domain.Prepared | Blocked:
+        """The split (rates as the replicas hold them now) and the Level 3 data."""
+        supplier = self.suppliers.get(line.supplier_id)
+        level3 = payment["level3"]
+        return domain.prepare(
+            amount=line.amount,
+            payment_option=payment["payment_option"],
+            payment_amount=payment["amount"],
+            level3=Level3Data.model_validate(level3) if level3 is not None else None,
+            platform_rate=_rate(self.tenant.get("default_rate")) if self.tenant else None,
+            marketplace_rate=_rate(supplier.get("commission_rate")) if supplier else None,
+            supplier_known=supplier is not None,
+        )
 
 
 def _prepared_columns(prepared: domain.Prepared | Blocked) -> dict[str, Any]:
@@ -270,20 +296,25 @@ def _prepared_columns(prepared: domain.Prepared | Blocked) -> dict[str, Any]:
 async def create_captures(
     conn: asyncpg.Connection,
     payment: asyncpg.Record,
-    lines: Sequence[asyncpg.Record],
+    lines: Sequence[Line],
     *,
     trigger: domain.Trigger,
     now: datetime,
+    tenancy: Tenancy | None = None,
     source: str | None = None,
 ) -> list[asyncpg.Record]:
     """One capture per line that has none yet (the payment row is locked by the caller):
     PENDING with its frozen split and `capture.requested`, or BLOCKED with
     `capture.blocked` and an intervention; a zero-amount line is SUCCEEDED at once (there is
     nothing to ask the PSP for). Returns the captures this call created."""
+    if not lines:
+        return []
+    if tenancy is None:
+        tenancy = await Tenancy.load(conn, payment["tenant_id"], [x.supplier_id for x in lines])
     created = []
     for line in lines:
-        prepared = await _prepare(conn, payment, line["supplier_id"], line["amount"])
-        zero = line["amount"] == 0 and not isinstance(prepared, Blocked)
+        prepared = tenancy.prepare(payment, line)
+        zero = line.amount == 0 and not isinstance(prepared, Blocked)
         status = (
             CaptureStatus.BLOCKED
             if isinstance(prepared, Blocked)
@@ -298,9 +329,9 @@ async def create_captures(
                 "tenant_id": payment["tenant_id"],
                 "payment_id": payment["payment_id"],
                 "order_id": payment["order_id"],
-                "logistic_order_id": line["logistic_order_id"],
-                "supplier_id": line["supplier_id"],
-                "amount": line["amount"],
+                "logistic_order_id": line.logistic_order_id,
+                "supplier_id": line.supplier_id,
+                "amount": line.amount,
                 "currency": payment["currency"],
                 "trigger": trigger,
                 "status": status.value,
@@ -310,17 +341,11 @@ async def create_captures(
                 "succeeded_at": now if zero else None,
                 **_prepared_columns(prepared),
             },
+            source=source or trigger.lower(),
+            detail={"block_code": prepared.code} if isinstance(prepared, Blocked) else {},
         )
         if row is None:
             continue  # the line has its capture already: exactly one per logistic order
-        await repo.add_history(
-            conn,
-            row["id"],
-            status_from=None,
-            status_to=row["status"],
-            source=source or trigger.lower(),
-            detail={"block_code": row["block_code"]} if row["block_code"] else {},
-        )
         if isinstance(prepared, Blocked):
             intervention_id = await repo.open_intervention(
                 conn,
@@ -417,24 +442,25 @@ async def apply(
     detail: dict[str, Any] | None = None,
     metrics: CaptureMetrics | None = None,
     extra: dict[str, Any] | None = None,
+    attempt: repo.FinishedAttempt | None = None,
 ) -> asyncpg.Record:
     """Write what `outcome` says about the (locked) capture `row`, with its history, its
-    interventions and its event; return the row as it now is."""
+    interventions and its event (and the PSP attempt it answers); return the row as it now
+    is."""
     detail = dict(detail or {})
     if isinstance(outcome, Ignored):
         if outcome.anomaly:
             log.warning("capture anomaly", capture_id=row["id"], reason=outcome.reason)
             if metrics:
                 metrics.anomalies.inc()
-        await repo.add_history(
+        detail.update(ignored=outcome.reason, anomaly=outcome.anomaly)
+        return await repo.update_capture(
             conn,
             row["id"],
-            status_from=row["status"],
-            status_to=row["status"],
-            source=source,
-            detail={**detail, "ignored": outcome.reason, "anomaly": outcome.anomaly},
+            dict(extra or {}),
+            history=repo.History(row["status"], source, detail),
+            attempt=attempt,
         )
-        return row
     new = outcome.state
     changed = new.status.value != row["status"]
     values: dict[str, Any] = {
@@ -449,31 +475,30 @@ async def apply(
         values["revision"] = row["revision"] + 1
     if outcome.retry_in is not None:
         values["next_attempt_at"] = now + outcome.retry_in
+        detail["retry_in_s"] = outcome.retry_in.total_seconds()
     if new.status is CaptureStatus.PENDING and changed:
         values["next_attempt_at"] = now
     if outcome.code is not None:
         values["failure_code"] = outcome.code
         values["failure_reason"] = outcome.reason
+        detail.setdefault("code", outcome.code)
+        detail.setdefault("reason", outcome.reason)
     if new.status is CaptureStatus.SUCCEEDED and changed:
         values["succeeded_at"] = now
     if new.status is not CaptureStatus.PENDING:
         values["next_attempt_at"] = None
-    updated = await repo.update_capture(conn, row["id"], values)
-    if outcome.code is not None:
-        detail.setdefault("code", outcome.code)
-        detail.setdefault("reason", outcome.reason)
-    if outcome.retry_in is not None:
-        detail["retry_in_s"] = outcome.retry_in.total_seconds()
-    await repo.add_history(
+    updated = await repo.update_capture(
         conn,
         row["id"],
-        status_from=row["status"],
-        status_to=updated["status"],
-        source=source,
-        detail=detail,
+        values,
+        history=repo.History(row["status"], source, detail),
+        attempt=attempt,
     )
     intervention_id = None
-    if outcome.close_interventions:
+    if outcome.close_interventions and row["status"] in (
+        CaptureStatus.FAILED,
+        CaptureStatus.BLOCKED,
+    ):  # only a FAILED or BLOCKED capture has an open intervention
         await repo.close_interventions(conn, row["id"], "RESOLVED")
     if outcome.open_intervention is not None:
         intervention_id = await repo.open_intervention(
@@ -538,7 +563,7 @@ def _psp_request(row: asyncpg.Record) -> CaptureRequest:
 async def claim(
     conn: asyncpg.Connection, *, now: datetime, lease: timedelta, limit: int
 ) -> list[Claim]:
-    """Lease due captures for this replica (one short transaction, the caller's)."""
+    """Lease due captures for this replica (one statement, its own transaction)."""
     rows = await repo.claim_due(conn, now=now, lease_until=now + lease, limit=limit)
     return [
         Claim(
@@ -581,21 +606,11 @@ async def record_answer(
     row = await repo.capture(conn, claim.capture_id, lock=True)
     if row is None:
         return None
-    outcome_name = {Received: "received", Unknown: "unknown", Refused: "refused"}[type(answer)]
-    await repo.finish_attempt(
-        conn,
-        claim.capture_id,
-        claim.attempt,
-        now=now,
-        outcome=outcome_name,
-        code=None if isinstance(answer, Received) else answer.code,
-        detail=None if isinstance(answer, Received) else answer.message[:500],
-        psp_reference=answer.psp_reference if isinstance(answer, Received) else None,
-    )
     outcome = domain.on_psp_answer(
         state_of(row), answer, generation=claim.generation, retry_delays=retry_delays
     )
-    row = await apply(
+    received = isinstance(answer, Received)
+    return await apply(
         conn,
         row,
         outcome,
@@ -603,9 +618,16 @@ async def record_answer(
         now=now,
         detail={"attempt": claim.attempt, "idempotency_key": claim.idempotency_key},
         metrics=metrics,
+        attempt=repo.FinishedAttempt(
+            attempt=claim.attempt,
+            now=now,
+            outcome={Received: "received", Unknown: "unknown", Refused: "refused"}[type(answer)],
+            code=None if isinstance(answer, Received) else answer.code,
+            detail=None if isinstance(answer, Received) else answer.message[:500],
+            psp_reference=answer.psp_reference if received else None,
+            lease_token=claim.lease_token,
+        ),
     )
-    await repo.release_lease(conn, claim.capture_id, claim.lease_token)
-    return row
 
 
 # -- the PSP's notifications -----------------------------------------------------------------
@@ -712,22 +734,22 @@ async def manual_capture(
     if payment is None:
         raise errors.payment_not_found()
     _capturable(payment)
-    lines = await repo.lines_of(conn, tenant_id, payment_id)
+    lines = [Line.of(row) for row in await repo.lines_of(conn, tenant_id, payment_id)]
     if logistic_order_id is not None:
-        lines = [line for line in lines if line["logistic_order_id"] == logistic_order_id]
+        lines = [line for line in lines if line.logistic_order_id == logistic_order_id]
         if not lines:
             raise errors.logistic_order_unknown()
     existing = await repo.captures_of_payment(conn, tenant_id, payment_id, for_update=True)
-    fresh = [line for line in lines if line["logistic_order_id"] not in existing]
+    fresh = [line for line in lines if line.logistic_order_id not in existing]
     touched = await create_captures(
         conn, payment, fresh, trigger="MANUAL", now=now, source="adm_pay_101"
     )
     for line in lines:
-        row = existing.get(line["logistic_order_id"])
+        row = existing.get(line.logistic_order_id)
         if row is not None and row["status"] in (CaptureStatus.FAILED, CaptureStatus.BLOCKED):
             touched.append(await reopen(conn, payment, row, source="adm_pay_101", now=now))
     if not touched:
-        named = {line["logistic_order_id"] for line in lines}
+        named = {line.logistic_order_id for line in lines}
         raise errors.nothing_to_capture(
             [(r["id"], r["status"]) for key, r in existing.items() if key in named],
             "logistic_order_id" if logistic_order_id is not None else None,
@@ -748,7 +770,9 @@ async def reopen(
     have been fixed); if still invalid it stays BLOCKED with the new reason."""
     extra: dict[str, Any] = {"failure_code": None, "failure_reason": None}
     if row["status"] == CaptureStatus.BLOCKED:
-        prepared = await _prepare(conn, payment, row["supplier_id"], row["amount"])
+        line = Line.of(row)
+        tenancy = await Tenancy.load(conn, payment["tenant_id"], [line.supplier_id])
+        prepared = tenancy.prepare(payment, line)
         if isinstance(prepared, Blocked):
             row = await repo.update_capture(
                 conn, row["id"], {"block_code": prepared.code, "block_message": prepared.message}
@@ -809,7 +833,10 @@ async def run_due_schedules(conn: asyncpg.Connection, *, now: datetime, limit: i
                 f"payment {status}",
             )
             continue
-        lines = await repo.lines_of(conn, schedule["tenant_id"], schedule["payment_id"])
+        lines = [
+            Line.of(row)
+            for row in await repo.lines_of(conn, schedule["tenant_id"], schedule["payment_id"])
+        ]
         made = await create_captures(conn, payment, lines, trigger="DELAYED", now=now)
         await repo.finish_schedule(
             conn,
@@ -859,12 +886,12 @@ async def on_logistic_order_event(
 async def _decide_shipment(
     conn: asyncpg.Connection, event: LogisticOrderStatusChanged, now: datetime
 ) -> OmsOutcome:
-    tenant = await repo.tenant(conn, event.tenant_id)
-    if tenant is None:
+    tenancy = await Tenancy.load(conn, event.tenant_id, [event.supplier_id])
+    if tenancy.tenant is None:
         return OmsOutcome("ignored", "tenant_unknown")
     if event.status != "SHIPPED":
         return OmsOutcome("recorded")
-    found = await repo.lines_for_logistic_order(
+    found = await repo.shipment_lines(
         conn, event.tenant_id, event.order_id, event.logistic_order_id
     )
     if not found:
@@ -879,26 +906,19 @@ async def _decide_shipment(
         return OmsOutcome("ignored", "payment_not_authorised", lines[0]["payment_id"])
     if len(authorised) > 1:
         return OmsOutcome("ignored", "several_authorised_payments")
-    line = authorised[0]
-    payment_id = line["payment_id"]
-    if line["supplier_id"] != event.supplier_id:
+    payment = authorised[0]  # the payment's columns and its line's, payment locked
+    payment_id = payment["payment_id"]
+    if payment["line_supplier_id"] != event.supplier_id:
         return OmsOutcome("ignored", "supplier_mismatch", payment_id)
-    payment = await repo.lock_payment(conn, event.tenant_id, payment_id)
-    assert payment is not None
-    existing = (await repo.captures_of_payment(conn, event.tenant_id, payment_id)).get(
-        event.logistic_order_id
-    )
-    if existing is not None:
-        return OmsOutcome("ignored", "capture_exists", payment_id, existing["id"])
-    mode = domain.effective_mode(payment["capture_mode"], tenant["capture_mode"])
+    if payment["capture_id"] is not None:
+        return OmsOutcome("ignored", "capture_exists", payment_id, payment["capture_id"])
+    mode = domain.effective_mode(payment["capture_mode"], tenancy.tenant["capture_mode"])
     if mode != "ON_SHIPMENT":
         return OmsOutcome("ignored", "capture_mode_not_on_shipment", payment_id)
-    line_row = [
-        x
-        for x in await repo.lines_of(conn, event.tenant_id, payment_id)
-        if x["logistic_order_id"] == event.logistic_order_id
-    ]
-    made = await create_captures(conn, payment, line_row, trigger="ON_SHIPMENT", now=now)
+    line = Line(event.logistic_order_id, payment["line_supplier_id"], payment["line_amount"])
+    made = await create_captures(
+        conn, payment, [line], tenancy=tenancy, trigger="ON_SHIPMENT", now=now
+    )
     if not made:  # cannot happen under the payment's lock; said rather than assumed
         return OmsOutcome("ignored", "capture_exists", payment_id)
     return OmsOutcome("capture_created", None, payment_id, made[0]["id"])
