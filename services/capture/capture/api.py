@@ -40,7 +40,7 @@ from common.money import Money
 from common.runtime import DB_POOL
 
 api = Api("Marketpay capture")
-CLOCK = web.AppKey("clock", Callable[[], datetime])
+CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
 EXECUTOR = web.AppKey("executor", CaptureExecutor)
 
 STATUSES = [s.value for s in CaptureStatus]

@@ -124,7 +124,10 @@ class CaptureExecutor:
 
     async def _claim(self, limit: int) -> list[Claim]:
         async with self._pool.acquire() as conn:
-            return await service.claim(conn, now=self._clock(), lease=self._lease, limit=limit)
+            claims: list[Claim] = await service.claim(
+                conn, now=self._clock(), lease=self._lease, limit=limit
+            )
+        return claims
 
     async def _process(self, claim: Claim) -> None:
         with correlation(new_correlation_id(), capture_id=claim.capture_id):

@@ -38,7 +38,7 @@ from capture.domain import (
     Unknown,
 )
 from capture.metrics import CaptureMetrics
-from common.broker import publish_event
+from common.broker import PoisonMessageError, publish_event
 from common.events import (
     EventType,
     Level3Data,
@@ -95,6 +95,8 @@ async def record_payment_authorised(
     """Store the authorised payment, then act on its capture mode (the session's, else the
     tenant's): IMMEDIATE captures every line now, DELAYED schedules the capture, ON_SHIPMENT
     captures the lines whose SHIPPED arrived already, MANUAL waits for ADM-PAY-101."""
+    if event.psp_reference is None:
+        raise PoisonMessageError("payment.authorised without a psp_reference cannot be captured")
     tenancy = await Tenancy.load(conn, tenant_id, [x.supplier_id for x in event.lines])
     if tenancy.tenant is None:
         raise errors.TenantNotReplicated(tenant_id)
