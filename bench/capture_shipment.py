@@ -50,6 +50,7 @@ from bench.checkout_pay import (
     bounded,
     child,
     publish,
+    wal_syncs,
 )
 from bench.outbox_pipeline import ceiling, scratch_services
 from common.broker import Names, QueueSpec
@@ -68,7 +69,10 @@ from common.testing.servers import test_servers
 
 RATE = float(os.environ.get("BENCH_CAPTURE_RATE", "200"))
 SECONDS = float(os.environ.get("BENCH_CAPTURE_SECONDS", "60"))
-RAMP = [float(r) for r in os.environ.get("BENCH_CAPTURE_RAMP", "25,50,75,100,150,200").split(",")]
+RAMP = [
+    float(r)
+    for r in os.environ.get("BENCH_CAPTURE_RAMP", "20,30,40,50,60,80,100,150,200").split(",")
+]
 STEP_SECONDS = float(os.environ.get("BENCH_CAPTURE_STEP_SECONDS", "20"))
 WARMUP = 200
 SERVICE_LOG_LEVEL = os.environ.get("BENCH_SERVICE_LOG_LEVEL", "INFO")
@@ -379,6 +383,8 @@ class Phase:
     paid: int
     paid_rate: float
     cpu_us: dict[str, float]
+    wal_syncs: float  # WAL flushes per event (whole server)
+    machine: tuple[float, float]  # share of the machine's CPU time busy, and in iowait
 
     @staticmethod
     def p(values: list[float], q: int) -> float:
@@ -412,6 +418,12 @@ class Phase:
         if self.cpu_us:
             shown = ", ".join(f"{name} {us:,.0f}" for name, us in self.cpu_us.items())
             print(f"    CPU µs per event: {shown}", flush=True)
+        busy, iowait = self.machine
+        print(
+            f"    WAL flushes per event (whole server): {self.wal_syncs:.1f};"
+            f" machine CPU busy {busy:.0%}, iowait {iowait:.0%} (both cores, whole phase)",
+            flush=True,
+        )
 
 
 async def ship(
@@ -499,6 +511,13 @@ async def psp_requests(
     return first
 
 
+def machine_cpu() -> tuple[int, int, int]:
+    """Jiffies of all CPUs since boot: (total, idle, iowait), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    return sum(fields), fields[3], fields[4]
+
+
 async def run_phase(
     label: str,
     rate: float,
@@ -511,12 +530,18 @@ async def run_phase(
     http: aiohttp.ClientSession,
     sandbox: str,
     processes: dict[str, Any],
+    admin_dsn: str,
     grace: float,
 ) -> Phase:
+    syncs = await wal_syncs(admin_dsn)
+    jiffies = machine_cpu()
     before = {name: cpu() for name, cpu in processes.items()}
     published = await ship(amqp_url, names, tenant, payments, rate)
     paid = await until_paid(dbs["checkout"], list(published), within=grace)
     cpu_us = {name: (cpu() - before[name]) / len(payments) * 1e6 for name, cpu in processes.items()}
+    total, idle, iowait = (b - a for a, b in zip(jiffies, machine_cpu(), strict=True))
+    machine = ((total - idle - iowait) / total, iowait / total) if total else (0.0, 0.0)
+    flushes = (await wal_syncs(admin_dsn) - syncs) / len(payments)
     requested = await psp_requests(http, sandbox, tenant)
     psp_ms = sorted(
         (requested[p.psp_reference] - published[p.id]) * 1000
@@ -535,6 +560,8 @@ async def run_phase(
         len(paid),
         len(paid) / span if span > 0 else 0.0,
         cpu_us,
+        flushes,
+        machine,
     )
     phase.show()
     return phase
@@ -587,7 +614,16 @@ async def main() -> None:
                     aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http,
                 ):
                     await measure_all(
-                        amqp, names, dbs, http, sandbox, webhooks, capture, checkout, needed
+                        amqp,
+                        names,
+                        dbs,
+                        http,
+                        sandbox,
+                        webhooks,
+                        capture,
+                        checkout,
+                        needed,
+                        servers.pg_admin_dsn,
                     )
                     print(f"  ({time.perf_counter() - started:.0f} s in all)", flush=True)
             finally:
@@ -611,6 +647,7 @@ async def measure_all(
     capture: Child,
     checkout: Child,
     needed: int,
+    admin_dsn: str,
 ) -> None:
     prepared = time.perf_counter()
     tenant = await new_tenant(amqp, names, dbs, http, sandbox.url)
@@ -659,6 +696,7 @@ async def measure_all(
         "http": http,
         "sandbox": sandbox.url,
         "processes": processes,
+        "admin_dsn": admin_dsn,
     }
     rest = iter(payments)
 
