@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +44,7 @@ import aiohttp
 import asyncpg
 
 from bench.checkout_pay import (
+    CLK_TCK,
     Child,
     _tell_url,
     _until_terminated,
@@ -511,6 +512,27 @@ async def psp_requests(
     return first
 
 
+def server_cpu(command: str) -> Callable[[], float]:
+    """CPU seconds used so far by the local processes named `command` (PostgreSQL's backends,
+    RabbitMQ's Erlang VM); backends that exit meanwhile are not counted."""
+
+    def seconds() -> float:
+        total = 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    raw = stat.read()
+            except OSError:
+                continue
+            name = raw[raw.index("(") + 1 : raw.rindex(")")]
+            if name == command:
+                fields = raw.rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / CLK_TCK
+
+    return seconds
+
+
 def machine_cpu() -> tuple[int, int, int]:
     """Jiffies of all CPUs since boot: (total, idle, iowait), from /proc/stat."""
     with open("/proc/stat") as stat:
@@ -687,6 +709,8 @@ async def measure_all(
         "checkout": checkout.cpu_seconds,
         "webhooks": webhooks.cpu_seconds,
         "sandbox": sandbox.cpu_seconds,
+        "postgres": server_cpu("postgres"),
+        "rabbitmq": server_cpu("beam.smp"),
     }
     common = {
         "amqp_url": amqp,

@@ -11,8 +11,7 @@ split only its own line, as exports treat commissions: DESIGN §9).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +31,7 @@ from capture.schemas import (
     PaymentCaptures,
     SplitLineOut,
 )
+from capture.service import Clock
 from common.db import snapshot
 from common.http.envelope import ok, page
 from common.http.pagination import PageRequest, fetch_page
@@ -40,7 +40,7 @@ from common.money import Money
 from common.runtime import DB_POOL
 
 api = Api("Marketpay capture")
-CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 EXECUTOR = web.AppKey("executor", CaptureExecutor)
 
 STATUSES = [s.value for s in CaptureStatus]

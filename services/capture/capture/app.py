@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from capture.api import CLOCK, EXECUTOR, api
 from capture.consumers import consumptions
 from capture.executor import CaptureExecutor, Scheduler
 from capture.metrics import CaptureMetrics
+from capture.service import Clock
 from capture.settings import Settings
 from common import runtime
 from common.http.app import METRICS, create_base_app
@@ -32,9 +33,7 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(
-    settings: Settings, *, clock: Callable[[], datetime] = system_clock
-) -> web.Application:
+def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Application:
     """`clock` is what the scheduler, the executor and the use cases read the time from; tests
     pass a clock they can move (DELAYED captures are due hours after authorisation)."""
     app = create_base_app(api, Metrics())

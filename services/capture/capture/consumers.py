@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
-from datetime import datetime
 from typing import TypeVar
 
 import asyncpg
@@ -28,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from capture import service
 from capture.metrics import CaptureMetrics
+from capture.service import Clock
 from common.broker.consumer import Handler, PoisonMessageError
 from common.broker.topology import QueueSpec
 from common.events import (
@@ -47,7 +46,6 @@ from common.runtime import Consumption
 
 log = get_logger("capture.consumers")
 
-Clock = Callable[[], datetime]
 M = TypeVar("M", bound=BaseModel)
 OMS_ID_NAMESPACE = uuid.UUID("6f0e3c52-6a5e-4c38-9d55-2b8f0a1c9e77")
 

@@ -19,22 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 
 from capture import service
 from capture.domain import PspAnswer
 from capture.metrics import CaptureMetrics
-from capture.service import Claim
+from capture.service import Claim, Clock
 from capture.settings import Settings
 from common.logging import correlation, get_logger, new_correlation_id
 from common.psp.port import PspPort
 
 log = get_logger("capture.executor")
 
-Clock = Callable[[], datetime]
 RECORD_BACKOFF_MAX_S = 5.0
 RECORD_BATCH = 50
 

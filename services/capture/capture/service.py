@@ -63,6 +63,7 @@ from common.psp.port import (
 log = get_logger("capture.service")
 
 Clock = Callable[[], datetime]
+"""Where the capture service reads the time (tests move it: DELAYED captures)."""
 
 
 def new_capture_id() -> str:
