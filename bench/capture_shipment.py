@@ -46,11 +46,11 @@ import asyncpg
 from bench.checkout_pay import (
     CLK_TCK,
     Child,
-    _tell_url,
-    _until_terminated,
+    _serve_sandbox,
     bounded,
     child,
     publish,
+    serve_service,
     wal_syncs,
 )
 from bench.outbox_pipeline import ceiling, scratch_services
@@ -100,30 +100,6 @@ QUEUES = [
 
 
 # -- the child processes -------------------------------------------------------------------
-
-
-async def _serve(service: str) -> None:
-    import importlib
-
-    from common.logging import configure_logging
-    from common.testing.apps import running
-
-    app_module = importlib.import_module(f"{service}.app")
-    settings = importlib.import_module(f"{service}.settings").Settings()
-    configure_logging(settings.service_name, settings.log_level)
-    try:
-        async with running(app_module.create_app(settings)) as url:
-            _tell_url(url)
-            await _until_terminated()
-    finally:
-        names = Names(settings.broker_namespace, settings.broker_queue_expires_ms)
-        await delete_namespace(settings.amqp_url.get_secret_value(), names)
-
-
-async def _serve_sandbox() -> None:
-    from bench.checkout_pay import _serve_sandbox as serve
-
-    await serve()
 
 
 def service_env(db: ServiceDb, amqp_url: str, names: Names, **more: str) -> dict[str, str]:
@@ -761,6 +737,6 @@ if __name__ == "__main__":
     if role == "sandbox":
         asyncio.run(_serve_sandbox())
     elif role in ("webhooks", "capture", "checkout"):
-        asyncio.run(_serve(role))
+        asyncio.run(serve_service(role))
     else:
         sys.exit("usage: python -m bench.capture_shipment sandbox|webhooks|capture|checkout")

@@ -85,13 +85,15 @@ async def _serve_sandbox() -> None:
         await _until_terminated()
 
 
-async def _serve_checkout() -> None:
-    from checkout.app import create_app
-    from checkout.settings import Settings
+async def serve_service(service: str) -> None:
+    """Run a Marketpay service (`<service>.app.create_app`) with MARKETPAY_* from the parent."""
+    import importlib
+
     from common.logging import configure_logging
     from common.testing.apps import running
 
-    settings = Settings()  # type: ignore[call-arg]  # MARKETPAY_* from the parent
+    create_app = importlib.import_module(f"{service}.app").create_app
+    settings = importlib.import_module(f"{service}.settings").Settings()
     configure_logging(settings.service_name, settings.log_level)
     try:
         async with running(create_app(settings)) as url:
@@ -545,7 +547,9 @@ async def main() -> None:
 
 if __name__ == "__main__":
     role = sys.argv[1] if len(sys.argv) > 1 else ""
-    serve = {"sandbox": _serve_sandbox, "checkout": _serve_checkout}.get(role)
-    if serve is None:
+    if role == "sandbox":
+        asyncio.run(_serve_sandbox())
+    elif role == "checkout":
+        asyncio.run(serve_service("checkout"))
+    else:
         sys.exit("usage: python -m bench.checkout_pay sandbox|checkout (run by the benchmark)")
-    asyncio.run(serve())
