@@ -56,5 +56,6 @@ Try:
   curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8086/v1/admin/tenant
   curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8086/v1/admin/suppliers
   curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8086/v1/admin/commissions
-More in README.md ("A five-minute tour"). Stop with: make down
+  curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8083/v1/admin/captures
+More in README.md ("A five-minute tour"; capture and the OMS: docs/oms-contract.md). Stop with: make down
 TXT

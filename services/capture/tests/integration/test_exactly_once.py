@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from common.http.app import METRICS
 from common.testing.waiting import eventually
 
 
@@ -110,10 +111,11 @@ async def test_the_same_manual_capture_sent_twice_at_once_runs_once(capture):
     await assert_captured_once(capture, tenant, payment)
 
 
-@pytest.mark.parametrize("capture", [{"proxied": True}], indirect=True)
+@pytest.mark.parametrize("capture", [{"proxied": True, "psp_timeout_s": 2.5}], indirect=True)
 async def test_a_replica_that_dies_after_the_psp_call_leaves_one_capture(capture):
-    # given replica A (cut off from PostgreSQL on demand) and a PSP that holds each call 1.5 s
-    # and sends its webhooks late, so that the re-sent request is what settles the capture
+    # given replica A (cut off from PostgreSQL on demand, waiting up to 2.5 s for the PSP) and
+    # a PSP that takes 1.5 s per call and sends its webhooks late, so that the re-sent request
+    # is what settles the capture
     a = capture.main
     tenant = await capture.new_tenant(capture_mode="MANUAL")
     payment = await capture.authorise(tenant, [10000])
@@ -126,7 +128,8 @@ async def test_a_replica_that_dies_after_the_psp_call_leaves_one_capture(capture
         return len(await capture.psp_capture_requests(tenant)) == 1
 
     await eventually(psp_holds_the_call)
-    # when A loses its database while the PSP works on its call, then is stopped for good
+    # when A loses its database while the PSP works on its call (A gets the PSP's answer but
+    # cannot commit it), then is stopped for good
     await a.proxy.sever()
     b = await capture.start()
     await capture.sandbox.faults(tenant.merchant_account, webhook_delay_ms=4000)
@@ -135,6 +138,12 @@ async def test_a_replica_that_dies_after_the_psp_call_leaves_one_capture(capture
         return len(await capture.psp_captures(payment)) == 1
 
     await eventually(psp_captured)
+
+    async def a_has_the_answer() -> bool:
+        registry = a.app[METRICS].registry
+        return registry.get_sample_value("capture_psp_calls_total", {"outcome": "received"}) == 1
+
+    await eventually(a_has_the_answer)
     await a.stop()
 
     # then B, once A's lease expired, sent the same request again under the same key: the PSP
