@@ -11,6 +11,7 @@ BENCHMARKS = {
     "outbox_pipeline": "bench.outbox_pipeline",
     "checkout_pay": "bench.checkout_pay",
     "webhooks_ingest": "bench.webhooks_ingest",
+    "capture_shipment": "bench.capture_shipment",
 }
 
 

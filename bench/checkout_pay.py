@@ -36,8 +36,8 @@ from bench.processes import (
     child,
     publish,
     scratch_database,
-    tell_url,
-    until_terminated,
+    serve_sandbox,
+    serve_service,
 )
 from common.broker import Names, QueueSpec
 from common.broker.topology import all_queue_names
@@ -65,34 +65,6 @@ RETURN_URL = "https://shop.example/return"
 
 
 # -- the child processes -------------------------------------------------------------------
-
-
-async def _serve_sandbox() -> None:
-    from common.logging import configure_logging
-    from psp_sandbox.testing import running_sandbox
-
-    configure_logging("psp_sandbox", "WARNING")
-    async with running_sandbox(company_api_key=os.environ["BENCH_COMPANY_KEY"]) as sandbox:
-        tell_url(sandbox.url)
-        await until_terminated()
-
-
-async def _serve_checkout() -> None:
-    from checkout.app import create_app
-    from checkout.settings import Settings
-    from common.logging import configure_logging
-    from common.testing.apps import running
-
-    settings = Settings()  # type: ignore[call-arg]  # MARKETPAY_* from the parent
-    configure_logging(settings.service_name, settings.log_level)
-    try:
-        async with running(create_app(settings)) as url:
-            tell_url(url)
-            await until_terminated()
-    finally:
-        # the queues this process declared are known only here (declared_test_queues)
-        names = Names(settings.broker_namespace, settings.broker_queue_expires_ms)
-        await delete_namespace(settings.amqp_url.get_secret_value(), names)
 
 
 # -- fixtures made beforehand -------------------------------------------------------------
@@ -468,7 +440,9 @@ async def main() -> None:
 
 if __name__ == "__main__":
     role = sys.argv[1] if len(sys.argv) > 1 else ""
-    serve = {"sandbox": _serve_sandbox, "checkout": _serve_checkout}.get(role)
-    if serve is None:
+    if role == "sandbox":
+        asyncio.run(serve_sandbox())
+    elif role == "checkout":
+        asyncio.run(serve_service("checkout"))
+    else:
         sys.exit("usage: python -m bench.checkout_pay sandbox|checkout (run by the benchmark)")
-    asyncio.run(serve())

@@ -42,6 +42,40 @@ def tell_url(url: str) -> None:
     partial.rename(target)
 
 
+async def serve_service(service: str) -> None:
+    """In a child: run a Marketpay service (`<service>.app.create_app`) with the MARKETPAY_*
+    settings the parent gave it, until terminated; then delete the queues it declared."""
+    import importlib
+
+    from common.broker import Names
+    from common.logging import configure_logging
+    from common.testing.apps import running
+    from common.testing.fixtures import delete_namespace
+
+    create_app = importlib.import_module(f"{service}.app").create_app
+    settings = importlib.import_module(f"{service}.settings").Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    try:
+        async with running(create_app(settings)) as url:
+            tell_url(url)
+            await until_terminated()
+    finally:
+        # the queues this process declared are known only here (declared_test_queues)
+        names = Names(settings.broker_namespace, settings.broker_queue_expires_ms)
+        await delete_namespace(settings.amqp_url.get_secret_value(), names)
+
+
+async def serve_sandbox() -> None:
+    """In a child: the PSP sandbox, with the company API key the parent gave it."""
+    from common.logging import configure_logging
+    from psp_sandbox.testing import running_sandbox
+
+    configure_logging("psp_sandbox", "WARNING")
+    async with running_sandbox(company_api_key=os.environ["BENCH_COMPANY_KEY"]) as sandbox:
+        tell_url(sandbox.url)
+        await until_terminated()
+
+
 @dataclass
 class Child:
     process: asyncio.subprocess.Process
@@ -87,8 +121,8 @@ async def child(module: str, role: str, env: dict[str, str]) -> AsyncIterator[Ch
 
 
 @contextlib.asynccontextmanager
-async def scratch_schemas(admin_dsn: str, labels: Sequence[str]) -> AsyncIterator[list[ServiceDb]]:
-    """A database of its own with one schema and role per label, dropped at the end."""
+async def scratch_services(admin_dsn: str, *labels: str) -> AsyncIterator[dict[str, ServiceDb]]:
+    """A database of its own with a schema and role per label, dropped at the end."""
     name = f"marketpay_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(admin_dsn)
     try:
@@ -97,7 +131,7 @@ async def scratch_schemas(admin_dsn: str, labels: Sequence[str]) -> AsyncIterato
         await admin.close()
     database = TestDatabase(name=name, admin_dsn=dsn_with(admin_dsn, database=name))
     try:
-        yield [await database.new_service_db(label) for label in labels]
+        yield {label: await database.new_service_db(label) for label in labels}
     finally:
         admin = await asyncpg.connect(admin_dsn)
         try:
@@ -112,8 +146,8 @@ async def scratch_schemas(admin_dsn: str, labels: Sequence[str]) -> AsyncIterato
 @contextlib.asynccontextmanager
 async def scratch_database(admin_dsn: str) -> AsyncIterator[ServiceDb]:
     """A database and one service schema of their own, dropped at the end."""
-    async with scratch_schemas(admin_dsn, ["bench"]) as (service,):
-        yield service
+    async with scratch_services(admin_dsn, "bench") as services:
+        yield services["bench"]
 
 
 async def publish(

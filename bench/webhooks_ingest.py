@@ -33,7 +33,15 @@ import aiohttp
 import asyncpg
 
 from bench.httpload import Run, closed_loop, open_loop, post
-from bench.processes import Child, child, publish, scratch_schemas, tell_url, until_terminated
+from bench.processes import (
+    Child,
+    child,
+    publish,
+    scratch_services,
+    serve_service,
+    tell_url,
+    until_terminated,
+)
 from common.broker import Names
 from common.events import (
     DOMAIN_EXCHANGE,
@@ -76,23 +84,6 @@ async def _serve_bare() -> None:
     async with running(app) as url:
         tell_url(url)
         await until_terminated()
-
-
-async def _serve_webhooks() -> None:
-    from common.logging import configure_logging
-    from common.testing.apps import running
-    from webhooks.app import create_app
-    from webhooks.settings import Settings
-
-    settings = Settings()  # type: ignore[call-arg]  # MARKETPAY_* from the parent
-    configure_logging(settings.service_name, settings.log_level)
-    try:
-        async with running(create_app(settings)) as url:
-            tell_url(url)
-            await until_terminated()
-    finally:
-        names = Names(settings.broker_namespace, settings.broker_queue_expires_ms)
-        await delete_namespace(settings.amqp_url.get_secret_value(), names)
 
 
 # -- the tenant, the payments and the notifications, made beforehand --------------------------
@@ -348,7 +339,8 @@ async def main() -> None:
         }
         exchange = names.exchange(DOMAIN_EXCHANGE)
         tenant = new_tenant()
-        async with scratch_schemas(servers.pg_admin_dsn, ["webhooks", "checkout"]) as (wh, ck):
+        async with scratch_services(servers.pg_admin_dsn, "webhooks", "checkout") as dbs:
+            wh, ck = dbs["webhooks"], dbs["checkout"]
             try:
                 async with (
                     child("bench.webhooks_ingest", "bare", {}) as bare,
@@ -482,7 +474,9 @@ async def ingestion(bare: Child, webhooks: Child, tenant: Tenant, dsn: str, sche
 
 if __name__ == "__main__":
     role = sys.argv[1] if len(sys.argv) > 1 else ""
-    serve = {"bare": _serve_bare, "webhooks": _serve_webhooks}.get(role)
-    if serve is None:
+    if role == "bare":
+        asyncio.run(_serve_bare())
+    elif role == "webhooks":
+        asyncio.run(serve_service("webhooks"))
+    else:
         sys.exit("usage: python -m bench.webhooks_ingest bare|webhooks (run by the benchmark)")
-    asyncio.run(serve())

@@ -1,9 +1,12 @@
-"""The whole stack for end-to-end tests: tenants, checkout and webhooks (each with its own
-schema, all on one broker namespace, as deployed) and the PSP sandbox sending its signed
-webhooks to the webhooks service."""
+"""The whole stack for end-to-end tests: tenants, checkout, webhooks and capture (each with its
+own schema, all on one broker namespace, as deployed) and the PSP sandbox sending its signed
+webhooks to the webhooks service. Capture reads the time from `stack.clock`, which a test
+moves forward instead of sleeping (DELAYED captures)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -12,9 +15,16 @@ from typing import Any
 
 import aiohttp
 import pytest_asyncio
+from aiohttp import web
 
+from capture.app import create_app as create_capture_app
+from capture.settings import Settings as CaptureSettings
+from capture.testing import MovableClock, logistic_order_event, publish_oms
 from checkout.app import create_app as create_checkout_app
 from checkout.settings import Settings as CheckoutSettings
+from common.broker import Names
+from common.events import OMS_EXCHANGE, OMS_STATUS_CHANGED
+from common.runtime import DB_POOL
 from common.testing.apps import running
 from common.testing.waiting import eventually
 from psp_sandbox.testing import Sandbox, running_sandbox
@@ -41,9 +51,14 @@ class Stack:
     tenants_url: str
     checkout_url: str
     webhooks_url: str
+    capture_url: str
+    capture_app: web.Application
     sandbox: Sandbox
     http: aiohttp.ClientSession
     admin_key: str
+    clock: MovableClock
+    amqp_url: str
+    names: Names
 
     async def call(
         self,
@@ -59,8 +74,16 @@ class Stack:
         async with self.http.request(method, url, json=json, headers=headers) as response:
             return response.status, await response.json()
 
-    async def new_shop(self) -> Shop:
+    async def new_shop(
+        self,
+        capture_mode: str = "MANUAL",
+        capture_delay_hours: int = 0,
+        commission_rate: str | None = None,
+    ) -> Shop:
         merchant_account = f"Flow{secrets.token_hex(4)}ECOM"
+        settings: dict[str, Any] = {"default_rate": "2.5", "capture_mode": capture_mode}
+        if capture_delay_hours:
+            settings["capture_delay_hours"] = capture_delay_hours
         status, tenant = await self.call(
             "POST",
             f"{self.tenants_url}/v1/platform/tenants",
@@ -69,7 +92,7 @@ class Stack:
                 "name": "Flow",
                 "merchant_account": merchant_account,
                 "currency": "EUR",
-                "settings": {"default_rate": "2.5", "capture_mode": "MANUAL"},
+                "settings": settings,
             },
         )
         assert status == 201, tenant
@@ -81,6 +104,14 @@ class Stack:
             json={"name": "S", "kyc_status": "enabled"},
         )
         assert status == 201, supplier
+        if commission_rate is not None:
+            status, body = await self.call(
+                "PUT",
+                f"{self.tenants_url}/v1/admin/commissions/{supplier['data']['id']}",
+                operator,
+                json={"rate": commission_rate},
+            )
+            assert status == 200, body
         status, storefront = await self.call(
             "POST", f"{self.tenants_url}/v1/admin/api-keys", operator, json={"role": "storefront"}
         )
@@ -104,7 +135,20 @@ class Stack:
             storefront_known, _ = await self.call(
                 "POST", f"{self.checkout_url}/v1/checkout/sessions", shop.storefront_key, json={}
             )
-            return (in_webhooks, in_checkout, storefront_known) == (200, 200, 422)
+            in_capture, _ = await self.call(
+                "GET", f"{self.capture_url}/v1/admin/captures", operator
+            )
+            async with self.capture_app[DB_POOL].acquire() as conn:
+                rate = await conn.fetchval(
+                    "SELECT data->>'commission_rate' FROM replica_suppliers WHERE supplier_id = $1",
+                    shop.supplier_id,
+                )
+            return (in_webhooks, in_checkout, storefront_known, in_capture) == (
+                200,
+                200,
+                422,
+                200,
+            ) and (rate == commission_rate)
 
         await eventually(replicas_arrived)
         # the PSP side: the merchant account sends its webhooks to the webhooks service, and
@@ -122,18 +166,27 @@ class Stack:
         shop.hmac_key = account["hmac_key"]
         return shop
 
-    async def session(self, shop: Shop, amount: int = 15000) -> dict[str, Any]:
+    async def session(
+        self, shop: Shop, amount: int = 15000, lines: list[int] | None = None
+    ) -> dict[str, Any]:
+        """A checkout session; `lines` splits the amount into logistic orders lo_1, lo_2..."""
+        amounts = lines or [amount]
         status, body = await self.call(
             "POST",
             f"{self.checkout_url}/v1/checkout/sessions",
             shop.storefront_key,
             json={
                 "order_id": f"ord_{uuid.uuid4().hex[:8]}",
-                "amount": {"value": amount, "currency": "EUR"},
+                "amount": {"value": sum(amounts), "currency": "EUR"},
                 "buyer_account": "acc_1",
                 "return_url": "https://shop.example/return",
                 "lines": [
-                    {"logistic_order_id": "lo_1", "supplier_id": shop.supplier_id, "amount": amount}
+                    {
+                        "logistic_order_id": f"lo_{n + 1}",
+                        "supplier_id": shop.supplier_id,
+                        "amount": value,
+                    }
+                    for n, value in enumerate(amounts)
                 ],
             },
             idempotency_key=uuid.uuid4().hex,
@@ -172,6 +225,56 @@ class Stack:
         payment: dict[str, Any] = body["data"]
         return payment
 
+    async def ship(
+        self, shop: Shop, session: dict[str, Any], logistic_order_id: str = "lo_1"
+    ) -> None:
+        """The OMS reports the logistic order SHIPPED on `oms.events`."""
+        payment = await self.payment(shop, session["id"])
+        await publish_oms(
+            self.amqp_url,
+            self.names.exchange(OMS_EXCHANGE),
+            logistic_order_event(
+                tenant_id=shop.tenant_id,
+                order_id=payment["order_id"],
+                logistic_order_id=logistic_order_id,
+                supplier_id=shop.supplier_id,
+            ),
+            OMS_STATUS_CHANGED,
+        )
+
+    async def until_status(self, shop: Shop, payment_id: str, status: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+
+        async def reached() -> bool:
+            found["payment"] = await self.payment(shop, payment_id)
+            return bool(found["payment"]["status"] == status)
+
+        await eventually(reached, within=20)
+        return found["payment"]
+
+    async def until_capture_knows(self, payment_id: str) -> None:
+        """Wait until payment.authorised has reached the capture service (checkout answers
+        PAY-101 before its event has travelled)."""
+
+        async def authorised() -> bool:
+            async with self.capture_app[DB_POOL].acquire() as conn:
+                status = await conn.fetchval(
+                    "SELECT status FROM payments WHERE payment_id = $1", payment_id
+                )
+            return bool(status == "AUTHORISED")
+
+        await eventually(authorised)
+
+    async def captures(self, shop: Shop, payment_id: str) -> list[dict[str, Any]]:
+        status, body = await self.call(
+            "GET",
+            f"{self.capture_url}/v1/admin/captures?payment_id={payment_id}",
+            shop.operator_key,
+        )
+        assert status == 200, body
+        found: list[dict[str, Any]] = body["data"]
+        return found
+
     @staticmethod
     def notification_entries(payment: dict[str, Any], event_code: str) -> list[dict[str, Any]]:
         return [
@@ -207,6 +310,8 @@ async def stack(servers, test_database, broker_names) -> AsyncIterator[Stack]:
     tenants_db = await test_database.new_service_db("tenants")
     checkout_db = await test_database.new_service_db("checkout")
     webhooks_db = await test_database.new_service_db("webhooks")
+    capture_db = await test_database.new_service_db("capture")
+    clock = MovableClock()
     admin_key = f"test_platform_{secrets.token_hex(8)}"
     async with running_sandbox(company_api_key=COMPANY_KEY) as sandbox:
         webhooks_app = create_webhooks_app(
@@ -227,6 +332,21 @@ async def stack(servers, test_database, broker_names) -> AsyncIterator[Stack]:
                 **common,
             )
         )
+        capture_app = create_capture_app(
+            CaptureSettings(
+                database_url=capture_db.dsn,
+                db_schema=capture_db.schema,
+                psp_base_url=f"{sandbox.url}/v71",
+                psp_api_key=COMPANY_KEY,
+                psp_timeout_s=1.0,
+                capture_lease_s=3.0,
+                capture_retry_delays_s=(0.05, 0.1),
+                capture_poll_interval_s=0.1,
+                scheduler_poll_interval_s=0.1,
+                **common,
+            ),
+            clock=clock,
+        )
         tenants_app = create_tenants_app(
             TenantsSettings(
                 database_url=tenants_db.dsn,
@@ -239,7 +359,23 @@ async def stack(servers, test_database, broker_names) -> AsyncIterator[Stack]:
         async with (
             running(webhooks_app) as webhooks_url,
             running(checkout_app) as checkout_url,
+            running(capture_app) as capture_url,
             running(tenants_app) as tenants_url,
             aiohttp.ClientSession() as http,
         ):
-            yield Stack(tenants_url, checkout_url, webhooks_url, sandbox, http, admin_key)
+            yield Stack(
+                tenants_url=tenants_url,
+                checkout_url=checkout_url,
+                webhooks_url=webhooks_url,
+                capture_url=capture_url,
+                capture_app=capture_app,
+                sandbox=sandbox,
+                http=http,
+                admin_key=admin_key,
+                clock=clock,
+                amqp_url=servers.amqp_url,
+                names=broker_names,
+            )
+            # webhooks still in flight must not reach services that are stopping
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sandbox.drain_webhooks(), 5)

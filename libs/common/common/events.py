@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from common.money import CurrencyCode, Money, Rate
 
 DOMAIN_EXCHANGE = "marketpay.events"
 OMS_EXCHANGE = "oms.events"
+OMS_STATUS_CHANGED = "logistic_order.status_changed"
+"""The routing key of the OMS's logistic-order events on `oms.events` (not an envelope: see
+`LogisticOrderStatusChanged`)."""
 
 
 class EventType(StrEnum):
@@ -169,6 +173,133 @@ class PaymentOutcome(PaymentStatusChanged):
     capture_mode: CaptureMode | None
 
 
+class Level3ItemData(EventData):
+    """One Level 3 item as the session gave it. Fields are optional here so that a gap can
+    never stop an authorisation from being published: capture checks completeness."""
+
+    commodity_code: str | None = None
+    description: str | None = None
+    quantity: Decimal | None = None
+    unit_of_measure: str | None = None
+    unit_price: int | None = None
+    discount: int = 0
+    total: int | None = None
+
+
+class Level3Data(EventData):
+    customer_reference: str | None = None
+    tax_total: int | None = None
+    freight: int = 0
+    duty: int = 0
+    items: list[Level3ItemData] = Field(default_factory=list)
+
+
+class PaymentAuthorised(PaymentOutcome):
+    """`payment.authorised`: the outcome plus what capturing it needs (event-carried state, so
+    the capture service never reads checkout's tables): the merchant account, the lines (one
+    per logistic order) and the Level 2/3 data of a `PCARD_L3` payment."""
+
+    merchant_account: str
+    lines: list[PaymentLine] = Field(min_length=1)
+    level3: Level3Data | None = None
+
+
+# -- capture ---------------------------------------------------------------------------------
+
+CaptureTrigger = Literal["IMMEDIATE", "DELAYED", "ON_SHIPMENT", "MANUAL"]
+SplitParty = Literal["PLATFORM", "MARKETPLACE", "SUPPLIER"]
+
+
+class SplitLineData(EventData):
+    """One line of a capture's commission split; `rate` is the percentage it was computed
+    with (frozen at capture), null for the supplier's remainder."""
+
+    party: SplitParty
+    amount: int = Field(ge=0)
+    rate: Rate | None = None
+
+
+class CaptureScheduled(EventData):
+    """A `DELAYED` payment's capture is due at `due_at` (authorisation + the tenant's delay)."""
+
+    payment_id: str
+    order_id: str
+    due_at: datetime
+    capture_delay_hours: int = Field(ge=0)
+    logistic_order_ids: list[str]
+
+
+class CaptureEvent(EventData):
+    """What every `capture.*` event of one capture (one logistic order) carries. `revision`
+    grows with each change of the capture, so a consumer can refuse an older fact."""
+
+    capture_id: str
+    revision: int = Field(ge=1)
+    payment_id: str
+    order_id: str
+    logistic_order_id: str
+    supplier_id: str
+    amount: Money
+    trigger: CaptureTrigger
+
+
+class CaptureRequested(CaptureEvent):
+    """The capture is decided with a valid split and goes to the PSP."""
+
+    splits: list[SplitLineData]
+    platform_rate: Rate | None
+    marketplace_rate: Rate | None
+
+
+class CaptureSucceeded(CaptureEvent):
+    """The PSP's CAPTURE notification confirmed it; the split lines are what was captured.
+    `psp_reference` is null only for a zero-amount line (nothing to ask the PSP for)."""
+
+    psp_reference: str | None
+    splits: list[SplitLineData]
+    platform_rate: Rate | None
+    marketplace_rate: Rate | None
+
+
+class CaptureFailed(CaptureEvent):
+    """The capture did not happen (or its outcome stayed unknown when the retries ran out);
+    an intervention waits for an operator."""
+
+    code: str
+    reason: str
+    retries_exhausted: bool
+    outcome_known: bool
+    intervention_id: str | None
+
+
+class CaptureBlocked(CaptureEvent):
+    """The split or the Level 3 data is invalid: nothing was sent to the PSP."""
+
+    code: str
+    message: str
+    intervention_id: str | None
+
+
+# -- the OMS ---------------------------------------------------------------------------------
+
+
+class LogisticOrderStatusChanged(BaseModel):
+    """The OMS's `logistic_order.status_changed` on `oms.events` (DESIGN §3): a bare JSON
+    body, not a Marketpay envelope. `id` identifies the event (a UUID, or any unique string up
+    to 100 characters); fields the OMS adds later are ignored; `status` is open-ended
+    (`WAITING_SHIPMENT`, `SHIPPED`, ...)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str = Field(min_length=1, max_length=100)
+    tenant_id: str = Field(min_length=1, max_length=64)
+    order_id: str = Field(min_length=1, max_length=64)
+    logistic_order_id: str = Field(min_length=1, max_length=64)
+    supplier_id: str = Field(min_length=1, max_length=64)
+    status: str = Field(pattern=r"^[A-Z][A-Z_]{0,39}$")
+    occurred_at: AwareDatetime
+
+
 class PspNotificationReceived(EventData):
     """A PSP notification, verified and stored by the webhooks service, in a normalised form.
     `merchant_reference` is our own reference (the payment id for a payment's events)."""
@@ -193,10 +324,15 @@ CATALOGUE: dict[str, type[EventData]] = {
     EventType.API_KEY_UPSERTED: ApiKeyUpserted,
     EventType.PAYMENT_CREATED: PaymentCreated,
     EventType.PAYMENT_STATUS_CHANGED: PaymentStatusChanged,
-    EventType.PAYMENT_AUTHORISED: PaymentOutcome,
+    EventType.PAYMENT_AUTHORISED: PaymentAuthorised,
     EventType.PAYMENT_REFUSED: PaymentOutcome,
     EventType.PAYMENT_CANCELLED: PaymentOutcome,
     EventType.PSP_NOTIFICATION_RECEIVED: PspNotificationReceived,
+    EventType.CAPTURE_SCHEDULED: CaptureScheduled,
+    EventType.CAPTURE_REQUESTED: CaptureRequested,
+    EventType.CAPTURE_SUCCEEDED: CaptureSucceeded,
+    EventType.CAPTURE_FAILED: CaptureFailed,
+    EventType.CAPTURE_BLOCKED: CaptureBlocked,
 }
 
 

@@ -16,7 +16,7 @@ import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
-from common.broker.consumer import Handler, InboxConsumer
+from common.broker.consumer import Handler, InboxConsumer, Parser, parse_envelope
 from common.broker.outbox import OutboxRelay
 from common.broker.topology import Names, QueueSpec, connect, declare_exchanges
 from common.config import ServiceSettings
@@ -40,6 +40,7 @@ SHUTDOWN_TIMEOUT_S = 10.0
 class Consumption:
     spec: QueueSpec
     handlers: Mapping[str, Handler]
+    parser: Parser = parse_envelope  # e.g. the OMS's bare JSON events
 
 
 def database(
@@ -122,6 +123,7 @@ def broker(
                 names=names,
                 spec=c.spec,
                 handlers=c.handlers,
+                parser=c.parser,
                 prefetch=settings.consumer_prefetch,
                 batch_size=settings.consumer_batch_size,
                 metrics=app[METRICS],

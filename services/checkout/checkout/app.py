@@ -7,7 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from checkout.api import PSP, SETTINGS, api
-from checkout.consumers import psp_notifications_consumption
+from checkout.consumers import captures_consumption, psp_notifications_consumption
 from checkout.settings import Settings
 from common import runtime
 from common.http.app import create_base_app
@@ -50,7 +50,11 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(
         runtime.broker(
             settings,
-            [tenancy_consumption("checkout.tenancy"), psp_notifications_consumption()],
+            [
+                tenancy_consumption("checkout.tenancy"),
+                psp_notifications_consumption(),
+                captures_consumption(),
+            ],
         )
     )
     return app

@@ -1,4 +1,5 @@
-"""Checkout's event handlers: PSP notifications drive a payment's status.
+"""Checkout's event handlers: PSP notifications and the capture service's events drive a
+payment's status.
 
 Each notification, whatever its effect (applied, unchanged, or an anomaly), is recorded in the
 payment's timeline. The status machine makes a late or repeated fact a no-op, so notifications
@@ -11,11 +12,20 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+from pydantic import ValidationError
 
 from checkout import domain, repo, service
-from common.broker.consumer import Handler
+from common.broker.consumer import Handler, PoisonMessageError
 from common.broker.topology import QueueSpec
-from common.events import DOMAIN_EXCHANGE, Envelope, EventType, PspNotificationReceived
+from common.events import (
+    DOMAIN_EXCHANGE,
+    CaptureEvent,
+    CaptureScheduled,
+    Envelope,
+    EventType,
+    PspNotificationReceived,
+    parse_data,
+)
 from common.logging import get_logger
 from common.runtime import Consumption
 
@@ -101,4 +111,117 @@ def psp_notifications_consumption() -> Consumption:
             bindings=[(DOMAIN_EXCHANGE, t) for t in PSP_NOTIFICATION_HANDLERS],
         ),
         handlers=PSP_NOTIFICATION_HANDLERS,
+    )
+
+
+# --- the capture service's events ---------------------------------------------------------------
+
+CAPTURE_SOURCE = "capture"
+
+
+async def on_capture_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    """A capture's progress, applied to its line and, through the status machine, to the
+    payment; recorded in the payment's timeline whatever it changes. Each line keeps the
+    revision of the capture event it last applied, so events may arrive in any order and any
+    number of times: an older one is recorded and changes nothing."""
+    if envelope.tenant_id is None:
+        raise PoisonMessageError(f"{envelope.type} without a tenant_id")
+    try:
+        event = parse_data(envelope)
+    except ValidationError as exc:
+        raise PoisonMessageError(
+            f"{envelope.type} payload invalid: {exc.error_count()} errors"
+        ) from exc
+    assert isinstance(event, CaptureEvent | CaptureScheduled)
+    payment = await repo.get_payment(conn, envelope.tenant_id, event.payment_id, for_update=True)
+    if payment is None:
+        log.warning("capture event for an unknown payment", payment_id=event.payment_id)
+        return
+    if isinstance(event, CaptureScheduled):
+        await repo.add_timeline(
+            conn,
+            payment["id"],
+            CAPTURE_SOURCE,
+            status_from=payment["status"],
+            status_to=payment["status"],
+            detail={"event": envelope.type, "due_at": event.due_at.isoformat()},
+        )
+        return
+    detail: dict[str, Any] = {
+        "event": envelope.type,
+        "capture_id": event.capture_id,
+        "revision": event.revision,
+        "logistic_order_id": event.logistic_order_id,
+        "amount": event.amount.model_dump(),
+        **{
+            name: getattr(event, name)
+            for name in ("psp_reference", "code", "reason", "message", "retries_exhausted")
+            if hasattr(event, name)
+        },
+    }
+    line = await repo.line_for_update(conn, payment["id"], event.logistic_order_id)
+    status = domain.line_capture_of(envelope.type)
+    unchanged = None
+    if line is None:
+        unchanged = "the payment has no such logistic order"
+    elif event.revision <= line["capture_revision"]:
+        unchanged = f"older than the capture's revision {line['capture_revision']} applied"
+    if unchanged is not None or status is None:
+        await repo.add_timeline(
+            conn,
+            payment["id"],
+            CAPTURE_SOURCE,
+            status_from=payment["status"],
+            status_to=payment["status"],
+            detail={**detail, "applied": False, "reason": unchanged},
+        )
+        return
+    await repo.set_line_capture(
+        conn,
+        payment["id"],
+        event.logistic_order_id,
+        status=status.value,
+        capture_id=event.capture_id,
+        revision=event.revision,
+    )
+    lines = (await repo.lines_of(conn, [payment["id"]])).get(payment["id"], [])
+    decided = domain.capture_fact(
+        [domain.LineCapture(x["status"]) for x in lines],
+        failed=status in (domain.LineCapture.CAPTURE_FAILED, domain.LineCapture.CAPTURE_BLOCKED),
+    )
+    if decided is None:
+        await repo.add_timeline(
+            conn,
+            payment["id"],
+            CAPTURE_SOURCE,
+            status_from=payment["status"],
+            status_to=payment["status"],
+            detail=detail,
+        )
+        return
+    await service.change_status(
+        conn,
+        payment,
+        decided.fact,
+        source=CAPTURE_SOURCE,
+        detail=detail,
+        remaining_capture=decided.remaining_capture,
+    )
+
+
+CAPTURE_HANDLERS: dict[str, Handler] = {
+    EventType.CAPTURE_SCHEDULED: on_capture_event,
+    EventType.CAPTURE_REQUESTED: on_capture_event,
+    EventType.CAPTURE_SUCCEEDED: on_capture_event,
+    EventType.CAPTURE_FAILED: on_capture_event,
+    EventType.CAPTURE_BLOCKED: on_capture_event,
+}
+
+
+def captures_consumption() -> Consumption:
+    return Consumption(
+        spec=QueueSpec(
+            name="checkout.captures", bindings=[(DOMAIN_EXCHANGE, t) for t in CAPTURE_HANDLERS]
+        ),
+        handlers=CAPTURE_HANDLERS,
     )

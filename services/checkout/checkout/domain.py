@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from enum import StrEnum
 
 from common.cardholder import contains_card_number
+from common.level3 import Level3 as Level3
+from common.level3 import Level3Item as Level3Item
+from common.level3 import Problem as Problem
+from common.level3 import check_level3 as check_level3
+from common.level3 import level3_additional_data as level3_additional_data
 
 
 class Status(StrEnum):
@@ -186,6 +190,53 @@ def apply(
     return Illegal(f"{fact} cannot apply to a payment in {current}")
 
 
+class LineCapture(StrEnum):
+    """A line's capture status (each logistic order is captured once, in full)."""
+
+    PENDING = "PENDING"  # not captured
+    CAPTURE_PENDING = "CAPTURE_PENDING"
+    CAPTURED = "CAPTURED"
+    CAPTURE_FAILED = "CAPTURE_FAILED"
+    CAPTURE_BLOCKED = "CAPTURE_BLOCKED"
+
+
+_LINE_CAPTURE_OF_EVENT = {
+    "capture.requested": LineCapture.CAPTURE_PENDING,
+    "capture.succeeded": LineCapture.CAPTURED,
+    "capture.failed": LineCapture.CAPTURE_FAILED,
+    "capture.blocked": LineCapture.CAPTURE_BLOCKED,
+}
+
+
+def line_capture_of(event_type: str) -> LineCapture | None:
+    """The line status a capture event reports (None: `capture.scheduled`, no line change)."""
+    return _LINE_CAPTURE_OF_EVENT.get(event_type)
+
+
+@dataclass(frozen=True)
+class CaptureFact:
+    fact: Fact
+    remaining_capture: bool = False
+
+
+def capture_fact(lines: Sequence[LineCapture], *, failed: bool) -> CaptureFact | None:
+    """What a payment's line statuses mean for the payment once a capture event is applied
+    (DESIGN §6): PAID when every line is captured; CAPTURE_PENDING while a capture awaits the
+    PSP; PARTIALLY_PAID while some lines are captured and none awaits the PSP. A failed or
+    blocked capture goes back as `Fact.CAPTURE_FAILED` says (to PARTIALLY_PAID when other
+    lines are captured, else AUTHORIZED)."""
+    captured = sum(line is LineCapture.CAPTURED for line in lines)
+    if lines and captured == len(lines):
+        return CaptureFact(Fact.FULLY_CAPTURED)
+    if any(line is LineCapture.CAPTURE_PENDING for line in lines):
+        return CaptureFact(Fact.CAPTURE_REQUESTED)
+    if failed:
+        return CaptureFact(Fact.CAPTURE_FAILED, remaining_capture=captured > 0)
+    if captured:
+        return CaptureFact(Fact.PARTIALLY_CAPTURED)
+    return None
+
+
 # What a PSP notification reports, as a fact of the status machine. Capture, refund and
 # chargeback notifications are the capture service's (they need the split state); checkout
 # records them in the timeline without moving the payment.
@@ -220,33 +271,6 @@ class Line:
     amount: int
 
 
-@dataclass(frozen=True)
-class Level3Item:
-    commodity_code: str
-    description: str
-    quantity: Decimal
-    unit_of_measure: str
-    unit_price: int
-    discount: int
-    total: int
-
-
-@dataclass(frozen=True)
-class Level3:
-    customer_reference: str
-    tax_total: int
-    freight: int
-    duty: int
-    items: Sequence[Level3Item]
-
-
-@dataclass(frozen=True)
-class Problem:
-    code: str
-    message: str
-    param: str
-
-
 def check_lines(amount: int, lines: Sequence[Line], known_suppliers: set[str]) -> Problem | None:
     """Lines: one per logistic order, of the tenant's suppliers, summing to the amount."""
     if not lines:
@@ -269,53 +293,6 @@ def check_lines(amount: int, lines: Sequence[Line], known_suppliers: set[str]) -
     if sum(line.amount for line in lines) != amount:
         return Problem("lines_amount_mismatch", "the lines must sum to the amount", "lines")
     return None
-
-
-def check_level3(amount: int, level3: Level3) -> Problem | None:
-    """Level 3: each item's total is quantity × unit price − discount, and the items plus tax,
-    freight and duty equal the amount (else a capture would be blocked later)."""
-    if not level3.items:
-        return Problem("parameter_missing", "Level 3 data needs at least one item", "level3.items")
-    for i, item in enumerate(level3.items):
-        expected = item.quantity * item.unit_price - item.discount
-        if expected != item.total:
-            return Problem(
-                "level3_item_total_mismatch",
-                f"quantity × unit_price − discount is {expected}, not {item.total}",
-                f"level3.items.{i}.total",
-            )
-    total = sum(i.total for i in level3.items) + level3.tax_total + level3.freight + level3.duty
-    if total != amount:
-        return Problem(
-            "level3_total_mismatch",
-            f"items plus tax, freight and duty come to {total}, not {amount}",
-            "level3",
-        )
-    return None
-
-
-def level3_additional_data(level3: Level3) -> dict[str, str]:
-    """Level 2/3 data as the PSP's `enhancedSchemeData.*` additional data."""
-    data = {
-        "enhancedSchemeData.customerReference": level3.customer_reference,
-        "enhancedSchemeData.totalTaxAmount": str(level3.tax_total),
-        "enhancedSchemeData.freightAmount": str(level3.freight),
-        "enhancedSchemeData.dutyAmount": str(level3.duty),
-    }
-    for n, item in enumerate(level3.items, start=1):
-        prefix = f"enhancedSchemeData.itemDetailLine{n}."
-        data.update(
-            {
-                prefix + "commodityCode": item.commodity_code,
-                prefix + "description": item.description,
-                prefix + "quantity": format(item.quantity.normalize(), "f"),
-                prefix + "unitOfMeasure": item.unit_of_measure,
-                prefix + "unitPrice": str(item.unit_price),
-                prefix + "discountAmount": str(item.discount),
-                prefix + "totalAmount": str(item.total),
-            }
-        )
-    return data
 
 
 # --- what the drop-in may send ---------------------------------------------------------------

@@ -125,7 +125,8 @@ async def lines_of(
     conn: asyncpg.Connection, payment_ids: Sequence[str], supplier_id: str | None = None
 ) -> dict[str, list[asyncpg.Record]]:
     rows = await conn.fetch(
-        "SELECT payment_id, logistic_order_id, supplier_id, amount, status FROM payment_lines"
+        "SELECT payment_id, logistic_order_id, supplier_id, amount, status, capture_id"
+        " FROM payment_lines"
         " WHERE payment_id = ANY($1::text[]) AND ($2::text IS NULL OR supplier_id = $2)"
         " ORDER BY payment_id, logistic_order_id",
         list(payment_ids),
@@ -197,4 +198,34 @@ async def move_payment(
         status_from,
         status_to,
         detail,
+    )
+
+
+async def line_for_update(
+    conn: asyncpg.Connection, payment_id: str, logistic_order_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM payment_lines WHERE payment_id = $1 AND logistic_order_id = $2 FOR UPDATE",
+        payment_id,
+        logistic_order_id,
+    )
+
+
+async def set_line_capture(
+    conn: asyncpg.Connection,
+    payment_id: str,
+    logistic_order_id: str,
+    *,
+    status: str,
+    capture_id: str,
+    revision: int,
+) -> None:
+    await conn.execute(
+        "UPDATE payment_lines SET status = $3, capture_id = $4, capture_revision = $5"
+        " WHERE payment_id = $1 AND logistic_order_id = $2",
+        payment_id,
+        logistic_order_id,
+        status,
+        capture_id,
+        revision,
     )

@@ -59,7 +59,8 @@ class LineOut(BaseModel):
     logistic_order_id: str
     supplier_id: str
     amount: int
-    status: str
+    status: str  # its capture: PENDING, CAPTURE_PENDING, CAPTURED, CAPTURE_FAILED, ..._BLOCKED
+    capture_id: str | None
 
 
 class TimelineEntry(BaseModel):

@@ -154,10 +154,11 @@ async def change_status(
     source: str,
     detail: dict[str, Any] | None = None,
     updates: dict[str, Any] | None = None,
+    remaining_capture: bool = False,
 ) -> Status:
     """Apply `fact` to a payment locked by the caller; record it; publish what changed."""
     current = Status(payment["status"])
-    outcome = domain.apply(current, fact)
+    outcome = domain.apply(current, fact, remaining_capture=remaining_capture)
     entry = {"fact": fact.value, "source": source, **(detail or {})}
     if isinstance(outcome, Illegal):
         log.warning("illegal transition refused", payment_id=payment["id"], reason=outcome.reason)
@@ -204,18 +205,33 @@ async def change_status(
         Status.CANCELLED: "payment.cancelled",
     }.get(outcome.to)
     if specific is not None:
-        events.append(
-            (
-                specific,
-                {
-                    **data,
-                    "payment_option": payment["payment_option"],
-                    "capture_mode": payment["capture_mode"],
-                },
-            )
-        )
+        outcome_data = {
+            **data,
+            "payment_option": payment["payment_option"],
+            "capture_mode": payment["capture_mode"],
+        }
+        if outcome.to is Status.AUTHORIZED:
+            outcome_data.update(await _capture_needs(conn, payment))
+        events.append((specific, outcome_data))
     await publish_events(conn, events, tenant_id=payment["tenant_id"], aggregate_id=payment["id"])
     return outcome.to
+
+
+async def _capture_needs(conn: asyncpg.Connection, payment: asyncpg.Record) -> dict[str, Any]:
+    """What `payment.authorised` carries for the capture service (event-carried state)."""
+    lines = (await repo.lines_of(conn, [payment["id"]])).get(payment["id"], [])
+    return {
+        "merchant_account": payment["merchant_account"],
+        "lines": [
+            {
+                "logistic_order_id": line["logistic_order_id"],
+                "supplier_id": line["supplier_id"],
+                "amount": line["amount"],
+            }
+            for line in lines
+        ],
+        "level3": payment["level3"],
+    }
 
 
 async def payment_view(

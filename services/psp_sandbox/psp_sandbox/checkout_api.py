@@ -464,6 +464,7 @@ def _modification(
 ) -> dict[str, Any]:
     reference = call.body.get("reference")
     splits = call.body.get("splits")
+    additional_data = call.body.get("additionalData")
     modification = Modification(
         kind=kind,
         psp_reference=call.store.new_psp_reference(),
@@ -475,6 +476,7 @@ def _modification(
         event_code=event_code,
         reason=reason,
         created_at=now_iso(),
+        additional_data=additional_data if isinstance(additional_data, dict) else None,
     )
     payment.modifications.append(modification)
     call.webhooks.notify(
@@ -511,11 +513,20 @@ def _same_currency(payment: Payment, amount: dict[str, Any]) -> None:
         raise validation("138", "Currency does not match the payment's currency")
 
 
+def _valid_splits(body: dict[str, Any], amount: dict[str, Any]) -> None:
+    if "splits" not in body:
+        return
+    problem = domain.split_problem(amount["value"], amount["currency"], body["splits"])
+    if problem is not None:
+        raise validation("000", f"Invalid split instructions: {problem}")
+
+
 async def captures(call: AdyenCall) -> tuple[int, dict[str, Any]]:
     amount = _amount(call.body)
     assert amount is not None
     payment = _payment_for_modification(call)
     _same_currency(payment, amount)
+    _valid_splits(call.body, amount)
     allowed = domain.capture_allowed(payment.balance(), amount["value"])
     if allowed and call.account.faults.fail_captures:
         answer = _modification(
@@ -534,6 +545,7 @@ async def refunds(call: AdyenCall) -> tuple[int, dict[str, Any]]:
     assert amount is not None
     payment = _payment_for_modification(call)
     _same_currency(payment, amount)
+    _valid_splits(call.body, amount)
     allowed = domain.refund_allowed(payment.balance(), amount["value"])
     if allowed and call.account.faults.fail_refunds:
         answer = _modification(

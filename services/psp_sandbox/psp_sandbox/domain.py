@@ -244,3 +244,27 @@ def refund_allowed(balance: Balance, amount: int) -> bool:
 
 def cancel_allowed(balance: Balance) -> bool:
     return not balance.cancelled and balance.captured == 0
+
+
+def split_problem(amount: int, currency: str, splits: object) -> str | None:
+    """What is wrong with a request's split instructions, if anything. As Adyen does, the
+    lines (each with a type and a non-negative amount in the request's currency) must sum to
+    exactly the amount of the payment or modification."""
+    if not isinstance(splits, list) or not splits:
+        return "splits must be a non-empty list"
+    total = 0
+    for n, split in enumerate(splits):
+        amount_of = split.get("amount") if isinstance(split, dict) else None
+        if not isinstance(split, dict) or not isinstance(amount_of, dict):
+            return f"splits.{n} needs an amount"
+        value = amount_of.get("value")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"splits.{n}.amount.value must be a non-negative integer"
+        if amount_of.get("currency", currency) != currency:
+            return f"splits.{n}.amount.currency must be {currency}"
+        if not split.get("type"):
+            return f"splits.{n}.type is required"
+        total += value
+    if total != amount:
+        return f"the split amounts sum to {total}, not to the amount {amount}"
+    return None

@@ -59,6 +59,7 @@ class Modification:
     event_code: str
     reason: str
     created_at: str
+    additional_data: dict[str, Any] | None = None
 
     def public(self) -> dict[str, Any]:
         return {
@@ -72,6 +73,7 @@ class Modification:
             "eventCode": self.event_code,
             "reason": self.reason,
             "createdAt": self.created_at,
+            "additionalData": self.additional_data,
         }
 
 

@@ -123,7 +123,7 @@ def _operation(
         )
     if endpoint.body is not None:
         operation["requestBody"] = {
-            "required": True,
+            "required": endpoint.body_required,
             "content": {"application/json": {"schema": ref(endpoint.body)}},
         }
     operation["responses"][str(endpoint.status)] = {

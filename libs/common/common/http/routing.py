@@ -82,6 +82,7 @@ class Endpoint:
     query: tuple[tuple[str, str], ...] = ()
     tags: tuple[str, ...] = ()
     auth: CustomAuth | None = None
+    body_required: bool = True  # False: an empty body means the model's defaults
 
 
 class Api:
@@ -105,6 +106,7 @@ class Api:
         query: Collection[tuple[str, str]] = (),
         tags: Collection[str] = (),
         auth: CustomAuth | None = None,
+        body_required: bool = True,
     ) -> Callable[[Handler], Handler]:
         if roles is not None and auth is not None:
             raise ValueError("an endpoint takes API-key roles or a custom auth, not both")
@@ -127,6 +129,7 @@ class Api:
                     query=tuple(query),
                     tags=tuple(tags),
                     auth=auth,
+                    body_required=body_required,
                 )
             )
             return handler
@@ -164,8 +167,12 @@ async def authenticate(request: web.Request, roles: frozenset[RoleName]) -> Prin
     return principal
 
 
-async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+async def parse_body(
+    request: web.Request, model: type[BaseModel], *, required: bool = True
+) -> BaseModel:
     raw = await request.read()
+    if not required and not raw.strip():
+        return model()
     try:
         payload = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -215,7 +222,11 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             principal = await endpoint.auth(request)
         else:
             principal = ANONYMOUS
-        body = await parse_body(request, endpoint.body) if endpoint.body is not None else None
+        body = (
+            await parse_body(request, endpoint.body, required=endpoint.body_required)
+            if endpoint.body is not None
+            else None
+        )
         call: Call[Any] = Call(principal=principal, body=body, query=dict(request.query))
         if not endpoint.idempotent:
             return await endpoint.handler(request, call)

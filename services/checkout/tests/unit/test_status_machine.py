@@ -2,7 +2,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from checkout.domain import FINAL, Fact, Illegal, Moved, Status, Unchanged, apply, notification_fact
+from checkout.domain import (
+    FINAL,
+    CaptureFact,
+    Fact,
+    Illegal,
+    LineCapture,
+    Moved,
+    Status,
+    Unchanged,
+    apply,
+    capture_fact,
+    notification_fact,
+)
 
 
 @pytest.mark.parametrize(
@@ -89,3 +101,50 @@ def test_a_final_payment_never_leaves_its_final_status_by_replayed_facts(start, 
 )
 def test_a_notification_maps_to_its_fact(event_code, success, fact):
     assert notification_fact(event_code, success) is fact
+
+
+L = LineCapture
+
+
+@pytest.mark.parametrize(
+    ("lines", "failed", "expected"),
+    [
+        ([L.CAPTURE_PENDING], False, CaptureFact(Fact.CAPTURE_REQUESTED)),
+        ([L.CAPTURED], False, CaptureFact(Fact.FULLY_CAPTURED)),
+        ([L.CAPTURED, L.CAPTURED], False, CaptureFact(Fact.FULLY_CAPTURED)),
+        ([L.CAPTURED, L.CAPTURE_PENDING], False, CaptureFact(Fact.CAPTURE_REQUESTED)),
+        ([L.CAPTURED, L.PENDING], False, CaptureFact(Fact.PARTIALLY_CAPTURED)),
+        ([L.CAPTURE_FAILED], True, CaptureFact(Fact.CAPTURE_FAILED, remaining_capture=False)),
+        ([L.CAPTURED, L.CAPTURE_FAILED], True, CaptureFact(Fact.CAPTURE_FAILED, True)),
+        ([L.CAPTURE_BLOCKED, L.CAPTURE_PENDING], True, CaptureFact(Fact.CAPTURE_REQUESTED)),
+        ([L.PENDING, L.PENDING], False, None),
+    ],
+)
+def test_what_the_lines_capture_statuses_mean_for_the_payment(lines, failed, expected):
+    # when / then
+    assert capture_fact(lines, failed=failed) == expected
+
+
+@pytest.mark.parametrize(
+    ("step", "final"),
+    [
+        # one line: requested, then captured
+        ((Status.AUTHORIZED, [L.CAPTURE_PENDING], False), Status.CAPTURE_PENDING),
+        ((Status.CAPTURE_PENDING, [L.CAPTURED], False), Status.PAID),
+        # two lines: the first captured while the second waits for its shipment
+        ((Status.CAPTURE_PENDING, [L.CAPTURED, L.PENDING], False), Status.PARTIALLY_PAID),
+        ((Status.PARTIALLY_PAID, [L.CAPTURED, L.CAPTURE_PENDING], False), Status.CAPTURE_PENDING),
+        ((Status.CAPTURE_PENDING, [L.CAPTURED, L.CAPTURED], False), Status.PAID),
+        # a failure goes back to where the other lines leave the payment
+        ((Status.CAPTURE_PENDING, [L.CAPTURE_FAILED], True), Status.AUTHORIZED),
+        ((Status.CAPTURE_PENDING, [L.CAPTURED, L.CAPTURE_FAILED], True), Status.PARTIALLY_PAID),
+    ],
+)
+def test_capture_facts_move_the_payment_as_design_6_says(step, final):
+    # given
+    current, lines, failed = step
+    # when
+    decided = capture_fact(lines, failed=failed)
+    outcome = apply(current, decided.fact, remaining_capture=decided.remaining_capture)
+    # then
+    assert outcome == Moved(final)

@@ -365,6 +365,31 @@ async def test_modifications_and_signed_webhooks(
     assert stored["modifications"][0]["idempotencyKey"] == "capture:line_1"
 
 
+async def test_a_capture_whose_splits_do_not_sum_to_its_amount_is_refused(
+    sandbox: Sandbox, account: dict[str, Any]
+) -> None:
+    # given
+    _, payment = await post(sandbox, "/payments", payment_body(account), account)
+    body = {
+        "merchantAccount": account["merchant_account"],
+        "amount": {"value": 10000, "currency": "EUR"},
+        "splits": [
+            {"amount": {"value": 250, "currency": "EUR"}, "type": "Commission"},
+            {"amount": {"value": 9000, "currency": "EUR"}, "type": "BalanceAccount"},
+        ],
+    }
+    # when
+    status, answer = await post(
+        sandbox, f"/payments/{payment['pspReference']}/captures", body, account
+    )
+    # then nothing was captured
+    assert status == 422
+    assert answer["errorType"] == "validation"
+    assert "sum to 9250, not to the amount 10000" in answer["message"]
+    stored = await sandbox.get(f"/sandbox/payments/{payment['pspReference']}")
+    assert stored["modifications"] == []
+
+
 async def test_capture_of_a_refused_payment_is_422(
     sandbox: Sandbox, account: dict[str, Any]
 ) -> None:

@@ -133,3 +133,26 @@ def test_modification_rules() -> None:
     assert not domain.refund_allowed(balance, 501)
     assert not domain.cancel_allowed(balance)
     assert domain.cancel_allowed(domain.Balance(1000, 0, 0, False))
+
+
+def test_split_instructions_must_sum_to_the_amount() -> None:
+    # given
+    def line(value: int, **more: object) -> dict[str, object]:
+        return {"amount": {"value": value, "currency": "EUR"}, "type": "BalanceAccount", **more}
+
+    # when / then
+    assert domain.split_problem(1000, "EUR", [line(250), line(750)]) is None
+    assert domain.split_problem(1000, "EUR", [line(250), line(700)]) == (
+        "the split amounts sum to 950, not to the amount 1000"
+    )
+    assert domain.split_problem(1000, "EUR", []) == "splits must be a non-empty list"
+    assert domain.split_problem(1000, "EUR", [line(-1), line(1001)]) == (
+        "splits.0.amount.value must be a non-negative integer"
+    )
+    assert domain.split_problem(1000, "EUR", [{"amount": {"value": 1000, "currency": "USD"}}]) == (
+        "splits.0.amount.currency must be EUR"
+    )
+    assert (
+        domain.split_problem(1000, "EUR", [{"amount": {"value": 1000}}])
+        == "splits.0.type is required"
+    )

@@ -1,0 +1,742 @@
+"""From the OMS's `SHIPPED` to the PSP's capture request, and to the payment `PAID` in
+checkout, beside the bare aio-pika publish→consume rate measured in the same run.
+
+Five OS processes, so that no service takes CPU in another's event loop: the PSP sandbox, the
+webhooks service, capture and checkout (each `create_app` with its relay and consumers, logs at
+INFO to /dev/null, as deployed) and this one, the load. One scratch database (a schema and role
+per service) and one broker namespace, removed at the end.
+
+Prepared beforehand, outside the measurement: one ON_SHIPMENT tenant (2.5 % platform, 10 %
+supplier commission) fed to the services' tenancy replicas on the bus; N payments authorised
+at the sandbox for real (`POST /v71/payments`), and the same N payments written as authorised
+into checkout's and capture's tables with COPY (what PAY-101 and `payment.authorised` would
+leave there; PAY-101 itself is measured by `bench.checkout_pay`). Then the merchant account's
+webhooks are pointed at the webhooks service.
+
+Measured: SHIPPED events published on `oms.events` at a steady rate (open loop: each at its
+time, whatever the system does); for each, the time the sandbox received the capture request
+(its request log, ms) and the time checkout moved the payment to PAID (its timeline, the
+transaction's timestamp), both minus the publish time (one host, one clock); and the rate at
+which payments reached PAID (how many, over first publish to last PAID). Then a ramp of rates,
+each for some seconds, up to the first rate the system does not sustain: an event not PAID
+within 5 s of the step's end, or a backlog that grows (the median latency to PAID of the
+step's last quarter more than twice that of its first quarter plus 250 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aio_pika
+import aiohttp
+import asyncpg
+
+from bench.checkout_pay import bounded, wal_syncs
+from bench.outbox_pipeline import ceiling
+from bench.processes import (
+    CLK_TCK,
+    Child,
+    child,
+    publish,
+    scratch_services,
+    serve_sandbox,
+    serve_service,
+)
+from common.broker import Names, QueueSpec
+from common.broker.topology import all_queue_names
+from common.events import (
+    DOMAIN_EXCHANGE,
+    OMS_EXCHANGE,
+    OMS_STATUS_CHANGED,
+    ApiKeyUpserted,
+    SupplierUpserted,
+    TenantUpserted,
+)
+from common.http.auth import generate_key, hash_key
+from common.testing.fixtures import ServiceDb, delete_namespace
+from common.testing.servers import test_servers
+
+RATE = float(os.environ.get("BENCH_CAPTURE_RATE", "200"))
+SECONDS = float(os.environ.get("BENCH_CAPTURE_SECONDS", "60"))
+RAMP = [
+    float(r)
+    for r in os.environ.get("BENCH_CAPTURE_RAMP", "20,30,40,50,60,80,100,150,200").split(",")
+]
+STEP_SECONDS = float(os.environ.get("BENCH_CAPTURE_STEP_SECONDS", "20"))
+WARMUP = 200
+SERVICE_LOG_LEVEL = os.environ.get("BENCH_SERVICE_LOG_LEVEL", "INFO")
+COMPANY_KEY = f"bench-company-{secrets.token_hex(8)}"
+AMOUNT = 15000
+CARD = {
+    "type": "scheme",
+    "encryptedCardNumber": "test_4111111111111111",
+    "encryptedExpiryMonth": "test_03",
+    "encryptedExpiryYear": "test_2030",
+    "encryptedSecurityCode": "test_737",
+}
+SUSTAINED_GRACE_S = 5.0
+QUEUES = [
+    "checkout.tenancy",
+    "checkout.psp-notifications",
+    "checkout.captures",
+    "webhooks.tenancy",
+    "capture.tenancy",
+    "capture.payments",
+    "capture.oms",
+    "capture.psp-notifications",
+]
+
+
+# -- the child processes -------------------------------------------------------------------
+
+
+def service_env(db: ServiceDb, amqp_url: str, names: Names, **more: str) -> dict[str, str]:
+    return {
+        "MARKETPAY_PROFILE": "test",
+        "MARKETPAY_LOG_LEVEL": SERVICE_LOG_LEVEL,
+        "MARKETPAY_HTTP_PORT": "0",
+        "MARKETPAY_DATABASE_URL": db.dsn,
+        "MARKETPAY_DB_SCHEMA": db.schema,
+        "MARKETPAY_AMQP_URL": amqp_url,
+        "MARKETPAY_BROKER_NAMESPACE": names.namespace,
+        "MARKETPAY_BROKER_QUEUE_EXPIRES_MS": str(names.queue_expires_ms),
+        **more,
+    }
+
+
+# -- what is prepared beforehand -----------------------------------------------------------
+
+
+@dataclass
+class Tenant:
+    id: str
+    merchant_account: str
+    operator_key: str
+    supplier: str
+
+
+@dataclass
+class Payment:
+    id: str
+    order_id: str
+    psp_reference: str
+
+
+async def new_tenant(
+    amqp_url: str,
+    names: Names,
+    dbs: dict[str, ServiceDb],
+    http: aiohttp.ClientSession,
+    sandbox: str,
+) -> Tenant:
+    tenant = Tenant(
+        id=f"ten_{secrets.token_hex(6)}",
+        merchant_account=f"Bench{secrets.token_hex(4)}ECOM",
+        operator_key=generate_key("test"),
+        supplier=f"sup_{secrets.token_hex(6)}",
+    )
+    await publish(
+        amqp_url,
+        names.exchange(DOMAIN_EXCHANGE),
+        [
+            (
+                "tenant.upserted",
+                TenantUpserted(
+                    tenant_id=tenant.id,
+                    revision=1,
+                    name="Bench",
+                    status="active",
+                    psp="adyen",
+                    merchant_account=tenant.merchant_account,
+                    currency="EUR",
+                    default_rate="2.5",
+                    capture_mode="ON_SHIPMENT",
+                    capture_delay_hours=0,
+                    allowed_logistic_statuses=["SHIPPED"],
+                    marketplace_banking_mode="DISABLED",
+                    funding_policy="REFUSE_REFUND",
+                    payout_schedule={},
+                ),
+            ),
+            (
+                "supplier.upserted",
+                SupplierUpserted(
+                    tenant_id=tenant.id,
+                    supplier_id=tenant.supplier,
+                    revision=1,
+                    name="S",
+                    kyc_status="enabled",
+                    iban=None,
+                    payment_due_date_delay=30,
+                    payment_due_date_mode="SIMPLE",
+                    commission_rate="10",
+                ),
+            ),
+            (
+                "api_key.upserted",
+                ApiKeyUpserted(
+                    tenant_id=tenant.id,
+                    key_id=f"key_{secrets.token_hex(6)}",
+                    revision=1,
+                    key_hash=hash_key(tenant.operator_key),
+                    role="operator",
+                    supplier_id=None,
+                    revoked=False,
+                ),
+            ),
+        ],
+    )
+    for db in dbs.values():
+        await wait_for(db, "SELECT count(*) FROM replica_api_keys WHERE tenant_id = $1", tenant.id)
+    await wait_for(
+        dbs["capture"], "SELECT count(*) FROM replica_suppliers WHERE tenant_id = $1", tenant.id
+    )
+    async with http.post(
+        f"{sandbox}/sandbox/merchant-accounts",
+        json={"merchant_account": tenant.merchant_account, "webhook_url": None},
+    ) as response:
+        assert response.status == 200, await response.text()
+    return tenant
+
+
+async def wait_for(db: ServiceDb, sql: str, *args: Any, within: float = 30.0) -> None:
+    conn = await asyncpg.connect(db.dsn, server_settings={"search_path": db.schema})
+    try:
+        deadline = time.monotonic() + within
+        while not await conn.fetchval(sql, *args):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not there in {within} s: {sql}")
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
+async def authorise(http: aiohttp.ClientSession, sandbox: str, tenant: Tenant) -> Payment:
+    payment_id = f"pay_{secrets.token_hex(12)}"
+    async with http.post(
+        f"{sandbox}/v71/payments",
+        json={
+            "merchantAccount": tenant.merchant_account,
+            "amount": {"value": AMOUNT, "currency": "EUR"},
+            "reference": payment_id,
+            "paymentMethod": CARD,
+            "returnUrl": "https://shop.example/return",
+        },
+        headers={"X-API-Key": COMPANY_KEY, "Idempotency-Key": f"authorise:{payment_id}"},
+    ) as response:
+        answer = await response.json()
+        if answer.get("resultCode") != "Authorised":
+            raise RuntimeError(f"authorisation failed: {answer}")
+    return Payment(payment_id, f"ord_{payment_id[4:]}", answer["pspReference"])
+
+
+async def write_authorised(
+    dbs: dict[str, ServiceDb], tenant: Tenant, payments: Sequence[Payment]
+) -> None:
+    """What PAY-101 leaves in checkout and `payment.authorised` in capture, with COPY."""
+    now = datetime.now(UTC)
+    checkout = await asyncpg.connect(
+        dbs["checkout"].dsn, server_settings={"search_path": dbs["checkout"].schema}
+    )
+    try:
+        await checkout.copy_records_to_table(
+            "payments",
+            columns=[
+                "id",
+                "tenant_id",
+                "order_id",
+                "buyer_account",
+                "payment_option",
+                "amount",
+                "currency",
+                "status",
+                "merchant_account",
+                "psp_reference",
+                "result_code",
+                "client_token_hash",
+                "client_token_expires_at",
+            ],
+            records=[
+                (
+                    p.id,
+                    tenant.id,
+                    p.order_id,
+                    "acc_1",
+                    "CREDIT_CARD",
+                    AMOUNT,
+                    "EUR",
+                    "AUTHORIZED",
+                    tenant.merchant_account,
+                    p.psp_reference,
+                    "Authorised",
+                    secrets.token_hex(32),
+                    now + timedelta(hours=1),
+                )
+                for p in payments
+            ],
+        )
+        await checkout.copy_records_to_table(
+            "payment_lines",
+            columns=["payment_id", "logistic_order_id", "supplier_id", "amount"],
+            records=[(p.id, "lo_1", tenant.supplier, AMOUNT) for p in payments],
+        )
+    finally:
+        await checkout.close()
+    capture = await asyncpg.connect(
+        dbs["capture"].dsn, server_settings={"search_path": dbs["capture"].schema}
+    )
+    try:
+        await capture.copy_records_to_table(
+            "payments",
+            columns=[
+                "tenant_id",
+                "payment_id",
+                "order_id",
+                "payment_option",
+                "status",
+                "amount",
+                "currency",
+                "psp_reference",
+                "merchant_account",
+                "authorised_at",
+            ],
+            records=[
+                (
+                    tenant.id,
+                    p.id,
+                    p.order_id,
+                    "CREDIT_CARD",
+                    "AUTHORISED",
+                    AMOUNT,
+                    "EUR",
+                    p.psp_reference,
+                    tenant.merchant_account,
+                    now,
+                )
+                for p in payments
+            ],
+        )
+        await capture.copy_records_to_table(
+            "payment_lines",
+            columns=[
+                "tenant_id",
+                "payment_id",
+                "order_id",
+                "logistic_order_id",
+                "supplier_id",
+                "amount",
+            ],
+            records=[
+                (tenant.id, p.id, p.order_id, "lo_1", tenant.supplier, AMOUNT) for p in payments
+            ],
+        )
+    finally:
+        await capture.close()
+
+
+# -- the load and its measure ----------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    label: str
+    rate: float
+    published_at: dict[str, float]  # payment id → epoch seconds
+    psp_ms: list[float]
+    paid_ms: list[float]
+    paid_in_order: list[float]  # latency to PAID, in the order the events were published
+    paid: int
+    paid_rate: float
+    cpu_us: dict[str, float]
+    wal_syncs: float  # WAL flushes per event (whole server)
+    machine: tuple[float, float]  # share of the machine's CPU time busy, and in iowait
+
+    @staticmethod
+    def p(values: list[float], q: int) -> float:
+        return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if values else 0.0
+
+    @property
+    def growing(self) -> bool:
+        quarter = max(len(self.paid_in_order) // 4, 1)
+        first = statistics.median(self.paid_in_order[:quarter])
+        last = statistics.median(self.paid_in_order[-quarter:])
+        return last > 2 * first + 250
+
+    @property
+    def sustained(self) -> bool:
+        return self.paid == len(self.published_at) and not self.growing
+
+    def show(self) -> None:
+        print(
+            f"  {self.label}: {len(self.published_at)} SHIPPED at {self.rate:.0f}/s;"
+            f" PAID {self.paid}/{len(self.published_at)} at {self.paid_rate:.0f}/s"
+            f" (first publish to last PAID); sustained: {self.sustained}",
+            flush=True,
+        )
+        for name, values in (("→ PSP capture request", self.psp_ms), ("→ PAID", self.paid_ms)):
+            if values:
+                print(
+                    f"    {name:<22} p50 {self.p(values, 50):7.1f} ms  p99"
+                    f" {self.p(values, 99):7.1f} ms  max {max(values):7.1f} ms",
+                    flush=True,
+                )
+        if self.cpu_us:
+            shown = ", ".join(f"{name} {us:,.0f}" for name, us in self.cpu_us.items())
+            print(f"    CPU µs per event: {shown}", flush=True)
+        busy, iowait = self.machine
+        print(
+            f"    WAL flushes per event (whole server): {self.wal_syncs:.1f};"
+            f" machine CPU busy {busy:.0%}, iowait {iowait:.0%} (both cores, whole phase)",
+            flush=True,
+        )
+
+
+async def ship(
+    amqp_url: str,
+    names: Names,
+    tenant: Tenant,
+    payments: Sequence[Payment],
+    rate: float,
+) -> dict[str, float]:
+    """Publish one SHIPPED per payment at `rate`/s, open loop; return the publish times."""
+    published: dict[str, float] = {}
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(names.exchange(OMS_EXCHANGE))
+        pending: list[asyncio.Task[Any]] = []
+        begin = time.perf_counter()
+        for n, payment in enumerate(payments):
+            delay = begin + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body = {
+                "id": str(uuid.uuid4()),
+                "tenant_id": tenant.id,
+                "order_id": payment.order_id,
+                "logistic_order_id": "lo_1",
+                "supplier_id": tenant.supplier,
+                "status": "SHIPPED",
+                "occurred_at": datetime.now(UTC).isoformat(),
+            }
+            published[payment.id] = time.time()
+            pending.append(
+                asyncio.create_task(
+                    exchange.publish(
+                        aio_pika.Message(
+                            json.dumps(body).encode(),
+                            content_type="application/json",
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        routing_key=OMS_STATUS_CHANGED,
+                    )
+                )
+            )
+        await asyncio.gather(*pending)
+    return published
+
+
+async def paid_at(checkout: ServiceDb, ids: Sequence[str]) -> dict[str, float]:
+    conn = await asyncpg.connect(checkout.dsn, server_settings={"search_path": checkout.schema})
+    try:
+        rows = await conn.fetch(
+            "SELECT payment_id, min(occurred_at) AS at FROM payment_timeline"
+            " WHERE status_to = 'PAID' AND payment_id = ANY($1::text[]) GROUP BY payment_id",
+            list(ids),
+        )
+    finally:
+        await conn.close()
+    return {r["payment_id"]: r["at"].timestamp() for r in rows}
+
+
+async def until_paid(checkout: ServiceDb, ids: Sequence[str], within: float) -> dict[str, float]:
+    deadline = time.monotonic() + within
+    while True:
+        found = await paid_at(checkout, ids)
+        if len(found) == len(ids) or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.5)
+
+
+async def psp_requests(
+    http: aiohttp.ClientSession, sandbox: str, tenant: Tenant
+) -> dict[str, float]:
+    """PSP reference → when the sandbox first received its capture request (epoch s)."""
+    async with http.get(
+        f"{sandbox}/sandbox/merchant-accounts/{tenant.merchant_account}/requests"
+    ) as response:
+        entries = (await response.json())["data"]
+    first: dict[str, float] = {}
+    for entry in entries:
+        path = entry["path"]
+        if path.endswith("/captures"):
+            reference = path.split("/")[2]
+            at = datetime.fromisoformat(entry["at"].replace("Z", "+00:00")).timestamp()
+            first.setdefault(reference, at)
+    return first
+
+
+def server_cpu(command: str) -> Callable[[], float]:
+    """CPU seconds used so far by the local processes named `command` (PostgreSQL's backends,
+    RabbitMQ's Erlang VM); backends that exit meanwhile are not counted."""
+
+    def seconds() -> float:
+        total = 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    raw = stat.read()
+            except OSError:
+                continue
+            name = raw[raw.index("(") + 1 : raw.rindex(")")]
+            if name == command:
+                fields = raw.rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / CLK_TCK
+
+    return seconds
+
+
+def machine_cpu() -> tuple[int, int, int]:
+    """Jiffies of all CPUs since boot: (total, idle, iowait), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    return sum(fields), fields[3], fields[4]
+
+
+async def run_phase(
+    label: str,
+    rate: float,
+    payments: Sequence[Payment],
+    *,
+    amqp_url: str,
+    names: Names,
+    tenant: Tenant,
+    dbs: dict[str, ServiceDb],
+    http: aiohttp.ClientSession,
+    sandbox: str,
+    processes: dict[str, Any],
+    admin_dsn: str,
+    grace: float,
+) -> Phase:
+    syncs = await wal_syncs(admin_dsn)
+    jiffies = machine_cpu()
+    before = {name: cpu() for name, cpu in processes.items()}
+    published = await ship(amqp_url, names, tenant, payments, rate)
+    paid = await until_paid(dbs["checkout"], list(published), within=grace)
+    cpu_us = {name: (cpu() - before[name]) / len(payments) * 1e6 for name, cpu in processes.items()}
+    total, idle, iowait = (b - a for a, b in zip(jiffies, machine_cpu(), strict=True))
+    machine = ((total - idle - iowait) / total, iowait / total) if total else (0.0, 0.0)
+    flushes = (await wal_syncs(admin_dsn) - syncs) / len(payments)
+    requested = await psp_requests(http, sandbox, tenant)
+    psp_ms = sorted(
+        (requested[p.psp_reference] - published[p.id]) * 1000
+        for p in payments
+        if p.psp_reference in requested
+    )
+    in_order = [(paid[p.id] - published[p.id]) * 1000 for p in payments if p.id in paid]
+    span = max(paid.values(), default=0.0) - min(published.values())
+    phase = Phase(
+        label,
+        rate,
+        published,
+        psp_ms,
+        sorted(in_order),
+        in_order,
+        len(paid),
+        len(paid) / span if span > 0 else 0.0,
+        cpu_us,
+        flushes,
+        machine,
+    )
+    phase.show()
+    return phase
+
+
+async def main() -> None:
+    started = time.perf_counter()
+    steady = int(RATE * SECONDS)
+    needed = WARMUP + steady + sum(int(r * STEP_SECONDS) for r in RAMP)
+    with test_servers() as servers:
+        names = Names(f"bench.{secrets.token_hex(3)}.", queue_expires_ms=10 * 60 * 1000)
+        amqp = servers.amqp_url
+        async with scratch_services(servers.pg_admin_dsn, "checkout", "webhooks", "capture") as dbs:
+            try:
+                async with (
+                    child(__name__, "sandbox", {"BENCH_COMPANY_KEY": COMPANY_KEY}) as sandbox,
+                    child(
+                        __name__,
+                        "webhooks",
+                        service_env(
+                            dbs["webhooks"],
+                            amqp,
+                            names,
+                            MARKETPAY_HMAC_ENCRYPTION_KEY=secrets.token_hex(32),
+                        ),
+                    ) as webhooks,
+                    child(
+                        __name__,
+                        "capture",
+                        service_env(
+                            dbs["capture"],
+                            amqp,
+                            names,
+                            MARKETPAY_PSP_BASE_URL=f"{sandbox.url}/v71",
+                            MARKETPAY_PSP_API_KEY=COMPANY_KEY,
+                            MARKETPAY_PSP_TIMEOUT_S="5",
+                        ),
+                    ) as capture,
+                    child(
+                        __name__,
+                        "checkout",
+                        service_env(
+                            dbs["checkout"],
+                            amqp,
+                            names,
+                            MARKETPAY_PSP_BASE_URL=f"{sandbox.url}/v71",
+                            MARKETPAY_PSP_API_KEY=COMPANY_KEY,
+                        ),
+                    ) as checkout,
+                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http,
+                ):
+                    await measure_all(
+                        amqp,
+                        names,
+                        dbs,
+                        http,
+                        sandbox,
+                        webhooks,
+                        capture,
+                        checkout,
+                        needed,
+                        servers.pg_admin_dsn,
+                    )
+                    print(f"  ({time.perf_counter() - started:.0f} s in all)", flush=True)
+            finally:
+                with contextlib.suppress(Exception):
+                    connection = await aio_pika.connect(amqp, timeout=10)
+                    async with connection:
+                        channel = await connection.channel()
+                        for queue in QUEUES:
+                            for name in all_queue_names(names, QueueSpec(queue, [])):
+                                await channel.queue_delete(name)
+                await delete_namespace(amqp, names)
+
+
+async def measure_all(
+    amqp: str,
+    names: Names,
+    dbs: dict[str, ServiceDb],
+    http: aiohttp.ClientSession,
+    sandbox: Child,
+    webhooks: Child,
+    capture: Child,
+    checkout: Child,
+    needed: int,
+    admin_dsn: str,
+) -> None:
+    prepared = time.perf_counter()
+    tenant = await new_tenant(amqp, names, dbs, http, sandbox.url)
+    payments = await bounded(needed, lambda: authorise(http, sandbox.url, tenant), 16)
+    await write_authorised(dbs, tenant, payments)
+    async with http.post(
+        f"{sandbox.url}/sandbox/merchant-accounts",
+        json={
+            "merchant_account": tenant.merchant_account,
+            "webhook_url": f"{webhooks.url}/v1/webhooks/psp/adyen",
+        },
+    ) as response:
+        hmac_key = (await response.json())["hmac_key"]
+    async with http.put(
+        f"{webhooks.url}/v1/admin/webhooks/hmac-keys",
+        json={"merchant_account": tenant.merchant_account, "key": hmac_key},
+        headers={"Authorization": f"Bearer {tenant.operator_key}"},
+    ) as response:
+        assert response.status == 201, await response.text()
+    print(
+        f"prepared 1 tenant and {needed} authorised payments in"
+        f" {time.perf_counter() - prepared:.1f} s",
+        flush=True,
+    )
+    connection = await aio_pika.connect(amqp)
+    async with connection:
+        publish_run, consume_run = await ceiling(connection, names)
+    bare = min(publish_run.rate, consume_run.rate)
+    print(
+        f"  ceiling: bare aio-pika publish {publish_run.rate:,.0f}/s, consume"
+        f" {consume_run.rate:,.0f}/s (quorum queue, confirms per 100, prefetch 100)",
+        flush=True,
+    )
+    processes = {
+        "load": time.process_time,
+        "capture": capture.cpu_seconds,
+        "checkout": checkout.cpu_seconds,
+        "webhooks": webhooks.cpu_seconds,
+        "sandbox": sandbox.cpu_seconds,
+        "postgres": server_cpu("postgres"),
+        "rabbitmq": server_cpu("beam.smp"),
+    }
+    common = {
+        "amqp_url": amqp,
+        "names": names,
+        "tenant": tenant,
+        "dbs": dbs,
+        "http": http,
+        "sandbox": sandbox.url,
+        "processes": processes,
+        "admin_dsn": admin_dsn,
+    }
+    rest = iter(payments)
+
+    def take(n: int) -> list[Payment]:
+        return [next(rest) for _ in range(n)]
+
+    await run_phase("warm-up", 50, take(WARMUP), grace=30, **common)
+    steady = await run_phase(
+        f"steady {RATE:.0f}/s for {SECONDS:.0f} s",
+        RATE,
+        take(int(RATE * SECONDS)),
+        grace=600,
+        **common,
+    )
+    print(f"  steady rate as a share of the bare aio-pika rate: {RATE / bare:.1%}")
+    best = 0.0
+    for rate in RAMP:
+        step = await run_phase(
+            f"ramp {rate:.0f}/s for {STEP_SECONDS:.0f} s",
+            rate,
+            take(int(rate * STEP_SECONDS)),
+            grace=SUSTAINED_GRACE_S,
+            **common,
+        )
+        if not step.sustained:
+            await until_paid(dbs["checkout"], list(step.published_at), within=180)
+            break
+        best = rate
+    print(
+        f"  maximum sustained rate: {best:.0f} SHIPPED/s ({best / bare:.1%} of the bare"
+        f" aio-pika rate {bare:,.0f}/s); steady {RATE:.0f}/s sustained: {steady.sustained}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    role = sys.argv[1] if len(sys.argv) > 1 else ""
+    if role == "sandbox":
+        asyncio.run(serve_sandbox())
+    elif role in ("webhooks", "capture", "checkout"):
+        asyncio.run(serve_service(role))
+    else:
+        sys.exit("usage: python -m bench.capture_shipment sandbox|webhooks|capture|checkout")

@@ -1,0 +1,160 @@
+"""Capture's event handlers and the queues they read.
+
+- `capture.tenancy` (`tenant.*`, `supplier.*`, `api_key.*`): the tenancy replica (rates,
+  capture modes, API keys).
+- `capture.payments` (`payment.created`, `.authorised`, `.cancelled`, `.refused`): the payments
+  replica; IMMEDIATE captures, DELAYED schedules, SHIPPED events that came first.
+- `capture.oms` (`logistic_order.status_changed` on `oms.events`): SHIPPED → capture in
+  ON_SHIPMENT mode; every event recorded with its outcome.
+- `capture.psp-notifications` (`psp.notification.received`): CAPTURE / CAPTURE_FAILED
+  confirm or fail a capture.
+
+The OMS publishes bare JSON, not Marketpay envelopes: `parse_oms_event` validates it (anything
+malformed goes to `capture.oms.dlq` with the reason) and wraps it so that the OMS event's `id`
+is the inbox message id: the same event delivered again is applied once.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import TypeVar
+
+import asyncpg
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import BaseModel, ValidationError
+
+from capture import service
+from capture.metrics import CaptureMetrics
+from capture.service import Clock
+from common.broker.consumer import Handler, PoisonMessageError
+from common.broker.topology import QueueSpec
+from common.events import (
+    DOMAIN_EXCHANGE,
+    OMS_EXCHANGE,
+    OMS_STATUS_CHANGED,
+    Envelope,
+    EventType,
+    LogisticOrderStatusChanged,
+    PaymentAuthorised,
+    PaymentCreated,
+    PaymentOutcome,
+    PspNotificationReceived,
+)
+from common.logging import get_logger
+from common.runtime import Consumption
+
+log = get_logger("capture.consumers")
+
+M = TypeVar("M", bound=BaseModel)
+OMS_ID_NAMESPACE = uuid.UUID("6f0e3c52-6a5e-4c38-9d55-2b8f0a1c9e77")
+
+
+def _errors(exc: ValidationError) -> str:
+    return json.dumps(
+        [
+            {"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]}
+            for e in exc.errors(include_url=False)
+        ][:5]
+    )
+
+
+def _data(model: type[M], envelope: Envelope) -> tuple[M, str]:
+    """The payload and the tenant; retrying cannot fix a payload that does not validate."""
+    if envelope.tenant_id is None:
+        raise PoisonMessageError(f"{envelope.type} without a tenant_id")
+    try:
+        return model.model_validate(envelope.data), envelope.tenant_id
+    except ValidationError as exc:
+        raise PoisonMessageError(f"{envelope.type} payload invalid: {_errors(exc)}") from exc
+
+
+def oms_message_id(oms_id: str) -> uuid.UUID:
+    """The inbox id of an OMS event: its `id` when that is a UUID, else a UUIDv5 of it."""
+    try:
+        return uuid.UUID(oms_id)
+    except ValueError:
+        return uuid.uuid5(OMS_ID_NAMESPACE, oms_id)
+
+
+def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
+    try:
+        event = LogisticOrderStatusChanged.model_validate_json(message.body)
+    except ValidationError as exc:
+        raise PoisonMessageError(
+            f"not a valid logistic_order.status_changed event: {_errors(exc)}"
+        ) from exc
+    return Envelope(
+        id=oms_message_id(event.id),
+        type=OMS_STATUS_CHANGED,
+        occurred_at=event.occurred_at,
+        tenant_id=event.tenant_id,
+        correlation_id=message.correlation_id or f"oms:{event.id}",
+        data=event.model_dump(mode="json"),
+    )
+
+
+def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
+    async def on_payment_created(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        event, tenant_id = _data(PaymentCreated, envelope)
+        await service.record_payment_created(conn, tenant_id, event)
+
+    async def on_payment_authorised(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        event, tenant_id = _data(PaymentAuthorised, envelope)
+        await service.record_payment_authorised(
+            conn, tenant_id, event, authorised_at=envelope.occurred_at, now=clock()
+        )
+
+    def on_payment_closed(status: str) -> Handler:
+        async def handle(conn: asyncpg.Connection, envelope: Envelope) -> None:
+            event, tenant_id = _data(PaymentOutcome, envelope)
+            await service.record_payment_closed(conn, tenant_id, event, status)
+
+        return handle
+
+    async def on_logistic_order_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        event = LogisticOrderStatusChanged.model_validate(envelope.data)
+        result = await service.on_logistic_order_event(conn, str(envelope.id), event, now=clock())
+        metrics.oms_events.labels(result.outcome, result.reason or "").inc()
+        if result.outcome == "ignored":
+            log.warning(
+                "OMS event ignored",
+                reason=result.reason,
+                oms_event_id=event.id,
+                tenant_id=event.tenant_id,
+                order_id=event.order_id,
+                logistic_order_id=event.logistic_order_id,
+                status=event.status,
+            )
+
+    async def on_psp_notification(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        event, tenant_id = _data(PspNotificationReceived, envelope)
+        await service.on_psp_notification(conn, tenant_id, event, now=clock(), metrics=metrics)
+
+    payments: dict[str, Handler] = {
+        EventType.PAYMENT_CREATED: on_payment_created,
+        EventType.PAYMENT_AUTHORISED: on_payment_authorised,
+        EventType.PAYMENT_CANCELLED: on_payment_closed("CANCELLED"),
+        EventType.PAYMENT_REFUSED: on_payment_closed("REFUSED"),
+    }
+    notifications: dict[str, Handler] = {EventType.PSP_NOTIFICATION_RECEIVED: on_psp_notification}
+    return [
+        Consumption(
+            spec=QueueSpec(
+                name="capture.payments", bindings=[(DOMAIN_EXCHANGE, t) for t in payments]
+            ),
+            handlers=payments,
+        ),
+        Consumption(
+            spec=QueueSpec(name="capture.oms", bindings=[(OMS_EXCHANGE, OMS_STATUS_CHANGED)]),
+            handlers={OMS_STATUS_CHANGED: on_logistic_order_event},
+            parser=parse_oms_event,
+        ),
+        Consumption(
+            spec=QueueSpec(
+                name="capture.psp-notifications",
+                bindings=[(DOMAIN_EXCHANGE, t) for t in notifications],
+            ),
+            handlers=notifications,
+        ),
+    ]

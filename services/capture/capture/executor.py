@@ -1,0 +1,225 @@
+"""The two background loops of every capture replica.
+
+`CaptureExecutor` sends due captures to the PSP: it claims them in one statement
+(`FOR UPDATE SKIP LOCKED`, a lease), calls the PSP outside any transaction with the capture's
+deterministic idempotency key, and records the answer in a second transaction (the answers
+that arrived meanwhile together, one commit for all). It wakes on `NOTIFY captures_<schema>`
+(sent by a trigger when a capture becomes due, from any replica) and when one of its own calls
+finishes, and polls as a fallback; up to `capture_concurrency` PSP calls are in flight per
+replica.
+
+`Scheduler` turns due DELAYED schedules into captures, a batch per transaction, also with
+`FOR UPDATE SKIP LOCKED`, so replicas share the schedules and none is done twice.
+
+Both read time from the injected clock, so a test advances it instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import timedelta
+
+import asyncpg
+
+from capture import service
+from capture.domain import PspAnswer
+from capture.metrics import CaptureMetrics
+from capture.service import Claim, Clock
+from capture.settings import Settings
+from common.logging import correlation, get_logger, new_correlation_id
+from common.psp.port import PspPort
+
+log = get_logger("capture.executor")
+
+RECORD_BACKOFF_MAX_S = 5.0
+RECORD_BATCH = 50
+
+
+class CaptureExecutor:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        psp: PspPort,
+        clock: Clock,
+        settings: Settings,
+        metrics: CaptureMetrics,
+    ) -> None:
+        self._pool = pool
+        self._psp = psp
+        self._clock = clock
+        self._schema = settings.db_schema
+        self._lease = timedelta(seconds=settings.capture_lease_s)
+        self._retry_delays = [timedelta(seconds=s) for s in settings.capture_retry_delays_s]
+        self._concurrency = settings.capture_concurrency
+        self._poll_interval = settings.capture_poll_interval_s
+        self._metrics = metrics
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._answers: list[tuple[Claim, PspAnswer]] = []
+        self._answered = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Send forever; on a failure (the database gone) back off and start again."""
+        backoff = 0.2
+        recorder = asyncio.create_task(self._recorder(), name="capture-recorder")
+        try:
+            while True:
+                try:
+                    await self._listen_and_send()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("capture executor interrupted", error=repr(exc), retry_in_s=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                else:
+                    backoff = 0.2
+        finally:
+            for task in [*self._tasks, recorder]:
+                task.cancel()
+            for task in [*self._tasks, recorder]:
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _listen_and_send(self) -> None:
+        channel = f"captures_{self._schema}"
+        async with self._pool.acquire() as listener:
+            await listener.add_listener(channel, self._on_notify)
+            try:
+                while True:
+                    free = self._concurrency - len(self._tasks)
+                    if free > 0:
+                        claims = await self._claim(free)
+                        for claim in claims:
+                            task = asyncio.create_task(self._process(claim))
+                            self._tasks.add(task)
+                            task.add_done_callback(self._finished)
+                        if len(claims) == free:
+                            continue  # more may be due: claim again once a slot frees up
+                    await self._sleep()
+            finally:
+                if not listener.is_closed():
+                    with contextlib.suppress(Exception):
+                        await listener.remove_listener(channel, self._on_notify)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()
+
+    async def _sleep(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        self._wake.clear()
+
+    async def _claim(self, limit: int) -> list[Claim]:
+        async with self._pool.acquire() as conn:
+            claims: list[Claim] = await service.claim(
+                conn, now=self._clock(), lease=self._lease, limit=limit
+            )
+        return claims
+
+    async def _process(self, claim: Claim) -> None:
+        with correlation(new_correlation_id(), capture_id=claim.capture_id):
+            started = time.perf_counter()
+            answer = await service.send(self._psp, claim)
+            self._metrics.psp_duration.observe(time.perf_counter() - started)
+            self._metrics.psp_calls.labels(type(answer).__name__.lower()).inc()
+        self._answers.append((claim, answer))
+        self._answered.set()
+
+    async def _recorder(self) -> None:
+        """Record the answers gathered while the previous batch committed, one transaction
+        for a batch; if the batch fails, each answer on its own (with retries)."""
+        while True:
+            await self._answered.wait()
+            self._answered.clear()
+            while self._answers:
+                batch = self._answers[:RECORD_BATCH]
+                del self._answers[:RECORD_BATCH]
+                batch.sort(key=lambda item: item[0].capture_id)  # a fixed lock order
+                try:
+                    async with self._pool.acquire() as conn, conn.transaction():
+                        for claim, answer in batch:
+                            await service.record_answer(
+                                conn,
+                                claim,
+                                answer,
+                                now=self._clock(),
+                                retry_delays=self._retry_delays,
+                                metrics=self._metrics,
+                            )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("recording a batch of answers failed", error=repr(exc))
+                    await asyncio.gather(*(self._record(c, a) for c, a in batch))
+
+    async def _record(self, claim: Claim, answer: PspAnswer) -> None:
+        """Record the answer; while the database is unreachable keep trying until the lease
+        is nearly over. Giving up is safe: the lease expires and the capture is sent again
+        under the same key, and the PSP answers it with this same answer."""
+        deadline = time.monotonic() + self._lease.total_seconds() * 0.8
+        backoff = 0.1
+        while True:
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await service.record_answer(
+                        conn,
+                        claim,
+                        answer,
+                        now=self._clock(),
+                        retry_delays=self._retry_delays,
+                        metrics=self._metrics,
+                    )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if time.monotonic() + backoff > deadline:
+                    log.error(
+                        "could not record a PSP answer; the capture will be sent again under"
+                        " the same key when its lease expires",
+                        error=repr(exc),
+                    )
+                    return
+                log.warning("recording a PSP answer failed, retrying", error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RECORD_BACKOFF_MAX_S)
+
+
+class Scheduler:
+    def __init__(self, *, pool: asyncpg.Pool, clock: Clock, settings: Settings) -> None:
+        self._pool = pool
+        self._clock = clock
+        self._poll_interval = settings.scheduler_poll_interval_s
+        self._batch = settings.scheduler_batch_size
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            due = 0
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    due = await service.run_due_schedules(
+                        conn, now=self._clock(), limit=self._batch
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("capture scheduler pass failed", error=repr(exc))
+            if due < self._batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                self._wake.clear()

@@ -1,0 +1,162 @@
+"""Bad or useless OMS events (DESIGN §3 contract, invariant 9): malformed ones go to the DLQ
+with the reason and never block the queue; the others are recorded with the reason and
+ignored. Nothing is captured by any of them."""
+
+import json
+import secrets
+import uuid
+
+from capture.testing import logistic_order_event
+from common.testing.waiting import eventually
+
+
+async def test_malformed_events_go_to_the_dlq_with_the_reason_and_do_not_block_the_queue(
+    capture,
+):
+    # given
+    tenant = await capture.new_tenant(capture_mode="ON_SHIPMENT")
+    payment = await capture.authorise(tenant, [10000])
+    good = logistic_order_event(
+        tenant_id=tenant.id,
+        order_id=payment.order_id,
+        logistic_order_id="lo_1",
+        supplier_id=tenant.suppliers[0],
+    )
+    no_timezone = {**good, "id": str(uuid.uuid4()), "occurred_at": "2026-11-24T10:00:00"}
+    missing = {k: v for k, v in good.items() if k != "logistic_order_id"}
+    lowercase = {**good, "id": str(uuid.uuid4()), "status": "shipped"}
+    # when four poison messages come before a good one
+    for body in (b"{not json", json.dumps(missing).encode(), no_timezone, lowercase):
+        await capture.publish_oms(body)
+    await capture.publish_oms(good)
+    # then the good one is captured
+    await capture.until_captured(tenant, payment)
+    # and the others are parked with their reason
+    parked = []
+
+    async def all_parked() -> bool:
+        parked.extend(await capture.dead_letters("capture.oms"))
+        return len(parked) == 4
+
+    await eventually(all_parked)
+    reasons = [headers["x-error"] for _, headers in parked]
+    assert all(r.startswith("not a valid logistic_order.status_changed event") for r in reasons)
+    assert "logistic_order_id" in reasons[1]
+    assert "occurred_at" in reasons[2]
+    assert "status" in reasons[3]
+    assert {headers["x-error-kind"] for _, headers in parked} == {"poison"}
+    assert parked[0][0] == b"{not json"
+    assert len(await capture.psp_captures(payment)) == 1
+
+
+async def recorded(capture, tenant, **filters):
+    found = []
+
+    async def arrived() -> bool:
+        found[:] = await capture.logistic_order_events(tenant, **filters)
+        return bool(found)
+
+    await eventually(arrived)
+    return found
+
+
+async def test_a_shipped_event_of_an_unknown_tenant_is_recorded_and_ignored(capture):
+    # given
+    event = logistic_order_event(
+        tenant_id=f"ten_{secrets.token_hex(6)}",
+        order_id="ord_1",
+        logistic_order_id="lo_1",
+        supplier_id="sup_1",
+    )
+    # when
+    await capture.publish_oms(event)
+
+    async def found() -> bool:
+        async with capture.main.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT outcome, reason FROM logistic_order_events WHERE oms_event_id = $1",
+                event["id"],
+            )
+        return row is not None and (row["outcome"], row["reason"]) == (
+            "ignored",
+            "tenant_unknown",
+        )
+
+    # then: in the table and in the metrics (no operator of that tenant exists to ask)
+    await eventually(found)
+    async with capture.http.get(f"{capture.url}/metrics") as response:
+        metrics = await response.text()
+    assert 'capture_oms_events_total{outcome="ignored",reason="tenant_unknown"} 1.0' in metrics
+
+
+async def test_shipped_events_that_capture_nothing_say_why(capture):
+    # given an ON_SHIPMENT tenant with payments in every state that cannot be captured
+    tenant = await capture.new_tenant(capture_mode="ON_SHIPMENT")
+    unpaid = await capture.authorise(tenant, [1000], publish_authorised=False)
+    cancelled = await capture.authorise(tenant, [2000])
+    await capture.report_closed(tenant, cancelled, "CANCELLED")
+    wire = await capture.authorise(
+        tenant, [3000], payment_option="BANK_WIRE_ON_DUE_DATE", publish_authorised=False
+    )
+    authorised = await capture.authorise(tenant, [4000])
+
+    async def replicated() -> bool:
+        async with capture.main.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT payment_id, status FROM payments WHERE tenant_id = $1", tenant.id
+            )
+        return {r["payment_id"]: r["status"] for r in rows} == {
+            unpaid.id: "CREATED",
+            cancelled.id: "CANCELLED",
+            wire.id: "CREATED",
+            authorised.id: "AUTHORISED",
+        }
+
+    await eventually(replicated)
+    # when the OMS reports on each of them, on a logistic order it never had, on another
+    # supplier's logistic order, and a status that is not SHIPPED
+    await capture.ship(tenant, unpaid)
+    await capture.ship(tenant, cancelled)
+    await capture.ship(tenant, wire)
+    await capture.publish_oms(
+        logistic_order_event(
+            tenant_id=tenant.id,
+            order_id=authorised.order_id,
+            logistic_order_id="lo_unknown",
+            supplier_id=tenant.suppliers[0],
+        )
+    )
+    await capture.ship(tenant, authorised, supplier_id=tenant.suppliers[1])
+    await capture.ship(tenant, authorised, status="WAITING_SHIPMENT")
+
+    async def all_recorded() -> bool:
+        return len(await capture.logistic_order_events(tenant)) == 6
+
+    await eventually(all_recorded)
+    # then each is recorded with what it did and why
+    events = await capture.logistic_order_events(tenant)
+    seen = {
+        (e["order_id"], e["logistic_order_id"], e["status"], e["supplier_id"]): e for e in events
+    }
+    outcome = {key: (e["outcome"], e["reason"]) for key, e in seen.items()}
+    s0, s1 = tenant.suppliers
+    assert outcome == {
+        (unpaid.order_id, "lo_1", "SHIPPED", s0): (
+            "awaiting_authorisation",
+            "payment_not_authorised_yet",
+        ),
+        (cancelled.order_id, "lo_1", "SHIPPED", s0): ("ignored", "payment_not_authorised"),
+        (wire.order_id, "lo_1", "SHIPPED", s0): ("ignored", "payment_option_not_capturable"),
+        (authorised.order_id, "lo_unknown", "SHIPPED", s0): ("ignored", "logistic_order_unknown"),
+        (authorised.order_id, "lo_1", "SHIPPED", s1): ("ignored", "supplier_mismatch"),
+        (authorised.order_id, "lo_1", "WAITING_SHIPMENT", s0): ("recorded", None),
+    }
+    status, body = await capture.call(
+        "GET", "/v1/admin/logistic-order-events?outcome=ignored", tenant.operator_key
+    )
+    assert status == 200, body
+    assert len(body["data"]) == 4
+    # and nothing was captured
+    for payment in (unpaid, cancelled, wire, authorised):
+        assert await capture.captures(tenant, payment) == []
+    assert await capture.psp_capture_requests(tenant) == []
