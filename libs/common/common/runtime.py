@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from common.broker.outbox import OutboxRelay
 from common.broker.topology import Names, QueueSpec, connect, declare_exchanges
 from common.config import ServiceSettings
 from common.db.migrations import COMMON_MIGRATIONS, apply_migrations
-from common.db.pool import create_pool
+from common.db.pool import create_pool, reset_session
 from common.http.app import METRICS, READINESS
 from common.http.idempotency import IdempotencyStore
 from common.http.routing import IDEMPOTENCY
@@ -57,7 +57,7 @@ def database(
             applied = await apply_migrations(
                 conn, settings.db_schema, {"common": COMMON_MIGRATIONS, component: migrations}
             )
-            await conn.reset()  # whatever a migration file SET stays out of the pool
+            await reset_session(conn)  # whatever a migration file SET stays out of the pool
         if applied:
             log.info("migrations applied", applied=applied)
         app[DB_POOL] = pool
@@ -141,17 +141,29 @@ def broker(
         app[READINESS].append(broker_reachable)
         yield
         for consumer in consumers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer.stop(), SHUTDOWN_TIMEOUT_S)
+            await bounded(consumer.stop(), f"consumer {consumer.queue}")
         relay_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay_task
+        await bounded(relay_task, "outbox relay")
         try:
             await asyncio.wait_for(connection.close(), SHUTDOWN_TIMEOUT_S)
         except TimeoutError:
             log.warning("RabbitMQ connection did not close in time")
 
     return ctx
+
+
+async def bounded(work: Awaitable[object] | asyncio.Task[object], what: str) -> None:
+    """Wait for `work` at most SHUTDOWN_TIMEOUT_S, then give up on it (logged), so that one
+    stuck piece cannot hang a shutdown. Unlike `wait_for`, it does not then wait for the
+    cancelled work to finish."""
+    task = work if isinstance(work, asyncio.Task) else asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_TIMEOUT_S)
+    if not done:
+        task.cancel()
+        log.warning("shutdown step did not finish in time; abandoned", step=what)
+        return
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("shutdown step failed", step=what, error=repr(task.exception()))
 
 
 def serve(app: web.Application, settings: ServiceSettings) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,9 +79,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
         yield
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await runtime.bounded(task, task.get_name())
         await adapter.close()
 
     app.cleanup_ctx.append(workers)

@@ -28,6 +28,7 @@ from capture.domain import PspAnswer
 from capture.metrics import CaptureMetrics
 from capture.service import Claim, Clock
 from capture.settings import Settings
+from common.db.pool import reset_session
 from common.logging import correlation, get_logger, new_correlation_id
 from common.psp.port import PspPort
 
@@ -104,9 +105,7 @@ class CaptureExecutor:
                             continue  # more may be due: claim again once a slot frees up
                     await self._sleep()
             finally:
-                if not listener.is_closed():
-                    with contextlib.suppress(Exception):
-                        await listener.remove_listener(channel, self._on_notify)
+                await reset_session(listener)  # no LISTEN left on a pooled connection
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

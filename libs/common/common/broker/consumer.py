@@ -119,6 +119,10 @@ class InboxConsumer:
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
+    @property
+    def queue(self) -> str:
+        return self._spec.name
+
     async def start(self) -> None:
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         self._channel = await self._connection.channel()

@@ -28,6 +28,7 @@ from aiormq.exceptions import DeliveryError
 from pamqp.commands import Basic
 
 from common.broker.topology import Names, declare_exchanges
+from common.db.pool import reset_session
 from common.events import DOMAIN_EXCHANGE, Envelope, EventData, make_envelope
 from common.logging import current_correlation_id, get_logger, new_correlation_id
 from common.metrics import Metrics
@@ -200,20 +201,10 @@ class OutboxRelay:
                     await self._sleep()
                 self.is_leader = True
                 log.info("outbox relay leading", schema=self._schema)
-                try:
-                    await self._publish_loop(conn)
-                finally:
-                    self.is_leader = False
-                    # on a lost connection these fail, and the lock went with the session
-                    with contextlib.suppress(Exception):
-                        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", self.lock_key)
+                await self._publish_loop(conn)
             finally:
-                with contextlib.suppress(Exception):
-                    await conn.remove_listener(channel, self._on_notify)
-                # the pool does not reset connections (common.db.pool): leave no LISTEN and
-                # no advisory lock behind on a connection another caller gets next
-                with contextlib.suppress(Exception):
-                    await conn.reset()
+                self.is_leader = False
+                await reset_session(conn)  # the lock and the LISTEN go
 
     async def _publish_loop(self, conn: asyncpg.Connection) -> None:
         passes = 0

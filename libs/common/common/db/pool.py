@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -53,8 +54,20 @@ async def _no_session_reset(conn: asyncpg.Connection) -> None:
     asyncpg's default reset (advisory unlock all, CLOSE ALL, UNLISTEN *, RESET ALL) is a round
     trip and ~150 µs of CPU on every release, several times per request. Nothing in Marketpay
     changes session state on a pooled connection except the outbox relay (LISTEN and a session
-    advisory lock) and the migration runner, and both reset their connection themselves
-    (`Connection.reset`) before giving it back."""
+    advisory lock), the capture executor (LISTEN) and the migration runner, and they reset
+    their connection themselves (`reset_session`) before giving it back."""
+
+
+async def reset_session(conn: asyncpg.Connection, timeout_s: float = 2.0) -> None:
+    """For code that LISTENs or takes session advisory locks on a pooled connection: undo it
+    before the connection goes back (the pool does not). Bounded, so a stuck connection cannot
+    hold up a shutdown; a connection that cannot be reset is terminated (its locks and
+    LISTENs go with its session)."""
+    try:
+        await conn.reset(timeout=timeout_s)
+    except Exception:
+        with contextlib.suppress(Exception):
+            conn.terminate()
 
 
 async def create_pool(
