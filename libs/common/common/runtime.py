@@ -88,7 +88,8 @@ async def _purge_idempotency_keys(store: IdempotencyStore) -> None:
 async def _close_pool(pool: asyncpg.Pool) -> None:
     """Close gracefully; a connection stuck on a dead server must not hang the shutdown."""
     try:
-        await asyncio.wait_for(pool.close(), SHUTDOWN_TIMEOUT_S)
+        async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+            await pool.close()
     except TimeoutError:
         log.warning("database pool did not close in time; terminating it")
         pool.terminate()
@@ -145,7 +146,8 @@ def broker(
         relay_task.cancel()
         await bounded(relay_task, "outbox relay")
         try:
-            await asyncio.wait_for(connection.close(), SHUTDOWN_TIMEOUT_S)
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                await connection.close()
         except TimeoutError:
             log.warning("RabbitMQ connection did not close in time")
 

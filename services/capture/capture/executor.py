@@ -31,6 +31,7 @@ from capture.settings import Settings
 from common.db.pool import reset_session
 from common.logging import correlation, get_logger, new_correlation_id
 from common.psp.port import PspPort
+from common.wakeup import Wakeup
 
 log = get_logger("capture.executor")
 
@@ -57,13 +58,13 @@ class CaptureExecutor:
         self._concurrency = settings.capture_concurrency
         self._poll_interval = settings.capture_poll_interval_s
         self._metrics = metrics
-        self._wake = asyncio.Event()
+        self._wakeup = Wakeup()
         self._tasks: set[asyncio.Task[None]] = set()
         self._answers: list[tuple[Claim, PspAnswer]] = []
         self._answered = asyncio.Event()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._wakeup.set()
 
     async def run(self) -> None:
         """Send forever; on a failure (the database gone) back off and start again."""
@@ -91,7 +92,7 @@ class CaptureExecutor:
     async def _listen_and_send(self) -> None:
         channel = f"captures_{self._schema}"
         async with self._pool.acquire() as listener:
-            await listener.add_listener(channel, self._on_notify)
+            await listener.add_listener(channel, self._wakeup.set)
             try:
                 while True:
                     free = self._concurrency - len(self._tasks)
@@ -107,17 +108,12 @@ class CaptureExecutor:
             finally:
                 await reset_session(listener)  # no LISTEN left on a pooled connection
 
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
-
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._wake.set()
+        self._wakeup.set()
 
     async def _sleep(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-        self._wake.clear()
+        await self._wakeup.sleep(self._poll_interval)
 
     async def _claim(self, limit: int) -> list[Claim]:
         async with self._pool.acquire() as conn:
@@ -201,10 +197,10 @@ class Scheduler:
         self._clock = clock
         self._poll_interval = settings.scheduler_poll_interval_s
         self._batch = settings.scheduler_batch_size
-        self._wake = asyncio.Event()
+        self._wakeup = Wakeup()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._wakeup.set()
 
     async def run(self) -> None:
         while True:
@@ -219,6 +215,4 @@ class Scheduler:
             except Exception as exc:
                 log.warning("capture scheduler pass failed", error=repr(exc))
             if due < self._batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-                self._wake.clear()
+                await self._wakeup.sleep(self._poll_interval)

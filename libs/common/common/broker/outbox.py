@@ -15,7 +15,6 @@ a consumer sees each aggregate's events first in the order they were written.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from common.db.pool import reset_session
 from common.events import DOMAIN_EXCHANGE, Envelope, EventData, make_envelope
 from common.logging import current_correlation_id, get_logger, new_correlation_id
 from common.metrics import Metrics
+from common.wakeup import Wakeup
 
 log = get_logger("marketpay.outbox")
 
@@ -163,7 +163,7 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._publish_timeout = publish_timeout
         self._retention_days = retention_days
-        self._wake = asyncio.Event()
+        self._wakeup = Wakeup()
         self._channel: AbstractRobustChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self.is_leader = False
@@ -192,7 +192,7 @@ class OutboxRelay:
     async def _lead(self) -> None:
         async with self._pool.acquire() as conn:
             channel = f"outbox_{self._schema}"
-            await conn.add_listener(channel, self._on_notify)
+            await conn.add_listener(channel, self._wakeup.set)
             try:
                 while not await conn.fetchval(
                     "SELECT pg_try_advisory_lock(hashtext($1))", self.lock_key
@@ -216,13 +216,8 @@ class OutboxRelay:
             if published < self._batch_size:
                 await self._sleep()
 
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
-
     async def _sleep(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-        self._wake.clear()
+        await self._wakeup.sleep(self._poll_interval)
 
     async def publish_pending(self, conn: asyncpg.Connection) -> int:
         """One pass: claim a batch, publish it, mark what the broker confirmed."""
@@ -310,12 +305,14 @@ class OutboxRelay:
         # Opening another while the connection is down leaves a half-open channel behind that
         # can make every later restore attempt fail, so wait for the restore instead.
         if self._channel is None:
-            await asyncio.wait_for(self._connection.ready(), self._publish_timeout)
+            async with asyncio.timeout(self._publish_timeout):
+                await self._connection.ready()
             self._channel = await self._connection.channel(publisher_confirms=True)
             await declare_exchanges(self._channel, self._names)
             self._exchanges.clear()
         elif self._channel.is_closed:
-            await asyncio.wait_for(self._channel.ready(), self._publish_timeout)
+            async with asyncio.timeout(self._publish_timeout):
+                await self._channel.ready()
         exchange = self._exchanges.get(logical)
         if exchange is None:
             exchange = await self._channel.get_exchange(self._names.exchange(logical))

@@ -139,9 +139,11 @@ async def delete_namespace(amqp_url: str, names: Names) -> None:
         async with connection:
             channel = await connection.channel()
             for queue in queues:
-                await asyncio.wait_for(channel.queue_delete(queue), 10)
+                async with asyncio.timeout(10):
+                    await channel.queue_delete(queue)
             for exchange in exchanges:
-                await asyncio.wait_for(channel.exchange_delete(exchange), 10)
+                async with asyncio.timeout(10):
+                    await channel.exchange_delete(exchange)
 
 
 @pytest_asyncio.fixture
@@ -151,7 +153,8 @@ async def service_pool(service_db: ServiceDb) -> AsyncIterator[asyncpg.Pool]:
         await apply_migrations(conn, service_db.schema, {"common": COMMON_MIGRATIONS})
     yield pool
     try:
-        await asyncio.wait_for(pool.close(), 5)
+        async with asyncio.timeout(5):
+            await pool.close()
     except TimeoutError:  # a connection still held by a task the test left behind
         pool.terminate()
 
@@ -161,4 +164,5 @@ async def amqp_connection(servers: Servers) -> AsyncIterator[AbstractRobustConne
     connection = await connect(servers.amqp_url)
     yield connection
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(connection.close(), 5)
+        async with asyncio.timeout(5):
+            await connection.close()
