@@ -30,23 +30,33 @@ done
 
 .venv/bin/python scripts/seed_demo.py --url http://127.0.0.1:8086 \
     --admin-key local_platform_admin_key --out .run/demo-keys.json
-# The demo tenant's merchant account at the PSP stand-in, sending its webhooks to the webhooks
-# service, which gets the account's HMAC key from the demo operator (once: a second run finds
-# the key there already).
-HMAC_KEY=$(curl -fsS -X POST -H 'Content-Type: application/json' \
-    -d '{"merchant_account": "DemoMarketplaceECOM", "webhook_url": "http://127.0.0.1:8082/v1/webhooks/psp/adyen"}' \
-    http://127.0.0.1:8090/sandbox/merchant-accounts \
-    | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["hmac_key"])')
+# Tenants made by an earlier `make up` reach the replicas of services added since: every
+# service's replica takes the full state again, and ignores what it has already.
+curl -fsS -X POST -H 'Authorization: Bearer local_platform_admin_key' \
+    http://127.0.0.1:8086/v1/platform/replicas/republish >/dev/null
+# The demo tenant's merchant account at the PSP stand-in, signing its webhooks to the webhooks
+# service with a fixed local-development HMAC key, which the demo operator gives the webhooks
+# service too (200 when it has it already, from an earlier run).
+DEMO_HMAC_KEY=6c6f63616c2d646576656c6f706d656e742d64656d6f2d686d61632d6b657921
+curl -fsS -X POST -H 'Content-Type: application/json' \
+    -d "{\"merchant_account\": \"DemoMarketplaceECOM\", \"hmac_key\": \"$DEMO_HMAC_KEY\",
+         \"webhook_url\": \"http://127.0.0.1:8082/v1/webhooks/psp/adyen\"}" \
+    http://127.0.0.1:8090/sandbox/merchant-accounts >/dev/null
 OPERATOR_KEY=$(.venv/bin/python -c 'import json; print(json.load(open(".run/demo-keys.json"))["operator_key"])')
 for i in $(seq 1 40); do
-    status=$(curl -s -o /dev/null -w '%{http_code}' -X PUT \
+    status=$(curl -s -o .run/hmac-key.json -w '%{http_code}' -X PUT \
         -H "Authorization: Bearer $OPERATOR_KEY" -H 'Content-Type: application/json' \
-        -d "{\"merchant_account\": \"DemoMarketplaceECOM\", \"key\": \"$HMAC_KEY\"}" \
+        -d "{\"merchant_account\": \"DemoMarketplaceECOM\", \"key\": \"$DEMO_HMAC_KEY\"}" \
         http://127.0.0.1:8082/v1/admin/webhooks/hmac-keys || true)
-    if [ "$status" = 201 ] || [ "$status" = 409 ]; then break; fi
-    if [ "$i" = 40 ]; then echo "could not give the webhooks service its HMAC key ($status)" >&2; fi
+    if [ "$status" = 201 ] || [ "$status" = 200 ]; then break; fi
+    if [ "$i" = 40 ]; then
+        echo "the webhooks service did not take the demo HMAC key ($status):" >&2
+        cat .run/hmac-key.json >&2
+        echo "PSP webhooks will be refused; revoke the old keys (docs/operations.md)" >&2
+    fi
     sleep 0.5
 done
+rm -f .run/hmac-key.json
 
 cat <<'TXT'
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest_asyncio
 from aiohttp import web
 
@@ -202,3 +203,67 @@ async def test_keys_created_and_revoked_in_tenants_take_effect_in_another_servic
 
     await eventually(second_key_refused, "the revoked key is refused by the probe")
     assert await stack.probe_status(operator) == 200
+
+
+async def test_a_service_that_joins_later_gets_the_tenants_by_a_republish(
+    servers, test_database, broker_names, tmp_path
+):
+    # given a tenant created before a service existed (its queue did not exist either)
+    tenants_db = await test_database.new_service_db("tenants")
+    late_db = await test_database.new_service_db("late")
+    admin_key = f"test_platform_{secrets.token_hex(8)}"
+    common: dict[str, Any] = {
+        "profile": "test",
+        "amqp_url": servers.amqp_url,
+        "broker_namespace": broker_names.namespace,
+        "broker_queue_expires_ms": broker_names.queue_expires_ms,
+        "outbox_poll_interval_s": 0.2,
+    }
+    tenants_settings = TenantsSettings(
+        database_url=tenants_db.dsn,
+        db_schema=tenants_db.schema,
+        platform_admin_key=admin_key,
+        **common,
+    )
+    late_settings = ServiceSettings(
+        service_name="late", database_url=late_db.dsn, db_schema=late_db.schema, **common
+    )
+    async with (
+        running(create_tenants_app(tenants_settings)) as tenants_url,
+        aiohttp.ClientSession() as http,
+    ):
+        stack = Stack(tenants_url, "", web.Application(), admin_key, http)
+        tenant = await stack.tenants(
+            "POST",
+            "/v1/platform/tenants",
+            admin_key,
+            json={"name": "Early", "merchant_account": "EarlyECOM", "currency": "EUR"},
+        )
+        revoked = await stack.tenants(
+            "POST", "/v1/admin/api-keys", tenant["api_key"], json={"role": "operator"}
+        )
+        await stack.tenants("DELETE", f"/v1/admin/api-keys/{revoked['id']}", tenant["api_key"])
+        async with running(create_probe_app(late_settings, tmp_path)) as probe_url:
+            late = Stack(tenants_url, probe_url, web.Application(), admin_key, http)
+            assert await late.probe_status(tenant["api_key"]) == 401
+            # when the platform admin republishes
+            counts = await stack.tenants("POST", "/v1/platform/replicas/republish", admin_key)
+
+            # then the late service knows the tenant and its keys, revocations included
+            async def known() -> bool:
+                return await late.probe_status(tenant["api_key"]) == 200
+
+            await eventually(known, "the republished operator key works in the late service")
+            assert await late.probe_status(revoked["key"]) == 401
+            conn = await asyncpg.connect(
+                late_db.dsn, server_settings={"search_path": late_db.schema}
+            )
+            try:
+                replicated = await conn.fetchval(
+                    "SELECT revoked FROM replica_api_keys WHERE key_id = $1", revoked["id"]
+                )
+            finally:
+                await conn.close()
+            assert replicated is True  # known, and known as revoked
+            assert counts["tenants"] == 1
+            assert counts["api_keys"] == 2

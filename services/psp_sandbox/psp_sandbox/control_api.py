@@ -31,6 +31,9 @@ class MerchantAccountCreate(BaseModel):
 
     merchant_account: str = Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.-]+$")
     webhook_url: str | None = Field(default=None, max_length=2000)
+    # the HMAC key to sign this account's webhooks with (64 hex digits), as one enters or
+    # rotates it in a PSP's customer area; absent: a random one for a new account
+    hmac_key: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{64}$")
 
 
 class MerchantAccountOut(BaseModel):
@@ -94,7 +97,7 @@ def register(api: Api) -> list[tuple[str, str, Any]]:
         request: web.Request, call: Call[MerchantAccountCreate]
     ) -> web.Response:
         account = request.app[STORE].upsert_account(
-            call.body.merchant_account, call.body.webhook_url
+            call.body.merchant_account, call.body.webhook_url, call.body.hmac_key
         )
         out = MerchantAccountOut(
             merchant_account=account.code,

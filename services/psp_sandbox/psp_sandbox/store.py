@@ -170,18 +170,23 @@ class Store:
                 return account
         return None
 
-    def upsert_account(self, code: str, webhook_url: str | None) -> MerchantAccount:
+    def upsert_account(
+        self, code: str, webhook_url: str | None, hmac_key: str | None = None
+    ) -> MerchantAccount:
         account = self.accounts.get(code)
         if account is None:
             account = MerchantAccount(
                 code=code,
                 api_key="sbx_key_" + secrets.token_urlsafe(24),
-                hmac_key=secrets.token_hex(32).upper(),
+                hmac_key=(hmac_key or secrets.token_hex(32)).upper(),
                 webhook_url=webhook_url,
             )
             self.accounts[code] = account
-        elif webhook_url is not None:
+            return account
+        if webhook_url is not None:
             account.webhook_url = webhook_url
+        if hmac_key is not None:
+            account.hmac_key = hmac_key.upper()
         return account
 
     def tokenize(self, value: str, ttl_s: int) -> str:

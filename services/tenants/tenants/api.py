@@ -18,6 +18,7 @@ from tenants.schemas import (
     ApiKeyCreated,
     Commission,
     CommissionPut,
+    Republished,
     SettingsPatch,
     Supplier,
     SupplierCreate,
@@ -108,6 +109,21 @@ async def create_tenant(request: web.Request, call: Call[TenantCreate]) -> web.R
         api_key_id=created.operator_key.row["id"],
     )
     return ok("tenant", body, status=201)
+
+
+@api.post(
+    "/v1/platform/replicas/republish",
+    summary="Publish every tenant's, supplier's and API key's full state again, for the"
+    " replicas of a service added later or rebuilt",
+    roles=PLATFORM_ADMIN,
+    response=Republished,
+    status=202,
+    tags=["platform"],
+)
+async def republish(request: web.Request, call: Call[None]) -> web.Response:
+    async with request.app[DB_POOL].acquire() as conn:
+        counts = await service.republish(conn)
+    return ok("republished", Republished(**counts), id_=None, status=202)
 
 
 @api.get(

@@ -306,3 +306,13 @@ async def principal_by_hash(conn: asyncpg.Connection, key_hash: str) -> Row | No
         key_hash,
     )
     return row
+
+
+# --- republishing -----------------------------------------------------------------------------
+
+
+async def every(conn: asyncpg.Connection, table: str) -> list[Row]:
+    """Every row of `tenants`, `suppliers` or `api_keys`, oldest first."""
+    if table not in ("tenants", "suppliers", "api_keys"):
+        raise ValueError(table)
+    return list(await conn.fetch(f"SELECT * FROM {table} ORDER BY created_at, id"))

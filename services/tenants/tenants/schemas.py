@@ -215,3 +215,9 @@ class ApiKeyCreated(ApiKey):
 
 def role_label(role: Role, supplier_id: str | None) -> str:
     return str(domain.KeyRole(role=role, supplier_id=supplier_id))
+
+
+class Republished(BaseModel):
+    tenants: int
+    suppliers: int
+    api_keys: int

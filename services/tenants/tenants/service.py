@@ -303,3 +303,24 @@ async def principal_for(conn: asyncpg.Connection, key_hash: str) -> Principal | 
         supplier_id=row["supplier_id"],
         key_id=row["id"],
     )
+
+
+# --- republishing -----------------------------------------------------------------------------
+
+
+async def republish(conn: asyncpg.Connection) -> dict[str, int]:
+    """Publish the full state of every tenant, supplier and API key again, as they are now
+    (same revisions): a replica that has them ignores them, one that lacks them (a service
+    added later, a replica rebuilt) fills in. Revoked keys too, so revocations reach it."""
+    counts: dict[str, int] = {}
+    async with conn.transaction(isolation="repeatable_read"):
+        for table, publish in (
+            ("tenants", _publish_tenant),
+            ("suppliers", _publish_supplier),
+            ("api_keys", _publish_api_key),
+        ):
+            rows = await repo.every(conn, table)
+            for row in rows:
+                await publish(conn, row)
+            counts[table] = len(rows)
+    return counts

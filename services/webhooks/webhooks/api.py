@@ -85,7 +85,8 @@ def notification_out(row: repo.Row) -> Notification:
 
 @api.put(
     "/v1/admin/webhooks/hmac-keys",
-    summary="Add an HMAC key of the tenant's merchant account (write-only; two active at most)",
+    summary="Add an HMAC key of the tenant's merchant account (write-only; two active at most;"
+    " 200 when this key is active already)",
     roles=OPERATOR,
     body=HmacKeyPut,
     response=HmacKey,
@@ -93,11 +94,11 @@ def notification_out(row: repo.Row) -> Notification:
     tags=["hmac-keys"],
 )
 async def put_hmac_key(request: web.Request, call: Call[HmacKeyPut]) -> web.Response:
-    row = await service.put_key(
+    row, added = await service.put_key(
         request.app[DB_POOL], request.app[KEYBOX], call.tenant_id, call.body
     )
     request.app[MERCHANT_ACCOUNTS].forget(row["merchant_account"])
-    return ok("hmac_key", key_out(row), status=201)
+    return ok("hmac_key", key_out(row), status=201 if added else 200)
 
 
 @api.delete(

@@ -33,7 +33,8 @@ async def tenant_of_merchant_account(conn: asyncpg.Connection, merchant_account:
 async def active_keys(conn: asyncpg.Connection, tenant_id: str, merchant_account: str) -> list[Row]:
     return list(
         await conn.fetch(
-            "SELECT id, tenant_id, merchant_account, nonce, ciphertext, encryption_key_id"
+            "SELECT id, tenant_id, merchant_account, nonce, ciphertext, encryption_key_id,"
+            " created_at, revoked_at"
             " FROM hmac_keys WHERE tenant_id = $1 AND merchant_account = $2"
             " AND revoked_at IS NULL ORDER BY created_at",
             tenant_id,

@@ -3,7 +3,11 @@ HMAC keys, replay stored notifications."""
 
 from __future__ import annotations
 
+import contextlib
+import hmac
+
 import asyncpg
+from cryptography.exceptions import InvalidTag
 
 from common.broker.outbox import enqueue_many
 from common.events import EventType, make_envelope
@@ -20,20 +24,27 @@ MAX_ACTIVE_KEYS = 2
 
 async def put_key(
     pool: asyncpg.Pool, keybox: KeyBox, tenant_id: str, body: HmacKeyPut
-) -> asyncpg.Record:
+) -> tuple[asyncpg.Record, bool]:
+    """Add the key, or find it active already (putting the same key again changes nothing);
+    the row, and whether it was added."""
+    key = body.key.get_secret_value().lower()
     async with pool.acquire() as conn, conn.transaction():
         tenant = await repo.lock_tenant(conn, tenant_id)
         if tenant is None or tenant["merchant_account"] != body.merchant_account:
             raise errors.merchant_account_not_yours()
-        if len(await repo.active_keys(conn, tenant_id, body.merchant_account)) >= MAX_ACTIVE_KEYS:
+        active = await repo.active_keys(conn, tenant_id, body.merchant_account)
+        for row in active:
+            aad = key_aad(tenant_id, body.merchant_account, row["id"])
+            with contextlib.suppress(InvalidTag):
+                if hmac.compare_digest(keybox.open(row["nonce"], row["ciphertext"], aad), key):
+                    return row, False
+        if len(active) >= MAX_ACTIVE_KEYS:
             raise errors.hmac_key_limit()
         key_id = repo.new_id("hk")
-        sealed = keybox.seal(
-            body.key.get_secret_value().lower(), key_aad(tenant_id, body.merchant_account, key_id)
-        )
+        sealed = keybox.seal(key, key_aad(tenant_id, body.merchant_account, key_id))
         row = await repo.insert_key(conn, key_id, tenant_id, body.merchant_account, sealed)
     log.info("hmac key added", key_id=key_id, merchant_account=body.merchant_account)
-    return row
+    return row, True
 
 
 async def revoke_key(pool: asyncpg.Pool, tenant_id: str, key_id: str) -> asyncpg.Record:

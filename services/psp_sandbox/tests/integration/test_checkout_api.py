@@ -77,6 +77,31 @@ async def test_merchant_account_is_idempotent_and_keys_are_stable(sandbox: Sandb
     int(first["hmac_key"], 16)
 
 
+async def test_a_merchant_account_signs_with_the_hmac_key_it_was_given(sandbox: Sandbox) -> None:
+    # given an HMAC key chosen for the account, then a rotated one
+    chosen, rotated = "ab" * 32, "CD" * 32
+    async with sandbox.http.post(
+        f"{sandbox.url}/sandbox/merchant-accounts",
+        json={"merchant_account": "Shop_K", "webhook_url": None, "hmac_key": chosen},
+    ) as response:
+        first = await response.json()
+    async with sandbox.http.post(
+        f"{sandbox.url}/sandbox/merchant-accounts",
+        json={"merchant_account": "Shop_K", "hmac_key": rotated},
+    ) as response:
+        second = await response.json()
+    async with sandbox.http.post(
+        f"{sandbox.url}/sandbox/merchant-accounts",
+        json={"merchant_account": "Shop_K", "hmac_key": "not-hex"},
+    ) as response:
+        refused = response.status
+    # then
+    assert first["hmac_key"] == chosen.upper()
+    assert second["hmac_key"] == rotated.upper()
+    assert second["api_key"] == first["api_key"]
+    assert refused == 422
+
+
 async def test_missing_or_unknown_api_key_is_401_in_adyens_shape(
     sandbox: Sandbox, account: dict[str, Any]
 ) -> None:

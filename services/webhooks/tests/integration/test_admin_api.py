@@ -87,6 +87,24 @@ async def test_a_third_active_key_is_refused_until_one_is_revoked(webhooks):
     assert fourth[0] == 201
 
 
+async def test_putting_an_active_key_again_changes_nothing(webhooks):
+    # given a tenant with its key, and both active slots taken
+    tenant = await webhooks.new_tenant()
+    other_key = secrets.token_hex(32)
+    assert (await webhooks.put_key(tenant, tenant.merchant_account, other_key))[0] == 201
+    # when the same keys are put again (in upper case too, as PSPs show them)
+    again = await webhooks.put_key(tenant, tenant.merchant_account, tenant.hmac_key.upper())
+    other_again = await webhooks.put_key(tenant, tenant.merchant_account, other_key)
+    # then they are found, not added: still two active keys, and no 409
+    assert again[0] == 200
+    assert other_again[0] == 200
+    async with webhooks.app[DB_POOL].acquire() as conn:
+        active = await conn.fetchval(
+            "SELECT count(*) FROM hmac_keys WHERE tenant_id = $1 AND revoked_at IS NULL", tenant.id
+        )
+    assert active == 2
+
+
 async def test_another_tenants_key_cannot_be_revoked(webhooks):
     # given
     tenant = await webhooks.new_tenant()
