@@ -49,7 +49,6 @@ from bench.processes import (
     CLK_TCK,
     Child,
     child,
-    publish,
     scratch_services,
     serve_sandbox,
     serve_service,
@@ -60,13 +59,11 @@ from common.events import (
     DOMAIN_EXCHANGE,
     OMS_EXCHANGE,
     OMS_STATUS_CHANGED,
-    ApiKeyUpserted,
-    SupplierUpserted,
-    TenantUpserted,
 )
-from common.http.auth import generate_key, hash_key
+from common.http.auth import generate_key
 from common.testing.fixtures import ServiceDb, delete_namespace
 from common.testing.servers import test_servers
+from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
 
 RATE = float(os.environ.get("BENCH_CAPTURE_RATE", "200"))
 SECONDS = float(os.environ.get("BENCH_CAPTURE_SECONDS", "60"))
@@ -153,49 +150,10 @@ async def new_tenant(
         [
             (
                 "tenant.upserted",
-                TenantUpserted(
-                    tenant_id=tenant.id,
-                    revision=1,
-                    name="Bench",
-                    status="active",
-                    psp="adyen",
-                    merchant_account=tenant.merchant_account,
-                    currency="EUR",
-                    default_rate="2.5",
-                    capture_mode="ON_SHIPMENT",
-                    capture_delay_hours=0,
-                    allowed_logistic_statuses=["SHIPPED"],
-                    marketplace_banking_mode="DISABLED",
-                    funding_policy="REFUSE_REFUND",
-                    payout_schedule={},
-                ),
+                tenant_upserted(tenant.id, tenant.merchant_account, capture_mode="ON_SHIPMENT"),
             ),
-            (
-                "supplier.upserted",
-                SupplierUpserted(
-                    tenant_id=tenant.id,
-                    supplier_id=tenant.supplier,
-                    revision=1,
-                    name="S",
-                    kyc_status="enabled",
-                    iban=None,
-                    payment_due_date_delay=30,
-                    payment_due_date_mode="SIMPLE",
-                    commission_rate="10",
-                ),
-            ),
-            (
-                "api_key.upserted",
-                ApiKeyUpserted(
-                    tenant_id=tenant.id,
-                    key_id=f"key_{secrets.token_hex(6)}",
-                    revision=1,
-                    key_hash=hash_key(tenant.operator_key),
-                    role="operator",
-                    supplier_id=None,
-                    revoked=False,
-                ),
-            ),
+            ("supplier.upserted", supplier_upserted(tenant.id, tenant.supplier)),
+            ("api_key.upserted", api_key_upserted(tenant.id, tenant.operator_key, "operator")),
         ],
     )
     for db in dbs.values():

@@ -34,7 +34,6 @@ import asyncpg
 from bench.processes import (
     START_TIMEOUT_S,
     child,
-    publish,
     scratch_database,
     serve_sandbox,
     serve_service,
@@ -43,13 +42,11 @@ from common.broker import Names, QueueSpec
 from common.broker.topology import all_queue_names
 from common.events import (
     DOMAIN_EXCHANGE,
-    ApiKeyUpserted,
-    SupplierUpserted,
-    TenantUpserted,
 )
-from common.http.auth import generate_key, hash_key
+from common.http.auth import generate_key
 from common.testing.fixtures import delete_namespace
 from common.testing.servers import test_servers
+from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
 
 SEQUENTIAL = int(os.environ.get("BENCH_PAY_SEQUENTIAL", "300"))
 CONCURRENT = int(os.environ.get("BENCH_PAY_CONCURRENT", "400"))
@@ -97,51 +94,9 @@ async def new_tenant(
         amqp_url,
         exchange_name,
         [
-            (
-                "tenant.upserted",
-                TenantUpserted(
-                    tenant_id=tenant.id,
-                    revision=1,
-                    name="Bench",
-                    status="active",
-                    psp="adyen",
-                    merchant_account=tenant.merchant_account,
-                    currency="EUR",
-                    default_rate="2.5",
-                    capture_mode="MANUAL",
-                    capture_delay_hours=0,
-                    allowed_logistic_statuses=["SHIPPED"],
-                    marketplace_banking_mode="DISABLED",
-                    funding_policy="REFUSE_REFUND",
-                    payout_schedule={},
-                ),
-            ),
-            (
-                "supplier.upserted",
-                SupplierUpserted(
-                    tenant_id=tenant.id,
-                    supplier_id=tenant.supplier,
-                    revision=1,
-                    name="S",
-                    kyc_status="enabled",
-                    iban=None,
-                    payment_due_date_delay=30,
-                    payment_due_date_mode="SIMPLE",
-                    commission_rate="10",
-                ),
-            ),
-            (
-                "api_key.upserted",
-                ApiKeyUpserted(
-                    tenant_id=tenant.id,
-                    key_id=f"key_{secrets.token_hex(6)}",
-                    revision=1,
-                    key_hash=hash_key(tenant.storefront_key),
-                    role="storefront",
-                    supplier_id=None,
-                    revoked=False,
-                ),
-            ),
+            ("tenant.upserted", tenant_upserted(tenant.id, tenant.merchant_account)),
+            ("supplier.upserted", supplier_upserted(tenant.id, tenant.supplier)),
+            ("api_key.upserted", api_key_upserted(tenant.id, tenant.storefront_key, "storefront")),
         ],
     )
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})

@@ -12,14 +12,12 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aio_pika
 import asyncpg
 
-from common.events import EventData, make_envelope
 from common.testing.fixtures import ServiceDb, TestDatabase, dsn_with
 
 START_TIMEOUT_S = 30.0
@@ -148,25 +146,3 @@ async def scratch_database(admin_dsn: str) -> AsyncIterator[ServiceDb]:
     """A database and one service schema of their own, dropped at the end."""
     async with scratch_services(admin_dsn, "bench") as services:
         yield services["bench"]
-
-
-async def publish(
-    amqp_url: str, exchange_name: str, items: Sequence[tuple[str, EventData]]
-) -> None:
-    """Publish `(event type, payload)` events with confirms, as their producers would."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(exchange_name)
-        for event_type, data in items:
-            envelope = make_envelope(
-                event_type, data, tenant_id=getattr(data, "tenant_id", None), correlation_id="bench"
-            )
-            await exchange.publish(
-                aio_pika.Message(
-                    envelope.model_dump_json().encode(),
-                    message_id=str(envelope.id),
-                    content_type="application/json",
-                ),
-                routing_key=event_type,
-            )

@@ -36,7 +36,6 @@ from bench.httpload import Run, closed_loop, open_loop, post
 from bench.processes import (
     Child,
     child,
-    publish,
     scratch_services,
     serve_service,
     tell_url,
@@ -45,14 +44,12 @@ from bench.processes import (
 from common.broker import Names
 from common.events import (
     DOMAIN_EXCHANGE,
-    ApiKeyUpserted,
-    SupplierUpserted,
-    TenantUpserted,
 )
-from common.http.auth import generate_key, hash_key
+from common.http.auth import generate_key
 from common.psp.hmac import sign_item
 from common.testing.fixtures import delete_namespace
 from common.testing.servers import test_servers
+from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
 
 SINGLES = int(os.environ.get("BENCH_WEBHOOKS_SINGLES", "12000"))
 BATCHES = int(os.environ.get("BENCH_WEBHOOKS_BATCHES", "1500"))
@@ -113,56 +110,14 @@ async def replicate(amqp_url: str, exchange: str, tenant: Tenant, dsn: str, sche
     """The tenant's events on the bus, as the tenants service publishes them; wait until the
     service on `schema` has them (publishing them again changes nothing where they are)."""
 
-    def key(secret: str, role: Any) -> ApiKeyUpserted:
-        return ApiKeyUpserted(
-            tenant_id=tenant.id,
-            key_id=f"key_{hash_key(secret)[:12]}",
-            revision=1,
-            key_hash=hash_key(secret),
-            role=role,
-            supplier_id=None,
-            revoked=False,
-        )
-
     await publish(
         amqp_url,
         exchange,
         [
-            (
-                "tenant.upserted",
-                TenantUpserted(
-                    tenant_id=tenant.id,
-                    revision=1,
-                    name="Bench",
-                    status="active",
-                    psp="adyen",
-                    merchant_account=tenant.merchant_account,
-                    currency="EUR",
-                    default_rate="2.5",
-                    capture_mode="MANUAL",
-                    capture_delay_hours=0,
-                    allowed_logistic_statuses=["SHIPPED"],
-                    marketplace_banking_mode="DISABLED",
-                    funding_policy="REFUSE_REFUND",
-                    payout_schedule={},
-                ),
-            ),
-            (
-                "supplier.upserted",
-                SupplierUpserted(
-                    tenant_id=tenant.id,
-                    supplier_id=tenant.supplier,
-                    revision=1,
-                    name="S",
-                    kyc_status="enabled",
-                    iban=None,
-                    payment_due_date_delay=30,
-                    payment_due_date_mode="SIMPLE",
-                    commission_rate="10",
-                ),
-            ),
-            ("api_key.upserted", key(tenant.operator_key, "operator")),
-            ("api_key.upserted", key(tenant.storefront_key, "storefront")),
+            ("tenant.upserted", tenant_upserted(tenant.id, tenant.merchant_account)),
+            ("supplier.upserted", supplier_upserted(tenant.id, tenant.supplier)),
+            ("api_key.upserted", api_key_upserted(tenant.id, tenant.operator_key, "operator")),
+            ("api_key.upserted", api_key_upserted(tenant.id, tenant.storefront_key, "storefront")),
         ],
     )
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})

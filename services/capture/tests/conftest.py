@@ -28,21 +28,19 @@ from common.events import (
     DOMAIN_EXCHANGE,
     OMS_EXCHANGE,
     OMS_STATUS_CHANGED,
-    ApiKeyUpserted,
     EventData,
     PaymentAuthorised,
     PaymentCreated,
     PaymentOutcome,
     PspNotificationReceived,
-    SupplierUpserted,
-    TenantUpserted,
-    make_envelope,
+    Role,
 )
-from common.http.auth import generate_key, hash_key
+from common.http.auth import generate_key
 from common.runtime import DB_POOL
 from common.testing.apps import running
 from common.testing.fixtures import ServiceDb, dsn_with
 from common.testing.tcpproxy import TcpProxy
+from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
 from common.testing.waiting import eventually
 from psp_sandbox.testing import Sandbox, running_sandbox
 
@@ -117,19 +115,7 @@ class CaptureHarness:
     # -- the bus ------------------------------------------------------------------------
 
     async def publish(self, event_type: str, data: EventData, tenant_id: str) -> None:
-        envelope = make_envelope(event_type, data, tenant_id=tenant_id, correlation_id="test")
-        connection = await aio_pika.connect(self.amqp_url)
-        async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.get_exchange(self.exchange_name)
-            await exchange.publish(
-                aio_pika.Message(
-                    envelope.model_dump_json().encode(),
-                    message_id=str(envelope.id),
-                    content_type="application/json",
-                ),
-                routing_key=event_type,
-            )
+        await publish(self.amqp_url, self.exchange_name, [(event_type, data)], tenant_id=tenant_id)
 
     async def publish_oms(self, body: dict[str, Any] | bytes) -> None:
         await publish_oms(self.amqp_url, self.oms_exchange_name, body, OMS_STATUS_CHANGED)
@@ -189,25 +175,16 @@ class CaptureHarness:
         )
         await self.publish(
             "tenant.upserted",
-            TenantUpserted(
-                tenant_id=tenant.id,
-                revision=1,
-                name="Test",
-                status="active",
-                psp="adyen",
-                merchant_account=tenant.merchant_account,
-                currency="EUR",
-                default_rate=default_rate,
+            tenant_upserted(
+                tenant.id,
+                tenant.merchant_account,
                 capture_mode=capture_mode,
                 capture_delay_hours=capture_delay_hours,
-                allowed_logistic_statuses=["SHIPPED"],
-                marketplace_banking_mode="DISABLED",
-                funding_policy="REFUSE_REFUND",
-                payout_schedule={},
+                default_rate=default_rate,
             ),
             tenant.id,
         )
-        keys: list[tuple[str, str, str | None]] = [(tenant.operator_key, "operator", None)]
+        keys: list[tuple[str, Role, str | None]] = [(tenant.operator_key, "operator", None)]
         for _ in range(suppliers):
             supplier_id = f"sup_{secrets.token_hex(6)}"
             tenant.suppliers.append(supplier_id)
@@ -215,20 +192,14 @@ class CaptureHarness:
             key = generate_key("test")
             tenant.supplier_keys[supplier_id] = key
             keys.append((key, "supplier", supplier_id))
-        for key, role, supplier_id in keys:
-            await self.publish(
-                "api_key.upserted",
-                ApiKeyUpserted(
-                    tenant_id=tenant.id,
-                    key_id=f"key_{secrets.token_hex(6)}",
-                    revision=1,
-                    key_hash=hash_key(key),
-                    role=role,
-                    supplier_id=supplier_id,
-                    revoked=False,
-                ),
-                tenant.id,
-            )
+        await publish(
+            self.amqp_url,
+            self.exchange_name,
+            [
+                ("api_key.upserted", api_key_upserted(tenant.id, key, role, supplier_id=supplier))
+                for key, role, supplier in keys
+            ],
+        )
 
         async def replicated() -> bool:
             async with self.main.pool.acquire() as conn:
@@ -250,17 +221,7 @@ class CaptureHarness:
     ) -> None:
         await self.publish(
             "supplier.upserted",
-            SupplierUpserted(
-                tenant_id=tenant.id,
-                supplier_id=supplier_id,
-                revision=revision,
-                name="S",
-                kyc_status="enabled",
-                iban=None,
-                payment_due_date_delay=30,
-                payment_due_date_mode="SIMPLE",
-                commission_rate=rate,
-            ),
+            supplier_upserted(tenant.id, supplier_id, commission_rate=rate, revision=revision),
             tenant.id,
         )
 

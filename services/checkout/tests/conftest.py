@@ -9,23 +9,16 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import aio_pika
 import aiohttp
 import pytest_asyncio
 
 from checkout.app import create_app
 from checkout.settings import Settings
-from common.events import (
-    DOMAIN_EXCHANGE,
-    ApiKeyUpserted,
-    EventData,
-    SupplierUpserted,
-    TenantUpserted,
-    make_envelope,
-)
-from common.http.auth import generate_key, hash_key
+from common.events import DOMAIN_EXCHANGE, EventData, Role
+from common.http.auth import generate_key
 from common.runtime import DB_POOL
 from common.testing.apps import running
+from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
 from psp_sandbox.testing import Sandbox, running_sandbox
 
 COMPANY_KEY = "test-company-key"
@@ -51,19 +44,7 @@ class CheckoutHarness:
     sandbox: Sandbox
 
     async def publish(self, event_type: str, data: EventData, tenant_id: str) -> None:
-        envelope = make_envelope(event_type, data, tenant_id=tenant_id, correlation_id="test")
-        connection = await aio_pika.connect(self.amqp_url)
-        async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.get_exchange(self.exchange_name)
-            await exchange.publish(
-                aio_pika.Message(
-                    envelope.model_dump_json().encode(),
-                    message_id=str(envelope.id),
-                    content_type="application/json",
-                ),
-                routing_key=event_type,
-            )
+        await publish(self.amqp_url, self.exchange_name, [(event_type, data)], tenant_id=tenant_id)
 
     async def new_tenant(self, suppliers: int = 2) -> Tenant:
         tenant_id = f"ten_{secrets.token_hex(6)}"
@@ -73,65 +54,25 @@ class CheckoutHarness:
             storefront_key=generate_key("test"),
             operator_key=generate_key("test"),
         )
-        await self.publish(
-            "tenant.upserted",
-            TenantUpserted(
-                tenant_id=tenant_id,
-                revision=1,
-                name="Test",
-                status="active",
-                psp="adyen",
-                merchant_account=tenant.merchant_account,
-                currency="EUR",
-                default_rate="2.5",
-                capture_mode="MANUAL",
-                capture_delay_hours=0,
-                allowed_logistic_statuses=["SHIPPED"],
-                marketplace_banking_mode="DISABLED",
-                funding_policy="REFUSE_REFUND",
-                payout_schedule={},
-            ),
-            tenant_id,
-        )
-        keys = [
+        events: list[tuple[str, EventData]] = [
+            ("tenant.upserted", tenant_upserted(tenant_id, tenant.merchant_account))
+        ]
+        keys: list[tuple[str, Role, str | None]] = [
             (tenant.storefront_key, "storefront", None),
             (tenant.operator_key, "operator", None),
         ]
         for _ in range(suppliers):
             supplier_id = f"sup_{secrets.token_hex(6)}"
             tenant.suppliers.append(supplier_id)
-            await self.publish(
-                "supplier.upserted",
-                SupplierUpserted(
-                    tenant_id=tenant_id,
-                    supplier_id=supplier_id,
-                    revision=1,
-                    name="S",
-                    kyc_status="enabled",
-                    iban=None,
-                    payment_due_date_delay=30,
-                    payment_due_date_mode="SIMPLE",
-                    commission_rate="10",
-                ),
-                tenant_id,
-            )
+            events.append(("supplier.upserted", supplier_upserted(tenant_id, supplier_id)))
             key = generate_key("test")
             tenant.supplier_keys[supplier_id] = key
             keys.append((key, "supplier", supplier_id))
-        for key, role, supplier_id in keys:
-            await self.publish(
-                "api_key.upserted",
-                ApiKeyUpserted(
-                    tenant_id=tenant_id,
-                    key_id=f"key_{secrets.token_hex(6)}",
-                    revision=1,
-                    key_hash=hash_key(key),
-                    role=role,
-                    supplier_id=supplier_id,
-                    revoked=False,
-                ),
-                tenant_id,
-            )
+        events += [
+            ("api_key.upserted", api_key_upserted(tenant_id, key, role, supplier_id=supplier_id))
+            for key, role, supplier_id in keys
+        ]
+        await publish(self.amqp_url, self.exchange_name, events)
         await self.wait_for_replica(tenant_id, len(keys))
         await self.sandbox.merchant_account(tenant.merchant_account, None)
         return tenant

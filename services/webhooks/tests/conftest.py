@@ -20,18 +20,13 @@ from aio_pika.abc import AbstractRobustConnection
 from yarl import URL
 
 from common.broker.topology import Names
-from common.events import (
-    DOMAIN_EXCHANGE,
-    ApiKeyUpserted,
-    EventData,
-    TenantUpserted,
-    make_envelope,
-)
-from common.http.auth import generate_key, hash_key
+from common.events import DOMAIN_EXCHANGE
+from common.http.auth import generate_key
 from common.runtime import DB_POOL
 from common.testing.apps import running
 from common.testing.fixtures import dsn_with
 from common.testing.tcpproxy import TcpProxy
+from common.testing.tenancy import api_key_upserted, publish, tenant_upserted
 from common.testing.waiting import eventually
 from webhooks.app import create_app
 from webhooks.settings import Settings
@@ -62,24 +57,9 @@ class WebhooksHarness:
     app: Any
     http: aiohttp.ClientSession
     amqp: AbstractRobustConnection
+    amqp_url: str
     exchange_name: str
     bus: Bus
-
-    async def publish(self, event_type: str, data: EventData, tenant_id: str) -> None:
-        envelope = make_envelope(event_type, data, tenant_id=tenant_id, correlation_id="test")
-        channel = await self.amqp.channel(publisher_confirms=True)
-        try:
-            exchange = await channel.get_exchange(self.exchange_name)
-            await exchange.publish(
-                aio_pika.Message(
-                    envelope.model_dump_json().encode(),
-                    message_id=str(envelope.id),
-                    content_type="application/json",
-                ),
-                routing_key=event_type,
-            )
-        finally:
-            await channel.close()
 
     async def new_tenant(self, *, with_key: bool = True) -> Tenant:
         tenant = Tenant(
@@ -87,38 +67,13 @@ class WebhooksHarness:
             merchant_account=f"Test{secrets.token_hex(4)}ECOM",
             operator_key=generate_key("test"),
         )
-        await self.publish(
-            "tenant.upserted",
-            TenantUpserted(
-                tenant_id=tenant.id,
-                revision=1,
-                name="Test",
-                status="active",
-                psp="adyen",
-                merchant_account=tenant.merchant_account,
-                currency="EUR",
-                default_rate="2.5",
-                capture_mode="MANUAL",
-                capture_delay_hours=0,
-                allowed_logistic_statuses=["SHIPPED"],
-                marketplace_banking_mode="DISABLED",
-                funding_policy="REFUSE_REFUND",
-                payout_schedule={},
-            ),
-            tenant.id,
-        )
-        await self.publish(
-            "api_key.upserted",
-            ApiKeyUpserted(
-                tenant_id=tenant.id,
-                key_id=f"key_{secrets.token_hex(6)}",
-                revision=1,
-                key_hash=hash_key(tenant.operator_key),
-                role="operator",
-                supplier_id=None,
-                revoked=False,
-            ),
-            tenant.id,
+        await publish(
+            self.amqp_url,
+            self.exchange_name,
+            [
+                ("tenant.upserted", tenant_upserted(tenant.id, tenant.merchant_account)),
+                ("api_key.upserted", api_key_upserted(tenant.id, tenant.operator_key, "operator")),
+            ],
         )
         await self.wait_for_replica(tenant.id)
         if with_key:
@@ -215,6 +170,7 @@ async def webhooks_service(
                 app=app,
                 http=http,
                 amqp=amqp,
+                amqp_url=amqp_url,
                 exchange_name=exchange_name,
                 bus=bus,
             )
