@@ -40,3 +40,12 @@ def run_holds_card_number(run: str) -> bool:
 
 def contains_card_number(text: str) -> bool:
     return any(run_holds_card_number(m.group(0)) for m in DIGIT_RUN.finditer(text))
+
+
+def redact_card_numbers(text: str, replacement: str = "[REDACTED]") -> str:
+    """`text` with every run of digits that holds a card number replaced."""
+    if not DIGIT_RUN.search(text):
+        return text
+    return DIGIT_RUN.sub(
+        lambda m: replacement if run_holds_card_number(m.group(0)) else m.group(0), text
+    )

@@ -20,7 +20,7 @@ import structlog
 from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
 from structlog.typing import EventDict, WrappedLogger
 
-from common.cardholder import DIGIT_RUN, run_holds_card_number
+from common.cardholder import redact_card_numbers
 
 REDACTED = "[REDACTED]"
 
@@ -38,10 +38,6 @@ _PASSWORD_PAIR = re.compile(
 )
 
 
-def _mask_pan(match: re.Match[str]) -> str:
-    return REDACTED if run_holds_card_number(match.group(0)) else match.group(0)
-
-
 _PAIR_WORDS = ("pass", "pwd", "secret", "cvc", "cvv", "security", "hmac", "api")
 
 
@@ -50,8 +46,7 @@ def scrub_text(text: str) -> str:
 
     Each pattern runs only on text that could hold it (a cheap test first): a log line is
     mostly short strings with none of them, and this runs for every value of every line."""
-    if DIGIT_RUN.search(text):
-        text = DIGIT_RUN.sub(_mask_pan, text)
+    text = redact_card_numbers(text, REDACTED)
     if "@" in text and "://" in text:
         text = _URL_CREDENTIALS.sub(r"\g<scheme>" + REDACTED + "@", text)
     lowered = text.lower()

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from common.cardholder import DIGIT_RUN, run_holds_card_number
+from common.cardholder import redact_card_numbers
 
 COLON_FREE_FIELDS = (
     "pspReference",
@@ -156,7 +156,6 @@ _AUTHORISATION_REASON = re.compile(r"^(?P<kept>[^:]*:\d{4}):\d{1,2}/\d{2,4}$")
 CARDHOLDER_FIELDS = frozenset(
     {"expiryDate", "expiryMonth", "expiryYear", "cardHolderName", "cardNumber", "cvc"}
 )
-REDACTED = "[REDACTED]"
 
 
 def without_cardholder_data(item: Item) -> Item:
@@ -165,22 +164,16 @@ def without_cardholder_data(item: Item) -> Item:
     raw = dict(item.raw)
     reason = item.reason
     if reason is not None:
-        reason = _scrub(_AUTHORISATION_REASON.sub(r"\g<kept>", reason))
+        reason = redact_card_numbers(_AUTHORISATION_REASON.sub(r"\g<kept>", reason))
         raw["reason"] = reason
     additional = raw.get("additionalData")
     if isinstance(additional, dict):
         raw["additionalData"] = {
-            key: _scrub(value) if isinstance(value, str) else value
+            key: redact_card_numbers(value) if isinstance(value, str) else value
             for key, value in additional.items()
             if key not in CARDHOLDER_FIELDS
         }
     return replace(item, raw=raw, reason=reason)
-
-
-def _scrub(text: str) -> str:
-    return DIGIT_RUN.sub(
-        lambda m: REDACTED if run_holds_card_number(m.group(0)) else m.group(0), text
-    )
 
 
 def event_data(item: Item, *, notification_id: str, psp: str) -> dict[str, Any]:
