@@ -64,6 +64,7 @@ from common.http.auth import generate_key
 from common.testing.fixtures import ServiceDb, delete_namespace
 from common.testing.servers import test_servers
 from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
+from psp_sandbox.testing import authorise as authorise_at_sandbox
 
 RATE = float(os.environ.get("BENCH_CAPTURE_RATE", "200"))
 SECONDS = float(os.environ.get("BENCH_CAPTURE_SECONDS", "60"))
@@ -76,13 +77,6 @@ WARMUP = 200
 SERVICE_LOG_LEVEL = os.environ.get("BENCH_SERVICE_LOG_LEVEL", "INFO")
 COMPANY_KEY = f"bench-company-{secrets.token_hex(8)}"
 AMOUNT = 15000
-CARD = {
-    "type": "scheme",
-    "encryptedCardNumber": "test_4111111111111111",
-    "encryptedExpiryMonth": "test_03",
-    "encryptedExpiryYear": "test_2030",
-    "encryptedSecurityCode": "test_737",
-}
 SUSTAINED_GRACE_S = 5.0
 QUEUES = [
     "checkout.tenancy",
@@ -183,21 +177,15 @@ async def wait_for(db: ServiceDb, sql: str, *args: Any, within: float = 30.0) ->
 
 async def authorise(http: aiohttp.ClientSession, sandbox: str, tenant: Tenant) -> Payment:
     payment_id = f"pay_{secrets.token_hex(12)}"
-    async with http.post(
-        f"{sandbox}/v71/payments",
-        json={
-            "merchantAccount": tenant.merchant_account,
-            "amount": {"value": AMOUNT, "currency": "EUR"},
-            "reference": payment_id,
-            "paymentMethod": CARD,
-            "returnUrl": "https://shop.example/return",
-        },
-        headers={"X-API-Key": COMPANY_KEY, "Idempotency-Key": f"authorise:{payment_id}"},
-    ) as response:
-        answer = await response.json()
-        if answer.get("resultCode") != "Authorised":
-            raise RuntimeError(f"authorisation failed: {answer}")
-    return Payment(payment_id, f"ord_{payment_id[4:]}", answer["pspReference"])
+    psp_reference = await authorise_at_sandbox(
+        http,
+        sandbox,
+        COMPANY_KEY,
+        merchant_account=tenant.merchant_account,
+        reference=payment_id,
+        value=AMOUNT,
+    )
+    return Payment(payment_id, f"ord_{payment_id[4:]}", psp_reference)
 
 
 async def write_authorised(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -93,10 +92,6 @@ class Run:
         if not ordered:
             return float("nan")
         return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-    @property
-    def mean_ms(self) -> float:
-        return statistics.fmean(self.latencies_ms) if self.latencies_ms else float("nan")
 
 
 def _ok(status: int) -> bool:

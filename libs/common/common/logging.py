@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -161,7 +161,3 @@ def correlation(correlation_id: str, **more: Any) -> Iterator[None]:
         yield
     finally:
         reset_contextvars(**tokens)
-
-
-def scrub_mapping(values: MutableMapping[str, Any]) -> dict[str, Any]:
-    return {k: scrub(v, k) for k, v in values.items()}

@@ -16,18 +16,21 @@ is the inbox message id: the same event delivered again is applied once.
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import TypeVar
 
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from capture import service
 from capture.metrics import CaptureMetrics
 from capture.service import Clock
-from common.broker.consumer import Handler, PoisonMessageError
+from common.broker.consumer import (
+    Handler,
+    PoisonMessageError,
+    tenant_payload,
+    validation_summary,
+)
 from common.broker.topology import QueueSpec
 from common.events import (
     DOMAIN_EXCHANGE,
@@ -46,27 +49,7 @@ from common.runtime import Consumption
 
 log = get_logger("capture.consumers")
 
-M = TypeVar("M", bound=BaseModel)
 OMS_ID_NAMESPACE = uuid.UUID("6f0e3c52-6a5e-4c38-9d55-2b8f0a1c9e77")
-
-
-def _errors(exc: ValidationError) -> str:
-    return json.dumps(
-        [
-            {"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]}
-            for e in exc.errors(include_url=False)
-        ][:5]
-    )
-
-
-def _data(model: type[M], envelope: Envelope) -> tuple[M, str]:
-    """The payload and the tenant; retrying cannot fix a payload that does not validate."""
-    if envelope.tenant_id is None:
-        raise PoisonMessageError(f"{envelope.type} without a tenant_id")
-    try:
-        return model.model_validate(envelope.data), envelope.tenant_id
-    except ValidationError as exc:
-        raise PoisonMessageError(f"{envelope.type} payload invalid: {_errors(exc)}") from exc
 
 
 def oms_message_id(oms_id: str) -> uuid.UUID:
@@ -82,7 +65,7 @@ def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
         event = LogisticOrderStatusChanged.model_validate_json(message.body)
     except ValidationError as exc:
         raise PoisonMessageError(
-            f"not a valid logistic_order.status_changed event: {_errors(exc)}"
+            f"not a valid logistic_order.status_changed event: {validation_summary(exc)}"
         ) from exc
     return Envelope(
         id=oms_message_id(event.id),
@@ -96,18 +79,18 @@ def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
 
 def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
     async def on_payment_created(conn: asyncpg.Connection, envelope: Envelope) -> None:
-        event, tenant_id = _data(PaymentCreated, envelope)
+        event, tenant_id = tenant_payload(envelope, PaymentCreated)
         await service.record_payment_created(conn, tenant_id, event)
 
     async def on_payment_authorised(conn: asyncpg.Connection, envelope: Envelope) -> None:
-        event, tenant_id = _data(PaymentAuthorised, envelope)
+        event, tenant_id = tenant_payload(envelope, PaymentAuthorised)
         await service.record_payment_authorised(
             conn, tenant_id, event, authorised_at=envelope.occurred_at, now=clock()
         )
 
     def on_payment_closed(status: str) -> Handler:
         async def handle(conn: asyncpg.Connection, envelope: Envelope) -> None:
-            event, tenant_id = _data(PaymentOutcome, envelope)
+            event, tenant_id = tenant_payload(envelope, PaymentOutcome)
             await service.record_payment_closed(conn, tenant_id, event, status)
 
         return handle
@@ -128,7 +111,7 @@ def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
             )
 
     async def on_psp_notification(conn: asyncpg.Connection, envelope: Envelope) -> None:
-        event, tenant_id = _data(PspNotificationReceived, envelope)
+        event, tenant_id = tenant_payload(envelope, PspNotificationReceived)
         await service.on_psp_notification(conn, tenant_id, event, now=clock(), metrics=metrics)
 
     payments: dict[str, Handler] = {

@@ -14,14 +14,20 @@ from typing import Any
 
 import asyncpg
 
-from common.events import LogisticOrderStatusChanged, PaymentCreated
+from common.events import (
+    LogisticOrderStatusChanged,
+    PaymentCreated,
+    SupplierUpserted,
+    TenantUpserted,
+)
+from common.tenancy import tenant_settings
 
 # -- replicas --------------------------------------------------------------------------------
 
 
 async def tenancy(
     conn: asyncpg.Connection, tenant_id: str, supplier_ids: Sequence[str]
-) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+) -> tuple[TenantUpserted | None, dict[str, SupplierUpserted]]:
     """The tenant's replica and those of the suppliers named (the known ones), in one query."""
     rows = await conn.fetch(
         """
@@ -36,8 +42,12 @@ async def tenancy(
     )
     if not rows:
         return None, {}
-    suppliers = {r["supplier_id"]: dict(r["supplier"]) for r in rows if r["supplier_id"]}
-    return dict(rows[0]["tenant"]), suppliers
+    suppliers = {
+        r["supplier_id"]: SupplierUpserted.model_validate(r["supplier"])
+        for r in rows
+        if r["supplier_id"]
+    }
+    return tenant_settings(rows[0]["tenant"]), suppliers
 
 
 # -- payments --------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -47,10 +46,12 @@ from common.events import (
     PaymentCreated,
     PaymentOutcome,
     PspNotificationReceived,
+    SupplierUpserted,
+    TenantUpserted,
 )
 from common.level3 import level3_additional_data
 from common.logging import get_logger
-from common.money import Money
+from common.money import Money, parse_rate
 from common.psp.port import (
     CaptureRequest,
     PspAuthenticationError,
@@ -129,14 +130,14 @@ async def record_payment_authorised(
     )
     if event.payment_option not in domain.CARD_OPTIONS:
         return []
-    mode = domain.effective_mode(event.capture_mode, tenancy.tenant["capture_mode"])
+    mode = domain.effective_mode(event.capture_mode, tenancy.tenant.capture_mode)
     lines = [Line(x.logistic_order_id, x.supplier_id, x.amount) for x in event.lines]
     if mode == "IMMEDIATE":
         return await create_captures(
             conn, payment, lines, tenancy=tenancy, trigger="IMMEDIATE", now=now
         )
     if mode == "DELAYED":
-        delay = int(tenancy.tenant["capture_delay_hours"])
+        delay = tenancy.tenant.capture_delay_hours
         await _schedule(conn, payment, lines, delay, authorised_at)
     return await _captures_for_earlier_shipments(conn, payment, lines, tenancy, mode, now)
 
@@ -226,10 +227,6 @@ async def record_payment_closed(
 # -- creating captures -----------------------------------------------------------------------
 
 
-def _rate(value: object) -> Decimal | None:
-    return None if value is None else Decimal(str(value))
-
-
 @dataclass(frozen=True)
 class Line:
     logistic_order_id: str
@@ -245,8 +242,8 @@ class Line:
 class Tenancy:
     """The replicas a capture's split is computed from, read once for all its lines."""
 
-    tenant: dict[str, Any] | None
-    suppliers: dict[str, dict[str, Any]]
+    tenant: TenantUpserted | None
+    suppliers: dict[str, SupplierUpserted]
 
     @classmethod
     async def load(
@@ -263,8 +260,8 @@ class Tenancy:
             payment_option=payment["payment_option"],
             payment_amount=payment["amount"],
             level3=Level3Data.model_validate(level3) if level3 is not None else None,
-            platform_rate=_rate(self.tenant.get("default_rate")) if self.tenant else None,
-            marketplace_rate=_rate(supplier.get("commission_rate")) if supplier else None,
+            platform_rate=self.tenant.default_rate if self.tenant else None,
+            marketplace_rate=supplier.commission_rate if supplier else None,
             supplier_known=supplier is not None,
         )
 
@@ -545,7 +542,10 @@ class Claim:
 
 def _psp_request(row: asyncpg.Record) -> CaptureRequest:
     lines = [
-        domain.SplitLine(s["party"], int(s["amount"]), _rate(s["rate"])) for s in row["splits"]
+        domain.SplitLine(
+            s["party"], int(s["amount"]), parse_rate(s["rate"]) if s["rate"] is not None else None
+        )
+        for s in row["splits"]
     ]
     splits: list[Split] = domain.psp_splits(
         lines,
@@ -915,7 +915,7 @@ async def _decide_shipment(
         return OmsOutcome("ignored", "supplier_mismatch", payment_id)
     if payment["capture_id"] is not None:
         return OmsOutcome("ignored", "capture_exists", payment_id, payment["capture_id"])
-    mode = domain.effective_mode(payment["capture_mode"], tenancy.tenant["capture_mode"])
+    mode = domain.effective_mode(payment["capture_mode"], tenancy.tenant.capture_mode)
     if mode != "ON_SHIPMENT":
         return OmsOutcome("ignored", "capture_mode_not_on_shipment", payment_id)
     line = Line(event.logistic_order_id, payment["line_supplier_id"], payment["line_amount"])

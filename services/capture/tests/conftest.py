@@ -42,16 +42,9 @@ from common.testing.fixtures import ServiceDb, dsn_with
 from common.testing.tcpproxy import TcpProxy
 from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
 from common.testing.waiting import eventually
-from psp_sandbox.testing import Sandbox, running_sandbox
+from psp_sandbox.testing import Sandbox, authorise, running_sandbox
 
 COMPANY_KEY = "test-company-key"
-CARD = {
-    "type": "scheme",
-    "encryptedCardNumber": "test_4111111111111111",
-    "encryptedExpiryMonth": "test_03",
-    "encryptedExpiryYear": "test_2030",
-    "encryptedSecurityCode": "test_737",
-}
 
 
 @dataclass
@@ -250,20 +243,15 @@ class CaptureHarness:
             for n, amount in enumerate(amounts)
         ]
         total = sum(amounts)
-        async with self.http.post(
-            f"{self.sandbox.url}/v71/payments",
-            json={
-                "merchantAccount": tenant.merchant_account,
-                "amount": {"value": total, "currency": "EUR"},
-                "reference": payment_id,
-                "paymentMethod": CARD,
-                "returnUrl": "https://shop.example/return",
-            },
-            headers={"X-API-Key": COMPANY_KEY, "Idempotency-Key": f"authorise:{payment_id}"},
-        ) as response:
-            answer = await response.json()
-            assert answer["resultCode"] == "Authorised", answer
-        payment = Payment(payment_id, order_id, answer["pspReference"], lines, total)
+        psp_reference = await authorise(
+            self.http,
+            self.sandbox.url,
+            COMPANY_KEY,
+            merchant_account=tenant.merchant_account,
+            reference=payment_id,
+            value=total,
+        )
+        payment = Payment(payment_id, order_id, psp_reference, lines, total)
         await self.publish(
             "payment.created",
             PaymentCreated(

@@ -12,19 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-from pydantic import ValidationError
 
 from checkout import domain, repo, service
-from common.broker.consumer import Handler, PoisonMessageError
+from common.broker.consumer import Handler, tenant_payload
 from common.broker.topology import QueueSpec
 from common.events import (
+    CATALOGUE,
     DOMAIN_EXCHANGE,
     CaptureEvent,
     CaptureScheduled,
     Envelope,
     EventType,
     PspNotificationReceived,
-    parse_data,
 )
 from common.logging import get_logger
 from common.runtime import Consumption
@@ -71,25 +70,16 @@ async def on_psp_notification(conn: asyncpg.Connection, envelope: Envelope) -> N
             payment_id=payment["id"],
             notification_id=event.notification_id,
         )
-        await repo.add_timeline(
+        await repo.note(
             conn,
-            payment["id"],
+            payment,
             "psp_notification_anomaly",
-            status_from=payment["status"],
-            status_to=payment["status"],
-            detail={**detail, "reason": "amount differs from the payment's"},
+            {**detail, "reason": "amount differs from the payment's"},
         )
         return
     fact = domain.notification_fact(event.event_code, event.success)
     if fact is None:
-        await repo.add_timeline(
-            conn,
-            payment["id"],
-            SOURCE,
-            status_from=payment["status"],
-            status_to=payment["status"],
-            detail={**detail, "applied": False},
-        )
+        await repo.note(conn, payment, SOURCE, {**detail, "applied": False})
         return
     updates: dict[str, Any] = {}
     if event.event_code == "AUTHORISATION":
@@ -124,27 +114,18 @@ async def on_capture_event(conn: asyncpg.Connection, envelope: Envelope) -> None
     payment; recorded in the payment's timeline whatever it changes. Each line keeps the
     revision of the capture event it last applied, so events may arrive in any order and any
     number of times: an older one is recorded and changes nothing."""
-    if envelope.tenant_id is None:
-        raise PoisonMessageError(f"{envelope.type} without a tenant_id")
-    try:
-        event = parse_data(envelope)
-    except ValidationError as exc:
-        raise PoisonMessageError(
-            f"{envelope.type} payload invalid: {exc.error_count()} errors"
-        ) from exc
+    event, tenant_id = tenant_payload(envelope, CATALOGUE[envelope.type])
     assert isinstance(event, CaptureEvent | CaptureScheduled)
-    payment = await repo.get_payment(conn, envelope.tenant_id, event.payment_id, for_update=True)
+    payment = await repo.get_payment(conn, tenant_id, event.payment_id, for_update=True)
     if payment is None:
         log.warning("capture event for an unknown payment", payment_id=event.payment_id)
         return
     if isinstance(event, CaptureScheduled):
-        await repo.add_timeline(
+        await repo.note(
             conn,
-            payment["id"],
+            payment,
             CAPTURE_SOURCE,
-            status_from=payment["status"],
-            status_to=payment["status"],
-            detail={"event": envelope.type, "due_at": event.due_at.isoformat()},
+            {"event": envelope.type, "due_at": event.due_at.isoformat()},
         )
         return
     detail: dict[str, Any] = {
@@ -167,13 +148,8 @@ async def on_capture_event(conn: asyncpg.Connection, envelope: Envelope) -> None
     elif event.revision <= line["capture_revision"]:
         unchanged = f"older than the capture's revision {line['capture_revision']} applied"
     if unchanged is not None or status is None:
-        await repo.add_timeline(
-            conn,
-            payment["id"],
-            CAPTURE_SOURCE,
-            status_from=payment["status"],
-            status_to=payment["status"],
-            detail={**detail, "applied": False, "reason": unchanged},
+        await repo.note(
+            conn, payment, CAPTURE_SOURCE, {**detail, "applied": False, "reason": unchanged}
         )
         return
     await repo.set_line_capture(
@@ -190,14 +166,7 @@ async def on_capture_event(conn: asyncpg.Connection, envelope: Envelope) -> None
         failed=status in (domain.LineCapture.CAPTURE_FAILED, domain.LineCapture.CAPTURE_BLOCKED),
     )
     if decided is None:
-        await repo.add_timeline(
-            conn,
-            payment["id"],
-            CAPTURE_SOURCE,
-            status_from=payment["status"],
-            status_to=payment["status"],
-            detail=detail,
-        )
+        await repo.note(conn, payment, CAPTURE_SOURCE, detail)
         return
     await service.change_status(
         conn,

@@ -180,14 +180,7 @@ async def _pending(pool: asyncpg.Pool, payment_id: str, tenant_id: str, exc: Psp
     async with pool.acquire() as conn, conn.transaction():
         payment = await repo.get_payment(conn, tenant_id, payment_id, for_update=True)
         assert payment is not None
-        await repo.add_timeline(
-            conn,
-            payment_id,
-            "psp_no_answer",
-            status_from=payment["status"],
-            status_to=payment["status"],
-            detail={"code": exc.code},
-        )
+        await repo.note(conn, payment, "psp_no_answer", {"code": exc.code})
         return _result(payment)
 
 
@@ -234,14 +227,7 @@ async def _settle(
         assert payment is not None
         if fact is None:  # challenge, pending, received: still waiting
             await repo.update_payment(conn, payment_id, updates)
-            await repo.add_timeline(
-                conn,
-                payment_id,
-                source,
-                status_from=payment["status"],
-                status_to=payment["status"],
-                detail=detail,
-            )
+            await repo.note(conn, payment, source, detail)
         else:
             await service.change_status(
                 conn, payment, fact, source=source, detail=detail, updates=updates

@@ -92,6 +92,20 @@ async def add_timeline(
     )
 
 
+async def note(
+    conn: asyncpg.Connection, payment: asyncpg.Record, kind: str, detail: dict[str, Any]
+) -> None:
+    """A timeline entry for what happened to `payment` without moving it."""
+    await add_timeline(
+        conn,
+        payment["id"],
+        kind,
+        status_from=payment["status"],
+        status_to=payment["status"],
+        detail=detail,
+    )
+
+
 async def get_payment(
     conn: asyncpg.Connection, tenant_id: str, payment_id: str, *, for_update: bool = False
 ) -> asyncpg.Record | None:

@@ -171,14 +171,7 @@ async def change_status(
         )
         return current
     if not isinstance(outcome, Moved):
-        await repo.add_timeline(
-            conn,
-            payment["id"],
-            source,
-            status_from=current,
-            status_to=current,
-            detail={**entry, "reason": outcome.reason},
-        )
+        await repo.note(conn, payment, source, {**entry, "reason": outcome.reason})
         return current
     columns = {"status": outcome.to.value, **(updates or {})}
     await repo.move_payment(

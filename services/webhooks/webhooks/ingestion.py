@@ -26,11 +26,11 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from prometheus_client import Counter, Histogram
 
-from common.broker.outbox import enqueue_many
+from common.broker.outbox import enqueue_many, new_envelope
 from common.db.group_commit import GroupCommit
-from common.events import Envelope, EventType, make_envelope
+from common.events import Envelope, EventType
 from common.http.errors import ApiError
-from common.logging import current_correlation_id, get_logger, new_correlation_id
+from common.logging import get_logger
 from common.metrics import Metrics
 from common.psp.hmac import verify_signature
 from webhooks import domain, errors, repo
@@ -40,13 +40,6 @@ from webhooks.domain import Item
 log = get_logger("webhooks.ingestion")
 
 Outcome = Literal["stored", "duplicate", "anomaly"]
-
-
-@dataclass(frozen=True)
-class Ingested:
-    stored: int
-    duplicates: int
-    anomalies: int
 
 
 @dataclass(frozen=True)
@@ -70,6 +63,26 @@ class Account:
 def key_aad(tenant_id: str, merchant_account: str, key_id: str) -> str:
     """What an HMAC key's ciphertext is bound to: a ciphertext moved to another row fails."""
     return f"{tenant_id}\x1f{merchant_account}\x1f{key_id}"
+
+
+def open_keys(
+    keybox: KeyBox, tenant_id: str, merchant_account: str, rows: Sequence[asyncpg.Record]
+) -> list[tuple[asyncpg.Record, str]]:
+    """The HMAC keys of `rows` (a merchant account's stored keys), decrypted, each with its
+    row; a key that does not decrypt with the configured encryption key is logged and left
+    out."""
+    opened = []
+    for row in rows:
+        try:
+            aad = key_aad(tenant_id, merchant_account, row["id"])
+            opened.append((row, keybox.open(row["nonce"], row["ciphertext"], aad)))
+        except InvalidTag:
+            log.warning(
+                "an HMAC key does not decrypt with the configured encryption key",
+                key_id=row["id"],
+                encryption_key_id=row["encryption_key_id"],
+            )
+    return opened
 
 
 class MerchantAccounts:
@@ -98,32 +111,12 @@ class MerchantAccounts:
             )
         account = None
         if tenant_id is not None:
-            account = Account(tenant_id, tuple(self._open(tenant_id, merchant_account, rows)))
+            keys = open_keys(self._keybox, tenant_id, merchant_account, rows)
+            account = Account(tenant_id, tuple(key for _, key in keys))
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[merchant_account] = (now, account)
         return account
-
-    def _open(
-        self, tenant_id: str, merchant_account: str, rows: Sequence[asyncpg.Record]
-    ) -> list[str]:
-        keys = []
-        for row in rows:
-            try:
-                keys.append(
-                    self._keybox.open(
-                        row["nonce"],
-                        row["ciphertext"],
-                        key_aad(tenant_id, merchant_account, row["id"]),
-                    )
-                )
-            except InvalidTag:
-                log.warning(
-                    "an HMAC key does not decrypt with the configured encryption key",
-                    key_id=row["id"],
-                    encryption_key_id=row["encryption_key_id"],
-                )
-        return keys
 
 
 async def store(conn: asyncpg.Connection, batch: Sequence[Verified]) -> list[Outcome]:
@@ -208,17 +201,11 @@ class Ingestion:
     async def stop(self) -> None:
         await self._group.stop()
 
-    async def ingest(self, *, psp: str, items: Sequence[Item], remote: str | None) -> Ingested:
+    async def ingest(self, *, psp: str, items: Sequence[Item], remote: str | None) -> None:
         """Verify every item, then store them; return once they are committed."""
         verified = [await self._verify(psp, item, remote) for item in items]
-        outcomes = await self._group.submit(verified)
-        for outcome in outcomes:
+        for outcome in await self._group.submit(verified):
             self._notifications.labels(outcome).inc()
-        return Ingested(
-            stored=outcomes.count("stored"),
-            duplicates=outcomes.count("duplicate") + outcomes.count("anomaly"),
-            anomalies=outcomes.count("anomaly"),
-        )
 
     async def _verify(self, psp: str, item: Item, remote: str | None) -> Verified:
         account = await self._accounts.find(item.merchant_account)
@@ -243,11 +230,10 @@ class Ingestion:
             )
         item = domain.without_cardholder_data(item)
         notification_id = repo.new_id("ntf")
-        envelope = make_envelope(
+        envelope = new_envelope(
             EventType.PSP_NOTIFICATION_RECEIVED,
             domain.event_data(item, notification_id=notification_id, psp=psp),
             tenant_id=account.tenant_id,
-            correlation_id=current_correlation_id() or new_correlation_id(),
         )
         return Verified(notification_id, account.tenant_id, psp, item, envelope)
 

@@ -160,16 +160,6 @@ async def insert_anomalies(
     )
 
 
-async def anomalies_of(conn: asyncpg.Connection, notification_id: str) -> list[Row]:
-    return list(
-        await conn.fetch(
-            "SELECT kind, stored_amount, received_amount, created_at FROM anomalies"
-            " WHERE notification_id = $1 ORDER BY id",
-            notification_id,
-        )
-    )
-
-
 async def log_security_event(
     conn: asyncpg.Connection,
     *,

@@ -3,18 +3,16 @@ HMAC keys, replay stored notifications."""
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 
 import asyncpg
-from cryptography.exceptions import InvalidTag
 
-from common.broker.outbox import enqueue_many
-from common.events import EventType, make_envelope
-from common.logging import current_correlation_id, get_logger, new_correlation_id
+from common.broker.outbox import enqueue_many, new_envelope
+from common.events import EventType
+from common.logging import get_logger
 from webhooks import domain, errors, repo
 from webhooks.crypto import KeyBox
-from webhooks.ingestion import key_aad
+from webhooks.ingestion import key_aad, open_keys
 from webhooks.schemas import MAX_RANGE_REPLAY, HmacKeyPut, ReplayRequest
 
 log = get_logger("webhooks.service")
@@ -33,11 +31,9 @@ async def put_key(
         if tenant is None or tenant["merchant_account"] != body.merchant_account:
             raise errors.merchant_account_not_yours()
         active = await repo.active_keys(conn, tenant_id, body.merchant_account)
-        for row in active:
-            aad = key_aad(tenant_id, body.merchant_account, row["id"])
-            with contextlib.suppress(InvalidTag):
-                if hmac.compare_digest(keybox.open(row["nonce"], row["ciphertext"], aad), key):
-                    return row, False
+        for row, opened in open_keys(keybox, tenant_id, body.merchant_account, active):
+            if hmac.compare_digest(opened, key):
+                return row, False
         if len(active) >= MAX_ACTIVE_KEYS:
             raise errors.hmac_key_limit()
         key_id = repo.new_id("hk")
@@ -80,11 +76,10 @@ async def replay(pool: asyncpg.Pool, tenant_id: str, request: ReplayRequest) -> 
         events = []
         for row in rows:
             item = domain.parse_item(repo.raw_item(row))
-            envelope = make_envelope(
+            envelope = new_envelope(
                 EventType.PSP_NOTIFICATION_RECEIVED,
                 domain.event_data(item, notification_id=row["id"], psp=row["psp"]),
                 tenant_id=tenant_id,
-                correlation_id=current_correlation_id() or new_correlation_id(),
             )
             events.append((envelope, item.merchant_reference))
         await enqueue_many(conn, events)

@@ -29,13 +29,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from aiormq.exceptions import ChannelInvalidStateError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from common.broker.topology import (
     DEAD_LETTER_EXCHANGE,
@@ -77,7 +77,25 @@ def parse_envelope(message: AbstractIncomingMessage) -> Envelope:
     try:
         return Envelope.model_validate_json(message.body)
     except ValidationError as exc:
-        raise PoisonMessageError(f"not a Marketpay event envelope: {_short(exc)}") from exc
+        raise PoisonMessageError(
+            f"not a Marketpay event envelope: {validation_summary(exc)}"
+        ) from exc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def tenant_payload(envelope: Envelope, model: type[M]) -> tuple[M, str]:
+    """A consumed event's payload and tenant. An event without a tenant, or whose payload does
+    not validate, is poison: no retry can fix it (it goes to the DLQ with the reason)."""
+    if envelope.tenant_id is None:
+        raise PoisonMessageError(f"{envelope.type} without a tenant_id")
+    try:
+        return model.model_validate(envelope.data), envelope.tenant_id
+    except ValidationError as exc:
+        raise PoisonMessageError(
+            f"{envelope.type} payload invalid: {validation_summary(exc)}"
+        ) from exc
 
 
 @dataclass
@@ -370,7 +388,8 @@ def _channel_closed(message: AbstractIncomingMessage) -> bool:
         return True
 
 
-def _short(exc: ValidationError) -> str:
+def validation_summary(exc: ValidationError) -> str:
+    """The first problems of a validation error, short enough for a DLQ header or a log."""
     return json.dumps(
         [{"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]} for e in exc.errors()][:5]
     )

@@ -25,6 +25,7 @@ import asyncpg
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import DeliveryError
 from pamqp.commands import Basic
+from structlog.contextvars import get_contextvars
 
 from common.broker.topology import Names, declare_exchanges
 from common.db.pool import reset_session
@@ -82,6 +83,25 @@ async def enqueue_many(
     )
 
 
+def new_envelope(
+    event_type: str,
+    data: EventData | dict[str, Any],
+    *,
+    tenant_id: str | None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+) -> Envelope:
+    """An envelope carrying the current correlation id (a new one outside any request or
+    message) and, inside a consumer, the message being handled as its cause."""
+    return make_envelope(
+        event_type,
+        data,
+        tenant_id=tenant_id,
+        correlation_id=correlation_id or current_correlation_id() or new_correlation_id(),
+        causation_id=causation_id or get_contextvars().get("message_id"),
+    )
+
+
 async def publish_event(
     conn: asyncpg.Connection,
     event_type: str,
@@ -91,16 +111,8 @@ async def publish_event(
     aggregate_id: str | None,
     causation_id: str | None = None,
 ) -> Envelope:
-    """Build an envelope carrying the current correlation id and enqueue it."""
-    from structlog.contextvars import get_contextvars
-
-    envelope = make_envelope(
-        event_type,
-        data,
-        tenant_id=tenant_id,
-        correlation_id=current_correlation_id() or new_correlation_id(),
-        causation_id=causation_id or get_contextvars().get("message_id"),
-    )
+    """Build an envelope (`new_envelope`) and enqueue it."""
+    envelope = new_envelope(event_type, data, tenant_id=tenant_id, causation_id=causation_id)
     await enqueue(conn, envelope, aggregate_id=aggregate_id)
     return envelope
 
@@ -112,19 +124,11 @@ async def publish_events(
     tenant_id: str | None,
     aggregate_id: str | None,
 ) -> list[Envelope]:
-    """`publish_event` for several events of one aggregate, in order, in one statement."""
-    from structlog.contextvars import get_contextvars
-
+    """`publish_event` for several events of one aggregate (one correlation id), in order, in
+    one statement."""
     correlation_id = current_correlation_id() or new_correlation_id()
-    causation_id = get_contextvars().get("message_id")
     envelopes = [
-        make_envelope(
-            event_type,
-            data,
-            tenant_id=tenant_id,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-        )
+        new_envelope(event_type, data, tenant_id=tenant_id, correlation_id=correlation_id)
         for event_type, data in events
     ]
     await enqueue_many(conn, [(envelope, aggregate_id) for envelope in envelopes])

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.db.group_commit import StorageUnavailableError
 from common.db.pool import connection_lost
-from common.http.errors import ApiError
+from common.http.errors import ApiError, ServiceUnavailable
 from common.http.openapi import build_openapi
 from common.http.routing import Api
 from common.logging import correlation, get_logger, new_correlation_id
@@ -80,9 +80,10 @@ async def error_middleware(
     except Exception as exc:
         if isinstance(exc, StorageUnavailableError) or connection_lost(exc):
             log.warning("database unavailable", path=request.path, error=type(exc).__name__)
-            return error_response(
-                503, "service_unavailable", "the service cannot reach its database; retry later"
-            )
+            unavailable: web.StreamResponse = ServiceUnavailable(
+                "the service cannot reach its database; retry later"
+            ).response()
+            return unavailable
         log.exception("unhandled error", path=request.path, method=request.method)
         return error_response(500, "internal_server_error", "an unexpected error has occurred")
 
