@@ -44,13 +44,18 @@ class EventType(StrEnum):
     REFUND_REQUESTED = "refund.requested"
     REFUND_SUCCEEDED = "refund.succeeded"
     REFUND_FAILED = "refund.failed"
+    REFUND_FUNDS_RESERVED = "refund.funds_reserved"
+    REFUND_FUNDS_REFUSED = "refund.funds_refused"
     CHARGEBACK_RECEIVED = "chargeback.received"
+    CHARGEBACK_REVERSED = "chargeback.reversed"
     PAYOUT_COMPUTED = "payout.computed"
     PAYOUT_PENDING = "payout.pending"
     PAYOUT_SETTLED = "payout.settled"
     PAYOUT_FAILED = "payout.failed"
+    PAYOUT_UNKNOWN = "payout.unknown"
     FUNDING_TRANSFER_CREATED = "funding_transfer.created"
     FUNDING_TRANSFER_COMPLETED = "funding_transfer.completed"
+    FUNDING_TRANSFER_FAILED = "funding_transfer.failed"
     EXPORT_READY = "export.ready"
 
 
@@ -280,6 +285,142 @@ class CaptureBlocked(CaptureEvent):
     intervention_id: str | None
 
 
+# -- refunds and chargebacks (capture) -------------------------------------------------------
+
+
+class ReturnLine(EventData):
+    """What one balance account gives back for one capture (a refund, a chargeback), or gets
+    back (a chargeback reversed). The lines of one event sum to its amount."""
+
+    capture_id: str
+    logistic_order_id: str
+    supplier_id: str
+    party: SplitParty
+    amount: int = Field(ge=0)
+
+
+class RefundEvent(EventData):
+    """What every `refund.*` event of one refund carries. A refund takes back money of one
+    capture (one logistic order, one supplier); `revision` grows with each change."""
+
+    refund_id: str
+    revision: int = Field(ge=1)
+    payment_id: str
+    order_id: str
+    capture_id: str
+    logistic_order_id: str
+    supplier_id: str
+    amount: Money
+    reason: str
+    lines: list[ReturnLine] = Field(min_length=1)
+
+
+class RefundRequested(RefundEvent):
+    """The amount is reserved against what is refundable. With `funds_check` (the tenant's
+    funding policy is `REFUSE_REFUND`) the refund waits for the payouts service's
+    `refund.funds_reserved` or `refund.funds_refused` before it goes to the PSP; without it,
+    it goes to the PSP at once and payouts funds a short supplier balance from the
+    marketplace's account."""
+
+    funds_check: bool
+
+
+class RefundSucceeded(RefundEvent):
+    """The PSP's REFUND notification confirmed it."""
+
+    psp_reference: str | None
+
+
+class RefundFailed(RefundEvent):
+    """The refund did not happen; its reservation is released."""
+
+    code: str
+    message: str
+
+
+class RefundFundsDecision(EventData):
+    """The payouts service's answer to `refund.requested` (`refund.funds_reserved` or
+    `refund.funds_refused`): whether the supplier's share is covered, and whether that share
+    had already been paid out to the supplier."""
+
+    refund_id: str
+    payment_id: str
+    supplier_id: str
+    supplier_amount: Money
+    supplier_share_paid_out: bool
+    funding_transfer_id: str | None = None
+    code: str | None = None
+
+
+class ChargebackEvent(EventData):
+    """A chargeback debits (`chargeback.received`) or a reversal credits back
+    (`chargeback.reversed`) each party of each capture of the payment by the split frozen at
+    capture; after partial refunds it takes only what is left."""
+
+    chargeback_id: str
+    revision: int = Field(ge=1)
+    payment_id: str
+    order_id: str
+    psp_reference: str
+    stage: str
+    amount: Money
+    reason: str | None = None
+    lines: list[ReturnLine]
+
+
+# -- payouts, ledger and funding transfers (payouts) -----------------------------------------
+
+PayoutKind = Literal["SUPPLIER", "MARKETPLACE"]
+PayoutStatus = Literal[
+    "COMPUTED", "SKIPPED", "PENDING", "SETTLED", "FAILED", "INSUFFICIENT_FUNDS", "UNKNOWN"
+]
+AccountType = Literal["PLATFORM", "MARKETPLACE", "SUPPLIER"]
+
+
+class PayoutEvent(EventData):
+    """The full state of a payout at each `payout.*` event; `revision` grows with each
+    change, so a read model keeps the newest."""
+
+    payout_id: str
+    revision: int = Field(ge=1)
+    kind: PayoutKind
+    supplier_id: str | None
+    status: PayoutStatus
+    amount: Money
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    logistic_order_ids: list[str] = Field(default_factory=list)
+    provider_reference: str | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class FundingTransferEvent(EventData):
+    """The full state of a funding transfer between the marketplace's and a supplier's
+    balance accounts, linked to the payout or refund (or chargeback) that caused it."""
+
+    funding_transfer_id: str
+    revision: int = Field(ge=1)
+    status: Literal["PENDING", "COMPLETED", "FAILED"]
+    amount: Money
+    source_account_type: AccountType
+    target_account_type: AccountType
+    supplier_id: str
+    linked_type: Literal["PAYOUT", "REFUND", "CHARGEBACK"]
+    linked_id: str
+    reason: str | None = None
+
+
+# -- exports ---------------------------------------------------------------------------------
+
+
+class ExportReady(EventData):
+    export_id: str
+    export_type: Literal["transactions", "supplier_payouts", "funding_transfers"]
+    rows: int = Field(ge=0)
+    expires_at: datetime
+
+
 # -- the OMS ---------------------------------------------------------------------------------
 
 
@@ -333,6 +474,22 @@ CATALOGUE: dict[str, type[EventData]] = {
     EventType.CAPTURE_SUCCEEDED: CaptureSucceeded,
     EventType.CAPTURE_FAILED: CaptureFailed,
     EventType.CAPTURE_BLOCKED: CaptureBlocked,
+    EventType.REFUND_REQUESTED: RefundRequested,
+    EventType.REFUND_SUCCEEDED: RefundSucceeded,
+    EventType.REFUND_FAILED: RefundFailed,
+    EventType.REFUND_FUNDS_RESERVED: RefundFundsDecision,
+    EventType.REFUND_FUNDS_REFUSED: RefundFundsDecision,
+    EventType.CHARGEBACK_RECEIVED: ChargebackEvent,
+    EventType.CHARGEBACK_REVERSED: ChargebackEvent,
+    EventType.PAYOUT_COMPUTED: PayoutEvent,
+    EventType.PAYOUT_PENDING: PayoutEvent,
+    EventType.PAYOUT_SETTLED: PayoutEvent,
+    EventType.PAYOUT_FAILED: PayoutEvent,
+    EventType.PAYOUT_UNKNOWN: PayoutEvent,
+    EventType.FUNDING_TRANSFER_CREATED: FundingTransferEvent,
+    EventType.FUNDING_TRANSFER_COMPLETED: FundingTransferEvent,
+    EventType.FUNDING_TRANSFER_FAILED: FundingTransferEvent,
+    EventType.EXPORT_READY: ExportReady,
 }
 
 
