@@ -88,7 +88,7 @@ class SessionStore:
 
 
 STORE = web.AppKey("session_store", SessionStore)
-VISIT = "marketpay.visit"
+VISIT = web.RequestKey("visit", Visit)
 
 
 async def visit_of(request: web.Request, *, renew: bool = False) -> Visit:

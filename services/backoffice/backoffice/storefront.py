@@ -150,6 +150,9 @@ async def pay_page(request: web.Request) -> web.Response:
 
 
 def _answer(payment_id: str, answer: Answer) -> web.Response:
+    if answer.status == 402:
+        # refused by the issuer: the result page tells the shopper
+        return web.json_response({"next": f"/shop/result/{payment_id}", "status": "REFUSED"})
     if not answer.ok:
         return web.json_response({"error": answer.error}, status=answer.status)
     data = answer.data
