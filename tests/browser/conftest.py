@@ -61,9 +61,7 @@ class RecordingProxy:
                 request.method, self.target + request.path_qs, data=body, headers=headers
             ) as response:
                 payload = await response.read()
-                kept = {
-                    k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP
-                }
+                kept = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
                 return web.Response(status=response.status, body=payload, headers=kept)
 
         app = web.Application()
@@ -88,6 +86,8 @@ class Web:
 
     async def login(self, page: Page, key: str) -> None:
         await page.goto(f"{self.url}/login")
+        if not await page.locator("input[name=api_key]").count():
+            raise AssertionError(await page.content())
         await page.fill("input[name=api_key]", key)
         await page.click("button[type=submit]")
         await page.wait_for_url(f"{self.url}/payments")

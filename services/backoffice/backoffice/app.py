@@ -126,7 +126,6 @@ def create_app(settings: Settings) -> web.Application:
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(default=True),
-        undefined=jinja2.StrictUndefined,
     )
     environment.filters["money"] = lambda m: money(m["value"], m["currency"]) if m else ""
     environment.filters["minor"] = money

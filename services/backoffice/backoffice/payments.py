@@ -136,7 +136,8 @@ async def payment_activity(request: web.Request, login: Login) -> web.StreamResp
         view = await _payment_view(request, login, request.match_info["id"])
     except _Refused as exc:
         return refused(request, exc.answer, "Payment")
-    return render(request, "payment_activity.html", view)
+    # the status pill in the page's headline follows (htmx out-of-band swap)
+    return render(request, "payment_activity.html", {**view, "oob": True})
 
 
 @routes.post("/payments/{id}/capture")
