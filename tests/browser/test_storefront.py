@@ -68,6 +68,18 @@ async def test_storefront_pays_with_the_drop_in_and_checkout_never_sees_the_card
             "data-status", "AUTHORIZED"
         )
         await shot(page, "storefront-5-3ds-authorised")
+
+        # raw card fields posted to the storefront's own endpoint stop there
+        await checkout_and_type_card(web_ui, page, SUCCESS)
+        headers = await page.get_attribute("body", "hx-headers")
+        assert headers is not None
+        refused = await page.request.post(
+            page.url,
+            data={"payment_method": {"type": "scheme", "number": SUCCESS, "cvc": "737"}},
+            headers={"X-CSRF-Token": json.loads(headers)["X-CSRF-Token"]},
+        )
+        assert refused.status == 422
+        assert (await refused.json())["error"]["param"] == "payment_method"
         logging.getLogger("probe").info("the scan reads this line")
         lines = capsys.readouterr().out
     finally:

@@ -64,7 +64,9 @@ async def retry(request: web.Request, login: Login) -> web.StreamResponse:
         f"/v1/admin/interventions/{request.match_info['id']}/retry",
         idempotency_key=key,
     )
-    if answer.ok:
+    if answer.ok and answer.replayed:
+        visit.flash("ok", "Retry requested already (this form was sent before): nothing more.")
+    elif answer.ok:
         visit.flash("ok", f"Capture {answer.data['capture_id']} sent again.")
     else:
         error = answer.error

@@ -162,7 +162,9 @@ async def capture(request: web.Request, login: Login) -> web.StreamResponse:
         json={"logistic_order_id": line} if line else {},
         idempotency_key=key,
     )
-    if answer.ok:
+    if answer.ok and answer.replayed:
+        visit.flash("ok", "Capture requested already (this form was sent before): nothing more.")
+    elif answer.ok:
         count = len(answer.data["captures"])
         visit.flash("ok", f"Capture requested: {count} capture(s) sent to the PSP.")
     else:

@@ -17,6 +17,7 @@ from backoffice.settings import Settings
 class Answer:
     status: int
     body: Any
+    replayed: bool = False  # the service answered a repeated Idempotency-Key with its first answer
 
     @property
     def ok(self) -> bool:
@@ -86,7 +87,8 @@ class Upstream:
                     body = await response.json(content_type=None)
                 except ValueError:
                     body = None
-                return Answer(response.status, body)
+                replayed = response.headers.get("Idempotent-Replayed") == "true"
+                return Answer(response.status, body, replayed)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamUnavailable(service) from exc
 
