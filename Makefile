@@ -34,6 +34,7 @@ lint: install ## ruff, formatting and mypy (strict on libs/common and domain mod
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy libs/common/common services/*/*/domain.py
+	MYPYPATH=libs/common:services/backoffice $(RUN) mypy --strict services/backoffice/backoffice
 
 format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .

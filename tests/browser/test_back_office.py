@@ -158,3 +158,47 @@ async def test_a_supplier_sees_only_its_own_payments(stack: Any, web_ui: Web) ->
         return await stack.captures(shop, own) == []
 
     await eventually(none_captured)
+
+
+async def test_operator_retries_a_failed_capture_from_the_intervention_queue(
+    stack: Any, web_ui: Web
+) -> None:
+    shop = web_ui.shop
+    await stack.sandbox.faults(shop.merchant_account, fail_captures=True)
+    payment = await paid_payment(stack, shop)
+    status, body = await stack.call(
+        "POST",
+        f"{stack.capture_url}/v1/admin/payments/{payment['id']}/capture",
+        shop.operator_key,
+        json={},
+        idempotency_key=uuid.uuid4().hex,
+    )
+    assert status == 202, body
+
+    async def queued() -> bool:
+        _, found = await stack.call(
+            "GET", f"{stack.capture_url}/v1/admin/interventions?status=OPEN", shop.operator_key
+        )
+        return bool(found["data"])
+
+    await eventually(queued, within=20)
+    await stack.sandbox.faults(shop.merchant_account)
+
+    page = await web_ui.page()
+    await web_ui.login(page, shop.operator_key)
+    await page.click("nav a[href='/interventions']")
+    row = page.locator("#interventions tbody tr", has_text=payment["id"])
+    await expect(row).to_contain_text("OPEN")
+    await row.get_by_role("button", name="Retry…").click()
+    await expect(row.locator("dialog")).to_be_visible()
+    await shot(page, "backoffice-6-intervention-retry")
+    await row.locator("dialog button.primary").click()
+    await expect(page.locator(".flash.ok")).to_contain_text("sent again")
+    await expect(page.locator("#interventions")).not_to_contain_text(payment["id"])
+
+    await stack.until_status(shop, payment["id"], "PAID")
+    await page.goto(f"{web_ui.url}/payments/{payment['id']}")
+    await expect(page.locator("#timeline")).to_contain_text("PSP CAPTURE_FAILED")
+    await expect(page.locator("#payment-status")).to_have_text("PAID")
+    captures = await stack.captures(shop, payment["id"])
+    assert [c["status"] for c in captures] == ["SUCCEEDED"]
