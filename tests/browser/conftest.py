@@ -154,6 +154,7 @@ async def web_ui(stack: Any, browser: Browser) -> AsyncIterator[Web]:
             psp_dropin_url=f"{stack.sandbox.url}/sandbox/dropin.js",
             storefront_key=shop.storefront_key,
             storefront_supplier_ids=(shop.supplier_id, other_id),
+            storefront_capture_mode="MANUAL",
         )
         async with running(create_app(settings)) as url:
             yield Web(

@@ -30,7 +30,7 @@ async def checkout_and_type_card(web: Web, page: Page, number: str) -> None:
 
 
 async def test_storefront_pays_with_the_drop_in_and_checkout_never_sees_the_card(
-    web_ui: Web, capsys: Any
+    stack: Any, web_ui: Web, capsys: Any
 ) -> None:
     configure_logging("storefront-card-scan", "DEBUG")
     try:
@@ -44,6 +44,10 @@ async def test_storefront_pays_with_the_drop_in_and_checkout_never_sees_the_card
             "data-status", "AUTHORIZED"
         )
         await shot(page, "storefront-2-authorised")
+        paid = await stack.payment(web_ui.shop, page.url.rsplit("/", 1)[-1])
+        # two suppliers' lines, waiting for a person to capture them
+        assert paid["capture_mode"] == "MANUAL"
+        assert [line["amount"] for line in paid["lines"]] == [12_000, 3_000]
 
         # a declined card
         await checkout_and_type_card(web_ui, page, DECLINED)

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     storefront_key: SecretStr | None = None
     storefront_supplier_ids: tuple[str, ...] = ()
     storefront_keys_file: Path | None = None
+    # the capture mode of the demo's sessions; None: the tenant's setting
+    storefront_capture_mode: Literal["IMMEDIATE", "DELAYED", "ON_SHIPMENT", "MANUAL"] | None = None
 
     @model_validator(mode="before")
     @classmethod

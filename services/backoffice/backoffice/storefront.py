@@ -86,12 +86,14 @@ async def checkout(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther("/shop")
     storefront_key, supplier_ids = config
     cart = _cart(supplier_ids)
+    capture_mode = request.app[SETTINGS].storefront_capture_mode
     answer = await request.app[UPSTREAM].call(
         "checkout",
         "POST",
         "/v1/checkout/sessions",
         storefront_key,
         json={
+            **({"capture_mode": capture_mode} if capture_mode else {}),
             "order_id": f"demo_{uuid.uuid4().hex[:12]}",
             "amount": {"value": sum(i["amount"] for i in cart), "currency": "EUR"},
             "buyer_account": "demo_buyer",
