@@ -60,6 +60,17 @@ async def test_operator_finds_captures_once_and_sees_the_timeline(stack: Any, we
     await expect(page.locator("#payments tbody tr")).to_have_count(2)
     await shot(page, "backoffice-1-transactions")
 
+    # a page at a time, newest first, through the API's cursors
+    await page.goto(f"{web_ui.url}/payments?limit=1")
+    await expect(page.locator("#payments tbody")).to_contain_text(untouched["id"])
+    await page.click("text=Older →")
+    await expect(page.locator("#payments tbody")).to_contain_text(payment["id"])
+    await expect(page.locator("#payments tbody tr")).to_have_count(1)
+    await page.click("text=← Newer")
+    await expect(page.locator("#payments tbody")).to_contain_text(untouched["id"])
+    await page.goto(f"{web_ui.url}/payments?created_from=not-a-date")
+    await expect(page.locator(".flash.error")).to_contain_text("created_from")
+
     # find the payment by its order
     await page.fill("input[name=order_id]", payment["order_id"])
     await page.click(".filters button[type=submit]")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from backoffice.sessions import Login, end_visit, visit_of
+from backoffice.sessions import STORE, Login, end_visit, visit_of
 from backoffice.upstream import UPSTREAM, Upstream
 from backoffice.web import render
 
@@ -61,7 +61,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             status=401,
         )
     visit = await visit_of(request, renew=True)
-    visit.login = found
+    request.app[STORE].log_in(visit, found)
     raise web.HTTPSeeOther(target)
 
 

@@ -31,7 +31,7 @@ STATUSES = [
     "CHARGEBACK",
 ]
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-FILTERS = ("status", "order_id", "created_from", "created_to")
+FILTERS = ("status", "order_id", "created_from", "created_to", "limit")
 PAGING = ("after_cursor", "before_cursor")
 # lines a manual capture may still take (their capture has not started)
 CAPTURABLE_LINES = frozenset({"PENDING", "CAPTURE_FAILED"})
@@ -49,7 +49,7 @@ async def list_payments(request: web.Request, login: Login) -> web.StreamRespons
         "checkout",
         "GET",
         "/v1/admin/payments",
-        params={**_api_filters(filters), **paging, "limit": "20"},
+        params={**_api_filters(filters), **paging, "limit": filters["limit"] or "20"},
     )
     if not answer.ok:
         # a bad filter (e.g. a malformed date): the form again, with the API's message

@@ -21,6 +21,7 @@ SESSION_ID = "sid"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+ANONYMOUS_MAX_AGE_S = 1800
 
 
 @dataclass
@@ -69,13 +70,18 @@ class SessionStore:
         return visit
 
     def open(self) -> tuple[str, Visit]:
+        """A visit not (yet) logged in lives `ANONYMOUS_MAX_AGE_S` at most: pages fetched
+        without a cookie cannot fill the store for a whole session's lifetime."""
         self._sweep()
         session_id = secrets.token_urlsafe(32)
-        visit = Visit(
-            csrf_token=secrets.token_urlsafe(32), expires_at=self._clock() + self._max_age_s
-        )
+        ttl = min(self._max_age_s, ANONYMOUS_MAX_AGE_S)
+        visit = Visit(csrf_token=secrets.token_urlsafe(32), expires_at=self._clock() + ttl)
         self._visits[session_id] = visit
         return session_id, visit
+
+    def log_in(self, visit: Visit, login: Login) -> None:
+        visit.login = login
+        visit.expires_at = self._clock() + self._max_age_s
 
     def drop(self, session_id: str | None) -> None:
         if session_id:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from backoffice.login import _safe_next
-from backoffice.sessions import SessionStore
+from backoffice.sessions import ANONYMOUS_MAX_AGE_S, Login, SessionStore
 from backoffice.settings import Settings
 from backoffice.web import money
 
@@ -29,12 +29,17 @@ def test_money_in_major_units(value: int | None, currency: str, shown: str) -> N
 
 def test_a_visit_expires_and_its_id_then_opens_nothing() -> None:
     now = [1000.0]
-    store = SessionStore(max_age_s=60, clock=lambda: now[0])
+    store = SessionStore(max_age_s=7200, clock=lambda: now[0])
     session_id, visit = store.open()
-    assert store.get(session_id) is visit
+    anonymous, logged_in_id = visit, store.open()[0]
+    store.log_in(store.get(logged_in_id), Login("k", "operator", "Shop"))  # type: ignore[arg-type]
+    assert store.get(session_id) is anonymous
     assert len(visit.csrf_token) >= 40
-    now[0] += 61
-    assert store.get(session_id) is None
+    now[0] += ANONYMOUS_MAX_AGE_S + 1
+    assert store.get(session_id) is None  # never logged in: half an hour
+    assert store.get(logged_in_id) is not None
+    now[0] += 7200
+    assert store.get(logged_in_id) is None
     other_id, other = store.open()
     assert other_id != session_id
     assert other.csrf_token != visit.csrf_token
