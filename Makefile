@@ -14,8 +14,9 @@ $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
-install: $(UV) ## install the workspace (Python deps from uv.lock)
+install: $(UV) ## install the workspace (Python deps from uv.lock) and Chromium for the browser tests
 	$(UV) sync --frozen --all-packages
+	bash scripts/ensure-chromium.sh
 
 servers: ## make sure the local PostgreSQL and RabbitMQ are running
 	bash scripts/ensure-servers.sh
@@ -33,6 +34,7 @@ lint: install ## ruff, formatting and mypy (strict on libs/common and domain mod
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy libs/common/common services/*/*/domain.py
+	MYPYPATH=libs/common:services/backoffice $(RUN) mypy --strict services/backoffice/backoffice
 
 format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .

@@ -14,7 +14,7 @@ else
     echo $! >.run/honcho.pid
 fi
 
-declare -A PORTS=([tenants]=8086 [checkout]=8081 [webhooks]=8082 [capture]=8083 [psp_sandbox]=8090)
+declare -A PORTS=([tenants]=8086 [checkout]=8081 [webhooks]=8082 [capture]=8083 [psp_sandbox]=8090 [backoffice]=8087)
 for service in "${!PORTS[@]}"; do
     url="http://127.0.0.1:${PORTS[$service]}/readyz"
     for i in $(seq 1 60); do
@@ -61,6 +61,13 @@ rm -f .run/hmac-key.json
 cat <<'TXT'
 
 Marketpay is up. Logs: .run/services.log   Keys of the demo tenant: .run/demo-keys.json
+
+In the browser:
+  Demo storefront (card 4242 4242 4242 4242, 3-D Secure 4000 0000 0000 3220):
+      http://127.0.0.1:8087/shop
+  Back office (log in with the operator_key or supplier_key of .run/demo-keys.json):
+      http://127.0.0.1:8087/login
+
 Try:
   OPERATOR=$(python3 -c 'import json;print(json.load(open(".run/demo-keys.json"))["operator_key"])')
   curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8086/v1/admin/tenant
