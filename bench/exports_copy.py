@@ -45,7 +45,8 @@ COLUMNS = [
 
 
 def rows(tenant_id: str, count: int) -> Iterator[tuple[Any, ...]]:
-    """Per payment: an authorisation, a capture with its split, and every fifth a refund."""
+    """Per payment: an authorisation, a capture with its split, and every fifth a refund (with
+    the rates of its capture, as the projection copies them)."""
     n = 0
     payment = 0
     while n < count:
@@ -88,9 +89,9 @@ def rows(tenant_id: str, count: int) -> Iterator[tuple[Any, ...]]:
                     100,
                     "EUR",
                     2,
-                    None,
+                    Decimal("2.5"),
                     10,
-                    None,
+                    Decimal("10"),
                     88,
                     "=damaged; returned",
                 )

@@ -64,6 +64,19 @@ _UPSERT_TRANSACTIONS = (
 )
 
 
+_CAPTURE_RATES = """
+    UPDATE transactions t
+       SET platform_rate = c.platform_rate, marketplace_rate = c.marketplace_rate
+      FROM transactions c
+     WHERE t.tenant_id = $1 AND t.capture_id = ANY($2::text[])
+       AND t.transaction_type <> 'CAPTURE'
+       AND c.tenant_id = $1 AND c.row_key = 'CAPTURE:' || t.capture_id
+       AND (t.platform_rate, t.marketplace_rate)
+           IS DISTINCT FROM (c.platform_rate, c.marketplace_rate)
+"""
+"""Refunds and chargebacks show the rates frozen at their capture, whichever came first."""
+
+
 def _newest(table: str, columns: Sequence[str]) -> str:
     """SET clauses that take the incoming full state only when its revision is newer, and keep
     the earliest time seen as `created_at` whatever the order of arrival."""
@@ -121,6 +134,9 @@ async def apply_projection(conn: asyncpg.Connection, projection: Projection) -> 
     elif projection:
         columns = [[getattr(row, name) for row in projection] for name in _TRANSACTION_FIELDS]
         await conn.execute(_UPSERT_TRANSACTIONS, *columns)
+        captures = sorted({row.capture_id for row in projection if row.capture_id is not None})
+        if captures:
+            await conn.execute(_CAPTURE_RATES, projection[0].tenant_id, captures)
 
 
 async def truncate_read_models(conn: asyncpg.Connection) -> None:
@@ -372,7 +388,6 @@ def export_query(
         _any(where, "t.logistic_order_id", filters.logistic_order_ids)
         if filters.payment_id is not None:
             where.add("t.payment_id = {}", filters.payment_id)
-        # refunds and chargebacks show the rates frozen at their capture
         cells = {
             "occurred_at": "csv_time(t.occurred_at)",
             "transaction_type": "t.transaction_type",
@@ -388,18 +403,15 @@ def export_query(
             "capture_id": _text("t.capture_id"),
             "psp_reference": _text("t.psp_reference"),
             "platform_amount": "t.platform_amount",
-            "platform_rate": "coalesce(t.platform_rate, c.platform_rate)",
+            "platform_rate": "t.platform_rate",
             "marketplace_amount": "t.marketplace_amount",
-            "marketplace_rate": "coalesce(t.marketplace_rate, c.marketplace_rate)",
+            "marketplace_rate": "t.marketplace_rate",
             "supplier_amount": "t.supplier_amount",
             "reason": _text("t.reason"),
         }
         if supplier_scope is not None:
             cells = {k: ("NULL" if k in COMMISSION_COLUMNS else v) for k, v in cells.items()}
-        source = (
-            "transactions t LEFT JOIN transactions c ON c.tenant_id = t.tenant_id"
-            " AND t.transaction_type <> 'CAPTURE' AND c.row_key = 'CAPTURE:' || t.capture_id"
-        )
+        source = "transactions t"
         order = "t.occurred_at, t.row_key"
     elif isinstance(filters, SupplierPayoutFilters):
         where.add("t.tenant_id = {}", tenant_id)
