@@ -60,7 +60,7 @@ def rows(tenant_id: str, count: int) -> Iterator[tuple[Any, ...]]:
         )
         amount = 1000 + payment % 9000
         platform, marketplace = amount * 25 // 1000, amount // 10
-        batch = [
+        batch: list[tuple[Any, ...]] = [
             (tenant_id, f"AUTHORISATION:{pay}:{lo}", 1, at, "AUTHORISATION", "NONE",
              "AUTHORISED", pay, f"ord_{payment}", lo, sup, pay, None, f"PSP{payment}", amount,
              "EUR", None, None, None, None, None, None),
