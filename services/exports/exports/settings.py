@@ -32,6 +32,7 @@ class Settings(ServiceSettings):
     worker_poll_interval_s: float = Field(default=2.0, gt=0)
     worker_concurrency: int = Field(default=2, ge=1, le=32)  # exports written at once
     max_attempts: int = Field(default=3, ge=1, le=20)
+    retry_delay_s: float = Field(default=5.0, ge=0)  # after a failed attempt, before the next
     expiry_sweep_interval_s: float = Field(default=60.0, gt=0)
     # Caps one export's output rate (bytes/s) to spare a shared disk or database; None: none.
     throttle_bytes_per_s: float | None = Field(default=None, gt=0)

@@ -35,8 +35,6 @@ from exports.storage import Storage, StorageWriter
 
 log = get_logger("exports.worker")
 
-RETRY_DELAY_S = 5.0
-
 
 class LeaseLostError(Exception):
     """Another replica took the job over (this one was too slow to renew its lease)."""
@@ -103,6 +101,14 @@ class ExportWorker:
         self._wake.set()  # a slot is free
 
     async def produce(self, job: asyncpg.Record) -> None:
+        try:
+            await self._produce(job)
+        except Exception as exc:
+            # e.g. the database went away while completing: the lease runs out and another
+            # attempt follows (a completion that did commit stays: the job is READY)
+            log.warning("export attempt ended in error", export_id=job["id"], error=repr(exc))
+
+    async def _produce(self, job: asyncpg.Record) -> None:
         export_id: str = job["id"]
         attempt: int = job["attempt"]
         if attempt > self.settings.max_attempts:
@@ -113,22 +119,26 @@ class ExportWorker:
         key = storage_key(job["tenant_id"], export_id, attempt)
         progress = Progress()
         heartbeat = asyncio.create_task(self._heartbeat(export_id, attempt, progress))
-        writer = self.storage.writer(key)
+        writer: StorageWriter | None = None
         try:
+            writer = self.storage.writer(key)  # a local writer opens its file: inside the try
             rows, size = await self._write(job, progress, writer)
         except LeaseLostError:
             heartbeat.cancel()
-            await writer.abort()
+            if writer is not None:
+                await writer.abort()
             log.info("export attempt lost its lease", export_id=export_id, attempt=attempt)
             return
         except asyncio.CancelledError:
             # shutting down: the lease runs out and another replica takes the job over
             heartbeat.cancel()
-            await writer.abort()
+            if writer is not None:
+                await writer.abort()
             raise
         except Exception as exc:
             heartbeat.cancel()
-            await writer.abort()
+            if writer is not None:
+                await writer.abort()
             await self._failed(export_id, attempt, exc)
             return
         heartbeat.cancel()
@@ -238,7 +248,7 @@ class ExportWorker:
                     conn,
                     export_id,
                     attempt,
-                    retry_in_s=None if final else RETRY_DELAY_S,
+                    retry_in_s=None if final else self.settings.retry_delay_s,
                     error_code="export_failed",
                     error_message=type(exc).__name__,
                 )

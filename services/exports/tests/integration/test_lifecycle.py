@@ -332,3 +332,90 @@ async def test_files_in_s3_compatible_storage(exports) -> None:
         )
         uploads = await asyncio.to_thread(s3.list_multipart_uploads, Bucket="exports")
         assert uploads.get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("exports", [{"worker_poll_interval_s": 600}], indirect=True)
+async def test_a_stalled_worker_that_lost_its_lease_never_completes_the_job(exports) -> None:
+    # given: a replica run as a process, writing slowly
+    tenant = await fed_tenant(exports, extra_lines=4000)
+    env = service_env(exports, throttle_bytes_per_s=60_000, lease_s=2.0, heartbeat_s=0.3)
+    async with service_process(env) as (process, url):
+        status, body = await exports.call(
+            "POST", "/v1/exports", tenant.operator_key, {"type": "transactions"}, url=url
+        )
+        assert status == 202, body
+        export_id = body["data"]["id"]
+
+        async def job() -> dict[str, Any]:
+            _, found = await exports.call("GET", f"/v1/exports/{export_id}", tenant.operator_key)
+            data: dict[str, Any] = found["data"]
+            return data
+
+        async def writing() -> bool:
+            data = await job()
+            return bool(data["status"] == "RUNNING" and data["rows_written"] > 0)
+
+        await eventually(writing, within=30)
+        # when: it stalls (a long pause) past its lease, another replica takes the job over,
+        # and then the stalled one wakes up and goes on
+        process.send_signal(signal.SIGSTOP)
+        await exports.start()
+
+        async def taken_over() -> bool:
+            return bool((await job())["attempt"] == 2)
+
+        await eventually(taken_over, within=30)
+        process.send_signal(signal.SIGCONT)
+        ready = await exports.until_status(tenant.operator_key, export_id, within=60)
+        # then: the job completed once, by the second attempt, with its file only
+        assert ready["attempt"] == 2
+        assert ready["rows_written"] == 4009
+        folder = exports.storage_dir / tenant.id / export_id
+
+        async def only_the_winners_file() -> bool:
+            return sorted(p.name for p in folder.iterdir()) == ["2.csv"]
+
+        await eventually(only_the_winners_file, within=30)
+        assert process.returncode is None  # the stalled replica lives on, and lets go
+        _, raw, _ = await exports.download(tenant.operator_key, export_id)
+        assert len(parse_csv(raw)) == 4010
+        async with exports.main.pool.acquire() as conn:
+            published = await conn.fetchval(
+                "SELECT count(*) FROM outbox WHERE routing_key = 'export.ready'"
+                " AND envelope->'data'->>'export_id' = $1",
+                export_id,
+            )
+        assert published == 1
+
+
+@pytest.mark.parametrize("exports", [{"worker_poll_interval_s": 600}], indirect=True)
+async def test_an_export_that_keeps_failing_ends_failed(exports) -> None:
+    async with moto_server() as endpoint:
+        # given: a replica whose storage refuses every file (its bucket does not exist)
+        tenant = await fed_tenant(exports)
+        replica = await exports.start(
+            storage="s3",
+            s3_bucket="missing",
+            s3_endpoint_url=endpoint,
+            s3_access_key_id="test",
+            s3_secret_access_key="test",
+            max_attempts=2,
+            retry_delay_s=0.2,
+        )
+        # when
+        status, body = await exports.call(
+            "POST", "/v1/exports", tenant.operator_key, {"type": "transactions"}, url=replica.url
+        )
+        assert status == 202
+        # then
+        failed = await exports.until_status(
+            tenant.operator_key, body["data"]["id"], "FAILED", within=60
+        )
+        assert failed["attempt"] == 2
+        assert failed["error"]["code"] == "export_failed"
+        assert failed["download_url"] is None
+        status, answer = await exports.call(
+            "GET", f"/v1/exports/{failed['id']}/download", tenant.operator_key
+        )
+        assert status == 409
+        assert answer["error"]["code"] == "export_not_ready"
