@@ -9,13 +9,14 @@ from pathlib import Path
 from aiohttp import web
 
 from common import runtime
-from common.http.app import create_base_app
+from common.http.app import METRICS, create_base_app
 from common.http.auth import Authenticator
 from common.http.routing import AUTHENTICATOR
 from common.metrics import Metrics
 from common.tenancy import replica_key_lookup, tenancy_consumption
 from exports.api import STORAGE, WORKER, api
 from exports.consumers import consumptions
+from exports.metrics import ExportMetrics
 from exports.settings import Settings
 from exports.storage import LocalStorage, S3Storage, Storage
 from exports.worker import ExportWorker
@@ -47,6 +48,7 @@ def create_storage(settings: Settings) -> Storage:
 
 def create_app(settings: Settings) -> web.Application:
     app = create_base_app(api, Metrics())
+    metrics = ExportMetrics(app[METRICS].registry)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(runtime.database(settings, "exports", MIGRATIONS))
 
@@ -62,7 +64,9 @@ def create_app(settings: Settings) -> web.Application:
     async def worker(app: web.Application) -> AsyncIterator[None]:
         storage = create_storage(settings)
         app[STORAGE] = storage
-        app[WORKER] = ExportWorker(pool=app[runtime.DB_POOL], storage=storage, settings=settings)
+        app[WORKER] = ExportWorker(
+            pool=app[runtime.DB_POOL], storage=storage, settings=settings, metrics=metrics
+        )
         task = asyncio.create_task(app[WORKER].run(), name="export-worker")
         yield
         task.cancel()

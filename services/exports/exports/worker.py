@@ -30,6 +30,7 @@ from common.events import EventType
 from common.logging import get_logger
 from exports import repo
 from exports.domain import FILTERS, ready_event, rows_in, storage_key
+from exports.metrics import ExportMetrics
 from exports.settings import Settings
 from exports.storage import Storage, StorageWriter
 
@@ -53,8 +54,16 @@ class Progress:
 
 
 class ExportWorker:
-    def __init__(self, *, pool: asyncpg.Pool, storage: Storage, settings: Settings) -> None:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        storage: Storage,
+        settings: Settings,
+        metrics: ExportMetrics | None = None,
+    ) -> None:
         self.pool = pool
+        self.metrics = metrics
         self.storage = storage
         self.settings = settings
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -111,10 +120,13 @@ class ExportWorker:
     async def _produce(self, job: asyncpg.Record) -> None:
         export_id: str = job["id"]
         attempt: int = job["attempt"]
+        kind: str = job["export_type"]
+        started = time.monotonic()
         if attempt > self.settings.max_attempts:
             async with self.pool.acquire() as conn:
                 await repo.fail_exhausted(conn, export_id, attempt)
             log.warning("export failed: attempts exhausted", export_id=export_id)
+            self._count(kind, "failed")
             return
         key = storage_key(job["tenant_id"], export_id, attempt)
         progress = Progress()
@@ -128,6 +140,7 @@ class ExportWorker:
             if writer is not None:
                 await writer.abort()
             log.info("export attempt lost its lease", export_id=export_id, attempt=attempt)
+            self._count(kind, "lease_lost")
             return
         except asyncio.CancelledError:
             # shutting down: the lease runs out and another replica takes the job over
@@ -140,6 +153,7 @@ class ExportWorker:
             if writer is not None:
                 await writer.abort()
             await self._failed(export_id, attempt, exc)
+            self._count(kind, "failed")
             return
         heartbeat.cancel()
         async with self.pool.acquire() as conn, conn.transaction():
@@ -168,11 +182,20 @@ class ExportWorker:
                 )
         if done is None:
             log.info("export attempt lost its job before completing", export_id=export_id)
+            self._count(kind, "superseded")
             await self.storage.delete(key)
             return
+        self._count(kind, "ready")
+        if self.metrics is not None:
+            self.metrics.rows.labels(kind).inc(rows)
+            self.metrics.duration.labels(kind).observe(time.monotonic() - started)
         for earlier in range(1, attempt):  # what a dead attempt left behind
             await self.storage.delete(storage_key(job["tenant_id"], export_id, earlier))
         log.info("export ready", export_id=export_id, rows=rows, bytes=size, attempt=attempt)
+
+    def _count(self, kind: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.attempts.labels(kind, outcome).inc()
 
     async def _write(
         self, job: asyncpg.Record, progress: Progress, writer: StorageWriter
@@ -262,4 +285,6 @@ class ExportWorker:
         for row in expired:
             if row["storage_key"]:
                 await self.storage.delete(row["storage_key"])
+        if self.metrics is not None and expired:
+            self.metrics.expired.inc(len(expired))
         return len(expired)

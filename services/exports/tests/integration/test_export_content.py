@@ -244,6 +244,10 @@ async def test_status_list_and_idempotency_key(exports) -> None:
     status, listed = await exports.call("GET", "/v1/exports?status=READY", tenant.operator_key)
     assert status == 200
     assert [e["id"] for e in listed["data"]] == [ready["id"]]
+    async with exports.http.get(f"{exports.url}/metrics") as response:
+        metrics = await response.text()
+    assert 'exports_attempts_total{outcome="ready",type="transactions"} 1.0' in metrics
+    assert 'exports_rows_total{type="transactions"} 2.0' in metrics
     status, listed = await exports.call("GET", "/v1/exports?status=DONE", tenant.operator_key)
     assert status == 422
     assert listed["error"]["param"] == "status"
