@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -307,7 +307,7 @@ def _chargeback(
 
 # -- filters -------------------------------------------------------------------------------
 
-Id = str
+Id = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class Filters(BaseModel):
@@ -326,7 +326,7 @@ class Filters(BaseModel):
 class TransactionFilters(Filters):
     types: list[TransactionType] | None = Field(default=None, min_length=1)
     statuses: list[TransactionStatus] | None = Field(default=None, min_length=1)
-    payment_id: Id | None = Field(default=None, min_length=1, max_length=64)
+    payment_id: Id | None = None
     logistic_order_ids: list[Id] | None = Field(default=None, min_length=1, max_length=MAX_LIST)
 
 

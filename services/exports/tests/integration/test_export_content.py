@@ -177,6 +177,9 @@ async def test_another_tenants_or_suppliers_export_is_not_found(exports) -> None
         ("transactions", {"colour": "red"}, "filters.colour"),
         ("transactions", {"amount_max": 10**30}, "filters.amount_max"),
         ("transactions", {"currency": "XXY"}, "filters.currency"),
+        ("transactions", {"supplier_ids": ["s" * 65]}, "filters.supplier_ids.0"),
+        ("transactions", {"supplier_ids": []}, "filters.supplier_ids"),
+        ("transactions", {"types": "CAPTURE"}, "filters.types"),
         ("everything", {}, "type"),
     ],
 )
