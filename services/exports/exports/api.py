@@ -18,14 +18,16 @@ from common.db import snapshot
 from common.http.envelope import ok, page
 from common.http.pagination import PageRequest, fetch_page
 from common.http.routing import OPERATOR_OR_SUPPLIER, Api, Call
+from common.logging import get_logger
 from common.runtime import DB_POOL
 from exports import errors, repo, service
 from exports.domain import EXPORT_TYPES, Scope, file_name
 from exports.schemas import Export, ExportCreate, ExportError
-from exports.storage import Storage
+from exports.storage import Storage, StorageMissingError
 from exports.worker import ExportWorker
 
 api = Api("Marketpay exports")
+log = get_logger("exports.api")
 WORKER = web.AppKey("worker", ExportWorker)
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 
@@ -174,7 +176,11 @@ async def download_export(request: web.Request, call: Call[None]) -> web.StreamR
         }
     )
     chunks = request.app[STORAGE].read(row["storage_key"])
-    first = await anext(chunks, b"")  # a missing file fails before the headers go out
+    try:
+        first = await anext(chunks, b"")  # a missing file fails before the headers go out
+    except StorageMissingError:
+        log.error("a READY export's file is missing", export_id=row["id"])
+        raise errors.file_missing() from None
     await response.prepare(request)
     if first:
         await response.write(first)

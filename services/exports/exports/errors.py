@@ -5,6 +5,8 @@ NotFound        404  export_not_found       no export of that id for this creden
                                             tenant's, or another supplier's)
 Conflict        409  export_not_ready       a download before the file is READY
 Gone            410  export_expired         a download after the retention period
+                     export_file_missing    a READY export whose file storage no longer has
+                                            (deleted by hand, a lost directory): ask again
 Unprocessable   422  parameter_invalid ...  a bad filter, named by its param (`filters.x`)
 """
 
@@ -38,3 +40,11 @@ def expired() -> Gone:
 
 def filter_invalid(param: str, message: str) -> Unprocessable:
     return Unprocessable(f"{param}: {message}", code="parameter_invalid", param=param)
+
+
+def file_missing() -> Gone:
+    return Gone(
+        "the export's file is no longer in storage; ask for the export again",
+        code="export_file_missing",
+        param="id",
+    )

@@ -299,6 +299,16 @@ async def release(
     )
 
 
+async def hand_back(conn: asyncpg.Connection, export_id: str, attempt: int) -> None:
+    """A replica shutting down ends its lease now, so another takes the job over at once."""
+    await conn.execute(
+        "UPDATE exports SET lease_expires_at = now(), updated_at = now()"
+        " WHERE id = $1 AND attempt = $2 AND status = 'RUNNING'",
+        export_id,
+        attempt,
+    )
+
+
 async def fail_exhausted(conn: asyncpg.Connection, export_id: str, attempt: int) -> None:
     await conn.execute(
         "UPDATE exports SET status = 'FAILED', lease_owner = NULL, lease_expires_at = NULL,"

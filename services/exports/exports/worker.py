@@ -143,10 +143,14 @@ class ExportWorker:
             self._count(kind, "lease_lost")
             return
         except asyncio.CancelledError:
-            # shutting down: the lease runs out and another replica takes the job over
+            # shutting down: hand the job back so another replica takes it over now (if this
+            # fails, the lease runs out and the same happens later)
             heartbeat.cancel()
             if writer is not None:
                 await writer.abort()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2), self.pool.acquire() as conn:
+                    await repo.hand_back(conn, export_id, attempt)
             raise
         except Exception as exc:
             heartbeat.cancel()

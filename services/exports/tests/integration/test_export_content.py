@@ -279,3 +279,31 @@ async def test_several_exports_run_at_once(exports) -> None:
         assert status == 200
         assert headers["Content-Type"] == "text/csv; charset=utf-8"
         assert parse_csv(raw) == expected[export["type"]]
+
+
+async def test_the_list_pages_with_cursors_and_a_lost_file_is_gone(exports) -> None:
+    # given
+    tenant = await fed_tenant(exports)
+    asked = [
+        (await exports.request_export(tenant.operator_key, "funding_transfers"))["id"]
+        for _ in range(3)
+    ]
+    for export_id in asked:
+        await exports.until_status(tenant.operator_key, export_id)
+    # when
+    status, first = await exports.call("GET", "/v1/exports?limit=2", tenant.operator_key)
+    cursor = first["page_info"]["end_cursor"]
+    status, second = await exports.call(
+        "GET", f"/v1/exports?limit=2&after_cursor={cursor}", tenant.operator_key
+    )
+    # then: newest first, no export twice, none missing
+    assert [e["id"] for e in first["data"] + second["data"]] == asked[::-1]
+    assert first["page_info"]["has_next"] is True
+    assert second["page_info"]["has_next"] is False
+    # and a READY export whose file was deleted behind the service's back is 410, not a 500
+    (exports.storage_dir / tenant.id / asked[0] / "1.csv").unlink()
+    status, body = await exports.call(
+        "GET", f"/v1/exports/{asked[0]}/download", tenant.operator_key
+    )
+    assert status == 410, body
+    assert body["error"]["code"] == "export_file_missing"

@@ -419,3 +419,28 @@ async def test_an_export_that_keeps_failing_ends_failed(exports) -> None:
         )
         assert status == 409
         assert answer["error"]["code"] == "export_not_ready"
+
+
+@pytest.mark.parametrize("exports", [{"worker_poll_interval_s": 600}], indirect=True)
+async def test_a_replica_shutting_down_hands_its_job_over_at_once(exports) -> None:
+    # given: a replica writing slowly, with a lease far longer than the test waits
+    tenant = await fed_tenant(exports, extra_lines=4000)
+    leaving = await exports.start(throttle_bytes_per_s=60_000, lease_s=120.0, heartbeat_s=0.3)
+    status, body = await exports.call(
+        "POST", "/v1/exports", tenant.operator_key, {"type": "transactions"}, url=leaving.url
+    )
+    assert status == 202
+    export_id = body["data"]["id"]
+
+    async def writing() -> bool:
+        _, found = await exports.call("GET", f"/v1/exports/{export_id}", tenant.operator_key)
+        return bool(found["data"]["rows_written"] > 0)
+
+    await eventually(writing, within=30)
+    # when: it stops (a deploy) and another replica is there
+    await leaving.stack.aclose()
+    await exports.start()
+    # then: the other one finishes the job long before the lease would have run out
+    ready = await exports.until_status(tenant.operator_key, export_id, within=30)
+    assert ready["attempt"] == 2
+    assert ready["rows_written"] == 4009
