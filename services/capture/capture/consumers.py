@@ -60,13 +60,33 @@ def oms_message_id(oms_id: str) -> uuid.UUID:
         return uuid.uuid5(OMS_ID_NAMESPACE, oms_id)
 
 
+def _unstorable(text: str) -> bool:
+    """NUL and lone surrogates are valid JSON but no PostgreSQL text can hold them."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
+    """The OMS body validated, or a `PoisonMessageError` with the reason: no retry can fix a
+    malformed event, nor one whose ids hold characters PostgreSQL cannot store (it would fail
+    the same way on every attempt), so both go straight to `capture.oms.dlq`."""
     try:
         event = LogisticOrderStatusChanged.model_validate_json(message.body)
     except ValidationError as exc:
         raise PoisonMessageError(
             f"not a valid logistic_order.status_changed event: {validation_summary(exc)}"
         ) from exc
+    for name, value in event.model_dump().items():
+        if isinstance(value, str) and _unstorable(value):
+            raise PoisonMessageError(
+                f"not a valid logistic_order.status_changed event: {name}: contains"
+                " characters that are not allowed (NUL or a lone surrogate)"
+            )
     return Envelope(
         id=oms_message_id(event.id),
         type=OMS_STATUS_CHANGED,

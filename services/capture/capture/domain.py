@@ -151,6 +151,25 @@ def effective_mode(session_mode: str | None, tenant_mode: str) -> str:
     return session_mode or tenant_mode
 
 
+PaymentStatus = Literal["CREATED", "AUTHORISED", "CANCELLED", "REFUSED"]
+CaptureRefusal = Literal[
+    "payment_option_not_capturable", "payment_not_yet_capturable", "payment_not_capturable"
+]
+
+
+def operator_capture_refusal(payment_option: str, status: str) -> CaptureRefusal | None:
+    """Why an operator may not capture this payment now (ADM-PAY-101, an intervention's
+    retry), or None. `CREATED` is "not yet": capture has not heard of the authorisation,
+    which checkout may already show; the client asks again. Cancelled or refused is final."""
+    if payment_option not in CARD_OPTIONS:
+        return "payment_option_not_capturable"
+    if status == "CREATED":
+        return "payment_not_yet_capturable"
+    if status != "AUTHORISED":
+        return "payment_not_capturable"
+    return None
+
+
 def capture_due_at(authorised_at: datetime, delay_hours: int) -> datetime:
     return authorised_at + timedelta(hours=delay_hours)
 

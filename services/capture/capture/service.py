@@ -716,9 +716,12 @@ class Captured:
 
 
 def _capturable(payment: asyncpg.Record) -> None:
-    if payment["payment_option"] not in domain.CARD_OPTIONS:
+    refusal = domain.operator_capture_refusal(payment["payment_option"], payment["status"])
+    if refusal == "payment_option_not_capturable":
         raise errors.payment_option_not_capturable(payment["payment_option"])
-    if payment["status"] != "AUTHORISED":
+    if refusal == "payment_not_yet_capturable":
+        raise errors.payment_not_yet_capturable()
+    if refusal is not None:
         raise errors.payment_not_capturable(payment["status"])
 
 

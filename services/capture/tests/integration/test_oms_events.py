@@ -160,3 +160,41 @@ async def test_shipped_events_that_capture_nothing_say_why(capture):
     for payment in (unpaid, cancelled, wire, authorised):
         assert await capture.captures(tenant, payment) == []
     assert await capture.psp_capture_requests(tenant) == []
+
+
+async def test_events_with_nul_bytes_in_their_ids_go_straight_to_the_dlq(capture):
+    # given an authorised ON_SHIPMENT payment, and SHIPPED events for it whose ids hold a NUL
+    # byte (valid JSON, but no PostgreSQL text can store it)
+    tenant = await capture.new_tenant(capture_mode="ON_SHIPMENT")
+    payment = await capture.authorise(tenant, [10000])
+    good = logistic_order_event(
+        tenant_id=tenant.id,
+        order_id=payment.order_id,
+        logistic_order_id="lo_1",
+        supplier_id=tenant.suppliers[0],
+    )
+    poisoned = [
+        {**good, "id": "oms-\u0000-1"},
+        {**good, "id": str(uuid.uuid4()), "order_id": payment.order_id + "\u0000"},
+        {**good, "id": str(uuid.uuid4()), "logistic_order_id": "lo_1\u0000"},
+    ]
+    # when they come before a good one
+    for body in poisoned:
+        await capture.publish_oms(json.dumps(body).encode())
+    await capture.publish_oms(good)
+    # then the good one is captured
+    await capture.until_captured(tenant, payment)
+    # and the three are parked at once as poison (never retried), naming the field
+    parked = []
+
+    async def all_parked() -> bool:
+        parked.extend(await capture.dead_letters("capture.oms"))
+        return len(parked) == 3
+
+    await eventually(all_parked)
+    assert {headers["x-error-kind"] for _, headers in parked} == {"poison"}
+    assert all("x-attempt" not in headers for _, headers in parked)
+    reasons = sorted(headers["x-error"] for _, headers in parked)
+    assert [r.split(": ")[1] for r in reasons] == ["id", "logistic_order_id", "order_id"]
+    assert all("not allowed" in r for r in reasons)
+    assert len(await capture.psp_captures(payment)) == 1
