@@ -259,7 +259,8 @@ async def test_adm_pay_101_before_the_authorisation_says_not_yet_and_the_retry_c
         "payment_not_yet_capturable",
         "id",
     )
-    assert retry_after is not None and int(retry_after) >= 1
+    assert retry_after is not None
+    assert int(retry_after) >= 1
     assert await capture.captures(tenant, payment) == []
     # when the authorisation arrives and the operator retries with the same key
     await capture.report_authorised(tenant, payment)
