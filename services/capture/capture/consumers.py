@@ -22,9 +22,12 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
-from capture import service
+from capture import notifications as psp_notifications
+from capture import oms
+from capture import payments as payments_replica
+from capture.clock import Clock
 from capture.metrics import CaptureMetrics
-from capture.service import Clock
+from capture.repo import PgRepo
 from common.broker.consumer import (
     Handler,
     PoisonMessageError,
@@ -100,24 +103,26 @@ def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
 def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
     async def on_payment_created(conn: asyncpg.Connection, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, PaymentCreated)
-        await service.record_payment_created(conn, tenant_id, event)
+        await payments_replica.record_payment_created(PgRepo(conn), tenant_id, event)
 
     async def on_payment_authorised(conn: asyncpg.Connection, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, PaymentAuthorised)
-        await service.record_payment_authorised(
-            conn, tenant_id, event, authorised_at=envelope.occurred_at, now=clock()
+        await payments_replica.record_payment_authorised(
+            PgRepo(conn), tenant_id, event, authorised_at=envelope.occurred_at, now=clock()
         )
 
     def on_payment_closed(status: str) -> Handler:
         async def handle(conn: asyncpg.Connection, envelope: Envelope) -> None:
             event, tenant_id = tenant_payload(envelope, PaymentOutcome)
-            await service.record_payment_closed(conn, tenant_id, event, status)
+            await payments_replica.record_payment_closed(PgRepo(conn), tenant_id, event, status)
 
         return handle
 
     async def on_logistic_order_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
         event = LogisticOrderStatusChanged.model_validate(envelope.data)
-        result = await service.on_logistic_order_event(conn, str(envelope.id), event, now=clock())
+        result = await oms.on_logistic_order_event(
+            PgRepo(conn), str(envelope.id), event, now=clock()
+        )
         metrics.oms_events.labels(result.outcome, result.reason or "").inc()
         if result.outcome == "ignored":
             log.warning(
@@ -132,7 +137,9 @@ def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
 
     async def on_psp_notification(conn: asyncpg.Connection, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, PspNotificationReceived)
-        await service.on_psp_notification(conn, tenant_id, event, now=clock(), metrics=metrics)
+        await psp_notifications.on_psp_notification(
+            PgRepo(conn), tenant_id, event, now=clock(), metrics=metrics
+        )
 
     payments: dict[str, Handler] = {
         EventType.PAYMENT_CREATED: on_payment_created,
