@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import time
 from datetime import timedelta
+from typing import cast
 
 import asyncpg
 
@@ -107,7 +108,9 @@ class CaptureExecutor:
                             continue  # more may be due: claim again once a slot frees up
                     await self._sleep()
             finally:
-                await reset_session(listener)  # no LISTEN left on a pooled connection
+                # no LISTEN left on a pooled connection (common.db is typed for a Connection;
+                # the pool's proxy behaves as one)
+                await reset_session(cast("asyncpg.Connection[asyncpg.Record]", listener))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -125,8 +125,8 @@ class InMemoryRepo:
             self.captures[capture.id] = capture
             self.history.append((capture.id, n.history))
             if n.intervention is not None:
-                i = n.intervention
-                self._open(capture, i.kind, i.code, i.reason, i.id)
+                new_one = n.intervention
+                self._open(capture, new_one.kind, new_one.code, new_one.reason, new_one.id)
             self.events.extend(n.events)
             created.append(capture)
         return created
@@ -143,8 +143,8 @@ class InMemoryRepo:
                         i, status=change.close_interventions, closed_at=self.now
                     )
         if change.intervention is not None:
-            i = change.intervention
-            self._open(capture, i.kind, i.code, i.reason, i.id)
+            opened = change.intervention
+            self._open(capture, opened.kind, opened.code, opened.reason, opened.id)
         self.events.extend(change.events)
         return capture
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from capture.domain import (
     IDEMPOTENCY_KEY_FORMAT,
@@ -43,7 +44,9 @@ from common.events import (
 from common.money import parse_rate
 from common.tenancy import tenant_settings
 
-Row = Mapping[str, Any]
+Row: TypeAlias = "asyncpg.Record"
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+"""A connection, or the pool's proxy of one (what `pool.acquire()` gives)."""
 
 _CAPTURE = (
     "c.*, (SELECT i.id FROM interventions i WHERE i.capture_id = c.id AND i.status = 'OPEN')"
@@ -258,14 +261,15 @@ def _change_args(change: CaptureChange) -> tuple[Any, ...]:
 class PgRepo:
     """The repository on one connection, inside the caller's transaction."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Conn) -> None:
         self._conn = conn
 
     # -- events --------------------------------------------------------------------------
 
     async def _enqueue(self, events: Sequence[DomainEvent]) -> None:
         await enqueue_many(
-            self._conn,
+            # common.broker is typed for a Connection; the pool's proxy behaves as one
+            cast("asyncpg.Connection[asyncpg.Record]", self._conn),
             [(new_envelope(e.type, e.data, tenant_id=e.tenant_id), e.aggregate_id) for e in events],
         )
 
