@@ -150,7 +150,17 @@ class InMemoryRepo:
 
     # -- ShipmentRepo --------------------------------------------------------------------
 
-    async def shipment_lines(
+    async def load_shipment(
+        self, event: LogisticOrderStatusChanged
+    ) -> tuple[Tenancy, list[ShipmentLine]]:
+        tenancy = await self.tenancy(event.tenant_id, [event.supplier_id])
+        if tenancy.tenant is None or event.status != "SHIPPED":
+            return tenancy, []
+        return tenancy, await self._shipment_lines(
+            event.tenant_id, event.order_id, event.logistic_order_id
+        )
+
+    async def _shipment_lines(
         self, tenant_id: str, order_id: str, logistic_order_id: str
     ) -> list[ShipmentLine]:
         found = []

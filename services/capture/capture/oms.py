@@ -22,12 +22,7 @@ async def on_logistic_order_event(
     ids: Ids = RANDOM_IDS,
 ) -> OmsOutcome:
     """Record every OMS event with what it did (see `shipment_domain`)."""
-    tenancy = await repo.tenancy(event.tenant_id, [event.supplier_id])
-    found = (
-        await repo.shipment_lines(event.tenant_id, event.order_id, event.logistic_order_id)
-        if tenancy.tenant is not None and event.status == "SHIPPED"
-        else []
-    )
+    tenancy, found = await repo.load_shipment(event)
     decision = decide_shipment(event, tenancy, found, now=now, ids=ids)
     outcome = decision.outcome
     if decision.capture is not None and not await repo.save_new_captures([decision.capture]):

@@ -406,35 +406,55 @@ class PgRepo:
         )
         return [Line(r["logistic_order_id"], r["supplier_id"], r["amount"]) for r in rows]
 
-    async def shipment_lines(
-        self, tenant_id: str, order_id: str, logistic_order_id: str
-    ) -> list[ShipmentLine]:
-        """Every payment line of this logistic order, with its payment (locked) and the
-        line's capture if it has one: all an OMS event needs, in one query."""
+    async def load_shipment(
+        self, event: LogisticOrderStatusChanged
+    ) -> tuple[Tenancy, list[ShipmentLine]]:
+        """The tenancy replicas (tenant, the event's supplier) and, for a SHIPPED of a known
+        tenant, every payment line of the logistic order with its payment (locked) and the
+        line's capture: all an OMS event needs, in one query."""
         rows = await self._conn.fetch(
             """
-            SELECT p.*, l.logistic_order_id, l.supplier_id AS line_supplier_id,
-                   l.amount AS line_amount, c.id AS capture_id
-              FROM payment_lines l
-              JOIN payments p USING (tenant_id, payment_id)
-              LEFT JOIN captures c
-                ON c.tenant_id = l.tenant_id AND c.payment_id = l.payment_id
-               AND c.logistic_order_id = l.logistic_order_id
-             WHERE l.tenant_id = $1 AND l.order_id = $2 AND l.logistic_order_id = $3
-             ORDER BY p.payment_id
-               FOR UPDATE OF p
+            SELECT t.data AS tenant_data, s.data AS supplier_data, x.*
+              FROM (SELECT $1::text AS tenant_id) k
+              LEFT JOIN replica_tenants t ON t.tenant_id = k.tenant_id
+              LEFT JOIN replica_suppliers s
+                ON s.tenant_id = k.tenant_id AND s.supplier_id = $4
+              LEFT JOIN LATERAL (
+                    SELECT p.*, l.logistic_order_id, l.supplier_id AS line_supplier_id,
+                           l.amount AS line_amount, c.id AS capture_id
+                      FROM payment_lines l
+                      JOIN payments p USING (tenant_id, payment_id)
+                      LEFT JOIN captures c
+                        ON c.tenant_id = l.tenant_id AND c.payment_id = l.payment_id
+                       AND c.logistic_order_id = l.logistic_order_id
+                     WHERE l.tenant_id = $1 AND l.order_id = $2 AND l.logistic_order_id = $3
+                       AND $5::boolean AND t.tenant_id IS NOT NULL
+                     ORDER BY p.payment_id
+                       FOR UPDATE OF p
+                   ) x ON true
             """,
-            tenant_id,
-            order_id,
-            logistic_order_id,
+            event.tenant_id,
+            event.order_id,
+            event.logistic_order_id,
+            event.supplier_id,
+            event.status == "SHIPPED",
         )
-        return [
+        first = rows[0]
+        if first["tenant_data"] is None:
+            return Tenancy(None, {}), []
+        supplier = first["supplier_data"]
+        tenancy = Tenancy(
+            tenant_settings(first["tenant_data"]),
+            {event.supplier_id: SupplierUpserted.model_validate(supplier)} if supplier else {},
+        )
+        return tenancy, [
             ShipmentLine(
                 _payment(r),
                 Line(r["logistic_order_id"], r["line_supplier_id"], r["line_amount"]),
                 r["capture_id"],
             )
             for r in rows
+            if r["payment_id"] is not None
         ]
 
     # -- captures ------------------------------------------------------------------------

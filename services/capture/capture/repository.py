@@ -72,10 +72,11 @@ class CaptureSaves(Protocol):
 class ShipmentRepo(CaptureSaves, Protocol):
     """What an OMS event needs."""
 
-    async def shipment_lines(
-        self, tenant_id: str, order_id: str, logistic_order_id: str
-    ) -> list[ShipmentLine]:
-        """Every payment line of the logistic order, with its payment (locked) and capture."""
+    async def load_shipment(
+        self, event: LogisticOrderStatusChanged
+    ) -> tuple[Tenancy, list[ShipmentLine]]:
+        """The tenancy replicas and, for a SHIPPED of a known tenant, every payment line of
+        the logistic order with its payment (locked) and its capture."""
         ...
 
     async def record_logistic_order_event(
