@@ -22,7 +22,7 @@ from capture.domain import (
     Tenancy,
 )
 from capture.repository import Intervention
-from capture.shipment_domain import OmsOutcome, ShipmentLine
+from capture.shipment_domain import OmsOutcome, ShipmentDecision, ShipmentLine
 from common.events import LogisticOrderStatusChanged, SupplierUpserted, TenantUpserted
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -181,10 +181,14 @@ class InMemoryRepo:
                     found.append(ShipmentLine(payment, line, capture))
         return found
 
-    async def record_logistic_order_event(
-        self, message_id: str, event: LogisticOrderStatusChanged, outcome: OmsOutcome
-    ) -> None:
+    async def save_shipment(
+        self, message_id: str, event: LogisticOrderStatusChanged, decision: ShipmentDecision
+    ) -> OmsOutcome:
+        outcome = decision.outcome
+        if decision.capture is not None and not await self.save_new_captures([decision.capture]):
+            outcome = replace(outcome, outcome="ignored", reason="capture_exists", capture_id=None)
         self.oms_events.setdefault(message_id, (event, outcome))
+        return outcome
 
     # -- OperatorRepo --------------------------------------------------------------------
 

@@ -34,7 +34,13 @@ from capture.domain import (
     Trigger,
 )
 from capture.repository import Intervention, Schedule
-from capture.shipment_domain import OmsOutcome, Resolution, ShipmentLine, WaitingShipment
+from capture.shipment_domain import (
+    OmsOutcome,
+    Resolution,
+    ShipmentDecision,
+    ShipmentLine,
+    WaitingShipment,
+)
 from common.broker import enqueue_many, new_envelope
 from common.events import (
     Level3Data,
@@ -184,6 +190,25 @@ WITH v AS (
 )
 SELECT id, created_at, updated_at FROM c
 """
+
+_INSERT_CAPTURE_AND_OMS_EVENT = _INSERT_CAPTURES.replace(
+    "\nSELECT id, created_at, updated_at FROM c\n",
+    """, e AS (
+    INSERT INTO logistic_order_events (id, oms_event_id, tenant_id, order_id,
+        logistic_order_id, supplier_id, status, occurred_at, outcome, reason, payment_id,
+        capture_id)
+    SELECT $27, $28, $29, $30, $31, $32, $33, $34,
+           CASE WHEN EXISTS (SELECT 1 FROM c) THEN $35::text ELSE 'ignored' END,
+           CASE WHEN EXISTS (SELECT 1 FROM c) THEN $36::text ELSE 'capture_exists' END,
+           $37, (SELECT id FROM c LIMIT 1)
+    ON CONFLICT (id) DO NOTHING
+)
+SELECT id, created_at, updated_at FROM c
+""",
+)
+"""A SHIPPED's capture and the OMS event that made it, in one statement: if the line had its
+capture already (a trigger that committed while this one waited for the payment's lock), the
+event is recorded as `capture_exists`, as the decision would have said had it seen it."""
 
 _SAVE_CHANGE = """
 WITH u AS (
@@ -467,6 +492,39 @@ class PgRepo:
         returned are the ones this call created."""
         if not new:
             return []
+        return await self._insert_captures(new, _INSERT_CAPTURES)
+
+    async def save_shipment(
+        self, message_id: str, event: LogisticOrderStatusChanged, decision: ShipmentDecision
+    ) -> OmsOutcome:
+        """The OMS event with what it did and, when it made one, its capture (one statement),
+        then the capture's event. Returns the outcome as recorded."""
+        outcome = decision.outcome
+        if decision.capture is None:
+            await self.record_logistic_order_event(message_id, event, outcome)
+            return outcome
+        created = await self._insert_captures(
+            [decision.capture],
+            _INSERT_CAPTURE_AND_OMS_EVENT,
+            message_id,
+            event.id,
+            event.tenant_id,
+            event.order_id,
+            event.logistic_order_id,
+            event.supplier_id,
+            event.status,
+            event.occurred_at,
+            outcome.outcome,
+            outcome.reason,
+            outcome.payment_id,
+        )
+        if created:
+            return outcome
+        return replace(outcome, outcome="ignored", reason="capture_exists", capture_id=None)
+
+    async def _insert_captures(
+        self, new: Sequence[NewCapture], sql: str, *extra: Any
+    ) -> list[Capture]:
         columns: list[list[Any]] = [[] for _ in range(26)]
         for n in new:
             c, i = n.capture, n.intervention
@@ -500,7 +558,7 @@ class PgRepo:
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
-        rows = await self._conn.fetch(_INSERT_CAPTURES, *columns)
+        rows = await self._conn.fetch(sql, *columns, *extra)
         stamps = {r["id"]: (r["created_at"], r["updated_at"]) for r in rows}
         await self._enqueue([e for n in new if n.capture.id in stamps for e in n.events])
         return [_stamped(n.capture, *stamps[n.capture.id]) for n in new if n.capture.id in stamps]

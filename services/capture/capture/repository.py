@@ -22,7 +22,13 @@ from capture.domain import (
     Payment,
     Tenancy,
 )
-from capture.shipment_domain import OmsOutcome, Resolution, ShipmentLine, WaitingShipment
+from capture.shipment_domain import (
+    OmsOutcome,
+    Resolution,
+    ShipmentDecision,
+    ShipmentLine,
+    WaitingShipment,
+)
 from common.events import LogisticOrderStatusChanged
 
 
@@ -79,9 +85,13 @@ class ShipmentRepo(CaptureSaves, Protocol):
         the logistic order with its payment (locked) and its capture."""
         ...
 
-    async def record_logistic_order_event(
-        self, message_id: str, event: LogisticOrderStatusChanged, outcome: OmsOutcome
-    ) -> None: ...
+    async def save_shipment(
+        self, message_id: str, event: LogisticOrderStatusChanged, decision: ShipmentDecision
+    ) -> OmsOutcome:
+        """The OMS event with what it did, and the capture it made (with its event). Should
+        the line have its capture already after all, the capture is skipped and the event
+        recorded as `capture_exists`; returns the outcome as recorded."""
+        ...
 
 
 class OperatorRepo(CaptureSaves, Protocol):
