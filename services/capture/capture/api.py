@@ -11,16 +11,18 @@ split only its own line, as exports treat commissions: DESIGN §9).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from decimal import Decimal
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
-from capture import errors, repo, service
+from capture import errors, operators, repo
+from capture.clock import Clock
+from capture.domain import Capture as CaptureRecord
 from capture.domain import CaptureStatus
 from capture.executor import CaptureExecutor
+from capture.repo import PgRepo
+from capture.repository import Intervention as InterventionRecord
 from capture.schemas import (
     AttemptOut,
     Capture,
@@ -31,7 +33,6 @@ from capture.schemas import (
     PaymentCaptures,
     SplitLineOut,
 )
-from capture.service import Clock
 from common.db import snapshot
 from common.http.envelope import ok, page
 from common.http.pagination import PageRequest, fetch_page
@@ -50,48 +51,46 @@ INTERVENTION_KINDS = ["retries_exhausted", "psp_refused", "capture_failed", "blo
 OMS_OUTCOMES = ["capture_created", "recorded", "awaiting_authorisation", "ignored"]
 
 
-def _rate(value: object) -> Decimal | None:
-    return None if value is None else Decimal(str(value))
-
-
 def capture_view(
-    row: asyncpg.Record,
+    capture: CaptureRecord,
     *,
     for_supplier: bool = False,
-    attempts: Sequence[asyncpg.Record] | None = None,
-    history: Sequence[asyncpg.Record] | None = None,
+    attempts: Sequence[Mapping[str, Any]] | None = None,
+    history: Sequence[Mapping[str, Any]] | None = None,
 ) -> Capture:
     splits = [
-        SplitLineOut(party=s["party"], amount=s["amount"], rate=_rate(s["rate"]))
-        for s in row["splits"]
-        if not for_supplier or s["party"] == "SUPPLIER"
+        SplitLineOut(party=s.party, amount=s.amount, rate=s.rate)
+        for s in capture.splits
+        if not for_supplier or s.party == "SUPPLIER"
     ]
+    assert capture.created_at is not None
+    assert capture.updated_at is not None
     return Capture(
-        id=row["id"],
-        payment_id=row["payment_id"],
-        order_id=row["order_id"],
-        logistic_order_id=row["logistic_order_id"],
-        supplier_id=row["supplier_id"],
-        amount=Money(value=row["amount"], currency=row["currency"]),
-        trigger=row["trigger"],
-        status=row["status"],
-        revision=row["revision"],
-        platform_rate=None if for_supplier else row["platform_rate"],
-        marketplace_rate=None if for_supplier else row["marketplace_rate"],
+        id=capture.id,
+        payment_id=capture.payment_id,
+        order_id=capture.order_id,
+        logistic_order_id=capture.logistic_order_id,
+        supplier_id=capture.supplier_id,
+        amount=Money(value=capture.amount, currency=capture.currency),
+        trigger=capture.trigger,
+        status=capture.status.value,
+        revision=capture.revision,
+        platform_rate=None if for_supplier else capture.platform_rate,
+        marketplace_rate=None if for_supplier else capture.marketplace_rate,
         splits=splits,
-        payment_psp_reference=row["payment_psp_reference"],
-        psp_reference=row["psp_reference"],
-        block_code=row["block_code"],
-        block_message=row["block_message"],
-        failure_code=row["failure_code"],
-        failure_reason=row["failure_reason"],
-        outcome_known=row["outcome_known"],
-        generation=row["generation"],
-        attempt_count=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        succeeded_at=row["succeeded_at"],
+        payment_psp_reference=capture.payment_psp_reference,
+        psp_reference=capture.psp_reference,
+        block_code=capture.block_code,
+        block_message=capture.block_message,
+        failure_code=capture.failure_code,
+        failure_reason=capture.failure_reason,
+        outcome_known=capture.outcome_known,
+        generation=capture.generation,
+        attempt_count=capture.attempts,
+        next_attempt_at=capture.next_attempt_at,
+        created_at=capture.created_at,
+        updated_at=capture.updated_at,
+        succeeded_at=capture.succeeded_at,
         attempts=[AttemptOut(**{k: a[k] for k in AttemptOut.model_fields}) for a in attempts]
         if attempts is not None
         else None,
@@ -99,9 +98,10 @@ def capture_view(
     )
 
 
-def intervention_view(row: asyncpg.Record, capture: Capture | None = None) -> Intervention:
+def intervention_view(row: InterventionRecord, capture: Capture | None = None) -> Intervention:
     return Intervention(
-        **{k: row[k] for k in Intervention.model_fields if k != "capture"}, capture=capture
+        **{k: getattr(row, k) for k in Intervention.model_fields if k != "capture"},
+        capture=capture,
     )
 
 
@@ -149,8 +149,8 @@ def _filters(
 async def capture_payment(request: web.Request, call: Call[CaptureRequestIn]) -> web.Response:
     payment_id = request.match_info["id"]
     async with request.app[DB_POOL].acquire() as conn, conn.transaction():
-        done = await service.manual_capture(
-            conn,
+        done = await operators.manual_capture(
+            PgRepo(conn),
             call.tenant_id,
             payment_id,
             call.body.logistic_order_id,
@@ -159,7 +159,7 @@ async def capture_payment(request: web.Request, call: Call[CaptureRequestIn]) ->
     request.app[EXECUTOR].wake()
     blocked = done.all_blocked()
     if blocked is not None:
-        raise errors.blocked(blocked["block_code"], blocked["block_message"])
+        raise errors.blocked(blocked.block_code or "", blocked.block_message or "")
     result = PaymentCaptures(
         payment_id=payment_id, captures=[capture_view(row) for row in done.captures]
     )
@@ -202,7 +202,7 @@ async def list_captures(request: web.Request, call: Call[None]) -> web.Response:
             args=args,
             request=PageRequest.from_query(call.query),
         )
-    return page([capture_view(r, for_supplier=for_supplier) for r in rows], info)
+    return page([capture_view(repo.capture_of(r), for_supplier=for_supplier) for r in rows], info)
 
 
 @api.get(
@@ -215,16 +215,17 @@ async def list_captures(request: web.Request, call: Call[None]) -> web.Response:
 async def get_capture(request: web.Request, call: Call[None]) -> web.Response:
     for_supplier = call.principal.role == "supplier"
     async with snapshot(request.app[DB_POOL]) as conn:
-        row = await repo.capture(conn, request.match_info["id"], tenant_id=call.tenant_id)
-        if row is None or (for_supplier and row["supplier_id"] != call.principal.supplier_id):
+        store = PgRepo(conn)
+        found = await store.capture(request.match_info["id"], tenant_id=call.tenant_id)
+        if found is None or (for_supplier and found.supplier_id != call.principal.supplier_id):
             raise errors.capture_not_found()
         if for_supplier:
-            view = capture_view(row, for_supplier=True)
+            view = capture_view(found, for_supplier=True)
         else:
             view = capture_view(
-                row,
-                attempts=await repo.attempts_of(conn, row["id"]),
-                history=await repo.history_of(conn, row["id"]),
+                found,
+                attempts=await store.attempts_of(found.id),
+                history=await store.history_of(found.id),
             )
     return ok("capture", view)
 
@@ -267,7 +268,7 @@ async def list_interventions(request: web.Request, call: Call[None]) -> web.Resp
             args=args,
             request=PageRequest.from_query(call.query),
         )
-    return page([intervention_view(r) for r in rows], info)
+    return page([intervention_view(repo.intervention_of(r)) for r in rows], info)
 
 
 @api.post(
@@ -282,15 +283,18 @@ async def list_interventions(request: web.Request, call: Call[None]) -> web.Resp
 )
 async def retry_intervention(request: web.Request, call: Call[None]) -> web.Response:
     async with request.app[DB_POOL].acquire() as conn, conn.transaction():
-        row = await service.retry_intervention(
-            conn, call.tenant_id, request.match_info["id"], now=request.app[CLOCK]()
+        retried = await operators.retry_intervention(
+            PgRepo(conn), call.tenant_id, request.match_info["id"], now=request.app[CLOCK]()
         )
-        capture = await repo.capture(conn, row["capture_id"])
-        assert capture is not None
     request.app[EXECUTOR].wake()
-    if capture["status"] == CaptureStatus.BLOCKED:
-        raise errors.blocked(capture["block_code"], capture["block_message"])
-    return ok("intervention", intervention_view(row, capture_view(capture)), status=202)
+    capture = retried.capture
+    if capture.status is CaptureStatus.BLOCKED:
+        raise errors.blocked(capture.block_code or "", capture.block_message or "")
+    return ok(
+        "intervention",
+        intervention_view(retried.intervention, capture_view(capture)),
+        status=202,
+    )
 
 
 @api.get(

@@ -10,10 +10,10 @@ from pathlib import Path
 from aiohttp import web
 
 from capture.api import CLOCK, EXECUTOR, api
+from capture.clock import Clock
 from capture.consumers import consumptions
 from capture.executor import CaptureExecutor, Scheduler
 from capture.metrics import CaptureMetrics
-from capture.service import Clock
 from capture.settings import Settings
 from common import runtime
 from common.http.app import METRICS, create_base_app

@@ -22,9 +22,12 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
-from capture import service
+from capture import notifications as psp_notifications
+from capture import oms
+from capture import payments as payments_replica
+from capture.clock import Clock
 from capture.metrics import CaptureMetrics
-from capture.service import Clock
+from capture.repo import PgRepo
 from common.broker.consumer import (
     Handler,
     PoisonMessageError,
@@ -60,13 +63,33 @@ def oms_message_id(oms_id: str) -> uuid.UUID:
         return uuid.uuid5(OMS_ID_NAMESPACE, oms_id)
 
 
+def _unstorable(text: str) -> bool:
+    """NUL and lone surrogates are valid JSON but no PostgreSQL text can hold them."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
+    """The OMS body validated, or a `PoisonMessageError` with the reason: no retry can fix a
+    malformed event, nor one whose ids hold characters PostgreSQL cannot store (it would fail
+    the same way on every attempt), so both go straight to `capture.oms.dlq`."""
     try:
         event = LogisticOrderStatusChanged.model_validate_json(message.body)
     except ValidationError as exc:
         raise PoisonMessageError(
             f"not a valid logistic_order.status_changed event: {validation_summary(exc)}"
         ) from exc
+    for name, value in event.model_dump().items():
+        if isinstance(value, str) and _unstorable(value):
+            raise PoisonMessageError(
+                f"not a valid logistic_order.status_changed event: {name}: contains"
+                " characters that are not allowed (NUL or a lone surrogate)"
+            )
     return Envelope(
         id=oms_message_id(event.id),
         type=OMS_STATUS_CHANGED,
@@ -80,24 +103,26 @@ def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
 def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
     async def on_payment_created(conn: asyncpg.Connection, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, PaymentCreated)
-        await service.record_payment_created(conn, tenant_id, event)
+        await payments_replica.record_payment_created(PgRepo(conn), tenant_id, event)
 
     async def on_payment_authorised(conn: asyncpg.Connection, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, PaymentAuthorised)
-        await service.record_payment_authorised(
-            conn, tenant_id, event, authorised_at=envelope.occurred_at, now=clock()
+        await payments_replica.record_payment_authorised(
+            PgRepo(conn), tenant_id, event, authorised_at=envelope.occurred_at, now=clock()
         )
 
     def on_payment_closed(status: str) -> Handler:
         async def handle(conn: asyncpg.Connection, envelope: Envelope) -> None:
             event, tenant_id = tenant_payload(envelope, PaymentOutcome)
-            await service.record_payment_closed(conn, tenant_id, event, status)
+            await payments_replica.record_payment_closed(PgRepo(conn), tenant_id, event, status)
 
         return handle
 
     async def on_logistic_order_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
         event = LogisticOrderStatusChanged.model_validate(envelope.data)
-        result = await service.on_logistic_order_event(conn, str(envelope.id), event, now=clock())
+        result = await oms.on_logistic_order_event(
+            PgRepo(conn), str(envelope.id), event, now=clock()
+        )
         metrics.oms_events.labels(result.outcome, result.reason or "").inc()
         if result.outcome == "ignored":
             log.warning(
@@ -112,7 +137,9 @@ def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
 
     async def on_psp_notification(conn: asyncpg.Connection, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, PspNotificationReceived)
-        await service.on_psp_notification(conn, tenant_id, event, now=clock(), metrics=metrics)
+        await psp_notifications.on_psp_notification(
+            PgRepo(conn), tenant_id, event, now=clock(), metrics=metrics
+        )
 
     payments: dict[str, Handler] = {
         EventType.PAYMENT_CREATED: on_payment_created,

@@ -24,17 +24,30 @@ rather than made twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from common.events import Level3Data
-from common.level3 import Level3, Level3Item, check_level3
-from common.money import percent_of
-from common.psp.port import Split
+from common.events import (
+    CaptureBlocked,
+    CaptureFailed,
+    CaptureRequested,
+    CaptureScheduled,
+    CaptureSucceeded,
+    EventData,
+    EventType,
+    Level3Data,
+    SplitLineData,
+    SupplierUpserted,
+    TenantUpserted,
+)
+from common.level3 import Level3, Level3Item, check_level3, level3_additional_data
+from common.money import Money, percent_of
+from common.psp.port import CaptureRequest, Split
 
 Party = Literal["PLATFORM", "MARKETPLACE", "SUPPLIER"]
 Trigger = Literal["IMMEDIATE", "DELAYED", "ON_SHIPMENT", "MANUAL"]
@@ -149,6 +162,25 @@ def psp_splits(
 def effective_mode(session_mode: str | None, tenant_mode: str) -> str:
     """The session's capture mode overrides the tenant's."""
     return session_mode or tenant_mode
+
+
+PaymentStatus = Literal["CREATED", "AUTHORISED", "CANCELLED", "REFUSED"]
+CaptureRefusal = Literal[
+    "payment_option_not_capturable", "payment_not_yet_capturable", "payment_not_capturable"
+]
+
+
+def operator_capture_refusal(payment_option: str, status: str) -> CaptureRefusal | None:
+    """Why an operator may not capture this payment now (ADM-PAY-101, an intervention's
+    retry), or None. `CREATED` is "not yet": capture has not heard of the authorisation,
+    which checkout may already show; the client asks again. Cancelled or refused is final."""
+    if payment_option not in CARD_OPTIONS:
+        return "payment_option_not_capturable"
+    if status == "CREATED":
+        return "payment_not_yet_capturable"
+    if status != "AUTHORISED":
+        return "payment_not_capturable"
+    return None
 
 
 def capture_due_at(authorised_at: datetime, delay_hours: int) -> datetime:
@@ -268,9 +300,15 @@ def prepare(
 # --- one capture's state machine ---------------------------------------------------------------
 
 
+IDEMPOTENCY_KEY_FORMAT = "capture:%s:%s"
+"""The PSP idempotency key of a capture: `capture:<id>:<generation>` (see the module
+docstring). The one definition: `idempotency_key` formats it in Python, and the claim
+statement with PostgreSQL's `format()`, which reads `%s` the same way."""
+
+
 def idempotency_key(capture_id: str, generation: int) -> str:
-    """The PSP idempotency key of a capture's current generation (see the module docstring)."""
-    return f"capture:{capture_id}:{generation}"
+    """The PSP idempotency key of a capture's current generation."""
+    return IDEMPOTENCY_KEY_FORMAT % (capture_id, generation)
 
 
 @dataclass(frozen=True)
@@ -456,4 +494,608 @@ def reopen(state: CaptureState) -> Outcome:
             outcome_known=None,
         ),
         emit="requested",
+    )
+
+
+# --- what a use case loads ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A payment as checkout reported it (capture's replica)."""
+
+    tenant_id: str
+    payment_id: str
+    order_id: str
+    payment_option: str
+    status: str  # CREATED, AUTHORISED, CANCELLED, REFUSED
+    capture_mode: str | None  # the session's override; None: the tenant's
+    amount: int
+    currency: str
+    psp_reference: str | None
+    merchant_account: str | None
+    level3: Level3Data | None
+
+
+@dataclass(frozen=True)
+class Line:
+    """One logistic order of a payment: what one capture captures, in full."""
+
+    logistic_order_id: str
+    supplier_id: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Tenancy:
+    """The replicas a capture's split is computed from, read once for all its lines."""
+
+    tenant: TenantUpserted | None
+    suppliers: Mapping[str, SupplierUpserted]
+
+    def prepare(self, payment: Payment, line: Line) -> Prepared | Blocked:
+        """The split (rates as the replicas hold them now) and the Level 3 data."""
+        supplier = self.suppliers.get(line.supplier_id)
+        return prepare(
+            amount=line.amount,
+            payment_option=payment.payment_option,
+            payment_amount=payment.amount,
+            level3=payment.level3,
+            platform_rate=self.tenant.default_rate if self.tenant else None,
+            marketplace_rate=supplier.commission_rate if supplier else None,
+            supplier_known=supplier is not None,
+        )
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One capture as stored, with the id of its open intervention (if any)."""
+
+    id: str
+    tenant_id: str
+    payment_id: str
+    order_id: str
+    logistic_order_id: str
+    supplier_id: str
+    amount: int
+    currency: str
+    trigger: Trigger
+    status: CaptureStatus
+    revision: int
+    platform_rate: Decimal | None
+    marketplace_rate: Decimal | None
+    splits: tuple[SplitLine, ...]
+    additional_data: Mapping[str, str] | None
+    payment_psp_reference: str
+    merchant_account: str
+    block_code: str | None
+    block_message: str | None
+    failure_code: str | None
+    failure_reason: str | None
+    outcome_known: bool | None
+    generation: int
+    attempts: int
+    round_attempts: int
+    next_attempt_at: datetime | None
+    psp_reference: str | None
+    succeeded_at: datetime | None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    open_intervention_id: str | None = None
+
+    @property
+    def state(self) -> CaptureState:
+        return CaptureState(
+            status=self.status,
+            generation=self.generation,
+            round_attempts=self.round_attempts,
+            psp_reference=self.psp_reference,
+            outcome_known=self.outcome_known,
+        )
+
+
+# --- what a use case saves ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """An event to enqueue with the decision: its catalogue type and model."""
+
+    type: EventType
+    data: EventData
+    tenant_id: str
+    aggregate_id: str
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    status_from: CaptureStatus | None  # None: the capture was created
+    source: str
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class NewIntervention:
+    id: str
+    kind: InterventionKind
+    code: str
+    reason: str
+
+
+AttemptOutcome = Literal["received", "unknown", "refused"]
+
+
+@dataclass(frozen=True)
+class FinishedAttempt:
+    """The PSP attempt an answer finishes; the lease is released only if this claim still
+    holds it (a late answer of an expired claim must not free the lease of a later one)."""
+
+    attempt: int
+    now: datetime
+    outcome: AttemptOutcome
+    code: str | None
+    detail: str | None
+    psp_reference: str | None
+    lease_token: uuid.UUID
+
+
+@dataclass(frozen=True)
+class NewCapture:
+    """A capture decided for a line that had none: its row, history, intervention, event."""
+
+    capture: Capture
+    history: HistoryEntry
+    intervention: NewIntervention | None
+    events: tuple[DomainEvent, ...]
+
+
+@dataclass(frozen=True)
+class CaptureChange:
+    """What a transition (or an ignored fact) does to a locked capture: its new row, its
+    history entry, the attempt it finishes, the interventions it closes or opens, its event."""
+
+    capture: Capture
+    status_from: CaptureStatus
+    history: HistoryEntry
+    attempt: FinishedAttempt | None = None
+    close_interventions: Literal["RESOLVED", "RETRIED"] | None = None
+    intervention: NewIntervention | None = None
+    events: tuple[DomainEvent, ...] = ()
+    anomaly: str | None = None
+
+    @property
+    def status_changed(self) -> bool:
+        return self.capture.status is not self.status_from
+
+
+# --- deciding a new capture --------------------------------------------------------------------
+
+
+def initial_status(line: Line, prepared: Prepared | Blocked) -> CaptureStatus:
+    """BLOCKED when the split or Level 3 data is invalid (never sent); SUCCEEDED at once for a
+    zero-amount line (nothing to ask the PSP for); else PENDING, due now."""
+    if isinstance(prepared, Blocked):
+        return CaptureStatus.BLOCKED
+    if line.amount == 0:
+        return CaptureStatus.SUCCEEDED
+    return CaptureStatus.PENDING
+
+
+def _split_columns(prepared: Prepared) -> dict[str, Any]:
+    return {
+        "platform_rate": prepared.split.platform_rate,
+        "marketplace_rate": prepared.split.marketplace_rate,
+        "splits": prepared.split.lines,
+        "additional_data": level3_additional_data(prepared.level3) if prepared.level3 else None,
+        "block_code": None,
+        "block_message": None,
+    }
+
+
+def new_capture(
+    payment: Payment,
+    line: Line,
+    prepared: Prepared | Blocked,
+    *,
+    trigger: Trigger,
+    now: datetime,
+    capture_id: str,
+    intervention_id: str,
+    source: str | None = None,
+) -> NewCapture:
+    """The capture of one line that has none yet (the payment locked by the caller):
+    PENDING with its frozen split and `capture.requested`, BLOCKED with `capture.blocked`
+    and an intervention, or SUCCEEDED with `capture.succeeded` for a zero amount."""
+    status = initial_status(line, prepared)
+    if payment.psp_reference is None or payment.merchant_account is None:
+        raise ValueError("only an authorised payment (PSP reference, merchant account) is captured")
+    common: dict[str, Any] = {
+        "id": capture_id,
+        "tenant_id": payment.tenant_id,
+        "payment_id": payment.payment_id,
+        "order_id": payment.order_id,
+        "logistic_order_id": line.logistic_order_id,
+        "supplier_id": line.supplier_id,
+        "amount": line.amount,
+        "currency": payment.currency,
+        "trigger": trigger,
+        "status": status,
+        "revision": 1,
+        "payment_psp_reference": payment.psp_reference,
+        "merchant_account": payment.merchant_account,
+        "failure_code": None,
+        "failure_reason": None,
+        "outcome_known": None,
+        "generation": 1,
+        "attempts": 0,
+        "round_attempts": 0,
+        "next_attempt_at": now if status is CaptureStatus.PENDING else None,
+        "psp_reference": None,
+        "succeeded_at": now if status is CaptureStatus.SUCCEEDED else None,
+    }
+    if isinstance(prepared, Blocked):
+        capture = Capture(
+            **common,
+            platform_rate=None,
+            marketplace_rate=None,
+            splits=(),
+            additional_data=None,
+            block_code=prepared.code,
+            block_message=prepared.message,
+            open_intervention_id=intervention_id,
+        )
+        intervention = NewIntervention(intervention_id, "blocked", prepared.code, prepared.message)
+        return NewCapture(
+            capture,
+            HistoryEntry(None, source or trigger.lower(), {"block_code": prepared.code}),
+            intervention,
+            (capture_event(capture, "blocked", intervention_id=intervention_id),),
+        )
+    capture = Capture(**common, **_split_columns(prepared))
+    kind: Emit = "succeeded" if status is CaptureStatus.SUCCEEDED else "requested"
+    return NewCapture(
+        capture,
+        HistoryEntry(None, source or trigger.lower(), {}),
+        None,
+        (capture_event(capture, kind),),
+    )
+
+
+# --- deciding a change of a capture -----------------------------------------------------------
+
+
+def decide_change(
+    capture: Capture,
+    outcome: Outcome,
+    *,
+    source: str,
+    now: datetime,
+    new_intervention_id: str,
+    detail: Mapping[str, Any] | None = None,
+    attempt: FinishedAttempt | None = None,
+    updates: Mapping[str, Any] | None = None,
+) -> CaptureChange:
+    """What `outcome` does to the (locked) capture: its new columns (`revision` grows with
+    each change of status, `next_attempt_at` is set by a retry or a reopening and cleared
+    once the capture leaves PENDING, `succeeded_at` set by the one transition to SUCCEEDED),
+    its history entry, its interventions and its event. `updates` are columns the caller
+    recomputed (a reopened capture's split)."""
+    entry = dict(detail or {})
+    base = replace(capture, **dict(updates or {}))
+    if isinstance(outcome, Ignored):
+        entry.update(ignored=outcome.reason, anomaly=outcome.anomaly)
+        return CaptureChange(
+            base,
+            capture.status,
+            HistoryEntry(capture.status, source, entry),
+            attempt,
+            anomaly=outcome.reason if outcome.anomaly else None,
+        )
+    new = outcome.state
+    changed = new.status is not capture.status
+    values: dict[str, Any] = {
+        "status": new.status,
+        "generation": new.generation,
+        "round_attempts": new.round_attempts,
+        "psp_reference": new.psp_reference,
+        "outcome_known": new.outcome_known,
+        "revision": capture.revision + 1 if changed else capture.revision,
+    }
+    if outcome.retry_in is not None:
+        values["next_attempt_at"] = now + outcome.retry_in
+        entry["retry_in_s"] = outcome.retry_in.total_seconds()
+    if new.status is CaptureStatus.PENDING and changed:
+        values["next_attempt_at"] = now
+    if outcome.code is not None:
+        values["failure_code"] = outcome.code
+        values["failure_reason"] = outcome.reason
+        entry.setdefault("code", outcome.code)
+        entry.setdefault("reason", outcome.reason)
+    if new.status is CaptureStatus.SUCCEEDED and changed:
+        values["succeeded_at"] = now
+    if new.status is not CaptureStatus.PENDING:
+        values["next_attempt_at"] = None
+    close: Literal["RESOLVED"] | None = None
+    open_id = base.open_intervention_id
+    if outcome.close_interventions and capture.status in (
+        CaptureStatus.FAILED,
+        CaptureStatus.BLOCKED,
+    ):  # only a FAILED or BLOCKED capture has an open intervention
+        close, open_id = "RESOLVED", None
+    intervention = None
+    if outcome.open_intervention is not None and open_id is None:
+        open_id = new_intervention_id
+        intervention = NewIntervention(
+            new_intervention_id,
+            outcome.open_intervention,
+            outcome.code or "capture_failed",
+            outcome.reason or "",
+        )
+    updated = replace(base, **values, open_intervention_id=open_id)
+    events: tuple[DomainEvent, ...] = ()
+    if outcome.emit is not None:
+        events = (
+            capture_event(
+                updated,
+                outcome.emit,
+                retries_exhausted=outcome.retries_exhausted,
+                intervention_id=open_id if outcome.open_intervention is not None else None,
+            ),
+        )
+    return CaptureChange(
+        updated,
+        capture.status,
+        HistoryEntry(capture.status, source, entry),
+        attempt,
+        close,
+        intervention,
+        events,
+    )
+
+
+def decide_reopen(
+    capture: Capture,
+    prepared: Prepared | Blocked | None,
+    *,
+    source: str,
+    now: datetime,
+    new_intervention_id: str,
+) -> CaptureChange:
+    """An operator sends a FAILED or BLOCKED capture again (payment and capture locked). A
+    blocked one comes with its split and Level 3 data computed again (`prepared`: the rates
+    or the data may have been fixed); still invalid, it stays BLOCKED with the new reason."""
+    if isinstance(prepared, Blocked):
+        return decide_change(
+            capture,
+            Ignored(f"still blocked: {prepared.code}"),
+            source=source,
+            now=now,
+            new_intervention_id=new_intervention_id,
+            detail={"block_code": prepared.code},
+            updates={"block_code": prepared.code, "block_message": prepared.message},
+        )
+    updates: dict[str, Any] = {"failure_code": None, "failure_reason": None}
+    if prepared is not None and capture.status is CaptureStatus.BLOCKED:
+        updates.update(_split_columns(prepared))
+    outcome = reopen(capture.state)
+    change = decide_change(
+        capture,
+        outcome,
+        source=source,
+        now=now,
+        new_intervention_id=new_intervention_id,
+        updates=updates,
+    )
+    if isinstance(outcome, Transition):
+        return replace(
+            change,
+            close_interventions="RETRIED",
+            capture=replace(change.capture, open_intervention_id=None),
+        )
+    return change
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+def _split_data(capture: Capture) -> dict[str, Any]:
+    return {
+        "splits": [
+            SplitLineData(party=line.party, amount=line.amount, rate=line.rate)
+            for line in capture.splits
+        ],
+        "platform_rate": capture.platform_rate,
+        "marketplace_rate": capture.marketplace_rate,
+    }
+
+
+def capture_event(
+    capture: Capture,
+    kind: Emit,
+    *,
+    retries_exhausted: bool = False,
+    intervention_id: str | None = None,
+) -> DomainEvent:
+    """The `capture.*` event of the capture as it now is (catalogue models)."""
+    base: dict[str, Any] = {
+        "capture_id": capture.id,
+        "revision": capture.revision,
+        "payment_id": capture.payment_id,
+        "order_id": capture.order_id,
+        "logistic_order_id": capture.logistic_order_id,
+        "supplier_id": capture.supplier_id,
+        "amount": Money(value=capture.amount, currency=capture.currency),
+        "trigger": capture.trigger,
+    }
+    event_type: EventType
+    data: EventData
+    if kind == "requested":
+        event_type, data = (
+            EventType.CAPTURE_REQUESTED,
+            CaptureRequested(**base, **_split_data(capture)),
+        )
+    elif kind == "succeeded":
+        event_type, data = (
+            EventType.CAPTURE_SUCCEEDED,
+            CaptureSucceeded(**base, **_split_data(capture), psp_reference=capture.psp_reference),
+        )
+    elif kind == "failed":
+        event_type, data = (
+            EventType.CAPTURE_FAILED,
+            CaptureFailed(
+                **base,
+                code=capture.failure_code or "capture_failed",
+                reason=capture.failure_reason or "",
+                retries_exhausted=retries_exhausted,
+                outcome_known=bool(capture.outcome_known),
+                intervention_id=intervention_id,
+            ),
+        )
+    else:
+        event_type, data = (
+            EventType.CAPTURE_BLOCKED,
+            CaptureBlocked(
+                **base,
+                code=capture.block_code or "blocked",
+                message=capture.block_message or "",
+                intervention_id=intervention_id,
+            ),
+        )
+    return DomainEvent(event_type, data, capture.tenant_id, capture.id)
+
+
+# --- the PSP request ---------------------------------------------------------------------------
+
+
+def psp_capture_request(capture: Capture) -> CaptureRequest:
+    """What is sent to the PSP for this capture (its frozen split, its Level 3 data)."""
+    splits = psp_splits(
+        capture.splits,
+        tenant_id=capture.tenant_id,
+        supplier_id=capture.supplier_id,
+        capture_id=capture.id,
+    )
+    return CaptureRequest(
+        psp_reference=capture.payment_psp_reference,
+        amount=Money(value=capture.amount, currency=capture.currency),
+        reference=capture.id,
+        splits=splits or None,
+        additional_data=dict(capture.additional_data) if capture.additional_data else None,
+        merchant_account=capture.merchant_account,
+    )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A capture leased by this replica for one PSP attempt."""
+
+    capture_id: str
+    tenant_id: str
+    attempt: int
+    generation: int
+    lease_token: uuid.UUID
+    request: CaptureRequest = field(compare=False)
+
+    @property
+    def idempotency_key(self) -> str:
+        return idempotency_key(self.capture_id, self.generation)
+
+
+def attempt_of(claim: Claim, answer: PspAnswer, now: datetime) -> FinishedAttempt:
+    """The attempt row an answer finishes."""
+    if isinstance(answer, Received):
+        return FinishedAttempt(
+            claim.attempt, now, "received", None, None, answer.psp_reference, claim.lease_token
+        )
+    outcome: AttemptOutcome = "unknown" if isinstance(answer, Unknown) else "refused"
+    return FinishedAttempt(
+        claim.attempt, now, outcome, answer.code, answer.message[:500], None, claim.lease_token
+    )
+
+
+# --- an operator's capture (ADM-PAY-101) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ManualCapture:
+    """What ADM-PAY-101 does to the lines it names: new captures for lines without one, a
+    reopening for FAILED and BLOCKED ones; nothing for lines captured or being captured."""
+
+    new: tuple[NewCapture, ...]
+    reopened: tuple[CaptureChange, ...]
+
+    @property
+    def nothing(self) -> bool:
+        return not self.new and not self.reopened
+
+
+def reopenable(capture: Capture) -> bool:
+    return capture.status in (CaptureStatus.FAILED, CaptureStatus.BLOCKED)
+
+
+def decide_manual_capture(
+    payment: Payment,
+    lines: Sequence[Line],
+    existing: Mapping[str, Capture],
+    tenancy: Tenancy,
+    *,
+    now: datetime,
+    source: str,
+    capture_ids: Callable[[], str],
+    intervention_ids: Callable[[], str],
+) -> ManualCapture:
+    """Capture every line named that has no capture; reopen those whose capture FAILED or
+    was BLOCKED (a blocked one with its split computed again from `tenancy`)."""
+    new: list[NewCapture] = []
+    reopened: list[CaptureChange] = []
+    for line in lines:
+        capture = existing.get(line.logistic_order_id)
+        if capture is None:
+            new.append(
+                new_capture(
+                    payment,
+                    line,
+                    tenancy.prepare(payment, line),
+                    trigger="MANUAL",
+                    now=now,
+                    capture_id=capture_ids(),
+                    intervention_id=intervention_ids(),
+                    source=source,
+                )
+            )
+    for line in lines:
+        capture = existing.get(line.logistic_order_id)
+        if capture is not None and reopenable(capture):
+            prepared = (
+                tenancy.prepare(payment, line) if capture.status is CaptureStatus.BLOCKED else None
+            )
+            reopened.append(
+                decide_reopen(
+                    capture,
+                    prepared,
+                    source=source,
+                    now=now,
+                    new_intervention_id=intervention_ids(),
+                )
+            )
+    return ManualCapture(tuple(new), tuple(reopened))
+
+
+# --- DELAYED -----------------------------------------------------------------------------------
+
+
+def schedule_capture(
+    payment: Payment, lines: Sequence[Line], *, delay_hours: int, authorised_at: datetime
+) -> tuple[datetime, DomainEvent]:
+    """When a DELAYED payment's capture is due, and its `capture.scheduled` event."""
+    due_at = capture_due_at(authorised_at, delay_hours)
+    event = CaptureScheduled(
+        payment_id=payment.payment_id,
+        order_id=payment.order_id,
+        due_at=due_at,
+        capture_delay_hours=delay_hours,
+        logistic_order_ids=[line.logistic_order_id for line in lines],
+    )
+    return due_at, DomainEvent(
+        EventType.CAPTURE_SCHEDULED, event, payment.tenant_id, payment.payment_id
     )

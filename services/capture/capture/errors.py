@@ -4,7 +4,11 @@ NotFound        404  payment_not_found           no authorised-or-known payment 
                      capture_not_found           (for this credential's tenant; a supplier:
                      intervention_not_found       only its own captures)
                      logistic_order_unknown      ADM-PAY-101 names a line the payment lacks
-Conflict        409  payment_not_capturable      not authorised (yet), cancelled or refused
+Conflict        409  payment_not_yet_capturable  capture knows the payment but not its
+                                                 authorisation yet (checkout may already show
+                                                 it AUTHORIZED): `Retry-After`, ask again;
+                                                 never kept for idempotent replay
+                     payment_not_capturable      cancelled or refused: never capturable
                      payment_option_not_capturable  not a card payment
                      nothing_to_capture          every line captured or being captured
                      intervention_not_open       already retried or resolved
@@ -48,9 +52,23 @@ def logistic_order_unknown() -> NotFound:
     )
 
 
+RETRY_AFTER_S = 1
+"""How long a client should wait before asking again when capture has not heard of the
+authorisation yet: the replica usually lags by milliseconds, seconds under load."""
+
+
+def payment_not_yet_capturable() -> Conflict:
+    return Conflict(
+        "capture has not heard of this payment's authorisation yet (it follows checkout within"
+        " moments): retry after the Retry-After delay with the same Idempotency-Key",
+        code="payment_not_yet_capturable",
+        param="id",
+        retry_after=RETRY_AFTER_S,
+    )
+
+
 def payment_not_capturable(status: str) -> Conflict:
     reason = {
-        "CREATED": "is not authorised (yet)",
         "CANCELLED": "was cancelled",
         "REFUSED": "was refused",
     }.get(status, f"is {status}")

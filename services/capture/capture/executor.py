@@ -20,13 +20,15 @@ import asyncio
 import contextlib
 import time
 from datetime import timedelta
+from typing import cast
 
 import asyncpg
 
-from capture import service
-from capture.domain import PspAnswer
+from capture import schedules, sending
+from capture.clock import Clock
+from capture.domain import Claim, PspAnswer
 from capture.metrics import CaptureMetrics
-from capture.service import Claim, Clock
+from capture.repo import PgRepo
 from capture.settings import Settings
 from common.db.pool import reset_session
 from common.logging import correlation, get_logger, new_correlation_id
@@ -106,7 +108,9 @@ class CaptureExecutor:
                             continue  # more may be due: claim again once a slot frees up
                     await self._sleep()
             finally:
-                await reset_session(listener)  # no LISTEN left on a pooled connection
+                # no LISTEN left on a pooled connection (common.db is typed for a Connection;
+                # the pool's proxy behaves as one)
+                await reset_session(cast("asyncpg.Connection[asyncpg.Record]", listener))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -117,15 +121,15 @@ class CaptureExecutor:
 
     async def _claim(self, limit: int) -> list[Claim]:
         async with self._pool.acquire() as conn:
-            claims: list[Claim] = await service.claim(
-                conn, now=self._clock(), lease=self._lease, limit=limit
+            claims: list[Claim] = await sending.claim(
+                PgRepo(conn), now=self._clock(), lease=self._lease, limit=limit
             )
         return claims
 
     async def _process(self, claim: Claim) -> None:
         with correlation(new_correlation_id(), capture_id=claim.capture_id):
             started = time.perf_counter()
-            answer = await service.send(self._psp, claim)
+            answer = await sending.send(self._psp, claim)
             self._metrics.psp_duration.observe(time.perf_counter() - started)
             self._metrics.psp_calls.labels(type(answer).__name__.lower()).inc()
         self._answers.append((claim, answer))
@@ -140,18 +144,15 @@ class CaptureExecutor:
             while self._answers:
                 batch = self._answers[:RECORD_BATCH]
                 del self._answers[:RECORD_BATCH]
-                batch.sort(key=lambda item: item[0].capture_id)  # a fixed lock order
                 try:
                     async with self._pool.acquire() as conn, conn.transaction():
-                        for claim, answer in batch:
-                            await service.record_answer(
-                                conn,
-                                claim,
-                                answer,
-                                now=self._clock(),
-                                retry_delays=self._retry_delays,
-                                metrics=self._metrics,
-                            )
+                        await sending.record_answers(
+                            PgRepo(conn),
+                            batch,
+                            now=self._clock(),
+                            retry_delays=self._retry_delays,
+                            metrics=self._metrics,
+                        )
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -167,10 +168,9 @@ class CaptureExecutor:
         while True:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    await service.record_answer(
-                        conn,
-                        claim,
-                        answer,
+                    await sending.record_answers(
+                        PgRepo(conn),
+                        [(claim, answer)],
                         now=self._clock(),
                         retry_delays=self._retry_delays,
                         metrics=self._metrics,
@@ -207,8 +207,8 @@ class Scheduler:
             due = 0
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    due = await service.run_due_schedules(
-                        conn, now=self._clock(), limit=self._batch
+                    due = await schedules.run_due_schedules(
+                        PgRepo(conn), now=self._clock(), limit=self._batch
                     )
             except asyncio.CancelledError:
                 raise

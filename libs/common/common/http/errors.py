@@ -23,17 +23,30 @@ class ApiError(Exception):
     status = 500
     default_code = "internal_server_error"
 
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
         self.param = param
+        self.retry_after = retry_after
+        """Seconds: "not yet, ask again" (a `Retry-After` header). Such an answer is not kept
+        for replay under the request's Idempotency-Key, so the retry runs again."""
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "param": self.param}}
 
     def response(self) -> web.Response:
-        return web.json_response(self.body(), status=self.status)
+        response = web.json_response(self.body(), status=self.status)
+        if self.retry_after is not None:
+            response.headers["Retry-After"] = str(self.retry_after)
+        return response
 
 
 class BadRequest(ApiError):

@@ -256,8 +256,8 @@ async def _idempotent(
     try:
         response = await endpoint.handler(request, call)
     except ApiError as exc:
-        if exc.status >= 500:
-            await store.release(scope=scope, key=key)
+        if exc.status >= 500 or exc.retry_after is not None:
+            await store.release(scope=scope, key=key)  # "ask again later": run it again then
         else:  # a refusal is the answer to this request: replay it, as the PSP API does
             await _store(store, scope, key, exc.response())
         raise

@@ -149,6 +149,8 @@ async def test_bad_adm_pay_101_bodies_get_a_clear_4xx(capture, body, status, cod
 
 
 async def test_payments_that_cannot_be_captured_get_a_409_or_404(capture):
+    """A payment whose authorisation capture has not heard of yet gets its own code (below);
+    a cancelled or a bank-transfer payment is never capturable."""
     # given
     tenant = await capture.new_tenant()
     unpaid = await capture.authorise(tenant, [1000], publish_authorised=False)
@@ -168,7 +170,7 @@ async def test_payments_that_cannot_be_captured_get_a_409_or_404(capture):
     await eventually(replicated)
     # when / then
     for payment, code in (
-        (unpaid, "payment_not_capturable"),
+        (unpaid, "payment_not_yet_capturable"),
         (cancelled, "payment_not_capturable"),
         (wire, "payment_option_not_capturable"),
     ):
@@ -226,3 +228,45 @@ async def test_captures_are_listed_a_page_at_a_time(capture):
     ids = {c["id"] for c in first["data"] + second["data"]}
     assert ids == {c["id"] for c in await capture.captures(tenant, payment)}
     assert len(by_status["data"]) == 3
+
+
+async def test_adm_pay_101_before_the_authorisation_says_not_yet_and_the_retry_captures(capture):
+    # given a payment capture knows as created, whose authorisation has not reached it yet
+    # (checkout may already show it AUTHORIZED)
+    tenant = await capture.new_tenant(capture_mode="MANUAL")
+    payment = await capture.authorise(tenant, [2500], publish_authorised=False)
+
+    async def replicated() -> bool:
+        async with capture.main.pool.acquire() as conn:
+            status = await conn.fetchval(
+                "SELECT status FROM payments WHERE tenant_id = $1 AND payment_id = $2",
+                tenant.id,
+                payment.id,
+            )
+        return status == "CREATED"
+
+    await eventually(replicated)
+    key = uuid.uuid4().hex
+    path = f"/v1/admin/payments/{payment.id}/capture"
+    headers = {"Authorization": f"Bearer {tenant.operator_key}", "Idempotency-Key": key}
+    # when the operator captures it now
+    async with capture.http.post(capture.url + path, headers=headers) as response:
+        early = (response.status, response.headers.get("Retry-After"), await response.json())
+    # then "not yet", distinct from a permanent refusal, with when to ask again
+    status, retry_after, body = early
+    assert (status, body["error"]["code"], body["error"]["param"]) == (
+        409,
+        "payment_not_yet_capturable",
+        "id",
+    )
+    assert retry_after is not None
+    assert int(retry_after) >= 1
+    assert await capture.captures(tenant, payment) == []
+    # when the authorisation arrives and the operator retries with the same key
+    await capture.report_authorised(tenant, payment)
+    async with capture.http.post(capture.url + path, headers=headers) as response:
+        later = (response.status, response.headers.get("Idempotent-Replayed"))
+    # then the retry ran again (not a replay of the 409) and captured the payment
+    assert later == (202, None)
+    await capture.until_captured(tenant, payment)
+    assert len(await capture.psp_captures(payment)) == 1

@@ -5,8 +5,14 @@ ignored. Nothing is captured by any of them."""
 import json
 import secrets
 import uuid
+from datetime import UTC, datetime
 
+from capture.clock import RANDOM_IDS
+from capture.domain import Line
+from capture.repo import PgRepo
+from capture.shipment_domain import ShipmentLine, decide_shipment
 from capture.testing import logistic_order_event
+from common.events import LogisticOrderStatusChanged
 from common.testing.waiting import eventually
 
 
@@ -160,3 +166,99 @@ async def test_shipped_events_that_capture_nothing_say_why(capture):
     for payment in (unpaid, cancelled, wire, authorised):
         assert await capture.captures(tenant, payment) == []
     assert await capture.psp_capture_requests(tenant) == []
+
+
+async def test_events_with_nul_bytes_in_their_ids_go_straight_to_the_dlq(capture):
+    # given an authorised ON_SHIPMENT payment, and SHIPPED events for it whose ids hold a NUL
+    # byte (valid JSON, but no PostgreSQL text can store it)
+    tenant = await capture.new_tenant(capture_mode="ON_SHIPMENT")
+    payment = await capture.authorise(tenant, [10000])
+    good = logistic_order_event(
+        tenant_id=tenant.id,
+        order_id=payment.order_id,
+        logistic_order_id="lo_1",
+        supplier_id=tenant.suppliers[0],
+    )
+    poisoned = [
+        {**good, "id": "oms-\u0000-1"},
+        {**good, "id": str(uuid.uuid4()), "order_id": payment.order_id + "\u0000"},
+        {**good, "id": str(uuid.uuid4()), "logistic_order_id": "lo_1\u0000"},
+    ]
+    # when they come before a good one
+    for body in poisoned:
+        await capture.publish_oms(json.dumps(body).encode())
+    await capture.publish_oms(good)
+    # then the good one is captured
+    await capture.until_captured(tenant, payment)
+    # and the three are parked at once as poison (never retried), naming the field
+    parked = []
+
+    async def all_parked() -> bool:
+        parked.extend(await capture.dead_letters("capture.oms"))
+        return len(parked) == 3
+
+    await eventually(all_parked)
+    assert {headers["x-error-kind"] for _, headers in parked} == {"poison"}
+    assert all("x-attempt" not in headers for _, headers in parked)
+    reasons = sorted(headers["x-error"] for _, headers in parked)
+    assert [r.split(": ")[1] for r in reasons] == ["id", "logistic_order_id", "order_id"]
+    assert all("not allowed" in r for r in reasons)
+    assert len(await capture.psp_captures(payment)) == 1
+
+
+async def test_a_shipment_decided_on_a_stale_read_records_capture_exists_and_enqueues_nothing(
+    capture,
+):
+    """The save's own guard: had another trigger committed the line's capture after the
+    SHIPPED's read, the INSERT skips it and the OMS event says so, with no second event."""
+    # given a line captured by ADM-PAY-101, and a SHIPPED decided as if it were not
+    tenant = await capture.new_tenant(capture_mode="ON_SHIPMENT")
+    payment = await capture.authorise(tenant, [3000])
+    status, _ = await capture.capture_now(tenant, payment)
+    assert status == 202
+    event = LogisticOrderStatusChanged.model_validate(
+        logistic_order_event(
+            tenant_id=tenant.id,
+            order_id=payment.order_id,
+            logistic_order_id="lo_1",
+            supplier_id=tenant.suppliers[0],
+        )
+    )
+    message_id = str(uuid.uuid4())
+    async with capture.main.pool.acquire() as conn, conn.transaction():
+        repo = PgRepo(conn)
+        tenancy, _ = await repo.load_shipment(event)
+        stale = decide_shipment(
+            event,
+            tenancy,
+            [
+                ShipmentLine(
+                    await repo.lock_payment(tenant.id, payment.id), only_line(payment), None
+                )
+            ],
+            now=datetime.now(UTC),
+            ids=RANDOM_IDS,
+        )
+        assert stale.outcome.outcome == "capture_created"
+        outbox_before = await conn.fetchval("SELECT count(*) FROM outbox")
+        # when
+        recorded = await repo.save_shipment(message_id, event, stale)
+        outbox_after = await conn.fetchval("SELECT count(*) FROM outbox")
+        row = await conn.fetchrow(
+            "SELECT outcome, reason, capture_id FROM logistic_order_events WHERE id = $1",
+            message_id,
+        )
+    # then
+    assert (recorded.outcome, recorded.reason, recorded.capture_id) == (
+        "ignored",
+        "capture_exists",
+        None,
+    )
+    assert (row["outcome"], row["reason"], row["capture_id"]) == ("ignored", "capture_exists", None)
+    assert outbox_after == outbox_before
+    assert len(await capture.captures(tenant, payment)) == 1
+
+
+def only_line(payment):
+    [line] = payment.lines
+    return Line(line["logistic_order_id"], line["supplier_id"], line["amount"])

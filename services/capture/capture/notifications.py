@@ -1,0 +1,92 @@
+"""The PSP's CAPTURE / CAPTURE_FAILED notifications: load (the capture they are about,
+locked) → decide (`domain.on_notification`, `domain.decide_change`) → save."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from capture.clock import RANDOM_IDS
+from capture.creation import observe
+from capture.domain import (
+    Capture,
+    Confirmed,
+    Ignored,
+    Notification,
+    Outcome,
+    Rejected,
+    decide_change,
+    on_notification,
+)
+from capture.metrics import CaptureMetrics
+from capture.repo import PgRepo
+from capture.shipment_domain import Ids
+from common.events import PspNotificationReceived
+from common.logging import get_logger
+
+log = get_logger("capture.service")
+
+
+async def on_psp_notification(
+    repo: PgRepo,
+    tenant_id: str,
+    event: PspNotificationReceived,
+    *,
+    now: datetime,
+    metrics: CaptureMetrics | None = None,
+    ids: Ids = RANDOM_IDS,
+) -> Capture | None:
+    """CAPTURE / CAPTURE_FAILED about one of our captures: its merchant reference is the
+    capture id (what we send as `reference`), or, failing that, the payment's PSP reference
+    and the amount name exactly one capture waiting for the PSP. Anything else is not about a
+    capture of ours and is ignored."""
+    if event.event_code not in ("CAPTURE", "CAPTURE_FAILED"):
+        return None
+    capture = None
+    if event.merchant_reference.startswith("cap_"):
+        capture = await repo.capture(event.merchant_reference, tenant_id=tenant_id, lock=True)
+    if capture is None and event.original_reference and event.amount is not None:
+        waiting = await repo.waiting_captures_for_psp_reference(
+            tenant_id, event.original_reference, event.amount.value
+        )
+        capture = waiting[0] if len(waiting) == 1 else None
+    if capture is None:
+        log.info(
+            "capture notification not about a capture of ours",
+            notification_id=event.notification_id,
+            merchant_reference=event.merchant_reference,
+        )
+        if metrics:
+            metrics.unmatched_notifications.inc()
+        return None
+    outcome: Outcome
+    if event.amount is not None and (event.amount.value, event.amount.currency) != (
+        capture.amount,
+        capture.currency,
+    ):
+        outcome = Ignored(
+            f"the notification's amount {event.amount.value} is not the capture's", True
+        )
+    else:
+        notification: Notification = (
+            Confirmed(event.psp_reference)
+            if event.event_code == "CAPTURE" and event.success
+            else Rejected(event.psp_reference, event.reason or "")
+        )
+        outcome = on_notification(capture.state, notification)
+    change = decide_change(
+        capture,
+        outcome,
+        source="psp_notification",
+        now=now,
+        new_intervention_id=ids.intervention(),
+        detail={
+            "notification_id": event.notification_id,
+            "event_code": event.event_code,
+            "success": event.success,
+            "psp_reference": event.psp_reference,
+            "reason": event.reason,
+        },
+    )
+    saved = await repo.save_change(change)
+    observe(change, metrics)
+    return saved
