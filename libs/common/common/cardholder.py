@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import re
 
-# Runs of at least 12 digits, optionally separated by single spaces or dashes: where a PAN
-# (12 to 19 digits) may hide, possibly next to other numbers ("4111 1111 1111 1111 12/30").
-DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,}(?!\d)")
+# Runs of at least 12 digits, optionally separated by single spaces or dashes, standing as a
+# word of their own: where a PAN (12 to 19 digits) may hide, possibly next to other numbers
+# ("4111 1111 1111 1111 12/30"). Digits glued to letters or `_` are part of an identifier
+# (`cap_061180053987f56e56d66ac8`, a hex digest), not a card number.
+DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z_])\d(?:[ -]?\d){11,}(?![0-9A-Za-z_])")
 _SEPARATOR = re.compile(r"[ -]")
 
 

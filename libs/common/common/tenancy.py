@@ -22,13 +22,14 @@ from common.events import (
     EventType,
     SupplierUpserted,
     TenantUpserted,
+    read_data,
 )
 from common.http.auth import KeyLookup, Principal
 from common.runtime import Consumption
 
 
 async def apply_tenant(conn: asyncpg.Connection, envelope: Envelope) -> None:
-    event = TenantUpserted.model_validate(envelope.data)
+    event = read_data(TenantUpserted, envelope.data)
     await conn.execute(
         """
         INSERT INTO replica_tenants (tenant_id, revision, merchant_account, data)
@@ -46,7 +47,7 @@ async def apply_tenant(conn: asyncpg.Connection, envelope: Envelope) -> None:
 
 
 async def apply_supplier(conn: asyncpg.Connection, envelope: Envelope) -> None:
-    event = SupplierUpserted.model_validate(envelope.data)
+    event = read_data(SupplierUpserted, envelope.data)
     await conn.execute(
         """
         INSERT INTO replica_suppliers (tenant_id, supplier_id, revision, data)
@@ -63,7 +64,7 @@ async def apply_supplier(conn: asyncpg.Connection, envelope: Envelope) -> None:
 
 
 async def apply_api_key(conn: asyncpg.Connection, envelope: Envelope) -> None:
-    event = ApiKeyUpserted.model_validate(envelope.data)
+    event = read_data(ApiKeyUpserted, envelope.data)
     await conn.execute(
         """
         INSERT INTO replica_api_keys

@@ -24,6 +24,7 @@ from common.events import (
     Envelope,
     EventType,
     PspNotificationReceived,
+    read_data,
 )
 from common.logging import get_logger
 from common.runtime import Consumption
@@ -34,7 +35,7 @@ SOURCE = "psp_notification"
 
 
 async def on_psp_notification(conn: asyncpg.Connection, envelope: Envelope) -> None:
-    event = PspNotificationReceived.model_validate(envelope.data)
+    event = read_data(PspNotificationReceived, envelope.data)
     if envelope.tenant_id is None:
         log.warning("psp notification without a tenant", notification_id=event.notification_id)
         return

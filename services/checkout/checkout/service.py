@@ -20,6 +20,16 @@ from checkout.schemas import (
     TimelineEntry,
 )
 from common.broker import publish_event, publish_events
+from common.events import (
+    EventData,
+    EventType,
+    Level3Data,
+    PaymentAuthorised,
+    PaymentCreated,
+    PaymentLine,
+    PaymentOutcome,
+    PaymentStatusChanged,
+)
 from common.http.auth import hash_key
 from common.http.errors import Unprocessable
 from common.logging import get_logger
@@ -99,14 +109,14 @@ async def create_session(
     await repo.add_timeline(conn, payment_id, "created", status_to=Status.INIT_PAYMENT)
     await publish_event(
         conn,
-        "payment.created",
-        {
-            "payment_id": payment_id,
-            "order_id": body.order_id,
-            "payment_option": body.payment_option.value,
-            "amount": body.amount.model_dump(),
-            "lines": [x.model_dump() for x in body.lines],
-        },
+        EventType.PAYMENT_CREATED,
+        PaymentCreated(
+            payment_id=payment_id,
+            order_id=body.order_id,
+            payment_option=body.payment_option.value,
+            amount=body.amount,
+            lines=[PaymentLine.model_validate(x.model_dump()) for x in body.lines],
+        ),
         tenant_id=tenant_id,
         aggregate_id=payment_id,
     )
@@ -183,29 +193,33 @@ async def change_status(
         status_to=outcome.to,
         detail=entry,
     )
-    data = {
-        "payment_id": payment["id"],
-        "order_id": payment["order_id"],
-        "status_from": current.value,
-        "status": outcome.to.value,
-        "amount": {"value": payment["amount"], "currency": payment["currency"]},
-        "psp_reference": columns.get("psp_reference", payment["psp_reference"]),
-    }
-    events: list[tuple[str, dict[str, Any]]] = [("payment.status_changed", data)]
-    specific = {
-        Status.AUTHORIZED: "payment.authorised",
-        Status.REFUSED: "payment.refused",
-        Status.CANCELLED: "payment.cancelled",
-    }.get(outcome.to)
-    if specific is not None:
-        outcome_data = {
-            **data,
-            "payment_option": payment["payment_option"],
-            "capture_mode": payment["capture_mode"],
-        }
-        if outcome.to is Status.AUTHORIZED:
-            outcome_data.update(await _capture_needs(conn, payment))
-        events.append((specific, outcome_data))
+    data = PaymentStatusChanged(
+        payment_id=payment["id"],
+        order_id=payment["order_id"],
+        status_from=current.value,
+        status=outcome.to.value,
+        amount=Money(value=payment["amount"], currency=payment["currency"]),
+        psp_reference=columns.get("psp_reference", payment["psp_reference"]),
+    )
+    events: list[tuple[EventType, EventData]] = [(EventType.PAYMENT_STATUS_CHANGED, data)]
+    outcome_data = PaymentOutcome(
+        **data.model_dump(),
+        payment_option=payment["payment_option"],
+        capture_mode=payment["capture_mode"],
+    )
+    if outcome.to is Status.AUTHORIZED:
+        events.append(
+            (
+                EventType.PAYMENT_AUTHORISED,
+                PaymentAuthorised(
+                    **outcome_data.model_dump(), **(await _capture_needs(conn, payment))
+                ),
+            )
+        )
+    elif outcome.to is Status.REFUSED:
+        events.append((EventType.PAYMENT_REFUSED, outcome_data))
+    elif outcome.to is Status.CANCELLED:
+        events.append((EventType.PAYMENT_CANCELLED, outcome_data))
     await publish_events(conn, events, tenant_id=payment["tenant_id"], aggregate_id=payment["id"])
     return outcome.to
 
@@ -216,14 +230,14 @@ async def _capture_needs(conn: asyncpg.Connection, payment: asyncpg.Record) -> d
     return {
         "merchant_account": payment["merchant_account"],
         "lines": [
-            {
-                "logistic_order_id": line["logistic_order_id"],
-                "supplier_id": line["supplier_id"],
-                "amount": line["amount"],
-            }
+            PaymentLine(
+                logistic_order_id=line["logistic_order_id"],
+                supplier_id=line["supplier_id"],
+                amount=line["amount"],
+            )
             for line in lines
         ],
-        "level3": payment["level3"],
+        "level3": Level3Data.model_validate(payment["level3"]) if payment["level3"] else None,
     }
 
 

@@ -91,7 +91,8 @@ def tenant_payload(envelope: Envelope, model: type[M]) -> tuple[M, str]:
     if envelope.tenant_id is None:
         raise PoisonMessageError(f"{envelope.type} without a tenant_id")
     try:
-        return model.model_validate(envelope.data), envelope.tenant_id
+        # a tolerant reader: fields this consumer does not know are ignored
+        return model.model_validate(envelope.data, extra="ignore"), envelope.tenant_id
     except ValidationError as exc:
         raise PoisonMessageError(
             f"{envelope.type} payload invalid: {validation_summary(exc)}"

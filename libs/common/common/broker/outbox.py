@@ -29,7 +29,7 @@ from structlog.contextvars import get_contextvars
 
 from common.broker.topology import Names, declare_exchanges
 from common.db.pool import reset_session
-from common.events import DOMAIN_EXCHANGE, Envelope, EventData, make_envelope
+from common.events import DOMAIN_EXCHANGE, Envelope, EventData, EventType, make_envelope
 from common.logging import current_correlation_id, get_logger, new_correlation_id
 from common.metrics import Metrics
 from common.wakeup import Wakeup
@@ -84,8 +84,8 @@ async def enqueue_many(
 
 
 def new_envelope(
-    event_type: str,
-    data: EventData | dict[str, Any],
+    event_type: EventType,
+    data: EventData,
     *,
     tenant_id: str | None,
     correlation_id: str | None = None,
@@ -104,8 +104,8 @@ def new_envelope(
 
 async def publish_event(
     conn: asyncpg.Connection,
-    event_type: str,
-    data: EventData | dict[str, Any],
+    event_type: EventType,
+    data: EventData,
     *,
     tenant_id: str | None,
     aggregate_id: str | None,
@@ -119,7 +119,7 @@ async def publish_event(
 
 async def publish_events(
     conn: asyncpg.Connection,
-    events: Sequence[tuple[str, EventData | dict[str, Any]]],
+    events: Sequence[tuple[EventType, EventData]],
     *,
     tenant_id: str | None,
     aggregate_id: str | None,

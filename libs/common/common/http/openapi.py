@@ -131,8 +131,10 @@ def _operation(
         "content": {"application/json": {"schema": _success(endpoint, ref)}},
     }
     error_statuses = ["400", "422"] if endpoint.body is not None else []
-    if endpoint.list_response:
-        error_statuses.append("422")  # cursor_invalid
+    if endpoint.list_response or endpoint.query or "{" in endpoint.path:
+        # cursor_invalid, parameter_invalid, invalid_characters (a NUL byte in a path id or
+        # a query value)
+        error_statuses.append("422")
     if endpoint.idempotent:
         error_statuses += ["400", "422"]  # idempotency_key_required, idempotency_params_mismatch
     if endpoint.roles is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,6 +60,23 @@ class Cursor:
             raise _invalid_cursor(param) from None
 
 
+def limit_param(query: Mapping[str, str]) -> int:
+    """`limit` as given (an integer, clamped to 1..100 by the caller), `DEFAULT_LIMIT` when
+    absent; anything else (`abc`, `2.5`, `null`, empty) is a 422 rather than silently the
+    default, so a client's bug shows."""
+    raw = query.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not _INTEGER.fullmatch(raw):
+        raise Unprocessable(
+            "limit: an integer from 1 to 100", code="parameter_invalid", param="limit"
+        )
+    return int(raw)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]{1,9}")
+
+
 def _invalid_cursor(param: str) -> Unprocessable:
     return Unprocessable("not a cursor of this list", code="cursor_invalid", param=param)
 
@@ -71,11 +89,7 @@ class PageRequest:
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> PageRequest:
-        try:
-            limit = int(query.get("limit", DEFAULT_LIMIT))
-        except ValueError:
-            limit = DEFAULT_LIMIT  # as the PSP API does: an invalid limit means the default
-        limit = min(max(limit, 1), MAX_LIMIT)
+        limit = min(max(limit_param(query), 1), MAX_LIMIT)
         after = query.get("after_cursor")
         before = query.get("before_cursor")
         if after and before:

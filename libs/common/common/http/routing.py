@@ -206,6 +206,25 @@ def _refuse_unstorable_text(value: object, loc: tuple[str, ...]) -> None:
             _refuse_unstorable_text(item, (*loc, str(index)))
 
 
+def check_storable_params(request: web.Request) -> None:
+    """Path ids and query values that no PostgreSQL text can hold (a NUL byte, a lone
+    surrogate) are a 422 `invalid_characters` naming the parameter, not a 500 when a query
+    binds them."""
+    for name, value in request.match_info.items():
+        _refuse_unstorable_param(name, value)
+    for name, value in request.query.items():
+        _refuse_unstorable_param(name, value)
+
+
+def _refuse_unstorable_param(name: str, value: str) -> None:
+    if "\x00" in value or "\x00" in name or not _encodable(value) or not _encodable(name):
+        raise Unprocessable(
+            f"{name}: contains characters that are not allowed",
+            code="invalid_characters",
+            param=name,
+        )
+
+
 def _encodable(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -222,6 +241,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             principal = await endpoint.auth(request)
         else:
             principal = ANONYMOUS
+        check_storable_params(request)
         body = (
             await parse_body(request, endpoint.body, required=endpoint.body_required)
             if endpoint.body is not None

@@ -11,6 +11,7 @@ from common.events import (
     ApiKeyUpserted,
     CaptureMode,
     EventData,
+    EventType,
     Role,
     SupplierUpserted,
     TenantUpserted,
@@ -81,7 +82,7 @@ def api_key_upserted(
 async def publish(
     amqp_url: str,
     exchange_name: str,
-    events: Sequence[tuple[str, EventData]],
+    events: Sequence[tuple[EventType, EventData]],
     *,
     tenant_id: str | None = None,
 ) -> None:
