@@ -30,6 +30,7 @@ from common.broker import InboxConsumer, Names, OutboxRelay, QueueSpec, connect,
 from common.broker.topology import all_exchange_names, all_queue_names
 from common.db import apply_migrations, create_pool
 from common.db.migrations import COMMON_MIGRATIONS
+from common.db.types import Conn
 from common.events import DOMAIN_EXCHANGE, Envelope, make_envelope
 from common.testing.events import Probe, probe_type
 from common.testing.servers import test_servers
@@ -129,7 +130,7 @@ class Pipeline:
     handled: int = 0
     handler_started: dict[str, float] | None = None
 
-    async def handle(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
+    async def handle(self, conn: Conn, envelope: Envelope) -> None:
         if self.handler_started is not None:
             self.handler_started[str(envelope.id)] = time.perf_counter()
         await conn.execute("INSERT INTO effects (event_id) VALUES ($1)", envelope.id)

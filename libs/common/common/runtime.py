@@ -22,6 +22,7 @@ from common.broker.topology import Names, QueueSpec, connect, declare_exchanges
 from common.config import ServiceSettings
 from common.db.migrations import COMMON_MIGRATIONS, apply_migrations
 from common.db.pool import create_pool, reset_session
+from common.events import EventType
 from common.http.app import METRICS, READINESS
 from common.http.idempotency import IdempotencyStore
 from common.http.routing import IDEMPOTENCY
@@ -39,7 +40,7 @@ SHUTDOWN_TIMEOUT_S = 10.0
 @dataclass(frozen=True)
 class Consumption:
     spec: QueueSpec
-    handlers: Mapping[str, Handler]
+    handlers: Mapping[str, Handler] | Mapping[EventType, Handler]
     parser: Parser = parse_envelope  # e.g. the OMS's bare JSON events
 
 

@@ -15,6 +15,7 @@ import asyncpg
 
 from common.broker.consumer import Handler
 from common.broker.topology import QueueSpec
+from common.db.types import Conn
 from common.events import (
     DOMAIN_EXCHANGE,
     ApiKeyUpserted,
@@ -28,7 +29,7 @@ from common.http.auth import KeyLookup, Principal
 from common.runtime import Consumption
 
 
-async def apply_tenant(conn: asyncpg.Connection, envelope: Envelope) -> None:
+async def apply_tenant(conn: Conn, envelope: Envelope) -> None:
     event = read_data(TenantUpserted, envelope.data)
     await conn.execute(
         """
@@ -46,7 +47,7 @@ async def apply_tenant(conn: asyncpg.Connection, envelope: Envelope) -> None:
     )
 
 
-async def apply_supplier(conn: asyncpg.Connection, envelope: Envelope) -> None:
+async def apply_supplier(conn: Conn, envelope: Envelope) -> None:
     event = read_data(SupplierUpserted, envelope.data)
     await conn.execute(
         """
@@ -63,7 +64,7 @@ async def apply_supplier(conn: asyncpg.Connection, envelope: Envelope) -> None:
     )
 
 
-async def apply_api_key(conn: asyncpg.Connection, envelope: Envelope) -> None:
+async def apply_api_key(conn: Conn, envelope: Envelope) -> None:
     event = read_data(ApiKeyUpserted, envelope.data)
     await conn.execute(
         """

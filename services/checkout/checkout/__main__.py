@@ -5,7 +5,7 @@ from common.runtime import serve
 
 
 def main() -> None:
-    settings = Settings()  # type: ignore[call-arg]
+    settings = Settings()
     configure_logging(settings.service_name, settings.log_level)
     serve(create_app(settings), settings)
 

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from checkout.domain import Line
+from common.db.types import Conn
 
 _PAYMENT_COLUMNS = (
     "id, tenant_id, order_id, buyer_account, payment_option, capture_mode, amount, currency,"
@@ -18,12 +19,12 @@ _PAYMENT_COLUMNS = (
 )
 
 
-async def tenant_replica(conn: asyncpg.Connection, tenant_id: str) -> dict[str, Any] | None:
+async def tenant_replica(conn: Conn, tenant_id: str) -> dict[str, Any] | None:
     data = await conn.fetchval("SELECT data FROM replica_tenants WHERE tenant_id = $1", tenant_id)
     return dict(data) if data is not None else None
 
 
-async def supplier_ids(conn: asyncpg.Connection, tenant_id: str, ids: Sequence[str]) -> set[str]:
+async def supplier_ids(conn: Conn, tenant_id: str, ids: Sequence[str]) -> set[str]:
     rows = await conn.fetch(
         "SELECT supplier_id FROM replica_suppliers WHERE tenant_id = $1"
         " AND supplier_id = ANY($2::text[])",
@@ -34,7 +35,7 @@ async def supplier_ids(conn: asyncpg.Connection, tenant_id: str, ids: Sequence[s
 
 
 async def insert_payment(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     id_: str,
     tenant_id: str,
@@ -73,7 +74,7 @@ async def insert_payment(
 
 
 async def add_timeline(
-    conn: asyncpg.Connection,
+    conn: Conn,
     payment_id: str,
     kind: str,
     *,
@@ -92,9 +93,7 @@ async def add_timeline(
     )
 
 
-async def note(
-    conn: asyncpg.Connection, payment: asyncpg.Record, kind: str, detail: dict[str, Any]
-) -> None:
+async def note(conn: Conn, payment: asyncpg.Record, kind: str, detail: dict[str, Any]) -> None:
     """A timeline entry for what happened to `payment` without moving it."""
     await add_timeline(
         conn,
@@ -107,7 +106,7 @@ async def note(
 
 
 async def get_payment(
-    conn: asyncpg.Connection, tenant_id: str, payment_id: str, *, for_update: bool = False
+    conn: Conn, tenant_id: str, payment_id: str, *, for_update: bool = False
 ) -> asyncpg.Record | None:
     lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(
@@ -118,7 +117,7 @@ async def get_payment(
 
 
 async def payment_by_psp_reference(
-    conn: asyncpg.Connection, tenant_id: str, psp_reference: str, *, for_update: bool = False
+    conn: Conn, tenant_id: str, psp_reference: str, *, for_update: bool = False
 ) -> asyncpg.Record | None:
     lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(
@@ -129,14 +128,14 @@ async def payment_by_psp_reference(
     )
 
 
-async def payment_by_token(conn: asyncpg.Connection, token_hash: str) -> asyncpg.Record | None:
+async def payment_by_token(conn: Conn, token_hash: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE client_token_hash = $1", token_hash
     )
 
 
 async def lines_of(
-    conn: asyncpg.Connection, payment_ids: Sequence[str], supplier_id: str | None = None
+    conn: Conn, payment_ids: Sequence[str], supplier_id: str | None = None
 ) -> dict[str, list[asyncpg.Record]]:
     rows = await conn.fetch(
         "SELECT payment_id, logistic_order_id, supplier_id, amount, status, capture_id"
@@ -152,7 +151,7 @@ async def lines_of(
     return found
 
 
-async def timeline_of(conn: asyncpg.Connection, payment_id: str) -> list[asyncpg.Record]:
+async def timeline_of(conn: Conn, payment_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT occurred_at, kind, status_from, status_to, detail FROM payment_timeline"
         " WHERE payment_id = $1 ORDER BY seq",
@@ -172,7 +171,7 @@ _UPDATABLE = frozenset(
 )
 
 
-async def update_payment(conn: asyncpg.Connection, payment_id: str, values: dict[str, Any]) -> None:
+async def update_payment(conn: Conn, payment_id: str, values: dict[str, Any]) -> None:
     unknown = set(values) - _UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -186,7 +185,7 @@ async def update_payment(conn: asyncpg.Connection, payment_id: str, values: dict
 
 
 async def move_payment(
-    conn: asyncpg.Connection,
+    conn: Conn,
     payment_id: str,
     values: dict[str, Any],
     *,
@@ -216,7 +215,7 @@ async def move_payment(
 
 
 async def line_for_update(
-    conn: asyncpg.Connection, payment_id: str, logistic_order_id: str
+    conn: Conn, payment_id: str, logistic_order_id: str
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT * FROM payment_lines WHERE payment_id = $1 AND logistic_order_id = $2 FOR UPDATE",
@@ -226,7 +225,7 @@ async def line_for_update(
 
 
 async def set_line_capture(
-    conn: asyncpg.Connection,
+    conn: Conn,
     payment_id: str,
     logistic_order_id: str,
     *,

@@ -20,6 +20,7 @@ from checkout.schemas import (
     TimelineEntry,
 )
 from common.broker import publish_event, publish_events
+from common.db.types import Conn
 from common.events import (
     EventData,
     EventType,
@@ -52,7 +53,7 @@ def _problem(problem: domain.Problem | None) -> None:
 
 
 async def create_session(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     tenant_id: str,
     body: SessionCreate,
@@ -157,7 +158,7 @@ def level3_of(l3: Level3In) -> domain.Level3:
 
 
 async def change_status(
-    conn: asyncpg.Connection,
+    conn: Conn,
     payment: asyncpg.Record,
     fact: Fact,
     *,
@@ -224,7 +225,7 @@ async def change_status(
     return outcome.to
 
 
-async def _capture_needs(conn: asyncpg.Connection, payment: asyncpg.Record) -> dict[str, Any]:
+async def _capture_needs(conn: Conn, payment: asyncpg.Record) -> dict[str, Any]:
     """What `payment.authorised` carries for the capture service (event-carried state)."""
     lines = (await repo.lines_of(conn, [payment["id"]])).get(payment["id"], [])
     return {
@@ -242,7 +243,7 @@ async def _capture_needs(conn: asyncpg.Connection, payment: asyncpg.Record) -> d
 
 
 async def payment_view(
-    conn: asyncpg.Connection,
+    conn: Conn,
     row: asyncpg.Record,
     *,
     supplier_id: str | None = None,

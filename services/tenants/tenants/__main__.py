@@ -5,7 +5,7 @@ from tenants.settings import Settings
 
 
 def main() -> None:
-    settings = Settings()  # type: ignore[call-arg]
+    settings = Settings()
     configure_logging(settings.service_name, settings.log_level)
     serve(create_app(settings), settings)
 

@@ -4,12 +4,17 @@ absent (404), never as forbidden."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
 from aiohttp import web
 
 from common.http.envelope import ok, page
 from common.http.errors import Unprocessable
 from common.http.pagination import PageRequest
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, PLATFORM_ADMIN, Api, Call
+from common.row import Row
 from common.runtime import DB_POOL
 from tenants import domain, repo, service
 from tenants.schemas import (
@@ -35,7 +40,7 @@ api = Api("Marketpay tenants")
 SETTINGS = web.AppKey("settings", Settings)
 
 
-def tenant_out(row: repo.Row) -> Tenant:
+def tenant_out(row: Row) -> Tenant:
     settings = domain.settings_from_row(row)
     return Tenant(
         id=row["id"],
@@ -59,15 +64,15 @@ def tenant_out(row: repo.Row) -> Tenant:
     )
 
 
-def supplier_out(row: repo.Row) -> Supplier:
-    return Supplier.model_validate(dict(row))
+def supplier_out(row: Mapping[str, Any] | asyncpg.Record) -> Supplier:
+    return Supplier.model_validate(dict(row.items()))
 
 
-def commission_out(row: repo.Row) -> Commission:
-    return Commission.model_validate(dict(row))
+def commission_out(row: Mapping[str, Any] | asyncpg.Record) -> Commission:
+    return Commission.model_validate(dict(row.items()))
 
 
-def api_key_out(row: repo.Row) -> ApiKey:
+def api_key_out(row: Row) -> ApiKey:
     return ApiKey(
         id=row["id"],
         role=role_label(row["role"], row["supplier_id"]),

@@ -23,6 +23,7 @@ from common.events import (
     SupplierUpserted,
     TenantUpserted,
 )
+from common.row import Row
 
 LOGISTIC_STATUSES: Final = (
     "WAITING_SHIPMENT",
@@ -172,7 +173,7 @@ def check_revocation(*, key_role: str, already_revoked: bool, other_active_opera
     return True
 
 
-def settings_from_row(row: Mapping[str, Any]) -> TenantSettings:
+def settings_from_row(row: Row) -> TenantSettings:
     return TenantSettings(
         merchant_account=row["merchant_account"],
         default_rate=row["default_rate"],
@@ -185,7 +186,7 @@ def settings_from_row(row: Mapping[str, Any]) -> TenantSettings:
     )
 
 
-def supplier_from_row(row: Mapping[str, Any]) -> SupplierState:
+def supplier_from_row(row: Row) -> SupplierState:
     return SupplierState(
         name=row["name"],
         kyc_status=row["kyc_status"],
@@ -195,7 +196,7 @@ def supplier_from_row(row: Mapping[str, Any]) -> SupplierState:
     )
 
 
-def tenant_event(row: Mapping[str, Any]) -> TenantUpserted:
+def tenant_event(row: Row) -> TenantUpserted:
     settings = settings_from_row(row)
     return TenantUpserted(
         tenant_id=row["id"],
@@ -215,7 +216,7 @@ def tenant_event(row: Mapping[str, Any]) -> TenantUpserted:
     )
 
 
-def supplier_event(row: Mapping[str, Any], commission_rate: Decimal | None) -> SupplierUpserted:
+def supplier_event(row: Row, commission_rate: Decimal | None) -> SupplierUpserted:
     state = supplier_from_row(row)
     return SupplierUpserted(
         tenant_id=row["tenant_id"],
@@ -230,7 +231,7 @@ def supplier_event(row: Mapping[str, Any], commission_rate: Decimal | None) -> S
     )
 
 
-def api_key_event(row: Mapping[str, Any]) -> ApiKeyUpserted:
+def api_key_event(row: Row) -> ApiKeyUpserted:
     return ApiKeyUpserted(
         tenant_id=row["tenant_id"],
         key_id=row["id"],

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 from asyncpg import Record as Row
 
+from common.db.types import Conn
 from common.http.pagination import PageInfo, PageRequest, fetch_page
 from tenants.domain import SupplierState, TenantSettings
 
@@ -33,7 +33,7 @@ def _settings_args(settings: TenantSettings) -> list[Any]:
 
 
 async def insert_tenant(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     tenant_id: str,
     name: str,
@@ -41,7 +41,7 @@ async def insert_tenant(
     currency: str,
     settings: TenantSettings,
 ) -> Row:
-    row: Row = await conn.fetchrow(
+    row = await conn.fetchrow(
         f"INSERT INTO tenants (id, revision, name, psp, currency, {_TENANT_SETTINGS})"
         " VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
         tenant_id,
@@ -50,19 +50,18 @@ async def insert_tenant(
         currency,
         *_settings_args(settings),
     )
+    assert row is not None  # RETURNING the row just written
     return row
 
 
-async def tenant(
-    conn: asyncpg.Connection, tenant_id: str, *, for_update: bool = False
-) -> Row | None:
+async def tenant(conn: Conn, tenant_id: str, *, for_update: bool = False) -> Row | None:
     lock = " FOR UPDATE" if for_update else ""
     row: Row | None = await conn.fetchrow(f"SELECT * FROM tenants WHERE id = $1{lock}", tenant_id)
     return row
 
 
 async def merchant_account_taken(
-    conn: asyncpg.Connection, merchant_account: str, *, other_than: str | None = None
+    conn: Conn, merchant_account: str, *, other_than: str | None = None
 ) -> bool:
     return bool(
         await conn.fetchval(
@@ -74,10 +73,8 @@ async def merchant_account_taken(
     )
 
 
-async def update_tenant_settings(
-    conn: asyncpg.Connection, tenant_id: str, settings: TenantSettings
-) -> Row:
-    row: Row = await conn.fetchrow(
+async def update_tenant_settings(conn: Conn, tenant_id: str, settings: TenantSettings) -> Row:
+    row = await conn.fetchrow(
         """
         UPDATE tenants
            SET merchant_account = $2, default_rate = $3, capture_mode = $4,
@@ -90,6 +87,7 @@ async def update_tenant_settings(
         tenant_id,
         *_settings_args(settings),
     )
+    assert row is not None  # RETURNING the row just written
     return row
 
 
@@ -97,9 +95,9 @@ async def update_tenant_settings(
 
 
 async def insert_supplier(
-    conn: asyncpg.Connection, *, supplier_id: str, tenant_id: str, state: SupplierState
+    conn: Conn, *, supplier_id: str, tenant_id: str, state: SupplierState
 ) -> Row:
-    row: Row = await conn.fetchrow(
+    row = await conn.fetchrow(
         """
         INSERT INTO suppliers (id, tenant_id, revision, name, kyc_status, iban,
                                payment_due_date_delay, payment_due_date_mode)
@@ -114,11 +112,12 @@ async def insert_supplier(
         state.payment_due_date_delay,
         state.payment_due_date_mode,
     )
+    assert row is not None  # RETURNING the row just written
     return row
 
 
 async def supplier(
-    conn: asyncpg.Connection, tenant_id: str, supplier_id: str, *, for_update: bool = False
+    conn: Conn, tenant_id: str, supplier_id: str, *, for_update: bool = False
 ) -> Row | None:
     """The supplier if it belongs to `tenant_id`: another tenant's id reads as absent."""
     lock = " FOR UPDATE" if for_update else ""
@@ -128,8 +127,8 @@ async def supplier(
     return row
 
 
-async def update_supplier(conn: asyncpg.Connection, supplier_id: str, state: SupplierState) -> Row:
-    row: Row = await conn.fetchrow(
+async def update_supplier(conn: Conn, supplier_id: str, state: SupplierState) -> Row:
+    row = await conn.fetchrow(
         """
         UPDATE suppliers
            SET name = $2, kyc_status = $3, iban = $4, payment_due_date_delay = $5,
@@ -144,20 +143,22 @@ async def update_supplier(conn: asyncpg.Connection, supplier_id: str, state: Sup
         state.payment_due_date_delay,
         state.payment_due_date_mode,
     )
+    assert row is not None  # RETURNING the row just written
     return row
 
 
-async def bump_supplier(conn: asyncpg.Connection, supplier_id: str) -> Row:
-    row: Row = await conn.fetchrow(
+async def bump_supplier(conn: Conn, supplier_id: str) -> Row:
+    row = await conn.fetchrow(
         "UPDATE suppliers SET revision = revision + 1, updated_at = now() WHERE id = $1"
         " RETURNING *",
         supplier_id,
     )
+    assert row is not None  # RETURNING the row just written
     return row
 
 
 async def supplier_page(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     request: PageRequest,
     *,
@@ -177,14 +178,14 @@ async def supplier_page(
 # --- commissions ------------------------------------------------------------------------------
 
 
-async def active_commission(conn: asyncpg.Connection, supplier_id: str) -> Row | None:
+async def active_commission(conn: Conn, supplier_id: str) -> Row | None:
     row: Row | None = await conn.fetchrow(
         "SELECT * FROM commissions WHERE supplier_id = $1 AND active", supplier_id
     )
     return row
 
 
-async def deactivate_commission(conn: asyncpg.Connection, supplier_id: str) -> None:
+async def deactivate_commission(conn: Conn, supplier_id: str) -> None:
     await conn.execute(
         "UPDATE commissions SET active = false, deactivated_at = now()"
         " WHERE supplier_id = $1 AND active",
@@ -193,7 +194,7 @@ async def deactivate_commission(conn: asyncpg.Connection, supplier_id: str) -> N
 
 
 async def insert_commission(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     commission_id: str,
     tenant_id: str,
@@ -201,7 +202,7 @@ async def insert_commission(
     rate: Any,
     active: bool,
 ) -> Row:
-    row: Row = await conn.fetchrow(
+    row = await conn.fetchrow(
         """
         INSERT INTO commissions (id, tenant_id, supplier_id, rate, active, deactivated_at)
         VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN NULL ELSE now() END)
@@ -213,11 +214,12 @@ async def insert_commission(
         rate,
         active,
     )
+    assert row is not None  # RETURNING the row just written
     return row
 
 
 async def commission_page(
-    conn: asyncpg.Connection, tenant_id: str, request: PageRequest, *, include_inactive: bool
+    conn: Conn, tenant_id: str, request: PageRequest, *, include_inactive: bool
 ) -> tuple[list[Row], PageInfo]:
     where = ["tenant_id = $1"] if include_inactive else ["tenant_id = $1", "active"]
     return await fetch_page(
@@ -229,7 +231,7 @@ async def commission_page(
 
 
 async def insert_api_key(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     key_id: str,
     tenant_id: str,
@@ -239,7 +241,7 @@ async def insert_api_key(
     supplier_id: str | None,
     name: str | None,
 ) -> Row:
-    row: Row = await conn.fetchrow(
+    row = await conn.fetchrow(
         """
         INSERT INTO api_keys (id, tenant_id, revision, key_hash, prefix, role, supplier_id, name)
         VALUES ($1, $2, 1, $3, $4, $5, $6, $7)
@@ -253,11 +255,12 @@ async def insert_api_key(
         supplier_id,
         name,
     )
+    assert row is not None  # RETURNING the row just written
     return row
 
 
 async def api_key(
-    conn: asyncpg.Connection, tenant_id: str, key_id: str, *, for_update: bool = False
+    conn: Conn, tenant_id: str, key_id: str, *, for_update: bool = False
 ) -> Row | None:
     lock = " FOR UPDATE" if for_update else ""
     row: Row | None = await conn.fetchrow(
@@ -266,7 +269,7 @@ async def api_key(
     return row
 
 
-async def active_operator_keys(conn: asyncpg.Connection, tenant_id: str, *, other_than: str) -> int:
+async def active_operator_keys(conn: Conn, tenant_id: str, *, other_than: str) -> int:
     count: int = await conn.fetchval(
         "SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND role = 'operator'"
         " AND revoked_at IS NULL AND id <> $2",
@@ -276,16 +279,17 @@ async def active_operator_keys(conn: asyncpg.Connection, tenant_id: str, *, othe
     return count
 
 
-async def revoke_api_key(conn: asyncpg.Connection, key_id: str) -> Row:
-    row: Row = await conn.fetchrow(
+async def revoke_api_key(conn: Conn, key_id: str) -> Row:
+    row = await conn.fetchrow(
         "UPDATE api_keys SET revoked_at = now(), revision = revision + 1 WHERE id = $1 RETURNING *",
         key_id,
     )
+    assert row is not None  # RETURNING the row just written
     return row
 
 
 async def api_key_page(
-    conn: asyncpg.Connection, tenant_id: str, request: PageRequest
+    conn: Conn, tenant_id: str, request: PageRequest
 ) -> tuple[list[Row], PageInfo]:
     return await fetch_page(
         conn,
@@ -297,7 +301,7 @@ async def api_key_page(
     )
 
 
-async def principal_by_hash(conn: asyncpg.Connection, key_hash: str) -> Row | None:
+async def principal_by_hash(conn: Conn, key_hash: str) -> Row | None:
     """The active key with this hash, of an active tenant."""
     row: Row | None = await conn.fetchrow(
         "SELECT k.id, k.tenant_id, k.role, k.supplier_id FROM api_keys k"
@@ -311,7 +315,7 @@ async def principal_by_hash(conn: asyncpg.Connection, key_hash: str) -> Row | No
 # --- republishing -----------------------------------------------------------------------------
 
 
-async def every(conn: asyncpg.Connection, table: str) -> list[Row]:
+async def every(conn: Conn, table: str) -> list[Row]:
     """Every row of `tenants`, `suppliers` or `api_keys`, oldest first."""
     if table not in ("tenants", "suppliers", "api_keys"):
         raise ValueError(table)

@@ -11,6 +11,7 @@ import asyncpg
 from asyncpg import Record as Row
 
 from common.broker import publish_event
+from common.db.types import Conn
 from common.events import EventType
 from common.http.auth import Environment, Principal, generate_key, hash_key
 from tenants import domain, errors, repo
@@ -44,7 +45,7 @@ class CreatedTenant:
 
 
 async def create_tenant(
-    conn: asyncpg.Connection, body: TenantCreate, *, environment: Environment
+    conn: Conn, body: TenantCreate, *, environment: Environment
 ) -> CreatedTenant:
     settings = domain.TenantSettings(merchant_account=body.merchant_account)
     if body.settings is not None:
@@ -79,14 +80,14 @@ async def create_tenant(
     return CreatedTenant(row=row, operator_key=key)
 
 
-async def get_tenant(conn: asyncpg.Connection, tenant_id: str) -> Row:
+async def get_tenant(conn: Conn, tenant_id: str) -> Row:
     row = await repo.tenant(conn, tenant_id)
     if row is None:
         raise errors.tenant_not_found()
     return row
 
 
-async def update_settings(conn: asyncpg.Connection, tenant_id: str, body: SettingsPatch) -> Row:
+async def update_settings(conn: Conn, tenant_id: str, body: SettingsPatch) -> Row:
     async with conn.transaction():
         row = await repo.tenant(conn, tenant_id, for_update=True)
         if row is None:
@@ -110,7 +111,7 @@ async def update_settings(conn: asyncpg.Connection, tenant_id: str, body: Settin
     return row
 
 
-async def _publish_tenant(conn: asyncpg.Connection, row: Row) -> None:
+async def _publish_tenant(conn: Conn, row: Row) -> None:
     await publish_event(
         conn,
         EventType.TENANT_UPSERTED,
@@ -123,7 +124,7 @@ async def _publish_tenant(conn: asyncpg.Connection, row: Row) -> None:
 # --- suppliers --------------------------------------------------------------------------------
 
 
-async def create_supplier(conn: asyncpg.Connection, tenant_id: str, body: SupplierCreate) -> Row:
+async def create_supplier(conn: Conn, tenant_id: str, body: SupplierCreate) -> Row:
     state = domain.SupplierState(
         name=body.name,
         kyc_status=body.kyc_status,
@@ -139,7 +140,7 @@ async def create_supplier(conn: asyncpg.Connection, tenant_id: str, body: Suppli
     return row
 
 
-async def get_supplier(conn: asyncpg.Connection, principal: Principal, supplier_id: str) -> Row:
+async def get_supplier(conn: Conn, principal: Principal, supplier_id: str) -> Row:
     """A supplier key reads only itself; any other id reads as absent, as another tenant's."""
     assert principal.tenant_id is not None
     if principal.role == "supplier" and principal.supplier_id != supplier_id:
@@ -150,9 +151,7 @@ async def get_supplier(conn: asyncpg.Connection, principal: Principal, supplier_
     return row
 
 
-async def update_supplier(
-    conn: asyncpg.Connection, tenant_id: str, supplier_id: str, body: SupplierPatch
-) -> Row:
+async def update_supplier(conn: Conn, tenant_id: str, supplier_id: str, body: SupplierPatch) -> Row:
     async with conn.transaction():
         row = await repo.supplier(conn, tenant_id, supplier_id, for_update=True)
         if row is None:
@@ -166,7 +165,7 @@ async def update_supplier(
     return row
 
 
-async def _publish_supplier(conn: asyncpg.Connection, row: Row) -> None:
+async def _publish_supplier(conn: Conn, row: Row) -> None:
     commission = await repo.active_commission(conn, row["id"])
     await publish_event(
         conn,
@@ -180,9 +179,7 @@ async def _publish_supplier(conn: asyncpg.Connection, row: Row) -> None:
 # --- commissions ------------------------------------------------------------------------------
 
 
-async def put_commission(
-    conn: asyncpg.Connection, tenant_id: str, supplier_id: str, body: CommissionPut
-) -> Row:
+async def put_commission(conn: Conn, tenant_id: str, supplier_id: str, body: CommissionPut) -> Row:
     """Record a commission line for the supplier. The previous active line is kept as inactive
     history; `active: false` records the line inactive, leaving the supplier without one.
     Putting the rate that is already active changes nothing."""
@@ -207,7 +204,7 @@ async def put_commission(
     return line
 
 
-async def get_commission(conn: asyncpg.Connection, tenant_id: str, supplier_id: str) -> Row:
+async def get_commission(conn: Conn, tenant_id: str, supplier_id: str) -> Row:
     if await repo.supplier(conn, tenant_id, supplier_id) is None:
         raise errors.supplier_not_found(param="supplier_id")
     line = await repo.active_commission(conn, supplier_id)
@@ -220,7 +217,7 @@ async def get_commission(conn: asyncpg.Connection, tenant_id: str, supplier_id: 
 
 
 async def create_api_key(
-    conn: asyncpg.Connection, tenant_id: str, body: ApiKeyCreate, *, environment: Environment
+    conn: Conn, tenant_id: str, body: ApiKeyCreate, *, environment: Environment
 ) -> IssuedKey:
     try:
         role = domain.parse_role(body.role)
@@ -235,7 +232,7 @@ async def create_api_key(
 
 
 async def _issue_key(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     role: domain.KeyRole,
     *,
@@ -257,7 +254,7 @@ async def _issue_key(
     return IssuedKey(key=key, row=row)
 
 
-async def revoke_api_key(conn: asyncpg.Connection, tenant_id: str, key_id: str) -> Row:
+async def revoke_api_key(conn: Conn, tenant_id: str, key_id: str) -> Row:
     async with conn.transaction():
         # The tenant's row first (fixed order): revocations of one tenant are serialised, so
         # two operators revoking each other's keys cannot leave the tenant without one.
@@ -283,7 +280,7 @@ async def revoke_api_key(conn: asyncpg.Connection, tenant_id: str, key_id: str) 
     return row
 
 
-async def _publish_api_key(conn: asyncpg.Connection, row: Row) -> None:
+async def _publish_api_key(conn: Conn, row: Row) -> None:
     await publish_event(
         conn,
         EventType.API_KEY_UPSERTED,
@@ -293,7 +290,7 @@ async def _publish_api_key(conn: asyncpg.Connection, row: Row) -> None:
     )
 
 
-async def principal_for(conn: asyncpg.Connection, key_hash: str) -> Principal | None:
+async def principal_for(conn: Conn, key_hash: str) -> Principal | None:
     row = await repo.principal_by_hash(conn, key_hash)
     if row is None:
         return None
@@ -308,7 +305,7 @@ async def principal_for(conn: asyncpg.Connection, key_hash: str) -> Principal | 
 # --- republishing -----------------------------------------------------------------------------
 
 
-async def republish(conn: asyncpg.Connection) -> dict[str, int]:
+async def republish(conn: Conn) -> dict[str, int]:
     """Publish the full state of every tenant, supplier and API key again, as they are now
     (same revisions): a replica that has them ignores them, one that lacks them (a service
     added later, a replica rebuilt) fills in. Revoked keys too, so revocations reach it."""

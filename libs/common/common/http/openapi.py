@@ -130,7 +130,18 @@ def _operation(
         "description": "success",
         "content": {"application/json": {"schema": _success(endpoint, ref)}},
     }
-    error_statuses = ["400", "422"] if endpoint.body is not None else []
+    error_statuses = _error_statuses(endpoint)
+    for status in sorted(set(error_statuses)):
+        operation["responses"][status] = {
+            "description": "error",
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
+        }
+    return operation
+
+
+def _error_statuses(endpoint: Endpoint) -> list[str]:
+    """Every error status the endpoint's declaration implies (handlers add their own)."""
+    error_statuses: list[str] = ["400", "422"] if endpoint.body is not None else []
     if endpoint.list_response or endpoint.query or "{" in endpoint.path:
         # cursor_invalid, parameter_invalid, invalid_characters (a NUL byte in a path id or
         # a query value)
@@ -145,12 +156,7 @@ def _operation(
         error_statuses.append("404")
     if endpoint.idempotent:
         error_statuses.append("409")
-    for status in sorted(set(error_statuses)):
-        operation["responses"][status] = {
-            "description": "error",
-            "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
-        }
-    return operation
+    return error_statuses
 
 
 def _success(

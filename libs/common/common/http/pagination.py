@@ -18,7 +18,9 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
+from common.db.types import Conn
 from common.http.errors import Unprocessable
+from common.row import Row
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
@@ -40,7 +42,7 @@ class Cursor:
     id: str | int
 
     @classmethod
-    def of(cls, row: Mapping[str, Any]) -> Cursor:
+    def of(cls, row: Row) -> Cursor:
         id_ = row["id"]
         return cls(row["created_at"], id_ if isinstance(id_, int) else str(id_))
 
@@ -106,7 +108,7 @@ class PageRequest:
 
 
 async def fetch_page(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     table: str,
     where: Sequence[str],
