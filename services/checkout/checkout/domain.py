@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from common.cardholder import contains_card_number
 from common.level3 import Level3 as Level3
@@ -249,6 +250,36 @@ _NOTIFICATION_FACTS: dict[tuple[str, bool], Fact] = {
 
 def notification_fact(event_code: str, success: bool) -> Fact | None:
     return _NOTIFICATION_FACTS.get((event_code, success))
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a PSP's synchronous answer (PAY-101/102) means for the payment: the fact to apply
+    (None: still waiting, a challenge or a pending answer) and the columns it sets."""
+
+    fact: Fact | None
+    updates: dict[str, Any]
+
+
+def settlement(
+    *,
+    result_code: str,
+    psp_reference: str | None,
+    is_commercial_card: bool | None,
+    refusal_reason: str | None,
+    refusal_reason_code: str | None,
+) -> Settlement:
+    updates: dict[str, Any] = {"result_code": result_code}
+    if psp_reference:
+        updates["psp_reference"] = psp_reference
+    if result_code == "Authorised":
+        return Settlement(Fact.AUTHORISED, {**updates, "business_card": is_commercial_card})
+    if result_code == "Refused":
+        refusal = {"refusal_reason": refusal_reason, "refusal_reason_code": refusal_reason_code}
+        return Settlement(Fact.REFUSED, {**updates, **refusal})
+    if result_code in ("Error", "Cancelled"):
+        return Settlement(Fact.FAILED, updates)
+    return Settlement(None, updates)
 
 
 # --- checkout session validation -------------------------------------------------------------
