@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from checkout.domain import Line
+from checkout.domain import Line, Status
 from common.db.types import Conn
+from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
 
 _PAYMENT_COLUMNS = (
     "id, tenant_id, order_id, buyer_account, payment_option, capture_mode, amount, currency,"
@@ -242,3 +243,30 @@ async def set_line_capture(
         capture_id,
         revision,
     )
+
+
+PAYMENT_LIST = ListSpec(
+    table="payments",
+    filters=(
+        Filter("status", "status = {}", "only payments in this status", "choice", tuple(Status)),
+        Filter("order_id", "order_id = {}", "only this order's payments"),
+        Filter("created_from", "created_at >= {}", "ISO 8601, inclusive", "datetime"),
+        Filter("created_to", "created_at <= {}", "ISO 8601, inclusive", "datetime"),
+    ),
+)
+
+
+async def payment_page(
+    conn: Conn, tenant_id: str, supplier_id: str | None, query: Mapping[str, str]
+) -> tuple[list[asyncpg.Record], PageInfo]:
+    """A page of the tenant's payments (a supplier's: those with one of its lines)."""
+    scope: list[tuple[str, Any]] = [("tenant_id = {}", tenant_id)]
+    if supplier_id is not None:
+        scope.append(
+            (
+                "EXISTS (SELECT 1 FROM payment_lines l WHERE l.payment_id = payments.id"
+                " AND l.supplier_id = {})",
+                supplier_id,
+            )
+        )
+    return await fetch_list(conn, PAYMENT_LIST, query, scope=scope)

@@ -11,8 +11,6 @@ import asyncpg
 from aiohttp import web
 
 from common.http.envelope import ok, page
-from common.http.errors import Unprocessable
-from common.http.pagination import PageRequest
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, PLATFORM_ADMIN, Api, Call
 from common.row import Row
 from common.runtime import DB_POOL
@@ -82,13 +80,6 @@ def api_key_out(row: Row) -> ApiKey:
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
     )
-
-
-def _flag(query: dict[str, str], name: str) -> bool:
-    value = query.get(name, "false").lower()
-    if value not in ("true", "false"):
-        raise Unprocessable(f"{name} is true or false", code="parameter_invalid", param=name)
-    return value == "true"
 
 
 # --- tenants ----------------------------------------------------------------------------------
@@ -182,23 +173,15 @@ async def create_supplier(request: web.Request, call: Call[SupplierCreate]) -> w
     roles=OPERATOR_OR_SUPPLIER,
     response=Supplier,
     list_response=True,
-    query=[("kyc_status", "only suppliers with this KYC status")],
+    query=repo.SUPPLIER_LIST,
     tags=["suppliers"],
 )
 async def list_suppliers(request: web.Request, call: Call[None]) -> web.Response:
-    kyc_status = call.query.get("kyc_status")
-    if kyc_status is not None and kyc_status not in domain.KYC_STATUSES:
-        raise Unprocessable(
-            "kyc_status is one of " + ", ".join(domain.KYC_STATUSES),
-            code="parameter_invalid",
-            param="kyc_status",
-        )
     async with request.app[DB_POOL].acquire() as conn:
         rows, info = await repo.supplier_page(
             conn,
             call.tenant_id,
-            PageRequest.from_query(call.query),
-            kyc_status=kyc_status,
+            call.query,
             only_id=call.principal.supplier_id if call.principal.role == "supplier" else None,
         )
     return page([supplier_out(r) for r in rows], info)
@@ -258,18 +241,12 @@ async def put_commission(request: web.Request, call: Call[CommissionPut]) -> web
     roles=OPERATOR,
     response=Commission,
     list_response=True,
-    query=[("include_inactive", "true to include replaced lines (history)")],
+    query=repo.COMMISSION_LIST,
     tags=["commissions"],
 )
 async def list_commissions(request: web.Request, call: Call[None]) -> web.Response:
-    include_inactive = _flag(call.query, "include_inactive")
     async with request.app[DB_POOL].acquire() as conn:
-        rows, info = await repo.commission_page(
-            conn,
-            call.tenant_id,
-            PageRequest.from_query(call.query),
-            include_inactive=include_inactive,
-        )
+        rows, info = await repo.commission_page(conn, call.tenant_id, call.query)
     return page([commission_out(r) for r in rows], info)
 
 
@@ -318,9 +295,7 @@ async def create_api_key(request: web.Request, call: Call[ApiKeyCreate]) -> web.
 )
 async def list_api_keys(request: web.Request, call: Call[None]) -> web.Response:
     async with request.app[DB_POOL].acquire() as conn:
-        rows, info = await repo.api_key_page(
-            conn, call.tenant_id, PageRequest.from_query(call.query)
-        )
+        rows, info = await repo.api_key_page(conn, call.tenant_id, call.query)
     return page([api_key_out(r) for r in rows], info)
 
 

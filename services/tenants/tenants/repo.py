@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from asyncpg import Record as Row
 
 from common.db.types import Conn
-from common.http.pagination import PageInfo, PageRequest, fetch_page
-from tenants.domain import SupplierState, TenantSettings
+from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
+from tenants.domain import KYC_STATUSES, SupplierState, TenantSettings
 
 _TENANT_SETTINGS = (
     "merchant_account, default_rate, capture_mode, capture_delay_hours,"
@@ -157,22 +158,28 @@ async def bump_supplier(conn: Conn, supplier_id: str) -> Row:
     return row
 
 
+SUPPLIER_LIST = ListSpec(
+    table="suppliers",
+    filters=(
+        Filter(
+            "kyc_status",
+            "kyc_status = {}",
+            "only suppliers with this KYC status",
+            "choice",
+            KYC_STATUSES,
+        ),
+    ),
+)
+
+
 async def supplier_page(
-    conn: Conn,
-    tenant_id: str,
-    request: PageRequest,
-    *,
-    kyc_status: str | None,
-    only_id: str | None,
+    conn: Conn, tenant_id: str, query: Mapping[str, str], *, only_id: str | None
 ) -> tuple[list[Row], PageInfo]:
-    where, args = ["tenant_id = $1"], [tenant_id]
-    if kyc_status is not None:
-        args.append(kyc_status)
-        where.append(f"kyc_status = ${len(args)}")
+    """A page of the tenant's suppliers (`only_id`: a supplier key sees only itself)."""
+    scope: list[tuple[str, Any]] = [("tenant_id = {}", tenant_id)]
     if only_id is not None:
-        args.append(only_id)
-        where.append(f"id = ${len(args)}")
-    return await fetch_page(conn, table="suppliers", where=where, args=args, request=request)
+        scope.append(("id = {}", only_id))
+    return await fetch_list(conn, SUPPLIER_LIST, query, scope=scope)
 
 
 # --- commissions ------------------------------------------------------------------------------
@@ -218,13 +225,24 @@ async def insert_commission(
     return row
 
 
+COMMISSION_LIST = ListSpec(
+    table="commissions",
+    filters=(
+        Filter(
+            "include_inactive",
+            "({} OR active)",
+            "true to include replaced lines (history); false (the default): active lines",
+            "boolean",
+        ),
+    ),
+)
+
+
 async def commission_page(
-    conn: Conn, tenant_id: str, request: PageRequest, *, include_inactive: bool
+    conn: Conn, tenant_id: str, query: Mapping[str, str]
 ) -> tuple[list[Row], PageInfo]:
-    where = ["tenant_id = $1"] if include_inactive else ["tenant_id = $1", "active"]
-    return await fetch_page(
-        conn, table="commissions", where=where, args=[tenant_id], request=request
-    )
+    query = {"include_inactive": "false", **query}
+    return await fetch_list(conn, COMMISSION_LIST, query, scope=[("tenant_id = {}", tenant_id)])
 
 
 # --- API keys ---------------------------------------------------------------------------------
@@ -288,17 +306,15 @@ async def revoke_api_key(conn: Conn, key_id: str) -> Row:
     return row
 
 
+API_KEY_LIST = ListSpec(
+    table="api_keys", columns="id, role, supplier_id, name, prefix, created_at, revoked_at"
+)
+
+
 async def api_key_page(
-    conn: Conn, tenant_id: str, request: PageRequest
+    conn: Conn, tenant_id: str, query: Mapping[str, str]
 ) -> tuple[list[Row], PageInfo]:
-    return await fetch_page(
-        conn,
-        table="api_keys",
-        where=["tenant_id = $1"],
-        args=[tenant_id],
-        request=request,
-        columns="id, role, supplier_id, name, prefix, created_at, revoked_at",
-    )
+    return await fetch_list(conn, API_KEY_LIST, query, scope=[("tenant_id = {}", tenant_id)])
 
 
 async def principal_by_hash(conn: Conn, key_hash: str) -> Row | None:

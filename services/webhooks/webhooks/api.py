@@ -8,9 +8,7 @@ import json
 from aiohttp import web
 
 from common.http.envelope import ok, page
-from common.http.errors import BadRequest, Unprocessable
-from common.http.pagination import PageRequest
-from common.http.query import datetime_param
+from common.http.errors import BadRequest
 from common.http.routing import OPERATOR, Api, Call
 from common.money import Money
 from common.runtime import DB_POOL
@@ -114,45 +112,18 @@ async def delete_hmac_key(request: web.Request, call: Call[None]) -> web.Respons
     return ok("hmac_key", key_out(row))
 
 
-def _accepted(query: dict[str, str]) -> bool:
-    value = query.get("accepted", "true").lower()
-    if value not in ("true", "false"):
-        raise Unprocessable("accepted is true or false", code="parameter_invalid", param="accepted")
-    return value == "true"
-
-
 @api.get(
     "/v1/admin/webhooks/notifications",
     summary="Stored notifications (accepted=false: the refused deliveries), newest first",
     roles=OPERATOR,
     response=Notification,
     list_response=True,
-    query=[
-        ("psp_reference", "the PSP's reference"),
-        ("event_code", "AUTHORISATION, CANCELLATION, ..."),
-        ("accepted", "true (default): stored notifications; false: refused deliveries"),
-        ("received_from", "ISO 8601, inclusive"),
-        ("received_to", "ISO 8601, inclusive"),
-        ("limit", "page size, 1..100"),
-        ("after_cursor", "cursor"),
-        ("before_cursor", "cursor"),
-    ],
+    query=repo.NOTIFICATION_LIST,
     tags=["notifications"],
 )
 async def list_notifications(request: web.Request, call: Call[None]) -> web.Response:
-    accepted = _accepted(call.query)
-    page_request = PageRequest.from_query(call.query)
     async with request.app[DB_POOL].acquire() as conn:
-        rows, info = await repo.notification_page(
-            conn,
-            call.tenant_id,
-            page_request,
-            accepted=accepted,
-            psp_reference=call.query.get("psp_reference"),
-            event_code=call.query.get("event_code"),
-            received_from=datetime_param(call.query, "received_from"),
-            received_to=datetime_param(call.query, "received_to"),
-        )
+        rows, info = await repo.notification_page(conn, call.tenant_id, call.query)
     return page([notification_out(r) for r in rows], info)
 
 

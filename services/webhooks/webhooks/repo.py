@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from common.db.types import Conn
-from common.http.pagination import PageInfo, PageRequest, fetch_page
+from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
 from webhooks.crypto import Sealed
 from webhooks.domain import Item
 
@@ -205,35 +205,36 @@ _REFUSED_COLUMNS = (
 )
 
 
+NOTIFICATION_LIST = ListSpec(
+    table="notifications",
+    columns=_NOTIFICATION_COLUMNS,
+    filters=(
+        Filter("psp_reference", "psp_reference = {}", "the PSP's reference"),
+        Filter("event_code", "event_code = {}", "AUTHORISATION, CANCELLATION, ..."),
+        Filter(
+            "accepted",
+            None,
+            "true (default): stored notifications; false: refused deliveries",
+            "boolean",
+        ),
+        Filter("received_from", "created_at >= {}", "ISO 8601, inclusive", "datetime"),
+        Filter("received_to", "created_at <= {}", "ISO 8601, inclusive", "datetime"),
+    ),
+)
+
+
 async def notification_page(
-    conn: Conn,
-    tenant_id: str,
-    request: PageRequest,
-    *,
-    accepted: bool,
-    psp_reference: str | None,
-    event_code: str | None,
-    received_from: datetime | None,
-    received_to: datetime | None,
+    conn: Conn, tenant_id: str, query: Mapping[str, str]
 ) -> tuple[list[Row], PageInfo]:
-    where = ["tenant_id = $1"]
-    args: list[Any] = [tenant_id]
-    for condition, value in (
-        ("psp_reference = ${}", psp_reference),
-        ("event_code = ${}", event_code),
-        ("created_at >= ${}", received_from),
-        ("created_at <= ${}", received_to),
-    ):
-        if value is not None:
-            args.append(value)
-            where.append(condition.format(len(args)))
-    return await fetch_page(
+    """Stored notifications, or (`accepted=false`) the refused deliveries."""
+    accepted = NOTIFICATION_LIST.value(query, "accepted", default=True)
+    return await fetch_list(
         conn,
-        table="notifications" if accepted else "security_log",
-        where=where,
-        args=args,
-        request=request,
-        columns=_NOTIFICATION_COLUMNS if accepted else _REFUSED_COLUMNS,
+        NOTIFICATION_LIST,
+        query,
+        scope=[("tenant_id = {}", tenant_id)],
+        table=None if accepted else "security_log",
+        columns=None if accepted else _REFUSED_COLUMNS,
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from common.http.pagination import Filter
 from common.http.routing import Api, Endpoint
 
 _REF = "#/components/schemas/{model}"
@@ -91,13 +92,18 @@ def _operation(
     elif endpoint.auth is not None:
         operation["security"] = [{"apiKey": []}]
         operation["description"] = (endpoint.auth.__doc__ or "A client token.").strip()
-    for name, description in endpoint.query:
+    for item in endpoint.query:
+        name, description, schema = (
+            (item.param, item.description, item.schema())
+            if isinstance(item, Filter)
+            else (item[0], item[1], {"type": "string"})
+        )
         operation["parameters"].append(
             {
                 "name": name,
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string"},
+                "schema": schema,
                 "description": description,
             }
         )

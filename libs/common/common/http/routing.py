@@ -35,6 +35,7 @@ from common.http.idempotency import (
     request_fingerprint,
     validate_key,
 )
+from common.http.pagination import Filter, ListSpec
 
 B = TypeVar("B", bound=BaseModel | None)
 
@@ -79,7 +80,7 @@ class Endpoint:
     list_response: bool = False
     status: int = 200
     idempotent: bool = False
-    query: tuple[tuple[str, str], ...] = ()
+    query: tuple[tuple[str, str] | Filter, ...] = ()
     tags: tuple[str, ...] = ()
     auth: CustomAuth | None = None
     body_required: bool = True  # False: an empty body means the model's defaults
@@ -103,7 +104,7 @@ class Api:
         list_response: bool = False,
         status: int = 200,
         idempotent: bool = False,
-        query: Collection[tuple[str, str]] = (),
+        query: Collection[tuple[str, str] | Filter] | ListSpec = (),
         tags: Collection[str] = (),
         auth: CustomAuth | None = None,
         body_required: bool = True,
@@ -126,7 +127,7 @@ class Api:
                     list_response=list_response,
                     status=status,
                     idempotent=idempotent,
-                    query=tuple(query),
+                    query=query.filters if isinstance(query, ListSpec) else tuple(query),
                     tags=tuple(tags),
                     auth=auth,
                     body_required=body_required,

@@ -281,7 +281,7 @@ async def test_both_cursors_at_once_is_a_422(probe):
 
 @pytest.mark.parametrize(
     ("limit", "expected"),
-    [(None, 25), (100, 100), (101, 100), (500, 100), (0, 1), (-3, 1)],
+    [(None, 25), (100, 100), (101, 100), (500, 100), (0, 1), (-3, 1), ("9" * 30, 100)],
 )
 async def test_limit_defaults_to_25_and_clamps_to_1_to_100(probe, limit, expected):
     # given
@@ -297,7 +297,7 @@ async def test_limit_defaults_to_25_and_clamps_to_1_to_100(probe, limit, expecte
     assert body["page_info"]["has_next"]
 
 
-@pytest.mark.parametrize("limit", ["abc", "2.5", "null", "", "1e3", "99999999999"])
+@pytest.mark.parametrize("limit", ["abc", "2.5", "null", "", "1e3", " 5", "٣"])
 async def test_a_limit_that_is_not_an_integer_is_a_422(probe, limit):
     # when
     status, body = await probe.fetch(limit=limit)

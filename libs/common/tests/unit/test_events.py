@@ -103,7 +103,7 @@ def test_make_envelope_refuses_a_type_without_a_payload_model():
     # when / then
     with pytest.raises(UnknownEventError):
         make_envelope(
-            "thing.made",  # type: ignore[arg-type]
+            "never.registered",  # type: ignore[arg-type]
             Probe(n=1),
             tenant_id=None,
             correlation_id="c",
