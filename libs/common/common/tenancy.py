@@ -10,8 +10,10 @@ stops working one event's delay after its revocation.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
+from aiohttp import web
 
 from common.broker.consumer import Handler
 from common.broker.topology import QueueSpec
@@ -25,8 +27,9 @@ from common.events import (
     TenantUpserted,
     read_data,
 )
-from common.http.auth import KeyLookup, Principal
-from common.runtime import Consumption
+from common.http.auth import Authenticator, KeyLookup, Principal
+from common.http.routing import AUTHENTICATOR
+from common.runtime import DB_POOL, Consumption
 
 
 async def apply_tenant(conn: Conn, envelope: Envelope) -> None:
@@ -120,6 +123,17 @@ def replica_key_lookup(pool: asyncpg.Pool) -> KeyLookup:
         )
 
     return lookup
+
+
+def replica_authentication() -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup context that authenticates API keys against the tenancy replica (every
+    service but `tenants`, which holds the keys themselves). Needs `runtime.database` first."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[AUTHENTICATOR] = Authenticator(replica_key_lookup(app[DB_POOL]))
+        yield
+
+    return ctx
 
 
 def tenant_settings(data: str | dict[str, object]) -> TenantUpserted:

@@ -18,8 +18,8 @@ import asyncpg
 from aiohttp import web
 
 from capture import errors, lists, repo, service
+from capture.app import CLOCK, EXECUTOR
 from capture.domain import CaptureStatus
-from capture.executor import CaptureExecutor
 from capture.schemas import (
     AttemptOut,
     Capture,
@@ -30,7 +30,6 @@ from capture.schemas import (
     PaymentCaptures,
     SplitLineOut,
 )
-from capture.service import Clock
 from common.db import snapshot
 from common.http.envelope import ok, page
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, Api, Call
@@ -38,8 +37,6 @@ from common.money import Money
 from common.runtime import DB_POOL
 
 api = Api("Marketpay capture")
-CLOCK: web.AppKey[Clock] = web.AppKey("clock")
-EXECUTOR = web.AppKey("executor", CaptureExecutor)
 
 
 def _rate(value: object) -> Decimal | None:

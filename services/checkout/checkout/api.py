@@ -10,6 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from checkout import errors, payments, repo, service
+from checkout.app import PSP, SETTINGS
 from checkout.schemas import (
     DetailsRequestIn,
     Payment,
@@ -20,19 +21,16 @@ from checkout.schemas import (
     SessionCreated,
     ShopPaymentStatus,
 )
-from checkout.settings import Settings
 from common.db import snapshot
 from common.http.auth import Principal, hash_key
 from common.http.envelope import ok, page
 from common.http.errors import ApiError
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, STOREFRONT, Api, Call
 from common.money import Money
-from common.psp.port import PspError, PspPort
+from common.psp.port import PspError
 from common.runtime import DB_POOL
 
 api = Api("Marketpay checkout")
-SETTINGS = web.AppKey("settings", Settings)
-PSP = web.AppKey("psp", PspPort)
 
 
 @api.post(

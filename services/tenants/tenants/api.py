@@ -15,6 +15,7 @@ from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, PLATFORM_ADMIN, 
 from common.row import Row
 from common.runtime import DB_POOL
 from tenants import domain, repo, service
+from tenants.app import SETTINGS
 from tenants.schemas import (
     ApiKey,
     ApiKeyCreate,
@@ -32,10 +33,8 @@ from tenants.schemas import (
     TenantSettingsOut,
     role_label,
 )
-from tenants.settings import Settings
 
 api = Api("Marketpay tenants")
-SETTINGS = web.AppKey("settings", Settings)
 
 
 def tenant_out(row: Row) -> Tenant:

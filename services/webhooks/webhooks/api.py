@@ -13,16 +13,10 @@ from common.http.routing import OPERATOR, Api, Call
 from common.money import Money
 from common.runtime import DB_POOL
 from webhooks import domain, errors, repo, service
-from webhooks.crypto import KeyBox
-from webhooks.ingestion import Ingestion, MerchantAccounts
+from webhooks.app import INGESTION, KEYBOX, MERCHANT_ACCOUNTS, SETTINGS
 from webhooks.schemas import HmacKey, HmacKeyPut, Notification, ReplayRequest, ReplayResult
-from webhooks.settings import Settings
 
 api = Api("Marketpay webhooks")
-SETTINGS = web.AppKey("settings", Settings)
-KEYBOX = web.AppKey("keybox", KeyBox)
-MERCHANT_ACCOUNTS = web.AppKey("merchant_accounts", MerchantAccounts)
-INGESTION = web.AppKey("ingestion", Ingestion)
 
 ACCEPTED = "[accepted]"
 

@@ -236,3 +236,17 @@ def test_only_luhn_valid_numbers_standing_alone_are_redacted(log_lines, text, ex
     _, lines = log_lines()
     (line,) = [line for line in lines if line["event"] == "free text"]
     assert line["note"] == expected
+
+
+def test_client_library_errors_are_warnings_and_the_services_own_stay_errors(log_lines):
+    # when
+    logging.getLogger("aiormq.connection").error("Unexpected connection close from remote")
+    logging.getLogger("asyncpg.pool").error("connection lost")
+    get_logger("marketpay.consumer").error("message dead-lettered")
+    # then
+    _, lines = log_lines()
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("aiormq.connection", "warning"),
+        ("asyncpg.pool", "warning"),
+        ("marketpay.consumer", "error"),
+    ]
