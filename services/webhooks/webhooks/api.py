@@ -25,6 +25,10 @@ ACCEPTED = "[accepted]"
     "/v1/webhooks/psp/adyen",
     summary="Adyen standard notifications: answered [accepted] once the batch is stored",
     tags=["psp"],
+    # invalid_json / invalid_notification, hmac_signature_invalid, merchant_account_unknown,
+    # the body over the limit; the body is Adyen's, not described here
+    errors=(400, 401, 404, 413),
+    media_type="text/plain",
 )
 async def adyen_notifications(request: web.Request, _: Call[None]) -> web.Response:
     limit = request.app[SETTINGS].max_body_bytes

@@ -134,7 +134,11 @@ def _operation(
         }
     operation["responses"][str(endpoint.status)] = {
         "description": "success",
-        "content": {"application/json": {"schema": _success(endpoint, ref)}},
+        "content": (
+            {"application/json": {"schema": _success(endpoint, ref)}}
+            if endpoint.media_type == "application/json"
+            else {endpoint.media_type: {"schema": {"type": "string"}}}
+        ),
     }
     error_statuses = _error_statuses(endpoint)
     for status in sorted(set(error_statuses)):
@@ -162,6 +166,7 @@ def _error_statuses(endpoint: Endpoint) -> list[str]:
         error_statuses.append("404")
     if endpoint.idempotent:
         error_statuses.append("409")
+    error_statuses += [str(status) for status in endpoint.errors]
     return error_statuses
 
 

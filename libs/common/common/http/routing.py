@@ -84,6 +84,8 @@ class Endpoint:
     tags: tuple[str, ...] = ()
     auth: CustomAuth | None = None
     body_required: bool = True  # False: an empty body means the model's defaults
+    errors: tuple[int, ...] = ()  # error statuses the handler answers beyond the declared ones
+    media_type: str = "application/json"  # of the success response
 
 
 class Api:
@@ -108,6 +110,8 @@ class Api:
         tags: Collection[str] = (),
         auth: CustomAuth | None = None,
         body_required: bool = True,
+        errors: Collection[int] = (),
+        media_type: str = "application/json",
     ) -> Callable[[Handler], Handler]:
         if roles is not None and auth is not None:
             raise ValueError("an endpoint takes API-key roles or a custom auth, not both")
@@ -131,6 +135,8 @@ class Api:
                     tags=tuple(tags),
                     auth=auth,
                     body_required=body_required,
+                    errors=tuple(errors),
+                    media_type=media_type,
                 )
             )
             return handler
