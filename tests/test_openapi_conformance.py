@@ -92,3 +92,39 @@ async def test_the_published_schema_matches_what_the_service_does(stack, service
     # then
     assert findings.calls > 0
     assert findings.failures == [], "\n\n".join(findings.failures)
+
+
+@pytest.mark.parametrize("service", ["tenants", "checkout", "webhooks", "capture"])
+async def test_a_nul_byte_in_any_path_id_or_query_value_is_a_422_naming_it(stack, service):
+    # given every GET of the service, from its published schema
+    shop = await stack.new_shop()
+    url = getattr(stack, f"{service}_url")
+    async with stack.http.get(f"{url}/openapi.json") as response:
+        openapi = await response.json()
+    headers = {"Authorization": f"Bearer {shop.operator_key}"}
+    probes: list[tuple[str, str]] = []  # (URL, the param that carries the NUL byte)
+    for path, operations in openapi["paths"].items():
+        get = operations.get("get")
+        if get is None or "operator" not in get.get("description", ""):
+            continue
+        params = get.get("parameters", [])
+        path_ids = [p["name"] for p in params if p["in"] == "path"]
+        clean = path
+        for name in path_ids:
+            clean = clean.replace("{" + name + "}", "x")
+        for name in path_ids:
+            probes.append((url + path.replace("{" + name + "}", "a%00b").replace("{", ""), name))
+        for p in params:
+            if p["in"] == "query" and p["name"] not in path_ids:
+                probes.append((f"{url}{clean}?{p['name']}=a%00b", p["name"]))
+    assert probes
+    # when / then
+    for probe, param in probes:
+        probe = probe.replace("{", "").replace("}", "")
+        async with stack.http.get(probe, headers=headers) as response:
+            body = await response.json()
+            assert (response.status, body["error"]["code"], body["error"]["param"]) == (
+                422,
+                "invalid_characters",
+                param,
+            ), probe
