@@ -8,8 +8,10 @@ from typing import Any
 
 import asyncpg
 
-from checkout.domain import Line, Status
+from checkout.domain import Line, PaymentFacts, Status, Transition
+from common.broker import publish_events
 from common.db.types import Conn
+from common.events import PaymentLine
 from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
 
 _PAYMENT_COLUMNS = (
@@ -270,3 +272,61 @@ async def payment_page(
             )
         )
     return await fetch_list(conn, PAYMENT_LIST, query, scope=scope)
+
+
+def facts_of(row: asyncpg.Record) -> PaymentFacts:
+    """The payment row as the transition decision reads it."""
+    return PaymentFacts(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        order_id=row["order_id"],
+        status=Status(row["status"]),
+        amount=row["amount"],
+        currency=row["currency"],
+        psp_reference=row["psp_reference"],
+        payment_option=row["payment_option"],
+        capture_mode=row["capture_mode"],
+        merchant_account=row["merchant_account"],
+        level3=row["level3"],
+    )
+
+
+async def event_lines(conn: Conn, payment_id: str) -> list[PaymentLine]:
+    """The payment's lines as `payment.authorised` carries them."""
+    return [
+        PaymentLine(
+            logistic_order_id=line["logistic_order_id"],
+            supplier_id=line["supplier_id"],
+            amount=line["amount"],
+        )
+        for line in (await lines_of(conn, [payment_id])).get(payment_id, [])
+    ]
+
+
+async def save_transition(conn: Conn, payment: PaymentFacts, transition: Transition) -> None:
+    """Write a transition decision in the caller's transaction: the timeline entry (with the
+    payment's new columns when it moved) and its events in the outbox."""
+    entry = transition.entry
+    if not transition.moved:
+        await add_timeline(
+            conn,
+            payment.id,
+            entry.kind,
+            status_from=entry.status_from,
+            status_to=entry.status_to,
+            detail=entry.detail,
+        )
+        return
+    assert entry.status_to is not None
+    await move_payment(
+        conn,
+        payment.id,
+        transition.columns,
+        kind=entry.kind,
+        status_from=entry.status_from,
+        status_to=entry.status_to,
+        detail=entry.detail,
+    )
+    await publish_events(
+        conn, transition.events, tenant_id=payment.tenant_id, aggregate_id=payment.id
+    )

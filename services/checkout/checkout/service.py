@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from checkout import domain, errors, repo
-from checkout.domain import Fact, Illegal, Moved, Status
+from checkout.domain import Fact, Status
 from checkout.schemas import (
     Level3In,
     LineOut,
@@ -19,17 +19,12 @@ from checkout.schemas import (
     SessionCreated,
     TimelineEntry,
 )
-from common.broker import publish_event, publish_events
+from common.broker import publish_event
 from common.db.types import Conn
 from common.events import (
-    EventData,
     EventType,
-    Level3Data,
-    PaymentAuthorised,
     PaymentCreated,
     PaymentLine,
-    PaymentOutcome,
-    PaymentStatusChanged,
 )
 from common.http.auth import hash_key
 from common.http.errors import Unprocessable
@@ -167,79 +162,24 @@ async def change_status(
     updates: dict[str, Any] | None = None,
     remaining_capture: bool = False,
 ) -> Status:
-    """Apply `fact` to a payment locked by the caller; record it; publish what changed."""
-    current = Status(payment["status"])
-    outcome = domain.apply(current, fact, remaining_capture=remaining_capture)
-    entry = {"fact": fact.value, "source": source, **(detail or {})}
-    if isinstance(outcome, Illegal):
-        log.warning("illegal transition refused", payment_id=payment["id"], reason=outcome.reason)
-        await repo.add_timeline(
-            conn,
-            payment["id"],
-            "refused_transition",
-            status_from=current,
-            detail={**entry, "reason": outcome.reason},
-        )
-        return current
-    if not isinstance(outcome, Moved):
-        await repo.note(conn, payment, source, {**entry, "reason": outcome.reason})
-        return current
-    columns = {"status": outcome.to.value, **(updates or {})}
-    await repo.move_payment(
-        conn,
-        payment["id"],
-        columns,
-        kind=source,
-        status_from=current,
-        status_to=outcome.to,
-        detail=entry,
+    """Apply `fact` to a payment locked by the caller: load what the decision reads, decide
+    (`domain.decide_transition`, pure), save the decision and its events in one repo call."""
+    facts = repo.facts_of(payment)
+    authorises = domain.authorises(facts.status, fact, remaining_capture=remaining_capture)
+    lines = await repo.event_lines(conn, facts.id) if authorises else []
+    transition = domain.decide_transition(
+        facts,
+        fact,
+        source=source,
+        detail=detail,
+        updates=updates,
+        remaining_capture=remaining_capture,
+        lines=lines,
     )
-    data = PaymentStatusChanged(
-        payment_id=payment["id"],
-        order_id=payment["order_id"],
-        status_from=current.value,
-        status=outcome.to.value,
-        amount=Money(value=payment["amount"], currency=payment["currency"]),
-        psp_reference=columns.get("psp_reference", payment["psp_reference"]),
-    )
-    events: list[tuple[EventType, EventData]] = [(EventType.PAYMENT_STATUS_CHANGED, data)]
-    outcome_data = PaymentOutcome(
-        **data.model_dump(),
-        payment_option=payment["payment_option"],
-        capture_mode=payment["capture_mode"],
-    )
-    if outcome.to is Status.AUTHORIZED:
-        events.append(
-            (
-                EventType.PAYMENT_AUTHORISED,
-                PaymentAuthorised(
-                    **outcome_data.model_dump(), **(await _capture_needs(conn, payment))
-                ),
-            )
-        )
-    elif outcome.to is Status.REFUSED:
-        events.append((EventType.PAYMENT_REFUSED, outcome_data))
-    elif outcome.to is Status.CANCELLED:
-        events.append((EventType.PAYMENT_CANCELLED, outcome_data))
-    await publish_events(conn, events, tenant_id=payment["tenant_id"], aggregate_id=payment["id"])
-    return outcome.to
-
-
-async def _capture_needs(conn: Conn, payment: asyncpg.Record) -> dict[str, Any]:
-    """What `payment.authorised` carries for the capture service (event-carried state)."""
-    lines = (await repo.lines_of(conn, [payment["id"]])).get(payment["id"], [])
-    return {
-        "merchant_account": payment["merchant_account"],
-        "lines": [
-            PaymentLine(
-                logistic_order_id=line["logistic_order_id"],
-                supplier_id=line["supplier_id"],
-                amount=line["amount"],
-            )
-            for line in lines
-        ],
-        "level3": Level3Data.model_validate(payment["level3"]) if payment["level3"] else None,
-    }
+    if transition.refused is not None:
+        log.warning("illegal transition refused", payment_id=facts.id, reason=transition.refused)
+    await repo.save_transition(conn, facts, transition)
+    return transition.status
 
 
 async def payment_view(
