@@ -95,7 +95,7 @@ def api_key_out(row: Row) -> ApiKey:
 )
 async def create_tenant(request: web.Request, call: Call[TenantCreate]) -> web.Response:
     environment = request.app[SETTINGS].api_key_environment
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         created = await service.create_tenant(conn, call.body, environment=environment)
     tenant = tenant_out(created.row)
     body = TenantCreated(
@@ -116,7 +116,10 @@ async def create_tenant(request: web.Request, call: Call[TenantCreate]) -> web.R
     tags=["platform"],
 )
 async def republish(request: web.Request, call: Call[None]) -> web.Response:
-    async with request.app[DB_POOL].acquire() as conn:
+    async with (
+        request.app[DB_POOL].acquire() as conn,
+        conn.transaction(isolation="repeatable_read"),
+    ):
         counts = await service.republish(conn)
     return ok("republished", Republished(**counts), id_=None, status=202)
 
@@ -143,7 +146,7 @@ async def get_tenant(request: web.Request, call: Call[None]) -> web.Response:
     tags=["tenant"],
 )
 async def patch_settings(request: web.Request, call: Call[SettingsPatch]) -> web.Response:
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         row = await service.update_settings(conn, call.tenant_id, call.body)
     return ok("tenant", tenant_out(row))
 
@@ -161,7 +164,7 @@ async def patch_settings(request: web.Request, call: Call[SettingsPatch]) -> web
     tags=["suppliers"],
 )
 async def create_supplier(request: web.Request, call: Call[SupplierCreate]) -> web.Response:
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         row = await service.create_supplier(conn, call.tenant_id, call.body)
     return ok("supplier", supplier_out(row), status=201)
 
@@ -208,7 +211,7 @@ async def get_supplier(request: web.Request, call: Call[None]) -> web.Response:
     tags=["suppliers"],
 )
 async def patch_supplier(request: web.Request, call: Call[SupplierPatch]) -> web.Response:
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         row = await service.update_supplier(
             conn, call.tenant_id, request.match_info["id"], call.body
         )
@@ -227,7 +230,7 @@ async def patch_supplier(request: web.Request, call: Call[SupplierPatch]) -> web
     tags=["commissions"],
 )
 async def put_commission(request: web.Request, call: Call[CommissionPut]) -> web.Response:
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         row = await service.put_commission(
             conn, call.tenant_id, request.match_info["supplier_id"], call.body
         )
@@ -276,7 +279,7 @@ async def get_commission(request: web.Request, call: Call[None]) -> web.Response
 )
 async def create_api_key(request: web.Request, call: Call[ApiKeyCreate]) -> web.Response:
     environment = request.app[SETTINGS].api_key_environment
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         issued = await service.create_api_key(
             conn, call.tenant_id, call.body, environment=environment
         )
@@ -306,6 +309,6 @@ async def list_api_keys(request: web.Request, call: Call[None]) -> web.Response:
     tags=["api-keys"],
 )
 async def revoke_api_key(request: web.Request, call: Call[None]) -> web.Response:
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         row = await service.revoke_api_key(conn, call.tenant_id, request.match_info["id"])
     return ok("api_key", api_key_out(row))

@@ -90,9 +90,8 @@ def notification_out(row: repo.Row) -> Notification:
     tags=["hmac-keys"],
 )
 async def put_hmac_key(request: web.Request, call: Call[HmacKeyPut]) -> web.Response:
-    row, added = await service.put_key(
-        request.app[DB_POOL], request.app[KEYBOX], call.tenant_id, call.body
-    )
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+        row, added = await service.put_key(conn, request.app[KEYBOX], call.tenant_id, call.body)
     request.app[MERCHANT_ACCOUNTS].forget(row["merchant_account"])
     return ok("hmac_key", key_out(row), status=201 if added else 200)
 
@@ -105,7 +104,8 @@ async def put_hmac_key(request: web.Request, call: Call[HmacKeyPut]) -> web.Resp
     tags=["hmac-keys"],
 )
 async def delete_hmac_key(request: web.Request, call: Call[None]) -> web.Response:
-    row = await service.revoke_key(request.app[DB_POOL], call.tenant_id, request.match_info["id"])
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+        row = await service.revoke_key(conn, call.tenant_id, request.match_info["id"])
     request.app[MERCHANT_ACCOUNTS].forget(row["merchant_account"])
     return ok("hmac_key", key_out(row))
 
@@ -149,5 +149,6 @@ async def get_notification(request: web.Request, call: Call[None]) -> web.Respon
     tags=["notifications"],
 )
 async def replay_notifications(request: web.Request, call: Call[ReplayRequest]) -> web.Response:
-    replayed = await service.replay(request.app[DB_POOL], call.tenant_id, call.body)
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+        replayed = await service.replay(conn, call.tenant_id, call.body)
     return ok("replay", ReplayResult(replayed=replayed), id_="")
