@@ -69,15 +69,15 @@ def commission_out(row: Mapping[str, Any] | asyncpg.Record) -> Commission:
     return Commission.model_validate(dict(row.items()))
 
 
-def api_key_out(row: Row) -> ApiKey:
+def api_key_out(key: domain.ApiKeyState) -> ApiKey:
     return ApiKey(
-        id=row["id"],
-        role=role_label(row["role"], row["supplier_id"]),
-        supplier_id=row["supplier_id"],
-        name=row["name"],
-        prefix=row["prefix"],
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
+        id=key.id,
+        role=role_label(key.role, key.supplier_id),
+        supplier_id=key.supplier_id,
+        name=key.name,
+        prefix=key.prefix,
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
     )
 
 
@@ -101,7 +101,7 @@ async def create_tenant(request: web.Request, call: Call[TenantCreate]) -> web.R
     body = TenantCreated(
         **tenant.model_dump(),
         api_key=created.operator_key.key,
-        api_key_id=created.operator_key.row["id"],
+        api_key_id=created.operator_key.state.id,
     )
     return ok("tenant", body, status=201)
 
@@ -283,7 +283,7 @@ async def create_api_key(request: web.Request, call: Call[ApiKeyCreate]) -> web.
         issued = await service.create_api_key(
             conn, call.tenant_id, call.body, environment=environment
         )
-    body = ApiKeyCreated(**api_key_out(issued.row).model_dump(), key=issued.key)
+    body = ApiKeyCreated(**api_key_out(issued.state).model_dump(), key=issued.key)
     return ok("api_key", body, status=201)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, Literal, get_args
 
@@ -231,13 +232,29 @@ def supplier_event(row: Row, commission_rate: Decimal | None) -> SupplierUpserte
     )
 
 
-def api_key_event(row: Row) -> ApiKeyUpserted:
+@dataclass(frozen=True)
+class ApiKeyState:
+    """An API key as stored: its hash and prefix, never the key."""
+
+    id: str
+    tenant_id: str
+    revision: int
+    key_hash: str
+    prefix: str
+    role: Role
+    supplier_id: str | None
+    name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def api_key_event(key: ApiKeyState) -> ApiKeyUpserted:
     return ApiKeyUpserted(
-        tenant_id=row["tenant_id"],
-        key_id=row["id"],
-        revision=row["revision"],
-        key_hash=row["key_hash"],
-        role=row["role"],
-        supplier_id=row["supplier_id"],
-        revoked=row["revoked_at"] is not None,
+        tenant_id=key.tenant_id,
+        key_id=key.id,
+        revision=key.revision,
+        key_hash=key.key_hash,
+        role=key.role,
+        supplier_id=key.supplier_id,
+        revoked=key.revoked_at is not None,
     )

@@ -7,9 +7,17 @@ from typing import Any
 
 from asyncpg import Record as Row
 
+from common.broker import publish_event
 from common.db.types import Conn
+from common.events import EventType
 from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
-from tenants.domain import KYC_STATUSES, SupplierState, TenantSettings
+from tenants.domain import (
+    KYC_STATUSES,
+    ApiKeyState,
+    SupplierState,
+    TenantSettings,
+    api_key_event,
+)
 
 _TENANT_SETTINGS = (
     "merchant_account, default_rate, capture_mode, capture_delay_hours,"
@@ -258,7 +266,8 @@ async def insert_api_key(
     role: str,
     supplier_id: str | None,
     name: str | None,
-) -> Row:
+) -> ApiKeyState:
+    """Store a new key and enqueue its `api_key.upserted`, in the caller's transaction."""
     row = await conn.fetchrow(
         """
         INSERT INTO api_keys (id, tenant_id, revision, key_hash, prefix, role, supplier_id, name)
@@ -274,17 +283,34 @@ async def insert_api_key(
         name,
     )
     assert row is not None  # RETURNING the row just written
-    return row
+    key = api_key_of(row)
+    await publish_api_key(conn, key)
+    return key
+
+
+def api_key_of(row: Row) -> ApiKeyState:
+    return ApiKeyState(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        revision=row["revision"],
+        key_hash=row["key_hash"],
+        prefix=row["prefix"],
+        role=row["role"],
+        supplier_id=row["supplier_id"],
+        name=row["name"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
 
 
 async def api_key(
     conn: Conn, tenant_id: str, key_id: str, *, for_update: bool = False
-) -> Row | None:
+) -> ApiKeyState | None:
     lock = " FOR UPDATE" if for_update else ""
-    row: Row | None = await conn.fetchrow(
+    row = await conn.fetchrow(
         f"SELECT * FROM api_keys WHERE id = $1 AND tenant_id = $2{lock}", key_id, tenant_id
     )
-    return row
+    return None if row is None else api_key_of(row)
 
 
 async def active_operator_keys(conn: Conn, tenant_id: str, *, other_than: str) -> int:
@@ -297,24 +323,36 @@ async def active_operator_keys(conn: Conn, tenant_id: str, *, other_than: str) -
     return count
 
 
-async def revoke_api_key(conn: Conn, key_id: str) -> Row:
+async def revoke_api_key(conn: Conn, key_id: str) -> ApiKeyState:
+    """Revoke the key and enqueue its `api_key.upserted`, in the caller's transaction."""
     row = await conn.fetchrow(
         "UPDATE api_keys SET revoked_at = now(), revision = revision + 1 WHERE id = $1 RETURNING *",
         key_id,
     )
     assert row is not None  # RETURNING the row just written
-    return row
+    key = api_key_of(row)
+    await publish_api_key(conn, key)
+    return key
 
 
-API_KEY_LIST = ListSpec(
-    table="api_keys", columns="id, role, supplier_id, name, prefix, created_at, revoked_at"
-)
+async def publish_api_key(conn: Conn, key: ApiKeyState) -> None:
+    await publish_event(
+        conn,
+        EventType.API_KEY_UPSERTED,
+        api_key_event(key),
+        tenant_id=key.tenant_id,
+        aggregate_id=key.id,
+    )
+
+
+API_KEY_LIST = ListSpec(table="api_keys")
 
 
 async def api_key_page(
     conn: Conn, tenant_id: str, query: Mapping[str, str]
-) -> tuple[list[Row], PageInfo]:
-    return await fetch_list(conn, API_KEY_LIST, query, scope=[("tenant_id = {}", tenant_id)])
+) -> tuple[list[ApiKeyState], PageInfo]:
+    rows, info = await fetch_list(conn, API_KEY_LIST, query, scope=[("tenant_id = {}", tenant_id)])
+    return [api_key_of(row) for row in rows], info
 
 
 async def principal_by_hash(conn: Conn, key_hash: str) -> Row | None:

@@ -33,7 +33,7 @@ def new_id(prefix: str) -> str:
 @dataclass(frozen=True)
 class IssuedKey:
     key: str
-    row: Row
+    state: domain.ApiKeyState
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ async def _issue_key(
     environment: Environment,
 ) -> IssuedKey:
     key = generate_key(environment)
-    row = await repo.insert_api_key(
+    state = await repo.insert_api_key(
         conn,
         key_id=new_id("key"),
         tenant_id=tenant_id,
@@ -245,43 +245,34 @@ async def _issue_key(
         supplier_id=role.supplier_id,
         name=name,
     )
-    await _publish_api_key(conn, row)
-    return IssuedKey(key=key, row=row)
+    return IssuedKey(key=key, state=state)
 
 
-async def revoke_api_key(conn: Conn, tenant_id: str, key_id: str) -> Row:
-    # The tenant's row first (fixed order): revocations of one tenant are serialised, so
-    # two operators revoking each other's keys cannot leave the tenant without one.
+async def revoke_api_key(conn: Conn, tenant_id: str, key_id: str) -> domain.ApiKeyState:
+    """Load the key (after the tenant's row: revocations of one tenant are serialised, so two
+    operators revoking each other's keys cannot leave the tenant without one), decide
+    (`domain.check_revocation`), save (revoke and enqueue the event)."""
     if await repo.tenant(conn, tenant_id, for_update=True) is None:
         raise errors.tenant_not_found()
-    row = await repo.api_key(conn, tenant_id, key_id, for_update=True)
-    if row is None:
+    key = await repo.api_key(conn, tenant_id, key_id, for_update=True)
+    if key is None:
         raise errors.api_key_not_found()
+    others = await repo.active_operator_keys(conn, tenant_id, other_than=key_id)
     try:
         changes = domain.check_revocation(
-            key_role=row["role"],
-            already_revoked=row["revoked_at"] is not None,
-            other_active_operators=await repo.active_operator_keys(
-                conn, tenant_id, other_than=key_id
-            ),
+            key_role=key.role,
+            already_revoked=key.revoked_at is not None,
+            other_active_operators=others,
         )
     except domain.RuleViolation as exc:
         raise errors.rule_violated(exc) from None
     if not changes:
-        return row
-    row = await repo.revoke_api_key(conn, key_id)
-    await _publish_api_key(conn, row)
-    return row
+        return key
+    return await repo.revoke_api_key(conn, key_id)
 
 
-async def _publish_api_key(conn: Conn, row: Row) -> None:
-    await publish_event(
-        conn,
-        EventType.API_KEY_UPSERTED,
-        domain.api_key_event(row),
-        tenant_id=row["tenant_id"],
-        aggregate_id=row["id"],
-    )
+async def _republish_api_key(conn: Conn, row: Row) -> None:
+    await repo.publish_api_key(conn, repo.api_key_of(row))
 
 
 async def principal_for(conn: Conn, key_hash: str) -> Principal | None:
@@ -308,7 +299,7 @@ async def republish(conn: Conn) -> dict[str, int]:
     for table, publish in (
         ("tenants", _publish_tenant),
         ("suppliers", _publish_supplier),
-        ("api_keys", _publish_api_key),
+        ("api_keys", _republish_api_key),
     ):
         rows = await repo.every(conn, table)
         for row in rows:
