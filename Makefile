@@ -30,11 +30,11 @@ down: ## stop what `make up` started
 test: install servers ## run every test against real PostgreSQL and RabbitMQ
 	$(RUN) pytest
 
-lint: install ## ruff, formatting and mypy (strict on libs/common and domain modules)
+lint: install ## ruff (complexity limit included), formatting, mypy --strict everywhere, import contracts
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy libs/common/common services/*/*/domain.py
-	MYPYPATH=libs/common:services/backoffice $(RUN) mypy --strict services/backoffice/backoffice
+	$(RUN) mypy libs/common/common $(foreach s,$(wildcard services/*),$(s)/$(notdir $(s))) scripts bench
+	$(RUN) lint-imports
 
 format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .

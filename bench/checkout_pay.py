@@ -42,6 +42,7 @@ from common.broker import Names, QueueSpec
 from common.broker.topology import all_queue_names
 from common.events import (
     DOMAIN_EXCHANGE,
+    EventType,
 )
 from common.http.auth import generate_key
 from common.testing.fixtures import delete_namespace
@@ -94,9 +95,12 @@ async def new_tenant(
         amqp_url,
         exchange_name,
         [
-            ("tenant.upserted", tenant_upserted(tenant.id, tenant.merchant_account)),
-            ("supplier.upserted", supplier_upserted(tenant.id, tenant.supplier)),
-            ("api_key.upserted", api_key_upserted(tenant.id, tenant.storefront_key, "storefront")),
+            (EventType.TENANT_UPSERTED, tenant_upserted(tenant.id, tenant.merchant_account)),
+            (EventType.SUPPLIER_UPSERTED, supplier_upserted(tenant.id, tenant.supplier)),
+            (
+                EventType.API_KEY_UPSERTED,
+                api_key_upserted(tenant.id, tenant.storefront_key, "storefront"),
+            ),
         ],
     )
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})

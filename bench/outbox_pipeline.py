@@ -30,7 +30,9 @@ from common.broker import InboxConsumer, Names, OutboxRelay, QueueSpec, connect,
 from common.broker.topology import all_exchange_names, all_queue_names
 from common.db import apply_migrations, create_pool
 from common.db.migrations import COMMON_MIGRATIONS
+from common.db.types import Conn
 from common.events import DOMAIN_EXCHANGE, Envelope, make_envelope
+from common.testing.events import Probe, probe_type
 from common.testing.servers import test_servers
 
 N = int(os.environ.get("BENCH_EVENTS", "5000"))
@@ -40,7 +42,7 @@ LATENCY_EVENTS = int(os.environ.get("BENCH_LATENCY_EVENTS", "1200"))
 LATENCY_RATE = float(os.environ.get("BENCH_LATENCY_RATE", "150"))  # events/s
 CONFIRM_BATCH = 100
 PREFETCH = 100
-EVENT = "bench.happened"
+EVENT = probe_type("bench.happened")
 DEADLINE_S = 60.0
 
 
@@ -76,7 +78,7 @@ async def ceiling(connection: aio_pika.abc.AbstractConnection, names: Names) -> 
         arguments=names.queue_arguments({"x-queue-type": "quorum"}),
     )
     exchange = channel.default_exchange
-    envelope = make_envelope(EVENT, {"n": 0}, tenant_id="t", correlation_id="c")
+    envelope = make_envelope(EVENT, Probe(n=0), tenant_id="t", correlation_id="c")
     body = envelope.model_dump_json().encode()
 
     cpu, started = time.process_time(), time.perf_counter()
@@ -128,7 +130,7 @@ class Pipeline:
     handled: int = 0
     handler_started: dict[str, float] | None = None
 
-    async def handle(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
+    async def handle(self, conn: Conn, envelope: Envelope) -> None:
         if self.handler_started is not None:
             self.handler_started[str(envelope.id)] = time.perf_counter()
         await conn.execute("INSERT INTO effects (event_id) VALUES ($1)", envelope.id)
@@ -173,7 +175,7 @@ class Pipeline:
         for first in range(0, count, 100):
             async with self.pool.acquire() as conn, conn.transaction():
                 for n in range(first, min(first + 100, count)):
-                    await publish_event(conn, EVENT, {"n": n}, tenant_id="t", aggregate_id=str(n))
+                    await publish_event(conn, EVENT, Probe(n=n), tenant_id="t", aggregate_id=str(n))
 
     async def drain(self, queue: str, batch_size: int, count: int) -> Run:
         await self.reset()
@@ -199,7 +201,7 @@ class Pipeline:
                 async with self.pool.acquire() as conn:
                     async with conn.transaction():
                         envelope = await publish_event(
-                            conn, EVENT, {"n": n}, tenant_id="t", aggregate_id=str(n)
+                            conn, EVENT, Probe(n=n), tenant_id="t", aggregate_id=str(n)
                         )
                     committed[str(envelope.id)] = time.perf_counter()
                 delay = begin + (n + 1) * interval - time.perf_counter()

@@ -44,6 +44,7 @@ from bench.processes import (
 from common.broker import Names
 from common.events import (
     DOMAIN_EXCHANGE,
+    EventType,
 )
 from common.http.auth import generate_key
 from common.psp.hmac import sign_item
@@ -114,10 +115,16 @@ async def replicate(amqp_url: str, exchange: str, tenant: Tenant, dsn: str, sche
         amqp_url,
         exchange,
         [
-            ("tenant.upserted", tenant_upserted(tenant.id, tenant.merchant_account)),
-            ("supplier.upserted", supplier_upserted(tenant.id, tenant.supplier)),
-            ("api_key.upserted", api_key_upserted(tenant.id, tenant.operator_key, "operator")),
-            ("api_key.upserted", api_key_upserted(tenant.id, tenant.storefront_key, "storefront")),
+            (EventType.TENANT_UPSERTED, tenant_upserted(tenant.id, tenant.merchant_account)),
+            (EventType.SUPPLIER_UPSERTED, supplier_upserted(tenant.id, tenant.supplier)),
+            (
+                EventType.API_KEY_UPSERTED,
+                api_key_upserted(tenant.id, tenant.operator_key, "operator"),
+            ),
+            (
+                EventType.API_KEY_UPSERTED,
+                api_key_upserted(tenant.id, tenant.storefront_key, "storefront"),
+            ),
         ],
     )
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})

@@ -39,6 +39,22 @@ Conventions (DESIGN §4): JSON in and out; success `{"id", "type", "data", "page
 `Idempotency-Key` (same key and body: the first response again, with `Idempotent-Replayed:
 true`; another body: 422 `idempotency_params_mismatch`; while the first runs: 409
 `idempotency_concurrent_request`). Every service also serves `/healthz`, `/readyz`, `/metrics`.
+
+Errors every endpoint shares:
+
+- 422 `invalid_characters`: a path id, a query value or a body string holds a character no
+  text column can store (a NUL byte, a lone surrogate); `param` names it.
+- 422 `parameter_invalid`: a list filter outside its enum or format (`status=DONE`,
+  `created_from=yesterday`, `accepted=maybe`, an empty value), or a `limit` that is not an
+  integer (`limit=abc`, `limit=null`); an integer `limit` outside 1-100 is clamped.
+- 422 `cursor_invalid`: `after_cursor` / `before_cursor` not taken from this list's `page_info`.
+- 400 `idempotency_key_required` / `idempotency_key_invalid`: no `Idempotency-Key`, or not
+  1-255 printable characters; a key longer than the HTTP server's header limit gets the same
+  JSON envelope, never the header echoed back.
+- 409 `last_operator_key`: `DELETE /v1/admin/api-keys/{id}` of the tenant's last active
+  operator key (an operator key may revoke itself only while another one is active).
+
+Each list's filters, with their enums and formats, are in the service's `/openapi.json`.
 """
 
 

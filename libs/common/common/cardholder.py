@@ -8,7 +8,13 @@ import re
 
 # Runs of at least 12 digits, optionally separated by single spaces or dashes: where a PAN
 # (12 to 19 digits) may hide, possibly next to other numbers ("4111 1111 1111 1111 12/30").
+# Input that must not carry card data is checked against any such run, even one glued to
+# letters ("test_4111111111111111" is refused).
 DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,}(?!\d)")
+# Log redaction looks only at runs standing as a word of their own: digits glued to letters or
+# `_` are part of an identifier (`cap_061180053987f56e56d66ac8`, a hex digest) that must stay
+# readable to trace by id.
+STANDALONE_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z_])\d(?:[ -]?\d){11,}(?![0-9A-Za-z_])")
 _SEPARATOR = re.compile(r"[ -]")
 
 
@@ -43,9 +49,9 @@ def contains_card_number(text: str) -> bool:
 
 
 def redact_card_numbers(text: str, replacement: str = "[REDACTED]") -> str:
-    """`text` with every run of digits that holds a card number replaced."""
-    if not DIGIT_RUN.search(text):
+    """`text` with every standalone run of digits that holds a card number replaced."""
+    if not STANDALONE_DIGIT_RUN.search(text):
         return text
-    return DIGIT_RUN.sub(
+    return STANDALONE_DIGIT_RUN.sub(
         lambda m: replacement if run_holds_card_number(m.group(0)) else m.group(0), text
     )

@@ -123,6 +123,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter)
+    handler.addFilter(RecoveredConnectionLevel())
     root = logging.getLogger()
     for existing in list(root.handlers):
         if getattr(existing, "_marketpay", False):
@@ -130,6 +131,23 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     handler._marketpay = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+RECONNECTING_LIBRARIES = ("aio_pika", "aiormq", "pamqp", "asyncpg")
+
+
+class RecoveredConnectionLevel(logging.Filter):
+    """The broker and database clients log a lost connection (and the callbacks it breaks)
+    as ERROR, although the robust connection and the pool recover by themselves; an operator
+    who alerts on ERROR would be paged for every restart. Their errors are logged as warnings;
+    what needs a person (a consumer that dead-letters, a relay that cannot lead, readiness
+    failing) is logged as an error by the service's own code."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.name.startswith(RECONNECTING_LIBRARIES):
+            record.levelno = logging.WARNING
+            record.levelname = "WARNING"
+        return True
 
 
 def _add_service(service: str) -> Any:

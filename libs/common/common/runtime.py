@@ -1,7 +1,14 @@
-"""Start-up and shutdown of a service's resources, as aiohttp cleanup contexts.
+"""The service skeleton: start-up and shutdown of a service's resources, as aiohttp cleanup
+contexts, and the one `main()` every service's `__main__` calls.
 
 A service starts, applies its migrations (under the advisory lock), connects to RabbitMQ,
-declares its topology, starts its outbox relay and its consumers, and only then serves.
+declares its topology, starts its outbox relay and its consumers, and only then serves:
+
+    app = create_base_app(api, Metrics())
+    app.cleanup_ctx.append(runtime.database(settings, "checkout", MIGRATIONS))
+    app.cleanup_ctx.append(tenancy.replica_authentication())      # common.tenancy
+    app.cleanup_ctx.append(runtime.psp_adapter(settings, PSP))
+    app.cleanup_ctx.append(runtime.broker(settings, consumptions))  # relay + consumers
 """
 
 from __future__ import annotations
@@ -11,10 +18,12 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
+from pydantic import SecretStr
 
 from common.broker.consumer import Handler, InboxConsumer, Parser, parse_envelope
 from common.broker.outbox import OutboxRelay
@@ -22,10 +31,13 @@ from common.broker.topology import Names, QueueSpec, connect, declare_exchanges
 from common.config import ServiceSettings
 from common.db.migrations import COMMON_MIGRATIONS, apply_migrations
 from common.db.pool import create_pool, reset_session
+from common.events import EventType
 from common.http.app import METRICS, READINESS
 from common.http.idempotency import IdempotencyStore
 from common.http.routing import IDEMPOTENCY
-from common.logging import get_logger
+from common.logging import configure_logging, get_logger
+from common.psp.adyen import AdyenAdapter, AdyenConfig
+from common.psp.port import PspPort
 
 log = get_logger("marketpay.runtime")
 
@@ -39,7 +51,7 @@ SHUTDOWN_TIMEOUT_S = 10.0
 @dataclass(frozen=True)
 class Consumption:
     spec: QueueSpec
-    handlers: Mapping[str, Handler]
+    handlers: Mapping[str, Handler] | Mapping[EventType, Handler]
     parser: Parser = parse_envelope  # e.g. the OMS's bare JSON events
 
 
@@ -168,7 +180,62 @@ async def bounded(work: Awaitable[object] | asyncio.Task[object], what: str) -> 
         log.warning("shutdown step failed", step=what, error=repr(task.exception()))
 
 
-def serve(app: web.Application, settings: ServiceSettings) -> None:
+class PspSettings(Protocol):
+    @property
+    def psp_base_url(self) -> str: ...
+    @property
+    def psp_api_key(self) -> SecretStr | None: ...
+    @property
+    def psp_timeout_s(self) -> float: ...
+
+
+def psp_adapter(
+    settings: PspSettings, key: web.AppKey[PspPort], *, max_attempts: int | None = None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The PSP adapter under `app[key]`, started and closed with the application.
+    `max_attempts=1`: the caller retries durably itself (capture's executor)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if settings.psp_api_key is None:
+            raise RuntimeError("MARKETPAY_PSP_API_KEY is required")
+        config = AdyenConfig(
+            base_url=settings.psp_base_url,
+            api_key=settings.psp_api_key,
+            timeout_s=settings.psp_timeout_s,
+        )
+        if max_attempts is not None:
+            config = config.model_copy(update={"max_attempts": max_attempts})
+        adapter = AdyenAdapter(config)
+        await adapter.start()
+        app[key] = adapter
+        yield
+        await adapter.close()
+
+    return ctx
+
+
+class HttpSettings(Protocol):
+    @property
+    def service_name(self) -> str: ...
+    @property
+    def log_level(self) -> str: ...
+    @property
+    def http_host(self) -> str: ...
+    @property
+    def http_port(self) -> int: ...
+
+
+S = TypeVar("S", bound=HttpSettings)
+
+
+def main(settings_type: Callable[[], S], create_app: Callable[[S], web.Application]) -> None:
+    """Every service's entry point: settings from the environment, JSON logging, serve."""
+    settings = settings_type()
+    configure_logging(settings.service_name, settings.log_level)
+    serve(create_app(settings), settings)
+
+
+def serve(app: web.Application, settings: HttpSettings) -> None:
     web.run_app(
         app,
         host=settings.http_host,

@@ -10,11 +10,14 @@ stops working one event's delay after its revocation.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
+from aiohttp import web
 
 from common.broker.consumer import Handler
 from common.broker.topology import QueueSpec
+from common.db.types import Conn
 from common.events import (
     DOMAIN_EXCHANGE,
     ApiKeyUpserted,
@@ -22,13 +25,15 @@ from common.events import (
     EventType,
     SupplierUpserted,
     TenantUpserted,
+    read_data,
 )
-from common.http.auth import KeyLookup, Principal
-from common.runtime import Consumption
+from common.http.auth import Authenticator, KeyLookup, Principal
+from common.http.routing import AUTHENTICATOR
+from common.runtime import DB_POOL, Consumption
 
 
-async def apply_tenant(conn: asyncpg.Connection, envelope: Envelope) -> None:
-    event = TenantUpserted.model_validate(envelope.data)
+async def apply_tenant(conn: Conn, envelope: Envelope) -> None:
+    event = read_data(TenantUpserted, envelope.data)
     await conn.execute(
         """
         INSERT INTO replica_tenants (tenant_id, revision, merchant_account, data)
@@ -45,8 +50,8 @@ async def apply_tenant(conn: asyncpg.Connection, envelope: Envelope) -> None:
     )
 
 
-async def apply_supplier(conn: asyncpg.Connection, envelope: Envelope) -> None:
-    event = SupplierUpserted.model_validate(envelope.data)
+async def apply_supplier(conn: Conn, envelope: Envelope) -> None:
+    event = read_data(SupplierUpserted, envelope.data)
     await conn.execute(
         """
         INSERT INTO replica_suppliers (tenant_id, supplier_id, revision, data)
@@ -62,8 +67,8 @@ async def apply_supplier(conn: asyncpg.Connection, envelope: Envelope) -> None:
     )
 
 
-async def apply_api_key(conn: asyncpg.Connection, envelope: Envelope) -> None:
-    event = ApiKeyUpserted.model_validate(envelope.data)
+async def apply_api_key(conn: Conn, envelope: Envelope) -> None:
+    event = read_data(ApiKeyUpserted, envelope.data)
     await conn.execute(
         """
         INSERT INTO replica_api_keys
@@ -118,6 +123,17 @@ def replica_key_lookup(pool: asyncpg.Pool) -> KeyLookup:
         )
 
     return lookup
+
+
+def replica_authentication() -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup context that authenticates API keys against the tenancy replica (every
+    service but `tenants`, which holds the keys themselves). Needs `runtime.database` first."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[AUTHENTICATOR] = Authenticator(replica_key_lookup(app[DB_POOL]))
+        yield
+
+    return ctx
 
 
 def tenant_settings(data: str | dict[str, object]) -> TenantUpserted:

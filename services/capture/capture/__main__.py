@@ -1,14 +1,6 @@
 from capture.app import create_app
 from capture.settings import Settings
-from common.logging import configure_logging
-from common.runtime import serve
-
-
-def main() -> None:
-    settings = Settings()
-    configure_logging(settings.service_name, settings.log_level)
-    serve(create_app(settings), settings)
-
+from common.runtime import main
 
 if __name__ == "__main__":
-    main()
+    main(Settings, create_app)

@@ -16,11 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
-from capture import errors, operators, repo
-from capture.clock import Clock
+from capture import errors, lists, operators, repo
+from capture.app import CLOCK, EXECUTOR
 from capture.domain import Capture as CaptureRecord
 from capture.domain import CaptureStatus
-from capture.executor import CaptureExecutor
 from capture.repo import PgRepo
 from capture.repository import Intervention as InterventionRecord
 from capture.schemas import (
@@ -35,20 +34,11 @@ from capture.schemas import (
 )
 from common.db import snapshot
 from common.http.envelope import ok, page
-from common.http.pagination import PageRequest, fetch_page
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, Api, Call
 from common.money import Money
 from common.runtime import DB_POOL
 
 api = Api("Marketpay capture")
-CLOCK: web.AppKey[Clock] = web.AppKey("clock")
-EXECUTOR = web.AppKey("executor", CaptureExecutor)
-
-STATUSES = [s.value for s in CaptureStatus]
-TRIGGERS = ["IMMEDIATE", "DELAYED", "ON_SHIPMENT", "MANUAL"]
-INTERVENTION_STATUSES = ["OPEN", "RETRIED", "RESOLVED"]
-INTERVENTION_KINDS = ["retries_exhausted", "psp_refused", "capture_failed", "blocked"]
-OMS_OUTCOMES = ["capture_created", "recorded", "awaiting_authorisation", "ignored"]
 
 
 def capture_view(
@@ -105,35 +95,6 @@ def intervention_view(row: InterventionRecord, capture: Capture | None = None) -
     )
 
 
-def _choice(query: dict[str, str], name: str, allowed: list[str]) -> str | None:
-    value = query.get(name)
-    if value is None or value == "":
-        return None
-    if value not in allowed:
-        raise errors.filter_invalid(name, allowed)
-    return value
-
-
-def _filters(
-    query: dict[str, str],
-    where: list[str],
-    args: list[Any],
-    *,
-    choices: dict[str, list[str]],
-    free: Sequence[str],
-) -> None:
-    for name, allowed in choices.items():
-        value = _choice(query, name, allowed)
-        if value is not None:
-            args.append(value)
-            where.append(f"{name} = ${len(args)}")
-    for name in free:
-        value = query.get(name)
-        if value:
-            args.append(value)
-            where.append(f"{name} = ${len(args)}")
-
-
 @api.post(
     "/v1/admin/payments/{id}/capture",
     summary="ADM-PAY-101: capture the payment's lines still authorised and uncaptured"
@@ -172,36 +133,14 @@ async def capture_payment(request: web.Request, call: Call[CaptureRequestIn]) ->
     roles=OPERATOR_OR_SUPPLIER,
     response=Capture,
     list_response=True,
-    query=[
-        ("payment_id", "only this payment's captures"),
-        ("logistic_order_id", "only this logistic order's capture"),
-        ("status", "PENDING, SENT, SUCCEEDED, FAILED or BLOCKED"),
-        ("trigger", "IMMEDIATE, DELAYED, ON_SHIPMENT or MANUAL"),
-    ],
+    query=lists.CAPTURES,
     tags=["admin"],
 )
 async def list_captures(request: web.Request, call: Call[None]) -> web.Response:
-    where = ["tenant_id = $1"]
-    args: list[Any] = [call.tenant_id]
-    _filters(
-        call.query,
-        where,
-        args,
-        choices={"status": STATUSES, "trigger": TRIGGERS},
-        free=("payment_id", "logistic_order_id"),
-    )
     for_supplier = call.principal.role == "supplier"
-    if for_supplier:
-        args.append(call.principal.supplier_id)
-        where.append(f"supplier_id = ${len(args)}")
+    supplier_id = call.principal.supplier_id if for_supplier else None
     async with snapshot(request.app[DB_POOL]) as conn:
-        rows, info = await fetch_page(
-            conn,
-            table="captures",
-            where=where,
-            args=args,
-            request=PageRequest.from_query(call.query),
-        )
+        rows, info = await lists.capture_page(conn, call.tenant_id, supplier_id, call.query)
     return page([capture_view(repo.capture_of(r), for_supplier=for_supplier) for r in rows], info)
 
 
@@ -230,44 +169,18 @@ async def get_capture(request: web.Request, call: Call[None]) -> web.Response:
     return ok("capture", view)
 
 
-_INTERVENTIONS = (
-    "(SELECT i.*, c.payment_id, c.logistic_order_id FROM interventions i"
-    " JOIN captures c ON c.id = i.capture_id) AS interventions"
-)
-
-
 @api.get(
     "/v1/admin/interventions",
     summary="The manual-intervention queue: captures that failed for good or are blocked",
     roles=OPERATOR,
     response=Intervention,
     list_response=True,
-    query=[
-        ("status", "OPEN, RETRIED or RESOLVED"),
-        ("kind", "retries_exhausted, psp_refused, capture_failed or blocked"),
-        ("capture_id", "only this capture's interventions"),
-        ("payment_id", "only this payment's interventions"),
-    ],
+    query=lists.INTERVENTIONS,
     tags=["admin"],
 )
 async def list_interventions(request: web.Request, call: Call[None]) -> web.Response:
-    where = ["tenant_id = $1"]
-    args: list[Any] = [call.tenant_id]
-    _filters(
-        call.query,
-        where,
-        args,
-        choices={"status": INTERVENTION_STATUSES, "kind": INTERVENTION_KINDS},
-        free=("capture_id", "payment_id"),
-    )
     async with snapshot(request.app[DB_POOL]) as conn:
-        rows, info = await fetch_page(
-            conn,
-            table=_INTERVENTIONS,
-            where=where,
-            args=args,
-            request=PageRequest.from_query(call.query),
-        )
+        rows, info = await lists.intervention_page(conn, call.tenant_id, call.query)
     return page([intervention_view(repo.intervention_of(r)) for r in rows], info)
 
 
@@ -303,32 +216,12 @@ async def retry_intervention(request: web.Request, call: Call[None]) -> web.Resp
     roles=OPERATOR,
     response=LogisticOrderEvent,
     list_response=True,
-    query=[
-        ("outcome", "capture_created, recorded, awaiting_authorisation or ignored"),
-        ("status", "the OMS status, e.g. SHIPPED"),
-        ("order_id", "only this order's events"),
-        ("logistic_order_id", "only this logistic order's events"),
-    ],
+    query=lists.LOGISTIC_ORDER_EVENTS,
     tags=["admin"],
 )
 async def list_logistic_order_events(request: web.Request, call: Call[None]) -> web.Response:
-    where = ["tenant_id = $1"]
-    args: list[Any] = [call.tenant_id]
-    _filters(
-        call.query,
-        where,
-        args,
-        choices={"outcome": OMS_OUTCOMES},
-        free=("status", "order_id", "logistic_order_id"),
-    )
     async with snapshot(request.app[DB_POOL]) as conn:
-        rows, info = await fetch_page(
-            conn,
-            table="logistic_order_events",
-            where=where,
-            args=args,
-            request=PageRequest.from_query(call.query),
-        )
+        rows, info = await lists.logistic_order_event_page(conn, call.tenant_id, call.query)
     return page(
         [LogisticOrderEvent(**{k: r[k] for k in LogisticOrderEvent.model_fields}) for r in rows],
         info,

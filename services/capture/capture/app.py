@@ -1,4 +1,5 @@
-"""Capture's wiring: the one place that builds the application from its settings."""
+"""Capture's wiring: the one place that builds the application from its settings, and the
+keys under which the application holds its parts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from capture.api import CLOCK, EXECUTOR, api
 from capture.clock import Clock
 from capture.consumers import consumptions
 from capture.executor import CaptureExecutor, Scheduler
@@ -17,15 +17,16 @@ from capture.metrics import CaptureMetrics
 from capture.settings import Settings
 from common import runtime
 from common.http.app import METRICS, create_base_app
-from common.http.auth import Authenticator
-from common.http.routing import AUTHENTICATOR
 from common.metrics import Metrics
-from common.psp.adyen import AdyenAdapter, AdyenConfig
-from common.tenancy import replica_key_lookup, tenancy_consumption
+from common.psp.port import PspPort
+from common.tenancy import replica_authentication, tenancy_consumption
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SETTINGS = web.AppKey("settings", Settings)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+EXECUTOR = web.AppKey("executor", CaptureExecutor)
+PSP = web.AppKey("psp", PspPort)
 
 
 def system_clock() -> datetime:
@@ -35,39 +36,28 @@ def system_clock() -> datetime:
 def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Application:
     """`clock` is what the scheduler, the executor and the use cases read the time from; tests
     pass a clock they can move (DELAYED captures are due hours after authorisation)."""
+    from capture.api import api  # the routes read this module's keys
+
     app = create_base_app(api, Metrics())
     metrics = CaptureMetrics(app[METRICS].registry)
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app.cleanup_ctx.append(runtime.database(settings, "capture", MIGRATIONS))
 
-    async def authentication(app: web.Application) -> AsyncIterator[None]:
-        app[AUTHENTICATOR] = Authenticator(replica_key_lookup(app[runtime.DB_POOL]))
-        yield
-
-    app.cleanup_ctx.append(authentication)
+    app.cleanup_ctx.append(replica_authentication())
     app.cleanup_ctx.append(
         runtime.broker(
             settings, [tenancy_consumption("capture.tenancy"), *consumptions(clock, metrics)]
         )
     )
 
+    # one attempt per call: the executor retries, durably, with its own back-off
+    app.cleanup_ctx.append(runtime.psp_adapter(settings, PSP, max_attempts=1))
+
     async def workers(app: web.Application) -> AsyncIterator[None]:
-        if settings.psp_api_key is None:
-            raise RuntimeError("MARKETPAY_PSP_API_KEY is required")
-        # one attempt per call: the executor retries, durably, with its own back-off
-        adapter = AdyenAdapter(
-            AdyenConfig(
-                base_url=settings.psp_base_url,
-                api_key=settings.psp_api_key,
-                timeout_s=settings.psp_timeout_s,
-                max_attempts=1,
-            )
-        )
-        await adapter.start()
         pool = app[runtime.DB_POOL]
         executor = CaptureExecutor(
-            pool=pool, psp=adapter, clock=clock, settings=settings, metrics=metrics
+            pool=pool, psp=app[PSP], clock=clock, settings=settings, metrics=metrics
         )
         scheduler = Scheduler(pool=pool, clock=clock, settings=settings)
         app[EXECUTOR] = executor
@@ -80,7 +70,6 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
         for task in tasks:
             task.cancel()
             await runtime.bounded(task, task.get_name())
-        await adapter.close()
 
     app.cleanup_ctx.append(workers)
     return app

@@ -1,14 +1,6 @@
 from checkout.app import create_app
 from checkout.settings import Settings
-from common.logging import configure_logging
-from common.runtime import serve
-
-
-def main() -> None:
-    settings = Settings()  # type: ignore[call-arg]
-    configure_logging(settings.service_name, settings.log_level)
-    serve(create_app(settings), settings)
-
+from common.runtime import main
 
 if __name__ == "__main__":
-    main()
+    main(Settings, create_app)

@@ -10,6 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from checkout import errors, payments, repo, service
+from checkout.app import PSP, SETTINGS
 from checkout.schemas import (
     DetailsRequestIn,
     Payment,
@@ -20,21 +21,16 @@ from checkout.schemas import (
     SessionCreated,
     ShopPaymentStatus,
 )
-from checkout.settings import Settings
 from common.db import snapshot
 from common.http.auth import Principal, hash_key
 from common.http.envelope import ok, page
 from common.http.errors import ApiError
-from common.http.pagination import PageRequest, fetch_page
-from common.http.query import datetime_param
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, STOREFRONT, Api, Call
 from common.money import Money
-from common.psp.port import PspError, PspPort
+from common.psp.port import PspError
 from common.runtime import DB_POOL
 
 api = Api("Marketpay checkout")
-SETTINGS = web.AppKey("settings", Settings)
-PSP = web.AppKey("psp", PspPort)
 
 
 @api.post(
@@ -176,50 +172,15 @@ async def shop_payment(request: web.Request, call: Call[None]) -> web.Response:
     roles=OPERATOR_OR_SUPPLIER,
     response=Payment,
     list_response=True,
-    query=[
-        ("status", "only payments in this status"),
-        ("order_id", "only this order's payments"),
-        ("created_from", "ISO 8601, inclusive"),
-        ("created_to", "ISO 8601, inclusive"),
-    ],
+    query=repo.PAYMENT_LIST,
     tags=["admin"],
 )
 async def list_payments(request: web.Request, call: Call[None]) -> web.Response:
-    where = ["tenant_id = $1"]
-    args: list[object] = [call.tenant_id]
-    for name, column, op in (
-        ("status", "status", "="),
-        ("order_id", "order_id", "="),
-        ("created_from", "created_at", ">="),
-        ("created_to", "created_at", "<="),
-    ):
-        value = call.query.get(name)
-        if value:
-            args.append(_parse_filter(name, value))
-            where.append(f"{column} {op} ${len(args)}")
     supplier_id = call.principal.supplier_id if call.principal.role == "supplier" else None
-    if supplier_id is not None:
-        args.append(supplier_id)
-        where.append(
-            f"EXISTS (SELECT 1 FROM payment_lines l WHERE l.payment_id = payments.id"
-            f" AND l.supplier_id = ${len(args)})"
-        )
     async with snapshot(request.app[DB_POOL]) as conn:
-        rows, info = await fetch_page(
-            conn,
-            table="payments",
-            where=where,
-            args=args,
-            request=PageRequest.from_query(call.query),
-        )
+        rows, info = await repo.payment_page(conn, call.tenant_id, supplier_id, call.query)
         lines = await repo.lines_of(conn, [r["id"] for r in rows], supplier_id)
     return page([service.to_payment(r, lines.get(r["id"], []), None) for r in rows], info)
-
-
-def _parse_filter(name: str, value: str) -> object:
-    if name.startswith("created_"):
-        return datetime_param({name: value}, name)
-    return value
 
 
 @api.get(

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
 from checkout import domain, repo, service
 from common.broker.consumer import Handler, tenant_payload
 from common.broker.topology import QueueSpec
+from common.db.types import Conn
 from common.events import (
     CATALOGUE,
     DOMAIN_EXCHANGE,
@@ -24,6 +23,7 @@ from common.events import (
     Envelope,
     EventType,
     PspNotificationReceived,
+    read_data,
 )
 from common.logging import get_logger
 from common.runtime import Consumption
@@ -33,8 +33,8 @@ log = get_logger("checkout.consumers")
 SOURCE = "psp_notification"
 
 
-async def on_psp_notification(conn: asyncpg.Connection, envelope: Envelope) -> None:
-    event = PspNotificationReceived.model_validate(envelope.data)
+async def on_psp_notification(conn: Conn, envelope: Envelope) -> None:
+    event = read_data(PspNotificationReceived, envelope.data)
     if envelope.tenant_id is None:
         log.warning("psp notification without a tenant", notification_id=event.notification_id)
         return
@@ -109,7 +109,7 @@ def psp_notifications_consumption() -> Consumption:
 CAPTURE_SOURCE = "capture"
 
 
-async def on_capture_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
+async def on_capture_event(conn: Conn, envelope: Envelope) -> None:
     """A capture's progress, applied to its line and, through the status machine, to the
     payment; recorded in the payment's timeline whatever it changes. Each line keeps the
     revision of the capture event it last applied, so events may arrive in any order and any

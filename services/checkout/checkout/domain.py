@@ -9,16 +9,27 @@ CAPTURE leaves the payment where it is (`Unchanged`); only a fact that contradic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from common.cardholder import contains_card_number
+from common.events import (
+    EventData,
+    EventType,
+    Level3Data,
+    PaymentAuthorised,
+    PaymentLine,
+    PaymentOutcome,
+    PaymentStatusChanged,
+)
 from common.level3 import Level3 as Level3
 from common.level3 import Level3Item as Level3Item
 from common.level3 import Problem as Problem
 from common.level3 import check_level3 as check_level3
 from common.level3 import level3_additional_data as level3_additional_data
+from common.money import Money
 
 
 class Status(StrEnum):
@@ -190,6 +201,110 @@ def apply(
     return Illegal(f"{fact} cannot apply to a payment in {current}")
 
 
+@dataclass(frozen=True)
+class PaymentFacts:
+    """What deciding a payment's transition reads (the repo loads it from the payment row)."""
+
+    id: str
+    tenant_id: str
+    order_id: str
+    status: Status
+    amount: int
+    currency: str
+    psp_reference: str | None
+    payment_option: str
+    capture_mode: str | None
+    merchant_account: str
+    level3: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    kind: str
+    status_from: Status
+    status_to: Status | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The decision about one fact: the timeline entry always; when the payment moves, the
+    columns it sets and the events it publishes (catalogue models, in order)."""
+
+    status: Status
+    entry: TimelineEntry
+    columns: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[EventType, EventData]] = field(default_factory=list)
+    refused: str | None = None  # an illegal transition's reason
+
+    @property
+    def moved(self) -> bool:
+        return bool(self.columns)
+
+
+def authorises(current: Status, fact: Fact, *, remaining_capture: bool = False) -> bool:
+    """Whether `fact` moves the payment to AUTHORIZED (then its lines are published)."""
+    outcome = apply(current, fact, remaining_capture=remaining_capture)
+    return isinstance(outcome, Moved) and outcome.to is Status.AUTHORIZED
+
+
+def decide_transition(
+    payment: PaymentFacts,
+    fact: Fact,
+    *,
+    source: str,
+    detail: Mapping[str, Any] | None = None,
+    updates: Mapping[str, Any] | None = None,
+    remaining_capture: bool = False,
+    lines: Sequence[PaymentLine] = (),
+) -> Transition:
+    """Apply `fact` to the payment: what to record, what to set, what to publish. `lines` are
+    the payment's lines (`payment.authorised` carries them for the capture service)."""
+    current = payment.status
+    outcome = apply(current, fact, remaining_capture=remaining_capture)
+    entry = {"fact": fact.value, "source": source, **(detail or {})}
+    if isinstance(outcome, Illegal):
+        refused = {**entry, "reason": outcome.reason}
+        return Transition(
+            current,
+            TimelineEntry("refused_transition", current, None, refused),
+            refused=outcome.reason,
+        )
+    if isinstance(outcome, Unchanged):
+        noted = {**entry, "reason": outcome.reason}
+        return Transition(current, TimelineEntry(source, current, current, noted))
+    columns = {"status": outcome.to.value, **(updates or {})}
+    changed = PaymentStatusChanged(
+        payment_id=payment.id,
+        order_id=payment.order_id,
+        status_from=current.value,
+        status=outcome.to.value,
+        amount=Money(value=payment.amount, currency=payment.currency),
+        psp_reference=columns.get("psp_reference", payment.psp_reference),
+    )
+    events: list[tuple[EventType, EventData]] = [(EventType.PAYMENT_STATUS_CHANGED, changed)]
+    settled = PaymentOutcome(
+        **changed.model_dump(),
+        payment_option=payment.payment_option,
+        capture_mode=payment.capture_mode,
+    )
+    if outcome.to is Status.AUTHORIZED:
+        authorised = PaymentAuthorised(
+            **settled.model_dump(),
+            merchant_account=payment.merchant_account,
+            lines=list(lines),
+            level3=Level3Data.model_validate(payment.level3) if payment.level3 else None,
+        )
+        events.append((EventType.PAYMENT_AUTHORISED, authorised))
+    elif outcome.to is Status.REFUSED:
+        events.append((EventType.PAYMENT_REFUSED, settled))
+    elif outcome.to is Status.CANCELLED:
+        events.append((EventType.PAYMENT_CANCELLED, settled))
+    return Transition(
+        outcome.to, TimelineEntry(source, current, outcome.to, entry), columns, events
+    )
+
+
 class LineCapture(StrEnum):
     """A line's capture status (each logistic order is captured once, in full)."""
 
@@ -249,6 +364,36 @@ _NOTIFICATION_FACTS: dict[tuple[str, bool], Fact] = {
 
 def notification_fact(event_code: str, success: bool) -> Fact | None:
     return _NOTIFICATION_FACTS.get((event_code, success))
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a PSP's synchronous answer (PAY-101/102) means for the payment: the fact to apply
+    (None: still waiting, a challenge or a pending answer) and the columns it sets."""
+
+    fact: Fact | None
+    updates: dict[str, Any]
+
+
+def settlement(
+    *,
+    result_code: str,
+    psp_reference: str | None,
+    is_commercial_card: bool | None,
+    refusal_reason: str | None,
+    refusal_reason_code: str | None,
+) -> Settlement:
+    updates: dict[str, Any] = {"result_code": result_code}
+    if psp_reference:
+        updates["psp_reference"] = psp_reference
+    if result_code == "Authorised":
+        return Settlement(Fact.AUTHORISED, {**updates, "business_card": is_commercial_card})
+    if result_code == "Refused":
+        refusal = {"refusal_reason": refusal_reason, "refusal_reason_code": refusal_reason_code}
+        return Settlement(Fact.REFUSED, {**updates, **refusal})
+    if result_code in ("Error", "Cancelled"):
+        return Settlement(Fact.FAILED, updates)
+    return Settlement(None, updates)
 
 
 # --- checkout session validation -------------------------------------------------------------

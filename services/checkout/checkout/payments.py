@@ -209,19 +209,14 @@ async def _settle(
         "refusal_reason": result.refusal_reason,
         "refusal_reason_code": result.refusal_reason_code,
     }
-    updates: dict[str, Any] = {"result_code": result.result_code}
-    if result.psp_reference:
-        updates["psp_reference"] = result.psp_reference
-    fact: Fact | None = None
-    if result.result_code == "Authorised":
-        fact = Fact.AUTHORISED
-        updates["business_card"] = result.is_commercial_card
-    elif result.result_code == "Refused":
-        fact = Fact.REFUSED
-        updates["refusal_reason"] = result.refusal_reason
-        updates["refusal_reason_code"] = result.refusal_reason_code
-    elif result.result_code in ("Error", "Cancelled"):
-        fact = Fact.FAILED
+    decided = domain.settlement(
+        result_code=result.result_code,
+        psp_reference=result.psp_reference,
+        is_commercial_card=result.is_commercial_card,
+        refusal_reason=result.refusal_reason,
+        refusal_reason_code=result.refusal_reason_code,
+    )
+    fact, updates = decided.fact, decided.updates
     async with pool.acquire() as conn, conn.transaction():
         payment = await repo.get_payment(conn, tenant_id, payment_id, for_update=True)
         assert payment is not None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from checkout.domain import Line
+from checkout.domain import Line, PaymentFacts, Status, Transition
+from common.broker import publish_events
+from common.db.types import Conn
+from common.events import PaymentLine
+from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
 
 _PAYMENT_COLUMNS = (
     "id, tenant_id, order_id, buyer_account, payment_option, capture_mode, amount, currency,"
@@ -18,12 +22,12 @@ _PAYMENT_COLUMNS = (
 )
 
 
-async def tenant_replica(conn: asyncpg.Connection, tenant_id: str) -> dict[str, Any] | None:
+async def tenant_replica(conn: Conn, tenant_id: str) -> dict[str, Any] | None:
     data = await conn.fetchval("SELECT data FROM replica_tenants WHERE tenant_id = $1", tenant_id)
     return dict(data) if data is not None else None
 
 
-async def supplier_ids(conn: asyncpg.Connection, tenant_id: str, ids: Sequence[str]) -> set[str]:
+async def supplier_ids(conn: Conn, tenant_id: str, ids: Sequence[str]) -> set[str]:
     rows = await conn.fetch(
         "SELECT supplier_id FROM replica_suppliers WHERE tenant_id = $1"
         " AND supplier_id = ANY($2::text[])",
@@ -34,7 +38,7 @@ async def supplier_ids(conn: asyncpg.Connection, tenant_id: str, ids: Sequence[s
 
 
 async def insert_payment(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     id_: str,
     tenant_id: str,
@@ -73,7 +77,7 @@ async def insert_payment(
 
 
 async def add_timeline(
-    conn: asyncpg.Connection,
+    conn: Conn,
     payment_id: str,
     kind: str,
     *,
@@ -92,9 +96,7 @@ async def add_timeline(
     )
 
 
-async def note(
-    conn: asyncpg.Connection, payment: asyncpg.Record, kind: str, detail: dict[str, Any]
-) -> None:
+async def note(conn: Conn, payment: asyncpg.Record, kind: str, detail: dict[str, Any]) -> None:
     """A timeline entry for what happened to `payment` without moving it."""
     await add_timeline(
         conn,
@@ -107,7 +109,7 @@ async def note(
 
 
 async def get_payment(
-    conn: asyncpg.Connection, tenant_id: str, payment_id: str, *, for_update: bool = False
+    conn: Conn, tenant_id: str, payment_id: str, *, for_update: bool = False
 ) -> asyncpg.Record | None:
     lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(
@@ -118,7 +120,7 @@ async def get_payment(
 
 
 async def payment_by_psp_reference(
-    conn: asyncpg.Connection, tenant_id: str, psp_reference: str, *, for_update: bool = False
+    conn: Conn, tenant_id: str, psp_reference: str, *, for_update: bool = False
 ) -> asyncpg.Record | None:
     lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(
@@ -129,14 +131,14 @@ async def payment_by_psp_reference(
     )
 
 
-async def payment_by_token(conn: asyncpg.Connection, token_hash: str) -> asyncpg.Record | None:
+async def payment_by_token(conn: Conn, token_hash: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE client_token_hash = $1", token_hash
     )
 
 
 async def lines_of(
-    conn: asyncpg.Connection, payment_ids: Sequence[str], supplier_id: str | None = None
+    conn: Conn, payment_ids: Sequence[str], supplier_id: str | None = None
 ) -> dict[str, list[asyncpg.Record]]:
     rows = await conn.fetch(
         "SELECT payment_id, logistic_order_id, supplier_id, amount, status, capture_id"
@@ -152,7 +154,7 @@ async def lines_of(
     return found
 
 
-async def timeline_of(conn: asyncpg.Connection, payment_id: str) -> list[asyncpg.Record]:
+async def timeline_of(conn: Conn, payment_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT occurred_at, kind, status_from, status_to, detail FROM payment_timeline"
         " WHERE payment_id = $1 ORDER BY seq",
@@ -172,7 +174,7 @@ _UPDATABLE = frozenset(
 )
 
 
-async def update_payment(conn: asyncpg.Connection, payment_id: str, values: dict[str, Any]) -> None:
+async def update_payment(conn: Conn, payment_id: str, values: dict[str, Any]) -> None:
     unknown = set(values) - _UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -186,7 +188,7 @@ async def update_payment(conn: asyncpg.Connection, payment_id: str, values: dict
 
 
 async def move_payment(
-    conn: asyncpg.Connection,
+    conn: Conn,
     payment_id: str,
     values: dict[str, Any],
     *,
@@ -216,7 +218,7 @@ async def move_payment(
 
 
 async def line_for_update(
-    conn: asyncpg.Connection, payment_id: str, logistic_order_id: str
+    conn: Conn, payment_id: str, logistic_order_id: str
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT * FROM payment_lines WHERE payment_id = $1 AND logistic_order_id = $2 FOR UPDATE",
@@ -226,7 +228,7 @@ async def line_for_update(
 
 
 async def set_line_capture(
-    conn: asyncpg.Connection,
+    conn: Conn,
     payment_id: str,
     logistic_order_id: str,
     *,
@@ -242,4 +244,89 @@ async def set_line_capture(
         status,
         capture_id,
         revision,
+    )
+
+
+PAYMENT_LIST = ListSpec(
+    table="payments",
+    filters=(
+        Filter("status", "status = {}", "only payments in this status", "choice", tuple(Status)),
+        Filter("order_id", "order_id = {}", "only this order's payments"),
+        Filter("created_from", "created_at >= {}", "ISO 8601, inclusive", "datetime"),
+        Filter("created_to", "created_at <= {}", "ISO 8601, inclusive", "datetime"),
+    ),
+)
+
+
+async def payment_page(
+    conn: Conn, tenant_id: str, supplier_id: str | None, query: Mapping[str, str]
+) -> tuple[list[asyncpg.Record], PageInfo]:
+    """A page of the tenant's payments (a supplier's: those with one of its lines)."""
+    scope: list[tuple[str, Any]] = [("tenant_id = {}", tenant_id)]
+    if supplier_id is not None:
+        scope.append(
+            (
+                "EXISTS (SELECT 1 FROM payment_lines l WHERE l.payment_id = payments.id"
+                " AND l.supplier_id = {})",
+                supplier_id,
+            )
+        )
+    return await fetch_list(conn, PAYMENT_LIST, query, scope=scope)
+
+
+def facts_of(row: asyncpg.Record) -> PaymentFacts:
+    """The payment row as the transition decision reads it."""
+    return PaymentFacts(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        order_id=row["order_id"],
+        status=Status(row["status"]),
+        amount=row["amount"],
+        currency=row["currency"],
+        psp_reference=row["psp_reference"],
+        payment_option=row["payment_option"],
+        capture_mode=row["capture_mode"],
+        merchant_account=row["merchant_account"],
+        level3=row["level3"],
+    )
+
+
+async def event_lines(conn: Conn, payment_id: str) -> list[PaymentLine]:
+    """The payment's lines as `payment.authorised` carries them."""
+    return [
+        PaymentLine(
+            logistic_order_id=line["logistic_order_id"],
+            supplier_id=line["supplier_id"],
+            amount=line["amount"],
+        )
+        for line in (await lines_of(conn, [payment_id])).get(payment_id, [])
+    ]
+
+
+async def save_transition(conn: Conn, payment: PaymentFacts, transition: Transition) -> None:
+    """Write a transition decision in the caller's transaction: the timeline entry (with the
+    payment's new columns when it moved) and its events in the outbox."""
+    entry = transition.entry
+    if not transition.moved:
+        await add_timeline(
+            conn,
+            payment.id,
+            entry.kind,
+            status_from=entry.status_from,
+            status_to=entry.status_to,
+            detail=entry.detail,
+        )
+        return
+    assert entry.status_to is not None
+    await move_payment(
+        conn,
+        payment.id,
+        transition.columns,
+        kind=entry.kind,
+        status_from=entry.status_from,
+        status_to=entry.status_to,
+        detail=entry.detail,
+    )
+    await publish_events(
+        conn, transition.events, tenant_id=payment.tenant_id, aggregate_id=payment.id
     )

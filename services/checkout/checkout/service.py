@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from checkout import domain, errors, repo
-from checkout.domain import Fact, Illegal, Moved, Status
+from checkout.domain import Fact, Status
 from checkout.schemas import (
     Level3In,
     LineOut,
@@ -19,7 +19,13 @@ from checkout.schemas import (
     SessionCreated,
     TimelineEntry,
 )
-from common.broker import publish_event, publish_events
+from common.broker import publish_event
+from common.db.types import Conn
+from common.events import (
+    EventType,
+    PaymentCreated,
+    PaymentLine,
+)
 from common.http.auth import hash_key
 from common.http.errors import Unprocessable
 from common.logging import get_logger
@@ -42,7 +48,7 @@ def _problem(problem: domain.Problem | None) -> None:
 
 
 async def create_session(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     tenant_id: str,
     body: SessionCreate,
@@ -99,14 +105,14 @@ async def create_session(
     await repo.add_timeline(conn, payment_id, "created", status_to=Status.INIT_PAYMENT)
     await publish_event(
         conn,
-        "payment.created",
-        {
-            "payment_id": payment_id,
-            "order_id": body.order_id,
-            "payment_option": body.payment_option.value,
-            "amount": body.amount.model_dump(),
-            "lines": [x.model_dump() for x in body.lines],
-        },
+        EventType.PAYMENT_CREATED,
+        PaymentCreated(
+            payment_id=payment_id,
+            order_id=body.order_id,
+            payment_option=body.payment_option.value,
+            amount=body.amount,
+            lines=[PaymentLine.model_validate(x.model_dump()) for x in body.lines],
+        ),
         tenant_id=tenant_id,
         aggregate_id=payment_id,
     )
@@ -147,7 +153,7 @@ def level3_of(l3: Level3In) -> domain.Level3:
 
 
 async def change_status(
-    conn: asyncpg.Connection,
+    conn: Conn,
     payment: asyncpg.Record,
     fact: Fact,
     *,
@@ -156,79 +162,28 @@ async def change_status(
     updates: dict[str, Any] | None = None,
     remaining_capture: bool = False,
 ) -> Status:
-    """Apply `fact` to a payment locked by the caller; record it; publish what changed."""
-    current = Status(payment["status"])
-    outcome = domain.apply(current, fact, remaining_capture=remaining_capture)
-    entry = {"fact": fact.value, "source": source, **(detail or {})}
-    if isinstance(outcome, Illegal):
-        log.warning("illegal transition refused", payment_id=payment["id"], reason=outcome.reason)
-        await repo.add_timeline(
-            conn,
-            payment["id"],
-            "refused_transition",
-            status_from=current,
-            detail={**entry, "reason": outcome.reason},
-        )
-        return current
-    if not isinstance(outcome, Moved):
-        await repo.note(conn, payment, source, {**entry, "reason": outcome.reason})
-        return current
-    columns = {"status": outcome.to.value, **(updates or {})}
-    await repo.move_payment(
-        conn,
-        payment["id"],
-        columns,
-        kind=source,
-        status_from=current,
-        status_to=outcome.to,
-        detail=entry,
+    """Apply `fact` to a payment locked by the caller: load what the decision reads, decide
+    (`domain.decide_transition`, pure), save the decision and its events in one repo call."""
+    facts = repo.facts_of(payment)
+    authorises = domain.authorises(facts.status, fact, remaining_capture=remaining_capture)
+    lines = await repo.event_lines(conn, facts.id) if authorises else []
+    transition = domain.decide_transition(
+        facts,
+        fact,
+        source=source,
+        detail=detail,
+        updates=updates,
+        remaining_capture=remaining_capture,
+        lines=lines,
     )
-    data = {
-        "payment_id": payment["id"],
-        "order_id": payment["order_id"],
-        "status_from": current.value,
-        "status": outcome.to.value,
-        "amount": {"value": payment["amount"], "currency": payment["currency"]},
-        "psp_reference": columns.get("psp_reference", payment["psp_reference"]),
-    }
-    events: list[tuple[str, dict[str, Any]]] = [("payment.status_changed", data)]
-    specific = {
-        Status.AUTHORIZED: "payment.authorised",
-        Status.REFUSED: "payment.refused",
-        Status.CANCELLED: "payment.cancelled",
-    }.get(outcome.to)
-    if specific is not None:
-        outcome_data = {
-            **data,
-            "payment_option": payment["payment_option"],
-            "capture_mode": payment["capture_mode"],
-        }
-        if outcome.to is Status.AUTHORIZED:
-            outcome_data.update(await _capture_needs(conn, payment))
-        events.append((specific, outcome_data))
-    await publish_events(conn, events, tenant_id=payment["tenant_id"], aggregate_id=payment["id"])
-    return outcome.to
-
-
-async def _capture_needs(conn: asyncpg.Connection, payment: asyncpg.Record) -> dict[str, Any]:
-    """What `payment.authorised` carries for the capture service (event-carried state)."""
-    lines = (await repo.lines_of(conn, [payment["id"]])).get(payment["id"], [])
-    return {
-        "merchant_account": payment["merchant_account"],
-        "lines": [
-            {
-                "logistic_order_id": line["logistic_order_id"],
-                "supplier_id": line["supplier_id"],
-                "amount": line["amount"],
-            }
-            for line in lines
-        ],
-        "level3": payment["level3"],
-    }
+    if transition.refused is not None:
+        log.warning("illegal transition refused", payment_id=facts.id, reason=transition.refused)
+    await repo.save_transition(conn, facts, transition)
+    return transition.status
 
 
 async def payment_view(
-    conn: asyncpg.Connection,
+    conn: Conn,
     row: asyncpg.Record,
     *,
     supplier_id: str | None = None,

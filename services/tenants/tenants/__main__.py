@@ -1,14 +1,6 @@
-from common.logging import configure_logging
-from common.runtime import serve
+from common.runtime import main
 from tenants.app import create_app
 from tenants.settings import Settings
 
-
-def main() -> None:
-    settings = Settings()  # type: ignore[call-arg]
-    configure_logging(settings.service_name, settings.log_level)
-    serve(create_app(settings), settings)
-
-
 if __name__ == "__main__":
-    main()
+    main(Settings, create_app)

@@ -4,14 +4,18 @@ absent (404), never as forbidden."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
 from aiohttp import web
 
 from common.http.envelope import ok, page
-from common.http.errors import Unprocessable
-from common.http.pagination import PageRequest
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, PLATFORM_ADMIN, Api, Call
+from common.row import Row
 from common.runtime import DB_POOL
 from tenants import domain, repo, service
+from tenants.app import SETTINGS
 from tenants.schemas import (
     ApiKey,
     ApiKeyCreate,
@@ -29,13 +33,11 @@ from tenants.schemas import (
     TenantSettingsOut,
     role_label,
 )
-from tenants.settings import Settings
 
 api = Api("Marketpay tenants")
-SETTINGS = web.AppKey("settings", Settings)
 
 
-def tenant_out(row: repo.Row) -> Tenant:
+def tenant_out(row: Row) -> Tenant:
     settings = domain.settings_from_row(row)
     return Tenant(
         id=row["id"],
@@ -59,31 +61,24 @@ def tenant_out(row: repo.Row) -> Tenant:
     )
 
 
-def supplier_out(row: repo.Row) -> Supplier:
-    return Supplier.model_validate(dict(row))
+def supplier_out(row: Mapping[str, Any] | asyncpg.Record) -> Supplier:
+    return Supplier.model_validate(dict(row.items()))
 
 
-def commission_out(row: repo.Row) -> Commission:
-    return Commission.model_validate(dict(row))
+def commission_out(row: Mapping[str, Any] | asyncpg.Record) -> Commission:
+    return Commission.model_validate(dict(row.items()))
 
 
-def api_key_out(row: repo.Row) -> ApiKey:
+def api_key_out(key: domain.ApiKeyState) -> ApiKey:
     return ApiKey(
-        id=row["id"],
-        role=role_label(row["role"], row["supplier_id"]),
-        supplier_id=row["supplier_id"],
-        name=row["name"],
-        prefix=row["prefix"],
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
+        id=key.id,
+        role=role_label(key.role, key.supplier_id),
+        supplier_id=key.supplier_id,
+        name=key.name,
+        prefix=key.prefix,
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
     )
-
-
-def _flag(query: dict[str, str], name: str) -> bool:
-    value = query.get(name, "false").lower()
-    if value not in ("true", "false"):
-        raise Unprocessable(f"{name} is true or false", code="parameter_invalid", param=name)
-    return value == "true"
 
 
 # --- tenants ----------------------------------------------------------------------------------
@@ -100,13 +95,13 @@ def _flag(query: dict[str, str], name: str) -> bool:
 )
 async def create_tenant(request: web.Request, call: Call[TenantCreate]) -> web.Response:
     environment = request.app[SETTINGS].api_key_environment
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         created = await service.create_tenant(conn, call.body, environment=environment)
     tenant = tenant_out(created.row)
     body = TenantCreated(
         **tenant.model_dump(),
         api_key=created.operator_key.key,
-        api_key_id=created.operator_key.row["id"],
+        api_key_id=created.operator_key.state.id,
     )
     return ok("tenant", body, status=201)
 
@@ -121,7 +116,10 @@ async def create_tenant(request: web.Request, call: Call[TenantCreate]) -> web.R
     tags=["platform"],
 )
 async def republish(request: web.Request, call: Call[None]) -> web.Response:
-    async with request.app[DB_POOL].acquire() as conn:
+    async with (
+        request.app[DB_POOL].acquire() as conn,
+        conn.transaction(isolation="repeatable_read"),
+    ):
         counts = await service.republish(conn)
     return ok("republished", Republished(**counts), id_=None, status=202)
 
@@ -148,7 +146,7 @@ async def get_tenant(request: web.Request, call: Call[None]) -> web.Response:
     tags=["tenant"],
 )
 async def patch_settings(request: web.Request, call: Call[SettingsPatch]) -> web.Response:
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         row = await service.update_settings(conn, call.tenant_id, call.body)
     return ok("tenant", tenant_out(row))
 
@@ -166,7 +164,7 @@ async def patch_settings(request: web.Request, call: Call[SettingsPatch]) -> web
     tags=["suppliers"],
 )
 async def create_supplier(request: web.Request, call: Call[SupplierCreate]) -> web.Response:
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         row = await service.create_supplier(conn, call.tenant_id, call.body)
     return ok("supplier", supplier_out(row), status=201)
 
@@ -177,23 +175,15 @@ async def create_supplier(request: web.Request, call: Call[SupplierCreate]) -> w
     roles=OPERATOR_OR_SUPPLIER,
     response=Supplier,
     list_response=True,
-    query=[("kyc_status", "only suppliers with this KYC status")],
+    query=repo.SUPPLIER_LIST,
     tags=["suppliers"],
 )
 async def list_suppliers(request: web.Request, call: Call[None]) -> web.Response:
-    kyc_status = call.query.get("kyc_status")
-    if kyc_status is not None and kyc_status not in domain.KYC_STATUSES:
-        raise Unprocessable(
-            "kyc_status is one of " + ", ".join(domain.KYC_STATUSES),
-            code="parameter_invalid",
-            param="kyc_status",
-        )
     async with request.app[DB_POOL].acquire() as conn:
         rows, info = await repo.supplier_page(
             conn,
             call.tenant_id,
-            PageRequest.from_query(call.query),
-            kyc_status=kyc_status,
+            call.query,
             only_id=call.principal.supplier_id if call.principal.role == "supplier" else None,
         )
     return page([supplier_out(r) for r in rows], info)
@@ -221,7 +211,7 @@ async def get_supplier(request: web.Request, call: Call[None]) -> web.Response:
     tags=["suppliers"],
 )
 async def patch_supplier(request: web.Request, call: Call[SupplierPatch]) -> web.Response:
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         row = await service.update_supplier(
             conn, call.tenant_id, request.match_info["id"], call.body
         )
@@ -240,7 +230,7 @@ async def patch_supplier(request: web.Request, call: Call[SupplierPatch]) -> web
     tags=["commissions"],
 )
 async def put_commission(request: web.Request, call: Call[CommissionPut]) -> web.Response:
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         row = await service.put_commission(
             conn, call.tenant_id, request.match_info["supplier_id"], call.body
         )
@@ -253,18 +243,12 @@ async def put_commission(request: web.Request, call: Call[CommissionPut]) -> web
     roles=OPERATOR,
     response=Commission,
     list_response=True,
-    query=[("include_inactive", "true to include replaced lines (history)")],
+    query=repo.COMMISSION_LIST,
     tags=["commissions"],
 )
 async def list_commissions(request: web.Request, call: Call[None]) -> web.Response:
-    include_inactive = _flag(call.query, "include_inactive")
     async with request.app[DB_POOL].acquire() as conn:
-        rows, info = await repo.commission_page(
-            conn,
-            call.tenant_id,
-            PageRequest.from_query(call.query),
-            include_inactive=include_inactive,
-        )
+        rows, info = await repo.commission_page(conn, call.tenant_id, call.query)
     return page([commission_out(r) for r in rows], info)
 
 
@@ -295,11 +279,11 @@ async def get_commission(request: web.Request, call: Call[None]) -> web.Response
 )
 async def create_api_key(request: web.Request, call: Call[ApiKeyCreate]) -> web.Response:
     environment = request.app[SETTINGS].api_key_environment
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         issued = await service.create_api_key(
             conn, call.tenant_id, call.body, environment=environment
         )
-    body = ApiKeyCreated(**api_key_out(issued.row).model_dump(), key=issued.key)
+    body = ApiKeyCreated(**api_key_out(issued.state).model_dump(), key=issued.key)
     return ok("api_key", body, status=201)
 
 
@@ -313,9 +297,7 @@ async def create_api_key(request: web.Request, call: Call[ApiKeyCreate]) -> web.
 )
 async def list_api_keys(request: web.Request, call: Call[None]) -> web.Response:
     async with request.app[DB_POOL].acquire() as conn:
-        rows, info = await repo.api_key_page(
-            conn, call.tenant_id, PageRequest.from_query(call.query)
-        )
+        rows, info = await repo.api_key_page(conn, call.tenant_id, call.query)
     return page([api_key_out(r) for r in rows], info)
 
 
@@ -327,6 +309,6 @@ async def list_api_keys(request: web.Request, call: Call[None]) -> web.Response:
     tags=["api-keys"],
 )
 async def revoke_api_key(request: web.Request, call: Call[None]) -> web.Response:
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         row = await service.revoke_api_key(conn, call.tenant_id, request.match_info["id"])
     return ok("api_key", api_key_out(row))

@@ -1,4 +1,5 @@
-"""The tenants service's wiring: the one place that builds the application from its settings."""
+"""The tenants service's wiring: the one place that builds the application from its settings,
+and the keys under which the application holds its parts."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from common.http.auth import Authenticator, KeyLookup, Principal
 from common.http.routing import AUTHENTICATOR
 from common.metrics import Metrics
 from tenants import service
-from tenants.api import SETTINGS, api
 from tenants.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SETTINGS = web.AppKey("settings", Settings)
 
 
 def key_lookup(pool: asyncpg.Pool) -> KeyLookup:
@@ -31,6 +32,8 @@ def key_lookup(pool: asyncpg.Pool) -> KeyLookup:
 
 
 def create_app(settings: Settings) -> web.Application:
+    from tenants.api import api  # the routes read this module's keys
+
     app = create_base_app(api, Metrics())
     app[SETTINGS] = settings
     app.cleanup_ctx.append(runtime.database(settings, "tenants", MIGRATIONS_DIR))

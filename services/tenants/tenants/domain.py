@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, Literal, get_args
 
@@ -23,6 +24,7 @@ from common.events import (
     SupplierUpserted,
     TenantUpserted,
 )
+from common.row import Row
 
 LOGISTIC_STATUSES: Final = (
     "WAITING_SHIPMENT",
@@ -172,7 +174,7 @@ def check_revocation(*, key_role: str, already_revoked: bool, other_active_opera
     return True
 
 
-def settings_from_row(row: Mapping[str, Any]) -> TenantSettings:
+def settings_from_row(row: Row) -> TenantSettings:
     return TenantSettings(
         merchant_account=row["merchant_account"],
         default_rate=row["default_rate"],
@@ -185,7 +187,7 @@ def settings_from_row(row: Mapping[str, Any]) -> TenantSettings:
     )
 
 
-def supplier_from_row(row: Mapping[str, Any]) -> SupplierState:
+def supplier_from_row(row: Row) -> SupplierState:
     return SupplierState(
         name=row["name"],
         kyc_status=row["kyc_status"],
@@ -195,7 +197,7 @@ def supplier_from_row(row: Mapping[str, Any]) -> SupplierState:
     )
 
 
-def tenant_event(row: Mapping[str, Any]) -> TenantUpserted:
+def tenant_event(row: Row) -> TenantUpserted:
     settings = settings_from_row(row)
     return TenantUpserted(
         tenant_id=row["id"],
@@ -215,7 +217,7 @@ def tenant_event(row: Mapping[str, Any]) -> TenantUpserted:
     )
 
 
-def supplier_event(row: Mapping[str, Any], commission_rate: Decimal | None) -> SupplierUpserted:
+def supplier_event(row: Row, commission_rate: Decimal | None) -> SupplierUpserted:
     state = supplier_from_row(row)
     return SupplierUpserted(
         tenant_id=row["tenant_id"],
@@ -230,13 +232,29 @@ def supplier_event(row: Mapping[str, Any], commission_rate: Decimal | None) -> S
     )
 
 
-def api_key_event(row: Mapping[str, Any]) -> ApiKeyUpserted:
+@dataclass(frozen=True)
+class ApiKeyState:
+    """An API key as stored: its hash and prefix, never the key."""
+
+    id: str
+    tenant_id: str
+    revision: int
+    key_hash: str
+    prefix: str
+    role: Role
+    supplier_id: str | None
+    name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def api_key_event(key: ApiKeyState) -> ApiKeyUpserted:
     return ApiKeyUpserted(
-        tenant_id=row["tenant_id"],
-        key_id=row["id"],
-        revision=row["revision"],
-        key_hash=row["key_hash"],
-        role=row["role"],
-        supplier_id=row["supplier_id"],
-        revoked=row["revoked_at"] is not None,
+        tenant_id=key.tenant_id,
+        key_id=key.id,
+        revision=key.revision,
+        key_hash=key.key_hash,
+        role=key.role,
+        supplier_id=key.supplier_id,
+        revoked=key.revoked_at is not None,
     )

@@ -1,6 +1,7 @@
-"""The tenants service's use cases. Each change runs in one transaction that locks the aggregate's
-row, bumps its `revision` and writes the aggregate's full-state event to the outbox, so the
-state and its event commit together and concurrent changes get consecutive revisions."""
+"""The tenants service's use cases. Each change runs in the caller's transaction (opened at the
+edge: the API handler), locks the aggregate's row, bumps its `revision` and writes the
+aggregate's full-state event to the outbox, so the state and its event commit together and
+concurrent changes get consecutive revisions."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import asyncpg
 from asyncpg import Record as Row
 
 from common.broker import publish_event
+from common.db.types import Conn
 from common.events import EventType
 from common.http.auth import Environment, Principal, generate_key, hash_key
 from tenants import domain, errors, repo
@@ -31,7 +33,7 @@ def new_id(prefix: str) -> str:
 @dataclass(frozen=True)
 class IssuedKey:
     key: str
-    row: Row
+    state: domain.ApiKeyState
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class CreatedTenant:
 
 
 async def create_tenant(
-    conn: asyncpg.Connection, body: TenantCreate, *, environment: Environment
+    conn: Conn, body: TenantCreate, *, environment: Environment
 ) -> CreatedTenant:
     settings = domain.TenantSettings(merchant_account=body.merchant_account)
     if body.settings is not None:
@@ -54,63 +56,61 @@ async def create_tenant(
             exc.param = f"settings.{exc.param}" if exc.param else "settings"
             raise errors.rule_violated(exc) from None
     tenant_id = new_id("ten")
-    async with conn.transaction():
-        if await repo.merchant_account_taken(conn, body.merchant_account):
-            raise errors.merchant_account_taken()
-        try:
-            row = await repo.insert_tenant(
-                conn,
-                tenant_id=tenant_id,
-                name=body.name,
-                psp=body.psp,
-                currency=body.currency,
-                settings=settings,
-            )
-        except asyncpg.UniqueViolationError:
-            raise errors.merchant_account_taken() from None
-        await _publish_tenant(conn, row)
-        key = await _issue_key(
+    if await repo.merchant_account_taken(conn, body.merchant_account):
+        raise errors.merchant_account_taken()
+    try:
+        row = await repo.insert_tenant(
             conn,
-            tenant_id,
-            domain.KeyRole(role="operator"),
-            name="first operator key",
-            environment=environment,
+            tenant_id=tenant_id,
+            name=body.name,
+            psp=body.psp,
+            currency=body.currency,
+            settings=settings,
         )
+    except asyncpg.UniqueViolationError:
+        raise errors.merchant_account_taken() from None
+    await _publish_tenant(conn, row)
+    key = await _issue_key(
+        conn,
+        tenant_id,
+        domain.KeyRole(role="operator"),
+        name="first operator key",
+        environment=environment,
+    )
     return CreatedTenant(row=row, operator_key=key)
 
 
-async def get_tenant(conn: asyncpg.Connection, tenant_id: str) -> Row:
+async def get_tenant(conn: Conn, tenant_id: str) -> Row:
     row = await repo.tenant(conn, tenant_id)
     if row is None:
         raise errors.tenant_not_found()
     return row
 
 
-async def update_settings(conn: asyncpg.Connection, tenant_id: str, body: SettingsPatch) -> Row:
-    async with conn.transaction():
-        row = await repo.tenant(conn, tenant_id, for_update=True)
-        if row is None:
-            raise errors.tenant_not_found()
-        current = domain.settings_from_row(row)
-        try:
-            updated = domain.apply_settings(current, body.changes())
-        except domain.RuleViolation as exc:
-            raise errors.rule_violated(exc) from None
-        if updated == current:
-            return row
-        if updated.merchant_account != current.merchant_account and (
-            await repo.merchant_account_taken(conn, updated.merchant_account, other_than=tenant_id)
-        ):
-            raise errors.merchant_account_taken()
-        try:
-            row = await repo.update_tenant_settings(conn, tenant_id, updated)
-        except asyncpg.UniqueViolationError:
-            raise errors.merchant_account_taken() from None
-        await _publish_tenant(conn, row)
+async def update_settings(conn: Conn, tenant_id: str, body: SettingsPatch) -> Row:
+    row = await repo.tenant(conn, tenant_id, for_update=True)
+    if row is None:
+        raise errors.tenant_not_found()
+    current = domain.settings_from_row(row)
+    try:
+        updated = domain.apply_settings(current, body.changes())
+    except domain.RuleViolation as exc:
+        raise errors.rule_violated(exc) from None
+    if updated == current:
+        return row
+    if updated.merchant_account != current.merchant_account and (
+        await repo.merchant_account_taken(conn, updated.merchant_account, other_than=tenant_id)
+    ):
+        raise errors.merchant_account_taken()
+    try:
+        row = await repo.update_tenant_settings(conn, tenant_id, updated)
+    except asyncpg.UniqueViolationError:
+        raise errors.merchant_account_taken() from None
+    await _publish_tenant(conn, row)
     return row
 
 
-async def _publish_tenant(conn: asyncpg.Connection, row: Row) -> None:
+async def _publish_tenant(conn: Conn, row: Row) -> None:
     await publish_event(
         conn,
         EventType.TENANT_UPSERTED,
@@ -123,7 +123,7 @@ async def _publish_tenant(conn: asyncpg.Connection, row: Row) -> None:
 # --- suppliers --------------------------------------------------------------------------------
 
 
-async def create_supplier(conn: asyncpg.Connection, tenant_id: str, body: SupplierCreate) -> Row:
+async def create_supplier(conn: Conn, tenant_id: str, body: SupplierCreate) -> Row:
     state = domain.SupplierState(
         name=body.name,
         kyc_status=body.kyc_status,
@@ -131,15 +131,14 @@ async def create_supplier(conn: asyncpg.Connection, tenant_id: str, body: Suppli
         payment_due_date_delay=body.payment_due_date_delay,
         payment_due_date_mode=body.payment_due_date_mode,
     )
-    async with conn.transaction():
-        row = await repo.insert_supplier(
-            conn, supplier_id=new_id("sup"), tenant_id=tenant_id, state=state
-        )
-        await _publish_supplier(conn, row)
+    row = await repo.insert_supplier(
+        conn, supplier_id=new_id("sup"), tenant_id=tenant_id, state=state
+    )
+    await _publish_supplier(conn, row)
     return row
 
 
-async def get_supplier(conn: asyncpg.Connection, principal: Principal, supplier_id: str) -> Row:
+async def get_supplier(conn: Conn, principal: Principal, supplier_id: str) -> Row:
     """A supplier key reads only itself; any other id reads as absent, as another tenant's."""
     assert principal.tenant_id is not None
     if principal.role == "supplier" and principal.supplier_id != supplier_id:
@@ -150,23 +149,20 @@ async def get_supplier(conn: asyncpg.Connection, principal: Principal, supplier_
     return row
 
 
-async def update_supplier(
-    conn: asyncpg.Connection, tenant_id: str, supplier_id: str, body: SupplierPatch
-) -> Row:
-    async with conn.transaction():
-        row = await repo.supplier(conn, tenant_id, supplier_id, for_update=True)
-        if row is None:
-            raise errors.supplier_not_found()
-        current = domain.supplier_from_row(row)
-        updated = domain.apply_supplier_changes(current, body.changes())
-        if updated == current:
-            return row
-        row = await repo.update_supplier(conn, supplier_id, updated)
-        await _publish_supplier(conn, row)
+async def update_supplier(conn: Conn, tenant_id: str, supplier_id: str, body: SupplierPatch) -> Row:
+    row = await repo.supplier(conn, tenant_id, supplier_id, for_update=True)
+    if row is None:
+        raise errors.supplier_not_found()
+    current = domain.supplier_from_row(row)
+    updated = domain.apply_supplier_changes(current, body.changes())
+    if updated == current:
+        return row
+    row = await repo.update_supplier(conn, supplier_id, updated)
+    await _publish_supplier(conn, row)
     return row
 
 
-async def _publish_supplier(conn: asyncpg.Connection, row: Row) -> None:
+async def _publish_supplier(conn: Conn, row: Row) -> None:
     commission = await repo.active_commission(conn, row["id"])
     await publish_event(
         conn,
@@ -180,34 +176,31 @@ async def _publish_supplier(conn: asyncpg.Connection, row: Row) -> None:
 # --- commissions ------------------------------------------------------------------------------
 
 
-async def put_commission(
-    conn: asyncpg.Connection, tenant_id: str, supplier_id: str, body: CommissionPut
-) -> Row:
+async def put_commission(conn: Conn, tenant_id: str, supplier_id: str, body: CommissionPut) -> Row:
     """Record a commission line for the supplier. The previous active line is kept as inactive
     history; `active: false` records the line inactive, leaving the supplier without one.
     Putting the rate that is already active changes nothing."""
-    async with conn.transaction():
-        supplier = await repo.supplier(conn, tenant_id, supplier_id, for_update=True)
-        if supplier is None:
-            raise errors.supplier_not_found(param="supplier_id")
-        current = await repo.active_commission(conn, supplier_id)
-        if body.active and current is not None and current["rate"] == body.rate:
-            return current
-        await repo.deactivate_commission(conn, supplier_id)
-        line = await repo.insert_commission(
-            conn,
-            commission_id=new_id("com"),
-            tenant_id=tenant_id,
-            supplier_id=supplier_id,
-            rate=body.rate,
-            active=body.active,
-        )
-        supplier = await repo.bump_supplier(conn, supplier_id)
-        await _publish_supplier(conn, supplier)
+    supplier = await repo.supplier(conn, tenant_id, supplier_id, for_update=True)
+    if supplier is None:
+        raise errors.supplier_not_found(param="supplier_id")
+    current = await repo.active_commission(conn, supplier_id)
+    if body.active and current is not None and current["rate"] == body.rate:
+        return current
+    await repo.deactivate_commission(conn, supplier_id)
+    line = await repo.insert_commission(
+        conn,
+        commission_id=new_id("com"),
+        tenant_id=tenant_id,
+        supplier_id=supplier_id,
+        rate=body.rate,
+        active=body.active,
+    )
+    supplier = await repo.bump_supplier(conn, supplier_id)
+    await _publish_supplier(conn, supplier)
     return line
 
 
-async def get_commission(conn: asyncpg.Connection, tenant_id: str, supplier_id: str) -> Row:
+async def get_commission(conn: Conn, tenant_id: str, supplier_id: str) -> Row:
     if await repo.supplier(conn, tenant_id, supplier_id) is None:
         raise errors.supplier_not_found(param="supplier_id")
     line = await repo.active_commission(conn, supplier_id)
@@ -220,22 +213,21 @@ async def get_commission(conn: asyncpg.Connection, tenant_id: str, supplier_id: 
 
 
 async def create_api_key(
-    conn: asyncpg.Connection, tenant_id: str, body: ApiKeyCreate, *, environment: Environment
+    conn: Conn, tenant_id: str, body: ApiKeyCreate, *, environment: Environment
 ) -> IssuedKey:
     try:
         role = domain.parse_role(body.role)
     except domain.RuleViolation as exc:
         raise errors.rule_violated(exc) from None
-    async with conn.transaction():
-        if role.supplier_id is not None and (
-            await repo.supplier(conn, tenant_id, role.supplier_id) is None
-        ):
-            raise errors.supplier_unknown()
-        return await _issue_key(conn, tenant_id, role, name=body.name, environment=environment)
+    if role.supplier_id is not None and (
+        await repo.supplier(conn, tenant_id, role.supplier_id) is None
+    ):
+        raise errors.supplier_unknown()
+    return await _issue_key(conn, tenant_id, role, name=body.name, environment=environment)
 
 
 async def _issue_key(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     role: domain.KeyRole,
     *,
@@ -243,7 +235,7 @@ async def _issue_key(
     environment: Environment,
 ) -> IssuedKey:
     key = generate_key(environment)
-    row = await repo.insert_api_key(
+    state = await repo.insert_api_key(
         conn,
         key_id=new_id("key"),
         tenant_id=tenant_id,
@@ -253,47 +245,37 @@ async def _issue_key(
         supplier_id=role.supplier_id,
         name=name,
     )
-    await _publish_api_key(conn, row)
-    return IssuedKey(key=key, row=row)
+    return IssuedKey(key=key, state=state)
 
 
-async def revoke_api_key(conn: asyncpg.Connection, tenant_id: str, key_id: str) -> Row:
-    async with conn.transaction():
-        # The tenant's row first (fixed order): revocations of one tenant are serialised, so
-        # two operators revoking each other's keys cannot leave the tenant without one.
-        if await repo.tenant(conn, tenant_id, for_update=True) is None:
-            raise errors.tenant_not_found()
-        row = await repo.api_key(conn, tenant_id, key_id, for_update=True)
-        if row is None:
-            raise errors.api_key_not_found()
-        try:
-            changes = domain.check_revocation(
-                key_role=row["role"],
-                already_revoked=row["revoked_at"] is not None,
-                other_active_operators=await repo.active_operator_keys(
-                    conn, tenant_id, other_than=key_id
-                ),
-            )
-        except domain.RuleViolation as exc:
-            raise errors.rule_violated(exc) from None
-        if not changes:
-            return row
-        row = await repo.revoke_api_key(conn, key_id)
-        await _publish_api_key(conn, row)
-    return row
+async def revoke_api_key(conn: Conn, tenant_id: str, key_id: str) -> domain.ApiKeyState:
+    """Load the key (after the tenant's row: revocations of one tenant are serialised, so two
+    operators revoking each other's keys cannot leave the tenant without one), decide
+    (`domain.check_revocation`), save (revoke and enqueue the event)."""
+    if await repo.tenant(conn, tenant_id, for_update=True) is None:
+        raise errors.tenant_not_found()
+    key = await repo.api_key(conn, tenant_id, key_id, for_update=True)
+    if key is None:
+        raise errors.api_key_not_found()
+    others = await repo.active_operator_keys(conn, tenant_id, other_than=key_id)
+    try:
+        changes = domain.check_revocation(
+            key_role=key.role,
+            already_revoked=key.revoked_at is not None,
+            other_active_operators=others,
+        )
+    except domain.RuleViolation as exc:
+        raise errors.rule_violated(exc) from None
+    if not changes:
+        return key
+    return await repo.revoke_api_key(conn, key_id)
 
 
-async def _publish_api_key(conn: asyncpg.Connection, row: Row) -> None:
-    await publish_event(
-        conn,
-        EventType.API_KEY_UPSERTED,
-        domain.api_key_event(row),
-        tenant_id=row["tenant_id"],
-        aggregate_id=row["id"],
-    )
+async def _republish_api_key(conn: Conn, row: Row) -> None:
+    await repo.publish_api_key(conn, repo.api_key_of(row))
 
 
-async def principal_for(conn: asyncpg.Connection, key_hash: str) -> Principal | None:
+async def principal_for(conn: Conn, key_hash: str) -> Principal | None:
     row = await repo.principal_by_hash(conn, key_hash)
     if row is None:
         return None
@@ -308,19 +290,19 @@ async def principal_for(conn: asyncpg.Connection, key_hash: str) -> Principal | 
 # --- republishing -----------------------------------------------------------------------------
 
 
-async def republish(conn: asyncpg.Connection) -> dict[str, int]:
+async def republish(conn: Conn) -> dict[str, int]:
     """Publish the full state of every tenant, supplier and API key again, as they are now
     (same revisions): a replica that has them ignores them, one that lacks them (a service
-    added later, a replica rebuilt) fills in. Revoked keys too, so revocations reach it."""
+    added later, a replica rebuilt) fills in. Revoked keys too, so revocations reach it. Runs in
+    the caller's repeatable-read transaction: one consistent snapshot."""
     counts: dict[str, int] = {}
-    async with conn.transaction(isolation="repeatable_read"):
-        for table, publish in (
-            ("tenants", _publish_tenant),
-            ("suppliers", _publish_supplier),
-            ("api_keys", _publish_api_key),
-        ):
-            rows = await repo.every(conn, table)
-            for row in rows:
-                await publish(conn, row)
-            counts[table] = len(rows)
+    for table, publish in (
+        ("tenants", _publish_tenant),
+        ("suppliers", _publish_supplier),
+        ("api_keys", _republish_api_key),
+    ):
+        rows = await repo.every(conn, table)
+        for row in rows:
+            await publish(conn, row)
+        counts[table] = len(rows)
     return counts

@@ -8,23 +8,15 @@ import json
 from aiohttp import web
 
 from common.http.envelope import ok, page
-from common.http.errors import BadRequest, Unprocessable
-from common.http.pagination import PageRequest
-from common.http.query import datetime_param
+from common.http.errors import BadRequest
 from common.http.routing import OPERATOR, Api, Call
 from common.money import Money
 from common.runtime import DB_POOL
 from webhooks import domain, errors, repo, service
-from webhooks.crypto import KeyBox
-from webhooks.ingestion import Ingestion, MerchantAccounts
+from webhooks.app import INGESTION, KEYBOX, MERCHANT_ACCOUNTS, SETTINGS
 from webhooks.schemas import HmacKey, HmacKeyPut, Notification, ReplayRequest, ReplayResult
-from webhooks.settings import Settings
 
 api = Api("Marketpay webhooks")
-SETTINGS = web.AppKey("settings", Settings)
-KEYBOX = web.AppKey("keybox", KeyBox)
-MERCHANT_ACCOUNTS = web.AppKey("merchant_accounts", MerchantAccounts)
-INGESTION = web.AppKey("ingestion", Ingestion)
 
 ACCEPTED = "[accepted]"
 
@@ -33,6 +25,10 @@ ACCEPTED = "[accepted]"
     "/v1/webhooks/psp/adyen",
     summary="Adyen standard notifications: answered [accepted] once the batch is stored",
     tags=["psp"],
+    # invalid_json / invalid_notification, hmac_signature_invalid, merchant_account_unknown,
+    # the body over the limit; the body is Adyen's, not described here
+    errors=(400, 401, 404, 413),
+    media_type="text/plain",
 )
 async def adyen_notifications(request: web.Request, _: Call[None]) -> web.Response:
     limit = request.app[SETTINGS].max_body_bytes
@@ -94,9 +90,8 @@ def notification_out(row: repo.Row) -> Notification:
     tags=["hmac-keys"],
 )
 async def put_hmac_key(request: web.Request, call: Call[HmacKeyPut]) -> web.Response:
-    row, added = await service.put_key(
-        request.app[DB_POOL], request.app[KEYBOX], call.tenant_id, call.body
-    )
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+        row, added = await service.put_key(conn, request.app[KEYBOX], call.tenant_id, call.body)
     request.app[MERCHANT_ACCOUNTS].forget(row["merchant_account"])
     return ok("hmac_key", key_out(row), status=201 if added else 200)
 
@@ -109,16 +104,10 @@ async def put_hmac_key(request: web.Request, call: Call[HmacKeyPut]) -> web.Resp
     tags=["hmac-keys"],
 )
 async def delete_hmac_key(request: web.Request, call: Call[None]) -> web.Response:
-    row = await service.revoke_key(request.app[DB_POOL], call.tenant_id, request.match_info["id"])
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+        row = await service.revoke_key(conn, call.tenant_id, request.match_info["id"])
     request.app[MERCHANT_ACCOUNTS].forget(row["merchant_account"])
     return ok("hmac_key", key_out(row))
-
-
-def _accepted(query: dict[str, str]) -> bool:
-    value = query.get("accepted", "true").lower()
-    if value not in ("true", "false"):
-        raise Unprocessable("accepted is true or false", code="parameter_invalid", param="accepted")
-    return value == "true"
 
 
 @api.get(
@@ -127,32 +116,12 @@ def _accepted(query: dict[str, str]) -> bool:
     roles=OPERATOR,
     response=Notification,
     list_response=True,
-    query=[
-        ("psp_reference", "the PSP's reference"),
-        ("event_code", "AUTHORISATION, CANCELLATION, ..."),
-        ("accepted", "true (default): stored notifications; false: refused deliveries"),
-        ("received_from", "ISO 8601, inclusive"),
-        ("received_to", "ISO 8601, inclusive"),
-        ("limit", "page size, 1..100"),
-        ("after_cursor", "cursor"),
-        ("before_cursor", "cursor"),
-    ],
+    query=repo.NOTIFICATION_LIST,
     tags=["notifications"],
 )
 async def list_notifications(request: web.Request, call: Call[None]) -> web.Response:
-    accepted = _accepted(call.query)
-    page_request = PageRequest.from_query(call.query)
     async with request.app[DB_POOL].acquire() as conn:
-        rows, info = await repo.notification_page(
-            conn,
-            call.tenant_id,
-            page_request,
-            accepted=accepted,
-            psp_reference=call.query.get("psp_reference"),
-            event_code=call.query.get("event_code"),
-            received_from=datetime_param(call.query, "received_from"),
-            received_to=datetime_param(call.query, "received_to"),
-        )
+        rows, info = await repo.notification_page(conn, call.tenant_id, call.query)
     return page([notification_out(r) for r in rows], info)
 
 
@@ -180,5 +149,6 @@ async def get_notification(request: web.Request, call: Call[None]) -> web.Respon
     tags=["notifications"],
 )
 async def replay_notifications(request: web.Request, call: Call[ReplayRequest]) -> web.Response:
-    replayed = await service.replay(request.app[DB_POOL], call.tenant_id, call.body)
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+        replayed = await service.replay(conn, call.tenant_id, call.body)
     return ok("replay", ReplayResult(replayed=replayed), id_="")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from common.cardholder import redact_card_numbers
+from common.events import PspNotificationReceived
+from common.money import Money
 
 COLON_FREE_FIELDS = (
     "pspReference",
@@ -176,27 +178,27 @@ def without_cardholder_data(item: Item) -> Item:
     return replace(item, raw=raw, reason=reason)
 
 
-def event_data(item: Item, *, notification_id: str, psp: str) -> dict[str, Any]:
+def event_data(item: Item, *, notification_id: str, psp: str) -> PspNotificationReceived:
     """The `psp.notification.received` payload of a stored item."""
     amount = (
-        {"value": item.amount_value, "currency": item.currency}
+        Money(value=item.amount_value, currency=item.currency)
         if item.amount_value is not None and item.currency is not None
         else None
     )
-    return {
-        "notification_id": notification_id,
-        "psp": psp,
-        "merchant_account": item.merchant_account,
-        "event_code": item.event_code,
-        "success": item.success,
-        "psp_reference": item.psp_reference,
-        "original_reference": item.original_reference,
-        "merchant_reference": item.merchant_reference,
-        "amount": amount,
-        "reason": item.reason,
-        "event_date": item.event_date,
-        "payment_method": item.payment_method,
-    }
+    return PspNotificationReceived(
+        notification_id=notification_id,
+        psp=psp,
+        merchant_account=item.merchant_account,
+        event_code=item.event_code,
+        success=item.success,
+        psp_reference=item.psp_reference,
+        original_reference=item.original_reference,
+        merchant_reference=item.merchant_reference,
+        amount=amount,
+        reason=item.reason,
+        event_date=item.event_date,
+        payment_method=item.payment_method,
+    )
 
 
 def is_hex_key(key: str) -> bool:

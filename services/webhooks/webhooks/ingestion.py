@@ -28,6 +28,7 @@ from prometheus_client import Counter, Histogram
 
 from common.broker.outbox import enqueue_many, new_envelope
 from common.db.group_commit import GroupCommit
+from common.db.types import Conn
 from common.events import Envelope, EventType
 from common.http.errors import ApiError
 from common.logging import get_logger
@@ -119,7 +120,7 @@ class MerchantAccounts:
         return account
 
 
-async def store(conn: asyncpg.Connection, batch: Sequence[Verified]) -> list[Outcome]:
+async def store(conn: Conn, batch: Sequence[Verified]) -> list[Outcome]:
     """Store a batch (the items of one or several requests) in the caller's transaction."""
     fresh = await repo.insert_notifications(
         conn, [(v.notification_id, v.tenant_id, v.psp, v.item) for v in batch]

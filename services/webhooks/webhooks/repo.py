@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from common.http.pagination import PageInfo, PageRequest, fetch_page
+from common.db.types import Conn
+from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
 from webhooks.crypto import Sealed
 from webhooks.domain import Item
 
@@ -21,7 +22,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
 
 
-async def tenant_of_merchant_account(conn: asyncpg.Connection, merchant_account: str) -> str | None:
+async def tenant_of_merchant_account(conn: Conn, merchant_account: str) -> str | None:
     tenant_id: str | None = await conn.fetchval(
         "SELECT tenant_id FROM replica_tenants WHERE merchant_account = $1"
         " ORDER BY updated_at DESC LIMIT 1",
@@ -30,7 +31,7 @@ async def tenant_of_merchant_account(conn: asyncpg.Connection, merchant_account:
     return tenant_id
 
 
-async def active_keys(conn: asyncpg.Connection, tenant_id: str, merchant_account: str) -> list[Row]:
+async def active_keys(conn: Conn, tenant_id: str, merchant_account: str) -> list[Row]:
     return list(
         await conn.fetch(
             "SELECT id, tenant_id, merchant_account, nonce, ciphertext, encryption_key_id,"
@@ -44,9 +45,9 @@ async def active_keys(conn: asyncpg.Connection, tenant_id: str, merchant_account
 
 
 async def insert_key(
-    conn: asyncpg.Connection, key_id: str, tenant_id: str, merchant_account: str, sealed: Sealed
+    conn: Conn, key_id: str, tenant_id: str, merchant_account: str, sealed: Sealed
 ) -> Row:
-    row: Row = await conn.fetchrow(
+    row = await conn.fetchrow(
         "INSERT INTO hmac_keys"
         " (id, tenant_id, merchant_account, nonce, ciphertext, encryption_key_id)"
         " VALUES ($1, $2, $3, $4, $5, $6)"
@@ -58,10 +59,11 @@ async def insert_key(
         sealed.ciphertext,
         sealed.key_id,
     )
+    assert row is not None  # RETURNING the row just written
     return row
 
 
-async def revoke_key(conn: asyncpg.Connection, tenant_id: str, key_id: str) -> Row | None:
+async def revoke_key(conn: Conn, tenant_id: str, key_id: str) -> Row | None:
     row: Row | None = await conn.fetchrow(
         "UPDATE hmac_keys SET revoked_at = coalesce(revoked_at, now())"
         " WHERE id = $1 AND tenant_id = $2"
@@ -72,7 +74,7 @@ async def revoke_key(conn: asyncpg.Connection, tenant_id: str, key_id: str) -> R
     return row
 
 
-async def lock_tenant(conn: asyncpg.Connection, tenant_id: str) -> Row | None:
+async def lock_tenant(conn: Conn, tenant_id: str) -> Row | None:
     row: Row | None = await conn.fetchrow(
         "SELECT tenant_id, merchant_account FROM replica_tenants WHERE tenant_id = $1 FOR UPDATE",
         tenant_id,
@@ -80,9 +82,7 @@ async def lock_tenant(conn: asyncpg.Connection, tenant_id: str) -> Row | None:
     return row
 
 
-async def insert_notifications(
-    conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str, Item]]
-) -> set[str]:
+async def insert_notifications(conn: Conn, rows: Sequence[tuple[str, str, str, Item]]) -> set[str]:
     """Insert `(notification id, tenant id, psp, item)` rows; return the ids of those that were
     new (a duplicate of a stored notification, or of an earlier row, is skipped)."""
     if not rows:
@@ -115,9 +115,7 @@ async def insert_notifications(
     return {row["id"] for row in inserted}
 
 
-async def stored_originals(
-    conn: asyncpg.Connection, items: Sequence[tuple[str, Item]]
-) -> list[Row]:
+async def stored_originals(conn: Conn, items: Sequence[tuple[str, Item]]) -> list[Row]:
     """The stored notification with the dedupe key of each `(psp, item)`, in the same order."""
     rows = await conn.fetch(
         "SELECT k.n, s.id, s.tenant_id, s.psp_reference, s.amount, s.currency"
@@ -136,9 +134,7 @@ async def stored_originals(
     return list(rows)
 
 
-async def insert_anomalies(
-    conn: asyncpg.Connection, anomalies: Sequence[tuple[Row, str, Item]]
-) -> None:
+async def insert_anomalies(conn: Conn, anomalies: Sequence[tuple[Row, str, Item]]) -> None:
     """Record `(stored original, kind, received item)` anomalies."""
     if not anomalies:
         return
@@ -161,7 +157,7 @@ async def insert_anomalies(
 
 
 async def log_security_event(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     psp: str,
     reason: str,
@@ -209,39 +205,40 @@ _REFUSED_COLUMNS = (
 )
 
 
+NOTIFICATION_LIST = ListSpec(
+    table="notifications",
+    columns=_NOTIFICATION_COLUMNS,
+    filters=(
+        Filter("psp_reference", "psp_reference = {}", "the PSP's reference"),
+        Filter("event_code", "event_code = {}", "AUTHORISATION, CANCELLATION, ..."),
+        Filter(
+            "accepted",
+            None,
+            "true (default): stored notifications; false: refused deliveries",
+            "boolean",
+        ),
+        Filter("received_from", "created_at >= {}", "ISO 8601, inclusive", "datetime"),
+        Filter("received_to", "created_at <= {}", "ISO 8601, inclusive", "datetime"),
+    ),
+)
+
+
 async def notification_page(
-    conn: asyncpg.Connection,
-    tenant_id: str,
-    request: PageRequest,
-    *,
-    accepted: bool,
-    psp_reference: str | None,
-    event_code: str | None,
-    received_from: datetime | None,
-    received_to: datetime | None,
+    conn: Conn, tenant_id: str, query: Mapping[str, str]
 ) -> tuple[list[Row], PageInfo]:
-    where = ["tenant_id = $1"]
-    args: list[Any] = [tenant_id]
-    for condition, value in (
-        ("psp_reference = ${}", psp_reference),
-        ("event_code = ${}", event_code),
-        ("created_at >= ${}", received_from),
-        ("created_at <= ${}", received_to),
-    ):
-        if value is not None:
-            args.append(value)
-            where.append(condition.format(len(args)))
-    return await fetch_page(
+    """Stored notifications, or (`accepted=false`) the refused deliveries."""
+    accepted = NOTIFICATION_LIST.value(query, "accepted", default=True)
+    return await fetch_list(
         conn,
-        table="notifications" if accepted else "security_log",
-        where=where,
-        args=args,
-        request=request,
-        columns=_NOTIFICATION_COLUMNS if accepted else _REFUSED_COLUMNS,
+        NOTIFICATION_LIST,
+        query,
+        scope=[("tenant_id = {}", tenant_id)],
+        table=None if accepted else "security_log",
+        columns=None if accepted else _REFUSED_COLUMNS,
     )
 
 
-async def notification(conn: asyncpg.Connection, tenant_id: str, id_: str) -> Row | None:
+async def notification(conn: Conn, tenant_id: str, id_: str) -> Row | None:
     row: Row | None = await conn.fetchrow(
         f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE tenant_id = $1 AND id = $2",
         tenant_id,
@@ -257,7 +254,7 @@ async def notification(conn: asyncpg.Connection, tenant_id: str, id_: str) -> Ro
 
 
 async def notifications_received(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     received_from: datetime,
     received_to: datetime,
@@ -279,9 +276,7 @@ async def notifications_received(
     )
 
 
-async def notifications_by_ids(
-    conn: asyncpg.Connection, tenant_id: str, ids: list[str]
-) -> list[Row]:
+async def notifications_by_ids(conn: Conn, tenant_id: str, ids: list[str]) -> list[Row]:
     return list(
         await conn.fetch(
             "SELECT id, tenant_id, psp, raw FROM notifications"

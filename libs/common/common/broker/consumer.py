@@ -44,13 +44,14 @@ from common.broker.topology import (
     declare_queue,
 )
 from common.db.pool import CONNECTION_ERRORS, connection_lost
-from common.events import Envelope
+from common.db.types import Conn
+from common.events import Envelope, EventType
 from common.logging import correlation, get_logger
 from common.metrics import Metrics
 
 log = get_logger("marketpay.consumer")
 
-Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+Handler = Callable[[Conn, Envelope], Awaitable[None]]
 Parser = Callable[[AbstractIncomingMessage], Envelope]
 
 ATTEMPT_HEADER = "x-attempt"
@@ -91,7 +92,8 @@ def tenant_payload(envelope: Envelope, model: type[M]) -> tuple[M, str]:
     if envelope.tenant_id is None:
         raise PoisonMessageError(f"{envelope.type} without a tenant_id")
     try:
-        return model.model_validate(envelope.data), envelope.tenant_id
+        # a tolerant reader: fields this consumer does not know are ignored
+        return model.model_validate(envelope.data, extra="ignore"), envelope.tenant_id
     except ValidationError as exc:
         raise PoisonMessageError(
             f"{envelope.type} payload invalid: {validation_summary(exc)}"
@@ -113,7 +115,7 @@ class InboxConsumer:
         connection: AbstractRobustConnection,
         names: Names,
         spec: QueueSpec,
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[str, Handler] | Mapping[EventType, Handler],
         parser: Parser = parse_envelope,
         prefetch: int = 50,
         metrics: Metrics | None = None,
@@ -125,7 +127,7 @@ class InboxConsumer:
         self._connection = connection
         self._names = names
         self._spec = spec
-        self._handlers = dict(handlers)
+        self._handlers: dict[str, Handler] = {str(k): v for k, v in handlers.items()}
         self._parser = parser
         self._prefetch = max(prefetch, batch_size)
         self._batch_size = batch_size
@@ -296,7 +298,7 @@ class InboxConsumer:
             return outcomes
 
     @contextlib.asynccontextmanager
-    async def _connection_for_work(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _connection_for_work(self) -> AsyncIterator[Conn]:
         """A pooled connection; a failure of the connection itself becomes
         `DatabaseUnavailableError`, so that the messages are held rather than retried."""
         try:

@@ -29,7 +29,8 @@ from structlog.contextvars import get_contextvars
 
 from common.broker.topology import Names, declare_exchanges
 from common.db.pool import reset_session
-from common.events import DOMAIN_EXCHANGE, Envelope, EventData, make_envelope
+from common.db.types import Conn
+from common.events import DOMAIN_EXCHANGE, Envelope, EventData, EventType, make_envelope
 from common.logging import current_correlation_id, get_logger, new_correlation_id
 from common.metrics import Metrics
 from common.wakeup import Wakeup
@@ -38,7 +39,7 @@ log = get_logger("marketpay.outbox")
 
 
 async def enqueue(
-    conn: asyncpg.Connection,
+    conn: Conn,
     envelope: Envelope,
     *,
     aggregate_id: str | None = None,
@@ -60,7 +61,7 @@ async def enqueue(
 
 
 async def enqueue_many(
-    conn: asyncpg.Connection,
+    conn: Conn,
     events: Sequence[tuple[Envelope, str | None]],
     *,
     exchange: str = DOMAIN_EXCHANGE,
@@ -84,8 +85,8 @@ async def enqueue_many(
 
 
 def new_envelope(
-    event_type: str,
-    data: EventData | dict[str, Any],
+    event_type: EventType,
+    data: EventData,
     *,
     tenant_id: str | None,
     correlation_id: str | None = None,
@@ -103,9 +104,9 @@ def new_envelope(
 
 
 async def publish_event(
-    conn: asyncpg.Connection,
-    event_type: str,
-    data: EventData | dict[str, Any],
+    conn: Conn,
+    event_type: EventType,
+    data: EventData,
     *,
     tenant_id: str | None,
     aggregate_id: str | None,
@@ -118,8 +119,8 @@ async def publish_event(
 
 
 async def publish_events(
-    conn: asyncpg.Connection,
-    events: Sequence[tuple[str, EventData | dict[str, Any]]],
+    conn: Conn,
+    events: Sequence[tuple[EventType, EventData]],
     *,
     tenant_id: str | None,
     aggregate_id: str | None,
@@ -210,7 +211,7 @@ class OutboxRelay:
                 self.is_leader = False
                 await reset_session(conn)  # the lock and the LISTEN go
 
-    async def _publish_loop(self, conn: asyncpg.Connection) -> None:
+    async def _publish_loop(self, conn: Conn) -> None:
         passes = 0
         while True:
             published = await self.publish_pending(conn)
@@ -223,7 +224,7 @@ class OutboxRelay:
     async def _sleep(self) -> None:
         await self._wakeup.sleep(self._poll_interval)
 
-    async def publish_pending(self, conn: asyncpg.Connection) -> int:
+    async def publish_pending(self, conn: Conn) -> int:
         """One pass: claim a batch, publish it, mark what the broker confirmed."""
         batch = await self.claim(conn)
         if self._metrics:
@@ -236,7 +237,7 @@ class OutboxRelay:
             raise error
         return len(confirmed)
 
-    async def claim(self, conn: asyncpg.Connection) -> list[PendingEvent]:
+    async def claim(self, conn: Conn) -> list[PendingEvent]:
         rows = await conn.fetch(
             "SELECT seq, id, exchange, routing_key, envelope FROM outbox"
             " WHERE published_at IS NULL ORDER BY seq LIMIT $1",
@@ -266,7 +267,7 @@ class OutboxRelay:
             confirmed.append(event.seq)
         return confirmed, None
 
-    async def mark_sent(self, conn: asyncpg.Connection, seqs: Sequence[int]) -> None:
+    async def mark_sent(self, conn: Conn, seqs: Sequence[int]) -> None:
         if not seqs:
             return
         await conn.execute(
@@ -275,7 +276,7 @@ class OutboxRelay:
         if self._metrics:
             self._metrics.outbox_published.inc(len(seqs))
 
-    async def purge_published(self, conn: asyncpg.Connection) -> None:
+    async def purge_published(self, conn: Conn) -> None:
         await conn.execute(
             "DELETE FROM outbox WHERE published_at < now() - make_interval(days => $1)",
             self._retention_days,

@@ -2,5 +2,14 @@
 
 from common.db.migrations import MigrationError, apply_migrations
 from common.db.pool import create_pool, provision_service, snapshot
+from common.db.types import Conn, Row
 
-__all__ = ["MigrationError", "apply_migrations", "create_pool", "provision_service", "snapshot"]
+__all__ = [
+    "Conn",
+    "MigrationError",
+    "Row",
+    "apply_migrations",
+    "create_pool",
+    "provision_service",
+    "snapshot",
+]

@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 import asyncpg
 
 from common.db.pool import CONNECTION_ERRORS, connection_lost
+from common.db.types import Conn
 from common.logging import get_logger
 
 log = get_logger("marketpay.group_commit")
@@ -32,7 +33,7 @@ log = get_logger("marketpay.group_commit")
 T = TypeVar("T")
 R = TypeVar("R")
 
-Apply = Callable[[asyncpg.Connection, Sequence[T]], Awaitable[Sequence[R]]]
+Apply = Callable[[Conn, Sequence[T]], Awaitable[Sequence[R]]]
 
 
 class StorageUnavailableError(Exception):

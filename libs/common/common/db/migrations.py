@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
+from common.db.types import Conn
 
 COMMON_MIGRATIONS = Path(__file__).resolve().parent.parent / "sql"
 _NAME = re.compile(r"^(?P<version>\d{3,})_(?P<name>[a-z0-9_]+)\.sql$")
@@ -53,9 +53,7 @@ def load_migrations(component: str, directory: Path) -> list[Migration]:
     return found
 
 
-async def apply_migrations(
-    conn: asyncpg.Connection, schema: str, components: dict[str, Path]
-) -> list[str]:
+async def apply_migrations(conn: Conn, schema: str, components: dict[str, Path]) -> list[str]:
     """Apply pending migrations of each component, in order; return what was applied."""
     plan = [m for component, d in components.items() for m in load_migrations(component, d)]
     applied: list[str] = []

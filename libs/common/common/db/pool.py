@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from common.db.types import Conn
+
 # What a lost or unreachable database raises: the operation did not happen, retry it later.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -20,7 +22,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def connection_lost(exc: BaseException, conn: asyncpg.Connection | None = None) -> bool:
+def connection_lost(exc: BaseException, conn: Conn | None = None) -> bool:
     """Whether `exc` means the database connection was lost, not that the work was wrong:
     a connection error anywhere in its chain, or a connection that is now closed. (asyncpg
     reports a loss inside a transaction as an `InterfaceError` from the transaction's exit,
@@ -38,7 +40,7 @@ def connection_lost(exc: BaseException, conn: asyncpg.Connection | None = None) 
         return True
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: Conn) -> None:
     await conn.set_type_codec(
         "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
     )
@@ -47,7 +49,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def _no_session_reset(conn: asyncpg.Connection) -> None:
+async def _no_session_reset(conn: Conn) -> None:
     """The pool's reset on release: nothing beyond asyncpg's own cleanup (which still rolls
     back a transaction left open and forgets listeners on the client side).
 
@@ -58,7 +60,7 @@ async def _no_session_reset(conn: asyncpg.Connection) -> None:
     their connection themselves (`reset_session`) before giving it back."""
 
 
-async def reset_session(conn: asyncpg.Connection, timeout_s: float = 2.0) -> None:
+async def reset_session(conn: Conn, timeout_s: float = 2.0) -> None:
     """For code that LISTENs or takes session advisory locks on a pooled connection: undo it
     before the connection goes back (the pool does not). Bounded, so a stuck connection cannot
     hold up a shutdown; a connection that cannot be reset is terminated (its locks and
@@ -88,7 +90,7 @@ async def create_pool(
 
 
 @asynccontextmanager
-async def snapshot(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+async def snapshot(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
     """A read-only connection whose statements all see one snapshot: a view built from several
     queries (a payment and its timeline) never mixes states from before and after a commit."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -101,9 +103,7 @@ def _ident(name: str) -> str:
     return f'"{name}"'
 
 
-async def provision_service(
-    admin: asyncpg.Connection, *, schema: str, role: str, password: str | None
-) -> None:
+async def provision_service(admin: Conn, *, schema: str, role: str, password: str | None) -> None:
     """Create a service's role and schema; the role can use its schema and nothing else.
 
     Run with an administrator's connection by `make up`, deployment jobs and test fixtures.

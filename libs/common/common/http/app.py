@@ -120,6 +120,10 @@ def metrics_middleware(metrics: Metrics) -> Middleware:
     return observe
 
 
+MAX_HEADER_BYTES = 65_536
+"""The longest header field or request line a service reads (aiohttp's default is 8190)."""
+
+
 def create_base_app(
     api: Api,
     metrics: Metrics,
@@ -135,6 +139,11 @@ def create_base_app(
             *extra_middlewares,
         ],
         client_max_size=client_max_size,
+        # aiohttp answers a header or request line over its limit (8190 bytes) itself, in
+        # plain text, before any middleware runs; a higher limit lets such requests reach the
+        # validation that answers with the JSON error envelope (a 10,000-character
+        # Idempotency-Key is a 400 idempotency_key_invalid, not a bare 400 echoing it)
+        handler_args={"max_field_size": MAX_HEADER_BYTES, "max_line_size": MAX_HEADER_BYTES},
     )
     app[METRICS] = metrics
     app[READINESS] = []

@@ -18,6 +18,7 @@ from datetime import timedelta
 
 import asyncpg
 
+from common.db.types import Conn
 from common.http.errors import BadRequest, Conflict, Unprocessable
 
 MAX_KEY_LENGTH = 255
@@ -95,7 +96,7 @@ class IdempotencyStore:
                 return await self._existing(conn, scope, key, fingerprint)
 
     async def _existing(
-        self, conn: asyncpg.Connection, scope: str, key: str, fingerprint: str
+        self, conn: Conn, scope: str, key: str, fingerprint: str
     ) -> StoredResponse | None:
         """A key already claimed: replay its response, take over its expired lease, or raise."""
         row = await conn.fetchrow(

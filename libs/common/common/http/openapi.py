@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from common.http.pagination import Filter
 from common.http.routing import Api, Endpoint
 
 _REF = "#/components/schemas/{model}"
@@ -91,13 +92,18 @@ def _operation(
     elif endpoint.auth is not None:
         operation["security"] = [{"apiKey": []}]
         operation["description"] = (endpoint.auth.__doc__ or "A client token.").strip()
-    for name, description in endpoint.query:
+    for item in endpoint.query:
+        name, description, schema = (
+            (item.param, item.description, item.schema())
+            if isinstance(item, Filter)
+            else (item[0], item[1], {"type": "string"})
+        )
         operation["parameters"].append(
             {
                 "name": name,
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string"},
+                "schema": schema,
                 "description": description,
             }
         )
@@ -128,11 +134,28 @@ def _operation(
         }
     operation["responses"][str(endpoint.status)] = {
         "description": "success",
-        "content": {"application/json": {"schema": _success(endpoint, ref)}},
+        "content": (
+            {"application/json": {"schema": _success(endpoint, ref)}}
+            if endpoint.media_type == "application/json"
+            else {endpoint.media_type: {"schema": {"type": "string"}}}
+        ),
     }
-    error_statuses = ["400", "422"] if endpoint.body is not None else []
-    if endpoint.list_response:
-        error_statuses.append("422")  # cursor_invalid
+    error_statuses = _error_statuses(endpoint)
+    for status in sorted(set(error_statuses)):
+        operation["responses"][status] = {
+            "description": "error",
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
+        }
+    return operation
+
+
+def _error_statuses(endpoint: Endpoint) -> list[str]:
+    """Every error status the endpoint's declaration implies (handlers add their own)."""
+    error_statuses: list[str] = ["400", "422"] if endpoint.body is not None else []
+    if endpoint.list_response or endpoint.query or "{" in endpoint.path:
+        # cursor_invalid, parameter_invalid, invalid_characters (a NUL byte in a path id or
+        # a query value)
+        error_statuses.append("422")
     if endpoint.idempotent:
         error_statuses += ["400", "422"]  # idempotency_key_required, idempotency_params_mismatch
     if endpoint.roles is not None:
@@ -143,12 +166,8 @@ def _operation(
         error_statuses.append("404")
     if endpoint.idempotent:
         error_statuses.append("409")
-    for status in sorted(set(error_statuses)):
-        operation["responses"][status] = {
-            "description": "error",
-            "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
-        }
-    return operation
+    error_statuses += [str(status) for status in endpoint.errors]
+    return error_statuses
 
 
 def _success(

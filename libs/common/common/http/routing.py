@@ -35,6 +35,7 @@ from common.http.idempotency import (
     request_fingerprint,
     validate_key,
 )
+from common.http.pagination import Filter, ListSpec
 
 B = TypeVar("B", bound=BaseModel | None)
 
@@ -79,10 +80,12 @@ class Endpoint:
     list_response: bool = False
     status: int = 200
     idempotent: bool = False
-    query: tuple[tuple[str, str], ...] = ()
+    query: tuple[tuple[str, str] | Filter, ...] = ()
     tags: tuple[str, ...] = ()
     auth: CustomAuth | None = None
     body_required: bool = True  # False: an empty body means the model's defaults
+    errors: tuple[int, ...] = ()  # error statuses the handler answers beyond the declared ones
+    media_type: str = "application/json"  # of the success response
 
 
 class Api:
@@ -103,10 +106,12 @@ class Api:
         list_response: bool = False,
         status: int = 200,
         idempotent: bool = False,
-        query: Collection[tuple[str, str]] = (),
+        query: Collection[tuple[str, str] | Filter] | ListSpec = (),
         tags: Collection[str] = (),
         auth: CustomAuth | None = None,
         body_required: bool = True,
+        errors: Collection[int] = (),
+        media_type: str = "application/json",
     ) -> Callable[[Handler], Handler]:
         if roles is not None and auth is not None:
             raise ValueError("an endpoint takes API-key roles or a custom auth, not both")
@@ -126,10 +131,12 @@ class Api:
                     list_response=list_response,
                     status=status,
                     idempotent=idempotent,
-                    query=tuple(query),
+                    query=query.filters if isinstance(query, ListSpec) else tuple(query),
                     tags=tuple(tags),
                     auth=auth,
                     body_required=body_required,
+                    errors=tuple(errors),
+                    media_type=media_type,
                 )
             )
             return handler
@@ -206,6 +213,25 @@ def _refuse_unstorable_text(value: object, loc: tuple[str, ...]) -> None:
             _refuse_unstorable_text(item, (*loc, str(index)))
 
 
+def check_storable_params(request: web.Request) -> None:
+    """Path ids and query values that no PostgreSQL text can hold (a NUL byte, a lone
+    surrogate) are a 422 `invalid_characters` naming the parameter, not a 500 when a query
+    binds them."""
+    for name, value in request.match_info.items():
+        _refuse_unstorable_param(name, value)
+    for name, value in request.query.items():
+        _refuse_unstorable_param(name, value)
+
+
+def _refuse_unstorable_param(name: str, value: str) -> None:
+    if "\x00" in value or "\x00" in name or not _encodable(value) or not _encodable(name):
+        raise Unprocessable(
+            f"{name}: contains characters that are not allowed",
+            code="invalid_characters",
+            param=name,
+        )
+
+
 def _encodable(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -222,6 +248,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             principal = await endpoint.auth(request)
         else:
             principal = ANONYMOUS
+        check_storable_params(request)
         body = (
             await parse_body(request, endpoint.body, required=endpoint.body_required)
             if endpoint.body is not None

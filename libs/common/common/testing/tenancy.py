@@ -10,7 +10,9 @@ import aio_pika
 from common.events import (
     ApiKeyUpserted,
     CaptureMode,
+    Envelope,
     EventData,
+    EventType,
     Role,
     SupplierUpserted,
     TenantUpserted,
@@ -81,28 +83,39 @@ def api_key_upserted(
 async def publish(
     amqp_url: str,
     exchange_name: str,
-    events: Sequence[tuple[str, EventData]],
+    events: Sequence[tuple[EventType, EventData]],
     *,
     tenant_id: str | None = None,
 ) -> None:
     """Publish `(event type, payload)` events with confirms, as their producers would; the
     envelope's tenant is `tenant_id`, else the payload's `tenant_id` when it has one."""
+    envelopes = [
+        make_envelope(
+            event_type,
+            data,
+            tenant_id=tenant_id or getattr(data, "tenant_id", None),
+            correlation_id="test",
+        )
+        for event_type, data in events
+    ]
+    await publish_envelopes(amqp_url, exchange_name, envelopes)
+
+
+async def publish_envelopes(
+    amqp_url: str, exchange_name: str, envelopes: Sequence[Envelope]
+) -> None:
+    """Publish ready-made envelopes with confirms, routed by their type (a test may build one
+    that no producer would, e.g. with a field a newer producer adds)."""
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(exchange_name)
-        for event_type, data in events:
-            envelope = make_envelope(
-                event_type,
-                data,
-                tenant_id=tenant_id or getattr(data, "tenant_id", None),
-                correlation_id="test",
-            )
+        for envelope in envelopes:
             await exchange.publish(
                 aio_pika.Message(
                     envelope.model_dump_json().encode(),
                     message_id=str(envelope.id),
                     content_type="application/json",
                 ),
-                routing_key=event_type,
+                routing_key=envelope.type,
             )

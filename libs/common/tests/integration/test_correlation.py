@@ -19,6 +19,9 @@ from common.logging import configure_logging, current_correlation_id, get_logger
 from common.metrics import Metrics
 from common.runtime import DB_POOL
 from common.testing.apps import running
+from common.testing.events import Probe, probe_type
+
+THING_MADE = probe_type("thing.made")
 
 
 async def test_a_correlation_id_travels_from_request_to_consumer(
@@ -34,7 +37,7 @@ async def test_a_correlation_id_travels_from_request_to_consumer(
     @api.post("/things", summary="make a thing", roles=None)
     async def make_thing(request: web.Request, call: Call[None]) -> web.Response:
         async with request.app[DB_POOL].acquire() as conn, conn.transaction():
-            await publish_event(conn, "thing.made", {"n": 1}, tenant_id="t", aggregate_id="a")
+            await publish_event(conn, THING_MADE, Probe(n=1), tenant_id="t", aggregate_id="a")
         return web.json_response({"ok": True})
 
     async def no_keys(_: str) -> None:

@@ -14,6 +14,7 @@ from common.broker import enqueue_many
 from common.db import create_pool
 from common.db.group_commit import GroupCommit, StorageUnavailableError
 from common.events import make_envelope
+from common.testing.events import Probe, probe_type
 from common.testing.fixtures import dsn_with
 from common.testing.tcpproxy import TcpProxy
 
@@ -118,7 +119,7 @@ async def test_a_lost_database_fails_waiting_requests_with_nothing_stored(
 async def test_enqueue_many_writes_every_event_in_order_in_the_transaction(service_pool):
     # given
     envelopes = [
-        make_envelope("probe.happened", {"n": n}, tenant_id="t1", correlation_id="c")
+        make_envelope(probe_type("probe.happened"), Probe(n=n), tenant_id="t1", correlation_id="c")
         for n in range(5)
     ]
     # when one transaction enqueues them and another rolls back
@@ -127,7 +128,7 @@ async def test_enqueue_many_writes_every_event_in_order_in_the_transaction(servi
 
     async def enqueue_then_fail() -> None:
         async with service_pool.acquire() as conn, conn.transaction():
-            lost = make_envelope("x.y", {}, tenant_id=None, correlation_id="c")
+            lost = make_envelope(probe_type("x.y"), Probe(), tenant_id=None, correlation_id="c")
             await enqueue_many(conn, [(lost, None)])
             raise RuntimeError("rolled back")
 

@@ -201,6 +201,20 @@ async def test_keys_of_1_to_255_characters_are_accepted_and_longer_ones_refused(
     assert await probe.count("SELECT count(*) FROM charges") == 2
 
 
+async def test_a_key_over_aiohttps_header_limit_gets_the_json_error_envelope(probe):
+    # given a key longer than aiohttp's default header limit (8190 bytes)
+    key = "k" * 10_000
+    # when
+    status, body, headers = await probe.post("/v1/charges", charge("d"), key=key)
+    # then the service's own validation answers, in JSON, without echoing the header
+    assert status == 400
+    assert headers["Content-Type"].startswith("application/json")
+    assert body["error"]["code"] == "idempotency_key_invalid"
+    assert body["error"]["param"] == "Idempotency-Key"
+    assert key not in json.dumps(body)
+    assert await probe.count("SELECT count(*) FROM charges") == 0
+
+
 async def test_concurrent_requests_with_one_key_have_one_effect(probe):
     # when 20 clients send the same slow request at once
     results = await asyncio.gather(

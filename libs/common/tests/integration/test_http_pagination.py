@@ -281,7 +281,7 @@ async def test_both_cursors_at_once_is_a_422(probe):
 
 @pytest.mark.parametrize(
     ("limit", "expected"),
-    [(None, 25), (100, 100), (101, 100), (500, 100), ("abc", 25), ("2.5", 25), (0, 1), (-3, 1)],
+    [(None, 25), (100, 100), (101, 100), (500, 100), (0, 1), (-3, 1), ("9" * 30, 100)],
 )
 async def test_limit_defaults_to_25_and_clamps_to_1_to_100(probe, limit, expected):
     # given
@@ -295,6 +295,30 @@ async def test_limit_defaults_to_25_and_clamps_to_1_to_100(probe, limit, expecte
     assert status == 200
     assert len(body["data"]) == expected
     assert body["page_info"]["has_next"]
+
+
+@pytest.mark.parametrize("limit", ["abc", "2.5", "null", "", "1e3", " 5", "٣"])
+async def test_a_limit_that_is_not_an_integer_is_a_422(probe, limit):
+    # when
+    status, body = await probe.fetch(limit=limit)
+    # then
+    assert status == 422
+    assert body["error"]["code"] == "parameter_invalid"
+    assert body["error"]["param"] == "limit"
+
+
+@pytest.mark.parametrize("name", ["kinds", "limit", "after_cursor", "free_text"])
+@pytest.mark.parametrize("value", ["a\x00b", "\x00"])
+async def test_a_query_value_with_a_nul_byte_is_a_422(probe, name, value):
+    # when
+    status, body = await probe.fetch(**{name: value})
+    # then
+    assert status == 422
+    assert body["error"] == {
+        "code": "invalid_characters",
+        "message": f"{name}: contains characters that are not allowed",
+        "param": name,
+    }
 
 
 async def test_uuid_and_integer_ids_paginate_too(service_db):

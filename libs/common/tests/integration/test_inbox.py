@@ -15,12 +15,13 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from common.broker import InboxConsumer, Names, QueueSpec
-from common.events import DOMAIN_EXCHANGE, Envelope, make_envelope
+from common.events import DOMAIN_EXCHANGE, Envelope, EventType, make_envelope
 from common.metrics import Metrics
+from common.testing.events import Probe, probe_type
 from common.testing.waiting import eventually
 
-EVENT = "probe.happened"
-OTHER = "probe.unhandled"
+EVENT = probe_type("probe.happened")
+OTHER = probe_type("probe.unhandled")
 SPEC = QueueSpec("probe", [(DOMAIN_EXCHANGE, "probe.*")], retry_delays_ms=(200, 400))
 
 
@@ -98,8 +99,8 @@ async def harness(pool, connection, names, *, batch_size: int = 1) -> AsyncItera
         await channel.close()
 
 
-def event(label: str, event_type: str = EVENT) -> Envelope:
-    return make_envelope(event_type, {"label": label}, tenant_id="t1", correlation_id="c1")
+def event(label: str, event_type: EventType = EVENT) -> Envelope:
+    return make_envelope(event_type, Probe(label=label), tenant_id="t1", correlation_id="c1")
 
 
 @pytest.mark.parametrize("batch_size", [1, 10])

@@ -18,11 +18,12 @@ from common.broker import InboxConsumer, OutboxRelay, QueueSpec, connect, publis
 from common.db import create_pool
 from common.events import DOMAIN_EXCHANGE, Envelope
 from common.metrics import Metrics
+from common.testing.events import Probe, probe_type
 from common.testing.fixtures import dsn_with
 from common.testing.tcpproxy import TcpProxy
 from common.testing.waiting import eventually
 
-EVENT = "probe.happened"
+EVENT = probe_type("probe.happened")
 
 
 @dataclass
@@ -108,7 +109,7 @@ def relay_for(pool, connection, names, schema, **kwargs) -> OutboxRelay:
 async def write(pool: asyncpg.Pool, aggregate: str, n: int, *, then_fail: bool = False) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await publish_event(
-            conn, EVENT, {"aggregate": aggregate, "n": n}, tenant_id="t1", aggregate_id=aggregate
+            conn, EVENT, Probe(aggregate=aggregate, n=n), tenant_id="t1", aggregate_id=aggregate
         )
         if then_fail:
             raise RuntimeError("state change failed")

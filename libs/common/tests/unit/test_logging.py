@@ -197,3 +197,56 @@ def test_standard_library_exceptions_are_redacted(log_lines):
     out, _ = log_lines()
     assert "4111 1111 1111 1111" not in out
     assert "RuntimeError" in out
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    [
+        "cap_061180053987f56e56d66ac8",  # a 12-digit Luhn-valid run inside a hex id
+        "pay_4111111111111111",  # a test PAN glued to a prefix is an id, not a card
+        "ntf_0611800539874111111111111111x",
+        "4111111111111111abc",
+    ],
+)
+def test_ids_that_contain_digit_runs_stay_intact(log_lines, identifier):
+    # given
+    log = get_logger("probe")
+    # when
+    log.info("captured", capture_id=identifier, note=f"capture {identifier} sent")
+    # then
+    _, lines = log_lines()
+    (line,) = [line for line in lines if line["event"] == "captured"]
+    assert line["capture_id"] == identifier
+    assert line["note"] == f"capture {identifier} sent"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("pan=4111111111111111;", f"pan={REDACTED};"),
+        ('{"number": "5555 4444 3333 1111"}', f'{{"number": "{REDACTED}"}}'),
+        ("card:4111-1111-1111-1111 exp 03/30", f"card:{REDACTED} exp 03/30"),
+        ("not luhn 4111111111111112 stays", "not luhn 4111111111111112 stays"),
+    ],
+)
+def test_only_luhn_valid_numbers_standing_alone_are_redacted(log_lines, text, expected):
+    # when
+    get_logger("probe").info("free text", note=text)
+    # then
+    _, lines = log_lines()
+    (line,) = [line for line in lines if line["event"] == "free text"]
+    assert line["note"] == expected
+
+
+def test_client_library_errors_are_warnings_and_the_services_own_stay_errors(log_lines):
+    # when
+    logging.getLogger("aiormq.connection").error("Unexpected connection close from remote")
+    logging.getLogger("asyncpg.pool").error("connection lost")
+    get_logger("marketpay.consumer").error("message dead-lettered")
+    # then
+    _, lines = log_lines()
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("aiormq.connection", "warning"),
+        ("asyncpg.pool", "warning"),
+        ("marketpay.consumer", "error"),
+    ]

@@ -289,10 +289,31 @@ async def test_another_tenants_client_token_cannot_pay_this_payment(checkout):
     b = await checkout.new_tenant()
     session_a = await new_session(checkout, a)
     session_b = await new_session(checkout, b)
-    # when B's token polls A's payment
+    before = await admin_payment(checkout, a, session_a["id"])
+    card = await checkout.tokenise("4242424242424242")
+    # when B's token polls A's payment, then tries to pay and to submit 3-D Secure details
     poll = await checkout.http.get(
         f"{checkout.url}/v1/shop/payments/{session_a['id']}",
         headers={"Authorization": f"Bearer {session_b['client_token']}"},
     )
+    paid = await pay(checkout, session_b, card)
+    details = await checkout.http.post(
+        f"{checkout.url}/v1/shop/payments/details",
+        json={"details": {"threeDSResult": "x"}, "payment_id": session_a["id"]},
+        headers={
+            "Authorization": f"Bearer {session_b['client_token']}",
+            "Idempotency-Key": uuid.uuid4().hex,
+        },
+    )
     # then
     assert poll.status == 401
+    # the token pays only the payment it was issued for: B's
+    assert paid.status == 200
+    assert (await paid.json())["data"]["id"] == session_b["id"]
+    assert details.status in (400, 409, 422)
+    # and A's payment is untouched: same status, same timeline, no PSP reference, no event
+    after = await admin_payment(checkout, a, session_a["id"])
+    assert after["status"] == before["status"] == "INIT_PAYMENT"
+    assert after["timeline"] == before["timeline"]
+    assert after["psp_reference"] is None
+    assert await outbox_types(checkout, session_a["id"]) == ["payment.created"]

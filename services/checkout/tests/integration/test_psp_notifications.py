@@ -5,7 +5,8 @@ appears in the payment's timeline."""
 import secrets
 import uuid
 
-from common.events import PspNotificationReceived
+from common.events import EventType, PspNotificationReceived, make_envelope
+from common.testing.tenancy import publish_envelopes
 from common.testing.waiting import eventually
 
 
@@ -92,6 +93,43 @@ async def notify(
         ),
         tenant.id,
     )
+
+
+async def test_a_notification_with_fields_this_consumer_does_not_know_is_applied(checkout):
+    # given a pending payment, and a newer webhooks service that adds fields to the payload
+    tenant = await checkout.new_tenant()
+    payment_id = await pending_payment(checkout, tenant)
+    envelope = make_envelope(
+        EventType.PSP_NOTIFICATION_RECEIVED,
+        PspNotificationReceived(
+            notification_id=f"ntf_{secrets.token_hex(6)}",
+            psp="adyen",
+            merchant_account=tenant.merchant_account,
+            event_code="AUTHORISATION",
+            success=True,
+            psp_reference="PSPREF0EXTRA",
+            merchant_reference=payment_id,
+            amount={"value": 15000, "currency": "EUR"},
+        ),
+        tenant_id=tenant.id,
+        correlation_id="test",
+    )
+    newer = envelope.model_copy(
+        update={
+            "data": {
+                **envelope.data,
+                "risk_score": 12,
+                "amount": {**envelope.data["amount"], "settlement_currency": "EUR"},
+            }
+        }
+    )
+    # when
+    await publish_envelopes(checkout.amqp_url, checkout.exchange_name, [newer])
+    # then it is applied like any other, not dead-lettered
+    payment = await wait_for_notifications(checkout, tenant, payment_id, 1)
+    assert payment["status"] == "AUTHORIZED"
+    assert payment["psp_reference"] == "PSPREF0EXTRA"
+    assert payment["timeline"][-1]["detail"]["notification_id"] == envelope.data["notification_id"]
 
 
 async def wait_for_notifications(checkout, tenant, payment_id, count):

@@ -210,18 +210,21 @@ def test_the_supplier_event_carries_the_commission_rate():
 
 def test_the_api_key_event_says_whether_it_is_revoked():
     # given
-    row = {
-        "id": "key_1",
-        "tenant_id": "ten_1",
-        "revision": 2,
-        "key_hash": "a" * 64,
-        "role": "supplier",
-        "supplier_id": "sup_1",
-        "revoked_at": datetime(2025, 1, 1, tzinfo=UTC),
-    }
+    key = domain.ApiKeyState(
+        id="key_1",
+        tenant_id="ten_1",
+        revision=2,
+        key_hash="a" * 64,
+        prefix="test_ab",
+        role="supplier",
+        supplier_id="sup_1",
+        name=None,
+        created_at=datetime(2024, 12, 1, tzinfo=UTC),
+        revoked_at=datetime(2025, 1, 1, tzinfo=UTC),
+    )
 
     # when
-    event = domain.api_key_event(row)
+    event = domain.api_key_event(key)
 
     # then
     assert event.revoked is True
