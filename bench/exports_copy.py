@@ -25,7 +25,7 @@ import asyncpg
 
 from bench.processes import Child, child, scratch_services, serve_service
 from common.broker import Names
-from common.events import DOMAIN_EXCHANGE
+from common.events import DOMAIN_EXCHANGE, EventType
 from common.http.auth import generate_key
 from common.testing.fixtures import ServiceDb, delete_namespace
 from common.testing.servers import test_servers
@@ -234,8 +234,11 @@ async def run(db: ServiceDb, amqp: str, names: Names, storage: str) -> None:
                 amqp,
                 exchange,
                 [
-                    ("tenant.upserted", tenant_upserted(tenant_id, f"B{size}ECOM")),
-                    ("api_key.upserted", api_key_upserted(tenant_id, keys[size], "operator")),
+                    (EventType.TENANT_UPSERTED, tenant_upserted(tenant_id, f"B{size}ECOM")),
+                    (
+                        EventType.API_KEY_UPSERTED,
+                        api_key_upserted(tenant_id, keys[size], "operator"),
+                    ),
                 ],
             )
         for size, tenant_id in tenants.items():

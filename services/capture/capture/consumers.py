@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
@@ -35,6 +34,7 @@ from common.broker.consumer import (
     validation_summary,
 )
 from common.broker.topology import QueueSpec
+from common.db.types import Conn
 from common.events import (
     DOMAIN_EXCHANGE,
     OMS_EXCHANGE,
@@ -101,24 +101,24 @@ def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
 
 
 def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
-    async def on_payment_created(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    async def on_payment_created(conn: Conn, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, PaymentCreated)
         await payments_replica.record_payment_created(PgRepo(conn), tenant_id, event)
 
-    async def on_payment_authorised(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    async def on_payment_authorised(conn: Conn, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, PaymentAuthorised)
         await payments_replica.record_payment_authorised(
             PgRepo(conn), tenant_id, event, authorised_at=envelope.occurred_at, now=clock()
         )
 
     def on_payment_closed(status: str) -> Handler:
-        async def handle(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        async def handle(conn: Conn, envelope: Envelope) -> None:
             event, tenant_id = tenant_payload(envelope, PaymentOutcome)
             await payments_replica.record_payment_closed(PgRepo(conn), tenant_id, event, status)
 
         return handle
 
-    async def on_logistic_order_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    async def on_logistic_order_event(conn: Conn, envelope: Envelope) -> None:
         event = LogisticOrderStatusChanged.model_validate(envelope.data)
         result = await oms.on_logistic_order_event(
             PgRepo(conn), str(envelope.id), event, now=clock()
@@ -135,7 +135,7 @@ def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
                 status=event.status,
             )
 
-    async def on_psp_notification(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    async def on_psp_notification(conn: Conn, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, PspNotificationReceived)
         await psp_notifications.on_psp_notification(
             PgRepo(conn), tenant_id, event, now=clock(), metrics=metrics

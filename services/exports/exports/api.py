@@ -15,6 +15,7 @@ import asyncpg
 from aiohttp import web
 
 from common.db import snapshot
+from common.db.types import Conn
 from common.http.envelope import ok, page
 from common.http.pagination import PageRequest, fetch_page
 from common.http.routing import OPERATOR_OR_SUPPLIER, Api, Call
@@ -65,7 +66,7 @@ def export_view(row: asyncpg.Record) -> Export:
     )
 
 
-async def _visible(conn: asyncpg.Connection, export_id: str, scope: Scope) -> asyncpg.Record:
+async def _visible(conn: Conn, export_id: str, scope: Scope) -> asyncpg.Record:
     row = await repo.export(conn, export_id, scope.tenant_id)
     if row is None or (
         scope.supplier_id is not None and row["supplier_scope"] != scope.supplier_id

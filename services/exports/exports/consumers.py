@@ -10,10 +10,9 @@
 
 from __future__ import annotations
 
-import asyncpg
-
 from common.broker.consumer import Handler, tenant_payload
 from common.broker.topology import QueueSpec
+from common.db.types import Conn
 from common.events import DOMAIN_EXCHANGE, Envelope
 from common.runtime import Consumption
 from exports import service
@@ -22,7 +21,7 @@ from exports.domain import FEED_EVENTS
 FEED_QUEUE = "exports.feed"
 
 
-async def on_feed_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
+async def on_feed_event(conn: Conn, envelope: Envelope) -> None:
     event, tenant_id = tenant_payload(envelope, FEED_EVENTS[envelope.type])
     await service.apply_event(conn, envelope, event, tenant_id)
 

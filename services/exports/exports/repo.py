@@ -9,9 +9,11 @@ from typing import Any
 
 import asyncpg
 
+from common.db.types import Conn
 from exports.domain import (
     COLUMNS,
     COMMISSION_COLUMNS,
+    ExportType,
     Filters,
     FundingTransferFilters,
     FundingTransferRow,
@@ -26,7 +28,7 @@ from exports.domain import (
 
 
 async def log_event(
-    conn: asyncpg.Connection,
+    conn: Conn,
     event_id: Any,
     event_type: str,
     tenant_id: str,
@@ -114,7 +116,7 @@ _UPSERT_FUNDING = (
 )
 
 
-async def apply_projection(conn: asyncpg.Connection, projection: Projection) -> None:
+async def apply_projection(conn: Conn, projection: Projection) -> None:
     if isinstance(projection, PayoutRow):
         p = projection
         await conn.execute(
@@ -139,13 +141,11 @@ async def apply_projection(conn: asyncpg.Connection, projection: Projection) -> 
             await conn.execute(_CAPTURE_RATES, projection[0].tenant_id, captures)
 
 
-async def truncate_read_models(conn: asyncpg.Connection) -> None:
+async def truncate_read_models(conn: Conn) -> None:
     await conn.execute("TRUNCATE transactions, payouts, funding_transfers")
 
 
-async def journal_batch(
-    conn: asyncpg.Connection, after_seq: int, limit: int
-) -> list[asyncpg.Record]:
+async def journal_batch(conn: Conn, after_seq: int, limit: int) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
             "SELECT seq, event_type, tenant_id, envelope FROM event_log"
@@ -164,7 +164,7 @@ EXPORT_VIEW = (
 
 
 async def insert_export(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     export_id: str,
     tenant_id: str,
@@ -188,15 +188,13 @@ async def insert_export(
     return row
 
 
-async def export(conn: asyncpg.Connection, export_id: str, tenant_id: str) -> asyncpg.Record | None:
+async def export(conn: Conn, export_id: str, tenant_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT * FROM {EXPORT_VIEW} WHERE id = $1 AND tenant_id = $2", export_id, tenant_id
     )
 
 
-async def claim(
-    conn: asyncpg.Connection, owner: str, lease_s: float, limit: int
-) -> list[asyncpg.Record]:
+async def claim(conn: Conn, owner: str, lease_s: float, limit: int) -> list[asyncpg.Record]:
     """Take up to `limit` jobs: PENDING ones due, and RUNNING ones whose worker's lease ran
     out (the worker died). Each claim is a new attempt."""
     return list(
@@ -226,7 +224,7 @@ async def claim(
 
 
 async def heartbeat(
-    conn: asyncpg.Connection,
+    conn: Conn,
     export_id: str,
     attempt: int,
     lease_s: float,
@@ -248,7 +246,7 @@ async def heartbeat(
 
 
 async def complete(
-    conn: asyncpg.Connection,
+    conn: Conn,
     export_id: str,
     attempt: int,
     *,
@@ -274,7 +272,7 @@ async def complete(
 
 
 async def release(
-    conn: asyncpg.Connection,
+    conn: Conn,
     export_id: str,
     attempt: int,
     *,
@@ -299,7 +297,7 @@ async def release(
     )
 
 
-async def hand_back(conn: asyncpg.Connection, export_id: str, attempt: int) -> None:
+async def hand_back(conn: Conn, export_id: str, attempt: int) -> None:
     """A replica shutting down ends its lease now, so another takes the job over at once."""
     await conn.execute(
         "UPDATE exports SET lease_expires_at = now(), updated_at = now()"
@@ -309,7 +307,7 @@ async def hand_back(conn: asyncpg.Connection, export_id: str, attempt: int) -> N
     )
 
 
-async def fail_exhausted(conn: asyncpg.Connection, export_id: str, attempt: int) -> None:
+async def fail_exhausted(conn: Conn, export_id: str, attempt: int) -> None:
     await conn.execute(
         "UPDATE exports SET status = 'FAILED', lease_owner = NULL, lease_expires_at = NULL,"
         " error_code = 'attempts_exhausted',"
@@ -321,7 +319,7 @@ async def fail_exhausted(conn: asyncpg.Connection, export_id: str, attempt: int)
     )
 
 
-async def expire_due(conn: asyncpg.Connection, limit: int = 100) -> list[asyncpg.Record]:
+async def expire_due(conn: Conn, limit: int = 100) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
             "UPDATE exports SET status = 'EXPIRED', updated_at = now() WHERE id IN ("
@@ -378,7 +376,7 @@ class ExportQuery:
 
 
 def export_query(
-    export_type: str,
+    export_type: ExportType,
     filters: Filters,
     *,
     tenant_id: str,

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
+from common.db.types import Conn
 from common.events import Envelope, EventData
 from common.http.errors import from_validation_error
 from exports import errors, repo
@@ -37,7 +38,7 @@ def parse_filters(export_type: ExportType, raw: dict[str, Any]) -> Filters:
 
 
 async def create_export(
-    conn: asyncpg.Connection,
+    conn: Conn,
     scope: Scope,
     export_type: ExportType,
     raw_filters: dict[str, Any],
@@ -58,9 +59,7 @@ async def create_export(
     )
 
 
-async def apply_event(
-    conn: asyncpg.Connection, envelope: Envelope, event: EventData, tenant_id: str
-) -> None:
+async def apply_event(conn: Conn, envelope: Envelope, event: EventData, tenant_id: str) -> None:
     """Journal the event and apply it to the read models (the consumer's inbox makes a
     redelivery a no-op; the journal and the rows' natural keys make a republish one too)."""
     if await repo.log_event(
@@ -71,7 +70,7 @@ async def apply_event(
         )
 
 
-async def rebuild_read_models(conn: asyncpg.Connection, batch: int = 1000) -> int:
+async def rebuild_read_models(conn: Conn, batch: int = 1000) -> int:
     """Empty the read models and apply the journal again, in the order it was received.
     Run it in one transaction: readers keep the old read models until it commits."""
     await repo.truncate_read_models(conn)
