@@ -5,7 +5,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test lint format bench openapi servers
+.PHONY: help install up down test lint format bench openapi servers deploy-tools
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,10 +29,20 @@ down: ## stop what `make up` started
 test: install servers ## run every test against real PostgreSQL and RabbitMQ
 	$(RUN) pytest
 
-lint: install ## ruff, formatting and mypy (strict on libs/common and domain modules)
+lint: install deploy-tools ## ruff, formatting, mypy, and the Dockerfile, compose file and k8s manifests
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy libs/common/common services/*/*/domain.py
+	$(RUN) python scripts/validate_deploy.py
+
+# Compose's own parser validates docker-compose.yml without an engine: the docker compose plugin
+# when there is one, else Debian's docker-compose package (installed here, as root).
+deploy-tools:
+	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		    --no-install-recommends docker-compose >/dev/null; }; } || \
+		{ echo "install docker compose (or Debian's docker-compose) to validate docker-compose.yml" >&2; exit 1; }
 
 format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
