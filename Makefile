@@ -20,8 +20,9 @@ install: $(UV) ## install the workspace (Python deps from uv.lock)
 servers: ## make sure the local PostgreSQL and RabbitMQ are running
 	bash scripts/ensure-servers.sh
 
-up: install servers ## start every service with a demo tenant, and print what to try
-	bash scripts/up.sh
+REPLICAS ?= 1
+up: install servers ## start every service with a demo tenant (REPLICAS=2: two of each consumer)
+	REPLICAS=$(REPLICAS) bash scripts/up.sh
 
 down: ## stop what `make up` started
 	bash scripts/down.sh
