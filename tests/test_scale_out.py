@@ -160,7 +160,7 @@ async def test_two_replicas_of_each_consumer_capture_every_payment_once(servers)
                 # captured exactly once: one capture per payment, one PSP request per payment,
                 # PAID once in checkout's timeline
                 rows = await count(dbs["capture"], "SELECT payment_id, status FROM captures")
-                assert Counter(r["payment_id"] for r in rows) == Counter(ids)
+                assert Counter(r["payment_id"] for r in rows) == Counter(ids), "captures"
                 assert {r["status"] for r in rows} == {"SUCCEEDED"}
                 for tenant, payments in tenants:
                     async with http.get(
@@ -171,12 +171,12 @@ async def test_two_replicas_of_each_consumer_capture_every_payment_once(servers)
                     captured = Counter(
                         e["path"].split("/")[2] for e in entries if e["path"].endswith("/captures")
                     )
-                    assert captured == Counter(p.psp_reference for p in payments)
+                    assert captured == Counter(p.psp_reference for p in payments), "PSP requests"
                 timeline = await count(
                     dbs["checkout"],
                     "SELECT payment_id FROM payment_timeline WHERE status_to = 'PAID'",
                 )
-                assert Counter(r["payment_id"] for r in timeline) == Counter(ids)
+                assert Counter(r["payment_id"] for r in timeline) == Counter(ids), "PAID"
                 assert await dead_lettered(amqp, names) == 0
                 # and both replicas of each service did some of the work
                 for replica in captures:

@@ -498,11 +498,13 @@ class UnknownEventError(ValueError):
 
 
 def parse_data(envelope: Envelope) -> EventData:
-    """Validate an envelope's payload against the catalogue."""
+    """Validate an envelope's payload against the catalogue, tolerantly: fields the catalogue
+    does not know are ignored (consumers are tolerant readers; producers stay strict, see
+    `make_envelope`)."""
     model = CATALOGUE.get(envelope.type)
     if model is None:
         raise UnknownEventError(envelope.type)
-    return model.model_validate(envelope.data)
+    return model.model_validate(envelope.data, extra="ignore")
 
 
 def make_envelope(
