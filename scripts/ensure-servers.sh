@@ -100,6 +100,10 @@ if local_address && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null &&
         version=$(ls /etc/postgresql | head -n1)
         sed -i -E 's/^(host\s+all\s+all\s+127\.0\.0\.1\/32\s+)\S+/\1trust/' \
             "/etc/postgresql/$version/main/pg_hba.conf"
+        # the package may have started it already (systemd): then it rereads pg_hba.conf
+        if pg_answers; then
+            pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+        fi
     fi
     pg_answers || start_local_postgres
     amqp_answers || start_local_rabbitmq
