@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -162,10 +163,23 @@ def check_k8s(root: Path, problems: Problems) -> None:
             except kubernetes_validate.ValidationError as exc:
                 path = "/".join(str(p) for p in exc.path)
                 problems.add(name, f"{path}: {exc.message}")
-        check_coherence(where, objects, problems)
+        check_coherence(root, where, objects, problems)
 
 
-def check_coherence(where: str, objects: list[Obj], problems: Problems) -> None:
+def declared_queues(root: Path, service: str) -> set[str] | None:
+    """The queue names a service's code declares (string literals `"<service>.<purpose>"`), or
+    None when the service is not in this tree (its manifests may come before its code)."""
+    package = root / "services" / service / service
+    if not package.is_dir():
+        return None
+    pattern = re.compile(rf"""["']({re.escape(service)}\.[a-z][a-z0-9_-]*)["']""")
+    found: set[str] = set()
+    for source in package.rglob("*.py"):
+        found.update(pattern.findall(source.read_text()))
+    return found
+
+
+def check_coherence(root: Path, where: str, objects: list[Obj], problems: Problems) -> None:
     by_kind: dict[str, dict[str, Obj]] = {}
     for obj in objects:
         name = (obj.get("metadata") or {}).get("name", "")
@@ -197,7 +211,16 @@ def check_coherence(where: str, objects: list[Obj], problems: Problems) -> None:
         target = scaled["spec"]["scaleTargetRef"]["name"]
         if target not in deployments:
             problems.add(f"{where}: ScaledObject/{name}", f"Deployment {target} does not exist")
+        declared = declared_queues(root, target)
         for trigger in scaled["spec"]["triggers"]:
+            queue = (
+                trigger["metadata"].get("queueName") if trigger.get("type") == "rabbitmq" else None
+            )
+            if queue and declared is not None and queue not in declared:
+                problems.add(
+                    f"{where}: ScaledObject/{name}",
+                    f"queue {queue} is not one {target} declares ({', '.join(sorted(declared))})",
+                )
             auth = (trigger.get("authenticationRef") or {}).get("name")
             if auth and auth not in by_kind.get("TriggerAuthentication", {}):
                 problems.add(f"{where}: ScaledObject/{name}", f"no TriggerAuthentication {auth}")

@@ -21,9 +21,11 @@ def copy_of_the_project(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "deploy", root / "deploy")
     shutil.copy(ROOT / "docker-compose.yml", root / "docker-compose.yml")
     for main in ROOT.glob("services/*/*/__main__.py"):
-        target = root / main.relative_to(ROOT)
-        target.parent.mkdir(parents=True)
-        target.write_text("")
+        shutil.copytree(
+            main.parent,
+            root / main.parent.relative_to(ROOT),
+            ignore=shutil.ignore_patterns("__pycache__", "migrations"),
+        )
     return root
 
 
@@ -76,6 +78,12 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "a rabbitmq scaler without its queue": (
         lambda r: edit(r / "deploy/k8s/base/capture.yaml", "queueName: capture.oms", "queue: x"),
         "ScaledObject/capture",
+    ),
+    "a scaler on a queue the service does not declare": (
+        lambda r: edit(
+            r / "deploy/k8s/base/capture.yaml", "queueName: capture.oms", "queueName: capture.omz"
+        ),
+        "queue capture.omz is not one capture declares",
     ),
     "an overlay patch that matches nothing": (
         lambda r: edit(
