@@ -22,15 +22,22 @@ DRY_RUN=${MARKETPAY_SERVERS_DRY_RUN:-}
 answers() { # host, port
     (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
 }
-pg_answers() { [ -n "${MARKETPAY_TEST_PG_DSN:-}" ] || answers "$PG_HOST" "$PG_PORT"; }
+pg_answers() { # ready for queries (pg_isready), not only listening, where pg_isready exists
+    [ -n "${MARKETPAY_TEST_PG_DSN:-}" ] && return 0
+    if command -v pg_isready >/dev/null; then
+        pg_isready -q -h "$PG_HOST" -p "$PG_PORT" 2>/dev/null
+    else
+        answers "$PG_HOST" "$PG_PORT"
+    fi
+}
 amqp_answers() { [ -n "${MARKETPAY_TEST_AMQP_URL:-}" ] || answers "$AMQP_HOST" "$AMQP_PORT"; }
 
-wait_for() { # name, host, port
+wait_for() { # name, check
     for _ in $(seq 1 90); do
-        if answers "$2" "$3"; then return 0; fi
+        if "$2"; then return 0; fi
         sleep 1
     done
-    echo "$1 did not come up on $2:$3" >&2
+    echo "$1 did not come up" >&2
     return 1
 }
 
@@ -68,8 +75,8 @@ if local_address && { pg_answers || command -v pg_ctlcluster >/dev/null; } &&
     pg_answers || start_local_postgres
     amqp_answers || start_local_rabbitmq
     [ -n "$DRY_RUN" ] && exit 0
-    wait_for PostgreSQL "$PG_HOST" "$PG_PORT"
-    wait_for RabbitMQ "$AMQP_HOST" "$AMQP_PORT"
+    wait_for "PostgreSQL on $PG_HOST:$PG_PORT" pg_answers
+    wait_for "RabbitMQ on $AMQP_HOST:$AMQP_PORT" amqp_answers
     exit 0
 fi
 
@@ -82,8 +89,8 @@ if local_address && command -v docker >/dev/null && docker info >/dev/null 2>&1;
         run docker-compose up -d postgres rabbitmq
     fi
     [ -n "$DRY_RUN" ] && exit 0
-    wait_for PostgreSQL "$PG_HOST" "$PG_PORT"
-    wait_for RabbitMQ "$AMQP_HOST" "$AMQP_PORT"
+    wait_for "PostgreSQL on $PG_HOST:$PG_PORT" pg_answers
+    wait_for "RabbitMQ on $AMQP_HOST:$AMQP_PORT" amqp_answers
     exit 0
 fi
 
@@ -108,8 +115,8 @@ if local_address && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null &&
     pg_answers || start_local_postgres
     amqp_answers || start_local_rabbitmq
     [ -n "$DRY_RUN" ] && exit 0
-    wait_for PostgreSQL "$PG_HOST" "$PG_PORT"
-    wait_for RabbitMQ "$AMQP_HOST" "$AMQP_PORT"
+    wait_for "PostgreSQL on $PG_HOST:$PG_PORT" pg_answers
+    wait_for "RabbitMQ on $AMQP_HOST:$AMQP_PORT" amqp_answers
     exit 0
 fi
 
