@@ -189,3 +189,24 @@ def test_an_envelope_refuses_unknown_fields():
     # when / then
     with pytest.raises(ValueError, match="Extra inputs"):
         Envelope.model_validate({**raw, "extra": True})
+
+
+def test_consumers_ignore_fields_a_newer_producer_added_but_producers_stay_strict():
+    # given a tenant.upserted as a newer version would send it, with a field added
+    from common.broker.consumer import PoisonMessageError, tenant_payload
+    from common.events import Envelope, TenantUpserted, parse_data
+    from common.testing.tenancy import tenant_upserted
+
+    known = tenant_upserted("ten_1", "AcmeECOM").model_dump(mode="json")
+    data = {**known, "added_later": {"any": "thing"}}
+    envelope = Envelope(type="tenant.upserted", tenant_id="ten_1", correlation_id="c", data=data)
+    # when / then: read without the field, the known fields still checked
+    assert parse_data(envelope) == TenantUpserted.model_validate(known)
+    event, tenant = tenant_payload(envelope, TenantUpserted)
+    assert (event.merchant_account, tenant) == ("AcmeECOM", "ten_1")
+    wrong = envelope.model_copy(update={"data": {**data, "revision": 0}})
+    with pytest.raises(PoisonMessageError):
+        tenant_payload(wrong, TenantUpserted)
+    # and this version's producer refuses to send a field the catalogue does not have
+    with pytest.raises(ValueError, match="does not match the catalogue"):
+        make_envelope("tenant.upserted", data, tenant_id="ten_1", correlation_id="c")
