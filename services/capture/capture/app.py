@@ -13,6 +13,7 @@ from capture.api import CLOCK, EXECUTOR, api
 from capture.consumers import consumptions
 from capture.executor import CaptureExecutor, Scheduler
 from capture.metrics import CaptureMetrics
+from capture.refunds.worker import refund_consumptions, refund_workers
 from capture.service import Clock
 from capture.settings import Settings
 from common import runtime
@@ -48,7 +49,12 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
     app.cleanup_ctx.append(authentication)
     app.cleanup_ctx.append(
         runtime.broker(
-            settings, [tenancy_consumption("capture.tenancy"), *consumptions(clock, metrics)]
+            settings,
+            [
+                tenancy_consumption("capture.tenancy"),
+                *consumptions(clock, metrics),
+                *refund_consumptions(clock),
+            ],
         )
     )
 
@@ -83,4 +89,5 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
         await adapter.close()
 
     app.cleanup_ctx.append(workers)
+    app.cleanup_ctx.append(refund_workers(settings, clock))
     return app
