@@ -87,7 +87,7 @@ class Shares:
 
     @classmethod
     def from_lines(cls, lines: Sequence[tuple[str, int]]) -> Shares:
-        by = dict.fromkeys(PARTIES, 0)
+        by: dict[str, int] = dict.fromkeys(PARTIES, 0)
         for party, amount in lines:
             by[party] = by.get(party, 0) + amount
         return cls(by["PLATFORM"], by["MARKETPLACE"], by["SUPPLIER"])

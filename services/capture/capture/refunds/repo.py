@@ -267,7 +267,8 @@ async def insert_refunds(
         " detail) VALUES ($1, $2, NULL, $3, 'request', $4)",
         [(r["id"], now, r["status"], {"reason": reason}) for r in rows],
     )
-    return sorted((Refund.of(r) for r in rows), key=lambda r: r.logistic_order_id)
+    out: list[Refund] = sorted((Refund.of(r) for r in rows), key=lambda r: r.logistic_order_id)
+    return out
 
 
 async def refund(
@@ -298,7 +299,9 @@ class HistoryEntry:
     detail: dict[str, Any]
 
 
-async def history_of(conn: asyncpg.Connection, refund_ids: Sequence[str]) -> dict[str, list[Any]]:
+async def history_of(
+    conn: asyncpg.Connection, refund_ids: Sequence[str]
+) -> dict[str, list[HistoryEntry]]:
     rows = await conn.fetch(
         "SELECT * FROM refund_history WHERE refund_id = ANY($1::text[]) ORDER BY seq",
         list(refund_ids),
@@ -310,7 +313,7 @@ async def history_of(conn: asyncpg.Connection, refund_ids: Sequence[str]) -> dic
                 r["occurred_at"], r["status_from"], r["status_to"], r["source"], r["detail"]
             )
         )
-    return out  # type: ignore[return-value]
+    return out
 
 
 async def update_refund(

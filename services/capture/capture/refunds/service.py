@@ -174,7 +174,7 @@ async def request_refund(
         )
         for p in plans
     ]
-    rows = await repo.insert_refunds(
+    rows: list[Refund] = await repo.insert_refunds(
         conn, payment, new, reason=given.reason, description=given.description, now=now
     )
     for r in rows:

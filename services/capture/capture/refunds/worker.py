@@ -107,7 +107,10 @@ class UnconfirmedWatch:
 
     async def run_once(self) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
-            return await service.flag_unconfirmed(conn, now=self._clock(), after=self._after)
+            flagged: int = await service.flag_unconfirmed(
+                conn, now=self._clock(), after=self._after
+            )
+        return flagged
 
     async def run(self) -> None:
         while True:

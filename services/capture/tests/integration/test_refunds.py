@@ -93,14 +93,16 @@ async def test_a_partial_refund_waits_for_funds_goes_to_the_psp_with_its_split_a
     # then it is reserved, waits for the payouts service's answer, nothing at the PSP yet
     assert status == 201, body
     [created] = body["data"]["refunds"]
-    assert created["status"] == "AWAITING_FUNDS" and created["funds_check"] is True
+    assert created["status"] == "AWAITING_FUNDS"
+    assert created["funds_check"] is True
     assert [(x["party"], x["amount"]) for x in created["lines"]] == [
         ("PLATFORM", 13),
         ("MARKETPLACE", 50),
         ("SUPPLIER", 437),
     ]
     [requested] = await capture.events("refund.requested", payment)
-    assert requested["funds_check"] is True and requested["amount"]["value"] == 500
+    assert requested["funds_check"] is True
+    assert requested["amount"]["value"] == 500
     assert await psp_refund_requests(capture, tenant) == []
     # when payouts reserves the funds (the supplier's share was already paid out)
     await fund(capture, tenant, created, paid_out=True)
@@ -335,7 +337,8 @@ async def test_bad_input_is_refused_and_nothing_reaches_the_psp(capture):
         data=b"{not json",
         idempotency_key=uuid.uuid4().hex,
     )
-    assert status == 400 and answer["error"]["code"] == "invalid_json"
+    assert status == 400
+    assert answer["error"]["code"] == "invalid_json"
     status, answer = await refund(capture, tenant, payment, {"description": "a\u0000b"})
     assert 400 <= status < 500, answer
     # another tenant sees no refunds of it
@@ -359,7 +362,7 @@ async def test_a_refund_the_psp_never_confirms_enters_the_queue_and_is_retried_s
     found: list[dict[str, Any]] = []
 
     async def flagged() -> bool:
-        status, body = await capture.call(
+        _status, body = await capture.call(
             "GET", f"/v1/admin/interventions?payment_id={payment.id}", tenant.operator_key
         )
         found[:] = [i for i in body["data"] if i["kind"] == "unconfirmed"]
