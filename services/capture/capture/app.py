@@ -13,7 +13,7 @@ from capture.api import CLOCK, EXECUTOR, api
 from capture.consumers import consumptions
 from capture.executor import CaptureExecutor, Scheduler
 from capture.metrics import CaptureMetrics
-from capture.refunds.worker import refund_consumptions, refund_workers
+from capture.refunds.worker import RefundWiring
 from capture.service import Clock
 from capture.settings import Settings
 from common import runtime
@@ -41,6 +41,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app.cleanup_ctx.append(runtime.database(settings, "capture", MIGRATIONS))
+    refunds = RefundWiring(settings, clock)
 
     async def authentication(app: web.Application) -> AsyncIterator[None]:
         app[AUTHENTICATOR] = Authenticator(replica_key_lookup(app[runtime.DB_POOL]))
@@ -53,7 +54,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
             [
                 tenancy_consumption("capture.tenancy"),
                 *consumptions(clock, metrics),
-                *refund_consumptions(clock),
+                *refunds.consumptions(),
             ],
         )
     )
@@ -89,5 +90,5 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
         await adapter.close()
 
     app.cleanup_ctx.append(workers)
-    app.cleanup_ctx.append(refund_workers(settings, clock))
+    app.cleanup_ctx.append(refunds.workers())
     return app

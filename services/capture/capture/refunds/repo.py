@@ -475,12 +475,14 @@ async def close_intervention(
 async def stale_refunds(
     conn: asyncpg.Connection, *, older_than: datetime, limit: int
 ) -> list[Refund]:
-    """Refunds still holding their amount (awaiting funds, or sent and not confirmed) last
-    changed before `older_than`, with no open intervention."""
+    """Refunds still holding their amount (awaiting funds, or taken by the PSP and not
+    confirmed) last changed before `older_than`, with no open intervention. A refund still
+    being sent (DUE) is the sender's: it retries, then opens `refund_unknown` itself."""
     rows = await conn.fetch(
         """
         SELECT r.* FROM refunds r
-         WHERE r.status IN ('AWAITING_FUNDS', 'WAITING_REFUND') AND r.updated_at < $1
+         WHERE r.status IN ('AWAITING_FUNDS', 'WAITING_REFUND')
+           AND r.send_state IN ('NOT_DUE', 'RECEIVED') AND r.updated_at < $1
            AND NOT EXISTS (SELECT 1 FROM interventions i
                             WHERE i.refund_id = r.id AND i.status = 'OPEN')
          ORDER BY r.updated_at

@@ -129,7 +129,35 @@ SENDER = web.AppKey("refund_sender", RefundSender)
 WATCH = web.AppKey("unconfirmed_watch", UnconfirmedWatch)
 
 
-def refund_consumptions(clock: Clock) -> list[Consumption]:
+class RefundWiring:
+    """What `capture.app` adds for refunds: the queues (`consumptions`) and the loops
+    (`workers`). A funds decision consumed here wakes this replica's sender."""
+
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._sender: RefundSender | None = None
+
+    def wake(self) -> None:
+        if self._sender is not None:
+            self._sender.wake()
+
+    def consumptions(self) -> list[Consumption]:
+        return refund_consumptions(self._clock, self.wake)
+
+    def workers(self) -> Callable[[web.Application], AsyncIterator[None]]:
+        inner = refund_workers(self._settings, self._clock)
+
+        async def ctx(app: web.Application) -> AsyncIterator[None]:
+            async for _ in inner(app):
+                self._sender = app[SENDER]
+                yield
+            self._sender = None
+
+        return ctx
+
+
+def refund_consumptions(clock: Clock, wake: Callable[[], None]) -> list[Consumption]:
     async def on_notification(conn: asyncpg.Connection, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, PspNotificationReceived)
         await service.on_psp_notification(conn, tenant_id, event, now=clock())

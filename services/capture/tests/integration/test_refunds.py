@@ -371,8 +371,7 @@ async def test_a_refund_the_psp_never_confirms_enters_the_queue_and_is_retried_s
     await eventually(flagged, within=20)
     [refund_now] = await refunds_of(capture, tenant, payment)
     assert refund_now["status"] == "WAITING_REFUND"  # never failed by guess
-    # when the operator retries it with the webhook back
-    await capture.sandbox.faults(tenant.merchant_account, drop_webhooks=False)
+    # when the operator retries it: the same PSP key again, which the PSP answers as before
     status, body = await capture.call(
         "POST",
         f"/v1/admin/interventions/{found[0]['id']}/retry-refund",
@@ -380,8 +379,59 @@ async def test_a_refund_the_psp_never_confirms_enters_the_queue_and_is_retried_s
         idempotency_key=uuid.uuid4().hex,
     )
     assert status == 202, body
-    await until_status(capture, tenant, payment, ["REFUNDED"])
+    assert body["data"]["status"] == "RETRIED"
+
+    async def resent() -> bool:
+        return len(await psp_refund_requests(capture, tenant)) == 2
+
+    await eventually(resent, within=20)
     sent = await psp_refund_requests(capture, tenant)
     assert {r["idempotencyKey"] for r in sent} == {f"refund:{created['id']}"}
+    # and when the PSP's confirmation finally arrives, the refund is done, once
+    await capture.sandbox.faults(tenant.merchant_account)
+    await capture.http.post(
+        f"{capture.sandbox.url}/sandbox/merchant-accounts/{tenant.merchant_account}"
+        "/webhooks/release-dropped"
+    )
+    await until_status(capture, tenant, payment, ["REFUNDED"])
     held = await capture.sandbox.get(f"/sandbox/payments/{payment.psp_reference}")
     assert held["refunded"] == 1500
+
+
+@pytest.mark.parametrize(
+    "capture",
+    [{"unconfirmed_after_s": 0.5, "unconfirmed_check_interval_s": 0.2}],
+    indirect=True,
+)
+async def test_a_capture_the_psp_never_confirms_enters_the_queue_and_is_resolved_with_a_note(
+    capture,
+):
+    tenant = await capture.new_tenant()
+    payment = await capture.authorise(tenant, [800])
+    await capture.sandbox.faults(tenant.merchant_account, drop_next_webhooks=1)
+    status, body = await capture.capture_now(tenant, payment)
+    assert status == 202, body
+    await capture.until_captured(tenant, payment, status="SENT")
+    found: list[dict[str, Any]] = []
+
+    async def flagged() -> bool:
+        _, body = await capture.call(
+            "GET", f"/v1/admin/interventions?payment_id={payment.id}", tenant.operator_key
+        )
+        found[:] = [i for i in body["data"] if i["kind"] == "unconfirmed"]
+        return bool(found)
+
+    await eventually(flagged, within=20)
+    assert found[0]["code"] == "capture_unconfirmed"
+    [still] = await capture.captures(tenant, payment)
+    assert still["status"] == "SENT"  # never failed by guess
+    status, body = await capture.call(
+        "POST",
+        f"/v1/admin/interventions/{found[0]['id']}/resolve",
+        tenant.operator_key,
+        json={"note": "confirmed in the PSP's back office"},
+        idempotency_key=uuid.uuid4().hex,
+    )
+    assert status == 200, body
+    assert body["data"]["status"] == "RESOLVED"
+    assert body["data"]["note"] == "confirmed in the PSP's back office"
