@@ -104,9 +104,9 @@ async def books(
                coalesce(r.marketplace, 0) AS r_marketplace,
                coalesce(r.supplier, 0) AS r_supplier
           FROM captures c
-          LEFT JOIN (SELECT capture_id, sum(platform_amount) AS platform,
-                            sum(marketplace_amount) AS marketplace,
-                            sum(supplier_amount) AS supplier
+          LEFT JOIN (SELECT capture_id, sum(platform_amount)::bigint AS platform,
+                            sum(marketplace_amount)::bigint AS marketplace,
+                            sum(supplier_amount)::bigint AS supplier
                        FROM refunds
                       WHERE tenant_id = $1 AND payment_id = $2 AND status <> 'FAILED'
                       GROUP BY capture_id) r ON r.capture_id = c.id

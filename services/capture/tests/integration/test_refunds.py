@@ -435,3 +435,111 @@ async def test_a_capture_the_psp_never_confirms_enters_the_queue_and_is_resolved
     assert status == 200, body
     assert body["data"]["status"] == "RESOLVED"
     assert body["data"]["note"] == "confirmed in the PSP's back office"
+
+
+async def dispute(capture, tenant, payment, stage, amount=None):
+    body: dict[str, Any] = {"psp_reference": payment.psp_reference, "stage": stage}
+    if amount is not None:
+        body["amount"] = amount
+    async with capture.http.post(
+        f"{capture.sandbox.url}/sandbox/merchant-accounts/{tenant.merchant_account}/chargebacks",
+        json=body,
+    ) as response:
+        assert response.status == 201, await response.text()
+
+
+async def chargeback_events(capture, payment, kind="chargeback.received"):
+    return await capture.events(kind, payment)
+
+
+async def test_a_chargeback_after_a_partial_refund_takes_only_what_is_left_by_the_frozen_split(
+    capture,
+):
+    # given 10000 at 2.5 % / 10 %, 3000 refunded
+    tenant, payment = await captured(capture, [10000])
+    status, body = await refund(
+        capture, tenant, payment, {"amount": {"value": 3000, "currency": "EUR"}}
+    )
+    await fund(capture, tenant, body["data"]["refunds"][0])
+    await until_status(capture, tenant, payment, ["REFUNDED"])
+    # when the dispute is notified, then charged back for the full amount
+    await dispute(capture, tenant, payment, "NOTIFICATION_OF_CHARGEBACK")
+
+    async def disputed() -> bool:
+        async with capture.main.pool.acquire() as conn:
+            return bool(
+                await conn.fetchval("SELECT true FROM disputes WHERE payment_id = $1", payment.id)
+            )
+
+    await eventually(disputed, within=20)
+    status, body = await refund(capture, tenant, payment)
+    assert (status, body["error"]["code"]) == (409, "payment_disputed")
+    await dispute(capture, tenant, payment, "CHARGEBACK", amount=10000)
+
+    async def charged() -> bool:
+        return bool(await chargeback_events(capture, payment))
+
+    await eventually(charged, within=20)
+    # then it takes the 7000 left, each party what it still kept
+    [event] = await chargeback_events(capture, payment)
+    assert event["amount"]["value"] == 7000
+    assert [(x["party"], x["amount"]) for x in event["lines"]] == [
+        ("PLATFORM", 175),
+        ("MARKETPLACE", 700),
+        ("SUPPLIER", 6125),
+    ]
+    # and a refund is refused after it
+    status, body = await refund(capture, tenant, payment)
+    assert (status, body["error"]["code"]) == (409, "payment_charged_back")
+    # a notification that would move the dispute back is recorded and ignored
+    await dispute(capture, tenant, payment, "NOTIFICATION_OF_CHARGEBACK")
+
+    async def recorded() -> bool:
+        async with capture.main.pool.acquire() as conn:
+            return bool(
+                await conn.fetchval(
+                    "SELECT count(*) FROM dispute_notifications n JOIN disputes d"
+                    " ON d.id = n.dispute_id WHERE d.payment_id = $1 AND NOT n.applied",
+                    payment.id,
+                )
+            )
+
+    await eventually(recorded, within=20)
+    status, body = await refund(capture, tenant, payment)
+    assert body["error"]["code"] == "payment_charged_back"
+    # the reversal gives back exactly what was taken, and refunds are possible again
+    await dispute(capture, tenant, payment, "CHARGEBACK_REVERSED")
+
+    async def reversed_() -> bool:
+        return bool(await chargeback_events(capture, payment, "chargeback.reversed"))
+
+    await eventually(reversed_, within=20)
+    [back] = await chargeback_events(capture, payment, "chargeback.reversed")
+    assert back["lines"] == event["lines"]
+    status, body = await refund(capture, tenant, payment)
+    assert status == 201, body
+    assert body["data"]["refunds"][0]["amount"]["value"] == 7000
+
+
+async def test_a_refund_racing_a_chargeback_never_takes_more_than_was_captured(capture):
+    for _ in range(3):
+        tenant, payment = await captured(capture, [4000])
+        # when a full refund and a full chargeback race
+        refunding = asyncio.create_task(refund(capture, tenant, payment))
+        await dispute(capture, tenant, payment, "CHARGEBACK", amount=4000)
+        status, body = await refunding
+
+        async def settled() -> bool:
+            return bool(await chargeback_events(capture, payment))
+
+        await eventually(settled, within=20)
+        [event] = await chargeback_events(capture, payment)
+        refunded = body["data"]["refunds"][0]["amount"]["value"] if status == 201 else 0
+        # then either the refund won (the chargeback takes nothing left) or the chargeback
+        # did (the refund is refused): never 8000 between them
+        if status == 201:
+            assert event["amount"]["value"] == 0
+        else:
+            assert (status, body["error"]["code"]) == (409, "payment_charged_back")
+            assert event["amount"]["value"] == 4000
+        assert refunded + event["amount"]["value"] == 4000
