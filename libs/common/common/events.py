@@ -335,10 +335,12 @@ class RefundSucceeded(RefundEvent):
 
 
 class RefundFailed(RefundEvent):
-    """The refund did not happen; its reservation is released."""
+    """The refund did not happen; its reservation is released. `payment_refunded` (optional,
+    added for checkout's status machine) is the payment's refunded total after it."""
 
     code: str
     message: str
+    payment_refunded: Money | None = None
 
 
 class RefundFundsDecision(EventData):

@@ -7,7 +7,11 @@ from pathlib import Path
 from aiohttp import web
 
 from checkout.api import PSP, SETTINGS, api
-from checkout.consumers import captures_consumption, psp_notifications_consumption
+from checkout.consumers import (
+    captures_consumption,
+    psp_notifications_consumption,
+    refunds_consumption,
+)
 from checkout.settings import Settings
 from common import runtime
 from common.http.app import create_base_app
@@ -54,6 +58,7 @@ def create_app(settings: Settings) -> web.Application:
                 tenancy_consumption("checkout.tenancy"),
                 psp_notifications_consumption(),
                 captures_consumption(),
+                refunds_consumption(),
             ],
         )
     )

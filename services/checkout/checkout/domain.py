@@ -251,6 +251,32 @@ def notification_fact(event_code: str, success: bool) -> Fact | None:
     return _NOTIFICATION_FACTS.get((event_code, success))
 
 
+@dataclass(frozen=True)
+class MoneyFact:
+    fact: Fact
+    previous: Status | None = None  # where a failed refund or a reversal goes back to
+
+
+def refund_fact(event_type: str, amount: int, refunded: int | None) -> MoneyFact | None:
+    """The fact of a capture service's `refund.*` / `chargeback.*` event. `amount` is the
+    payment's; `refunded` is its refunded total after the event (when the event carries it).
+    A refund that failed, or a chargeback reversed, takes the payment back to
+    PARTIALLY_REFUNDED when something was refunded before, else to PAID."""
+    back = Status.PARTIALLY_REFUNDED if refunded else Status.PAID
+    if event_type == "refund.requested":
+        return MoneyFact(Fact.REFUND_REQUESTED)
+    if event_type == "refund.succeeded":
+        full = refunded is not None and refunded >= amount
+        return MoneyFact(Fact.FULLY_REFUNDED if full else Fact.PARTIALLY_REFUNDED)
+    if event_type == "refund.failed":
+        return MoneyFact(Fact.REFUND_FAILED, back)
+    if event_type == "chargeback.received":
+        return MoneyFact(Fact.CHARGEBACK)
+    if event_type == "chargeback.reversed":
+        return MoneyFact(Fact.CHARGEBACK_REVERSED, back)
+    return None
+
+
 # --- checkout session validation -------------------------------------------------------------
 
 

@@ -155,10 +155,11 @@ async def change_status(
     detail: dict[str, Any] | None = None,
     updates: dict[str, Any] | None = None,
     remaining_capture: bool = False,
+    previous: Status | None = None,
 ) -> Status:
     """Apply `fact` to a payment locked by the caller; record it; publish what changed."""
     current = Status(payment["status"])
-    outcome = domain.apply(current, fact, remaining_capture=remaining_capture)
+    outcome = domain.apply(current, fact, remaining_capture=remaining_capture, previous=previous)
     entry = {"fact": fact.value, "source": source, **(detail or {})}
     if isinstance(outcome, Illegal):
         log.warning("illegal transition refused", payment_id=payment["id"], reason=outcome.reason)

@@ -266,10 +266,12 @@ async def apply(
         )
         await _emit(conn, updated, [(EventType.REFUND_SUCCEEDED, event)])
     elif outcome.emit == "failed":
+        _, refunded = await repo.totals(conn, r.tenant_id, r.payment_id)
         event = RefundFailed(
             **_refund_fields(updated),
             code=outcome.code or "refund_failed",
             message=outcome.message or "",
+            payment_refunded=Money(value=refunded, currency=r.currency),
         )
         await _emit(conn, updated, [(EventType.REFUND_FAILED, event)])
     return updated
