@@ -529,7 +529,7 @@ async def test_a_refund_racing_a_chargeback_never_takes_more_than_was_captured(c
         await dispute(capture, tenant, payment, "CHARGEBACK", amount=4000)
         status, body = await refunding
 
-        async def settled() -> bool:
+        async def settled(payment=payment) -> bool:
             return bool(await chargeback_events(capture, payment))
 
         await eventually(settled, within=20)
