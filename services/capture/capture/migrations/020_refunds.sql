@@ -91,17 +91,34 @@ CREATE TABLE dispute_notifications (
     received_at     timestamptz NOT NULL DEFAULT now()
 );
 
--- The intervention queue holds refunds too (a refund's PSP outcome unknown, or a refund or
--- capture the PSP never confirmed: `unconfirmed`), and an intervention can be resolved with a
--- note.
-ALTER TABLE interventions ADD COLUMN refund_id text REFERENCES refunds (id);
+-- The intervention queue: a capture the PSP took and never confirmed is `unconfirmed` (never
+-- failed); an intervention can be resolved with an operator's note.
 ALTER TABLE interventions ADD COLUMN note text;
 ALTER TABLE interventions DROP CONSTRAINT interventions_kind_check;
 ALTER TABLE interventions ADD CONSTRAINT interventions_kind_check
     CHECK (kind IN ('retries_exhausted', 'psp_refused', 'capture_failed', 'blocked',
-                    'unconfirmed', 'refund_unknown'));
-DROP INDEX interventions_one_open;
-CREATE UNIQUE INDEX interventions_one_open ON interventions (capture_id)
-    WHERE status = 'OPEN' AND refund_id IS NULL;
-CREATE UNIQUE INDEX interventions_one_open_refund ON interventions (refund_id)
-    WHERE status = 'OPEN' AND refund_id IS NOT NULL;
+                    'unconfirmed'));
+
+-- Refunds' interventions, beside the captures' (one open per refund): `unconfirmed` (awaiting
+-- funds, or taken by the PSP and never confirmed, for the configured time) and
+-- `refund_unknown` (no answer from the PSP after the retries). Never failed by guess: an
+-- operator retries (same PSP key) or resolves with a note.
+CREATE TABLE refund_interventions (
+    id          text        PRIMARY KEY,
+    tenant_id   text        NOT NULL,
+    refund_id   text        NOT NULL REFERENCES refunds (id),
+    capture_id  text        NOT NULL,
+    payment_id  text        NOT NULL,
+    kind        text        NOT NULL CHECK (kind IN ('unconfirmed', 'refund_unknown')),
+    code        text        NOT NULL,
+    reason      text        NOT NULL,
+    status      text        NOT NULL CHECK (status IN ('OPEN', 'RETRIED', 'RESOLVED')),
+    note        text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    closed_at   timestamptz
+);
+CREATE UNIQUE INDEX refund_interventions_one_open ON refund_interventions (refund_id)
+    WHERE status = 'OPEN';
+CREATE INDEX refund_interventions_tenant_created
+    ON refund_interventions (tenant_id, created_at DESC, id DESC);

@@ -5,8 +5,9 @@
 | `POST /v1/admin/payments/{id}/refunds` (Idempotency-Key) | operator (supplier: 403) |
 | `GET /v1/admin/payments/{id}/refunds` | operator; supplier: refunds of its own lines |
 | `GET /v1/admin/refunds/{id}` | operator; supplier: its own (lines: its own) |
-| `POST /v1/admin/interventions/{id}/retry-refund` | operator |
-| `POST /v1/admin/interventions/{id}/resolve` | operator |
+| `GET /v1/admin/refund-interventions` | operator |
+| `POST /v1/admin/refund-interventions/{id}/retry` | operator |
+| `POST /v1/admin/interventions/{id}/resolve` (a capture's or a refund's) | operator |
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from capture.refunds.schemas import (
 from capture.refunds.worker import SENDER
 from common.db import snapshot
 from common.http.envelope import ok
-from common.http.errors import NotFound
+from common.http.errors import NotFound, Unprocessable
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, Api, Call
 from common.money import Money
 from common.runtime import DB_POOL
@@ -67,6 +68,23 @@ def refund_view(
         updated_at=r.updated_at,
         refunded_at=r.refunded_at,
         history=[RefundHistoryOut(**vars(h)) for h in history] if history is not None else None,
+    )
+
+
+def ok_list(items: Sequence[InterventionOut]) -> web.Response:
+    """A list of at most 100, newest first, without cursors."""
+    return web.json_response(
+        {
+            "id": None,
+            "type": "array",
+            "data": [i.model_dump(mode="json") for i in items],
+            "page_info": {
+                "has_previous": False,
+                "has_next": False,
+                "start_cursor": None,
+                "end_cursor": None,
+            },
+        }
     )
 
 
@@ -152,8 +170,32 @@ def add_routes(api: Api) -> None:
             "refund", refund_view(r, for_supplier=for_supplier, history=history.get(r.id, []))
         )
 
+    @api.get(
+        "/v1/admin/refund-interventions",
+        summary="Refunds waiting for a person: unconfirmed for too long, or their PSP outcome"
+        " unknown after the retries",
+        roles=OPERATOR,
+        response=InterventionOut,
+        list_response=True,
+        query=[("payment_id", "only this payment's"), ("status", "OPEN, RETRIED or RESOLVED")],
+        tags=["refunds"],
+    )
+    async def list_refund_interventions(request: web.Request, call: Call[None]) -> web.Response:
+        status = call.query.get("status") or None
+        if status is not None and status not in ("OPEN", "RETRIED", "RESOLVED"):
+            raise Unprocessable(
+                "status must be one of OPEN, RETRIED, RESOLVED",
+                code="parameter_invalid",
+                param="status",
+            )
+        async with snapshot(request.app[DB_POOL]) as conn:
+            found = await repo.refund_interventions(
+                conn, call.tenant_id, call.query.get("payment_id") or None, status
+            )
+        return ok_list([InterventionOut(**vars(i)) for i in found])
+
     @api.post(
-        "/v1/admin/interventions/{id}/retry-refund",
+        "/v1/admin/refund-interventions/{id}/retry",
         summary="Send an intervention's refund to the PSP again, under its same PSP key",
         roles=OPERATOR,
         response=InterventionOut,

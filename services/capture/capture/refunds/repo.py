@@ -395,36 +395,63 @@ async def totals(conn: asyncpg.Connection, tenant_id: str, payment_id: str) -> t
 
 # -- interventions ---------------------------------------------------------------------------
 
+REFUND_INTERVENTION_PREFIX = "rint_"
 
-async def open_intervention(
-    conn: asyncpg.Connection,
-    *,
-    id_: str,
-    tenant_id: str,
-    capture_id: str,
-    refund_id: str | None,
-    kind: str,
-    code: str,
-    reason: str,
+
+async def open_capture_intervention(
+    conn: asyncpg.Connection, *, id_: str, tenant_id: str, capture_id: str, code: str, reason: str
 ) -> str | None:
-    """Open an intervention unless one is open for the same refund (or capture)."""
+    """An `unconfirmed` capture in capture's own queue (at most one open per capture)."""
     value = await conn.fetchval(
         """
-        INSERT INTO interventions (id, tenant_id, capture_id, refund_id, kind, code, reason,
-                                   status)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, 'OPEN')
-        ON CONFLICT DO NOTHING
+        INSERT INTO interventions (id, tenant_id, capture_id, kind, code, reason, status)
+        VALUES ($1, $2, $3, 'unconfirmed', $4, $5, 'OPEN')
+        ON CONFLICT (capture_id) WHERE status = 'OPEN' DO NOTHING
         RETURNING id
         """,
         id_,
         tenant_id,
         capture_id,
-        refund_id,
+        code,
+        reason,
+    )
+    return None if value is None else str(value)
+
+
+async def open_refund_intervention(
+    conn: asyncpg.Connection, r: Refund, *, id_: str, kind: str, code: str, reason: str
+) -> str | None:
+    """At most one open intervention per refund."""
+    value = await conn.fetchval(
+        """
+        INSERT INTO refund_interventions (id, tenant_id, refund_id, capture_id, payment_id, kind,
+                                          code, reason, status)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'OPEN')
+        ON CONFLICT (refund_id) WHERE status = 'OPEN' DO NOTHING
+        RETURNING id
+        """,
+        id_,
+        r.tenant_id,
+        r.id,
+        r.capture_id,
+        r.payment_id,
         kind,
         code,
         reason,
     )
     return None if value is None else str(value)
+
+
+async def close_refund_interventions(
+    conn: asyncpg.Connection, refund_id: str, now: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE refund_interventions SET status = 'RESOLVED', updated_at = $2, closed_at = $2,"
+        " note = coalesce(note, 'closed by the refund''s outcome')"
+        " WHERE refund_id = $1 AND status = 'OPEN'",
+        refund_id,
+        now,
+    )
 
 
 @dataclass(frozen=True)
@@ -433,6 +460,7 @@ class Intervention:
     tenant_id: str
     capture_id: str
     refund_id: str | None
+    payment_id: str | None
     kind: str
     code: str
     reason: str
@@ -443,33 +471,59 @@ class Intervention:
     closed_at: datetime | None
 
 
+_CAPTURE_INTERVENTION = (
+    "SELECT i.id, i.tenant_id, i.capture_id, NULL::text AS refund_id, c.payment_id, i.kind,"
+    " i.code, i.reason, i.status, i.note, i.created_at, i.updated_at, i.closed_at"
+    " FROM interventions i JOIN captures c ON c.id = i.capture_id"
+)
+_REFUND_INTERVENTION = (
+    "SELECT id, tenant_id, capture_id, refund_id, payment_id, kind, code, reason, status, note,"
+    " created_at, updated_at, closed_at FROM refund_interventions"
+)
+
+
 async def intervention(
     conn: asyncpg.Connection, tenant_id: str, intervention_id: str, *, lock: bool = False
 ) -> Intervention | None:
-    row = await conn.fetchrow(
-        "SELECT id, tenant_id, capture_id, refund_id, kind, code, reason, status, note,"
-        " created_at, updated_at, closed_at FROM interventions WHERE id = $1 AND tenant_id = $2"
-        + (" FOR UPDATE" if lock else ""),
-        intervention_id,
-        tenant_id,
-    )
+    """A refund's intervention (`rint_...`) or a capture's."""
+    if intervention_id.startswith(REFUND_INTERVENTION_PREFIX):
+        sql = _REFUND_INTERVENTION + " WHERE id = $1 AND tenant_id = $2"
+    else:
+        sql = _CAPTURE_INTERVENTION + " WHERE i.id = $1 AND i.tenant_id = $2"
+    if lock:
+        sql += " FOR UPDATE" if "JOIN" not in sql else " FOR UPDATE OF i"
+    row = await conn.fetchrow(sql, intervention_id, tenant_id)
     return None if row is None else Intervention(**dict(row))
 
 
 async def close_intervention(
-    conn: asyncpg.Connection, intervention_id: str, status: str, note: str | None, now: datetime
+    conn: asyncpg.Connection, found: Intervention, status: str, note: str | None, now: datetime
 ) -> Intervention:
-    row = await conn.fetchrow(
-        "UPDATE interventions SET status = $2, note = coalesce($3, note), updated_at = $4,"
-        " closed_at = $4 WHERE id = $1 RETURNING id, tenant_id, capture_id, refund_id, kind,"
-        " code, reason, status, note, created_at, updated_at, closed_at",
-        intervention_id,
+    table = "refund_interventions" if found.refund_id is not None else "interventions"
+    await conn.execute(
+        f"UPDATE {table} SET status = $2, note = coalesce($3, note), updated_at = $4,"
+        " closed_at = $4 WHERE id = $1",
+        found.id,
         status,
         note,
         now,
     )
-    assert row is not None
-    return Intervention(**dict(row))
+    closed = await intervention(conn, found.tenant_id, found.id)
+    assert closed is not None
+    return closed
+
+
+async def refund_interventions(
+    conn: asyncpg.Connection, tenant_id: str, payment_id: str | None, status: str | None
+) -> list[Intervention]:
+    rows = await conn.fetch(
+        _REFUND_INTERVENTION + " WHERE tenant_id = $1 AND ($2::text IS NULL OR payment_id = $2)"
+        " AND ($3::text IS NULL OR status = $3) ORDER BY created_at DESC, id DESC LIMIT 100",
+        tenant_id,
+        payment_id,
+        status,
+    )
+    return [Intervention(**dict(r)) for r in rows]
 
 
 async def stale_refunds(
@@ -483,7 +537,7 @@ async def stale_refunds(
         SELECT r.* FROM refunds r
          WHERE r.status IN ('AWAITING_FUNDS', 'WAITING_REFUND')
            AND r.send_state IN ('NOT_DUE', 'RECEIVED') AND r.updated_at < $1
-           AND NOT EXISTS (SELECT 1 FROM interventions i
+           AND NOT EXISTS (SELECT 1 FROM refund_interventions i
                             WHERE i.refund_id = r.id AND i.status = 'OPEN')
          ORDER BY r.updated_at
          LIMIT $2
@@ -505,8 +559,7 @@ async def stale_captures(
         SELECT c.id, c.tenant_id FROM captures c
          WHERE c.status = 'SENT' AND c.updated_at < $1
            AND NOT EXISTS (SELECT 1 FROM interventions i
-                            WHERE i.capture_id = c.id AND i.refund_id IS NULL
-                              AND i.status = 'OPEN')
+                            WHERE i.capture_id = c.id AND i.status = 'OPEN')
          ORDER BY c.updated_at
          LIMIT $2
            FOR UPDATE OF c SKIP LOCKED

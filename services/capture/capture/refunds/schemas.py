@@ -78,6 +78,7 @@ class InterventionOut(BaseModel):
     id: str
     capture_id: str
     refund_id: str | None
+    payment_id: str | None
     kind: str
     code: str
     reason: str

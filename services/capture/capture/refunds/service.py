@@ -71,6 +71,10 @@ def new_refund_id() -> str:
     return f"rfd_{secrets.token_hex(12)}"
 
 
+def new_refund_intervention_id() -> str:
+    return f"{repo.REFUND_INTERVENTION_PREFIX}{secrets.token_hex(12)}"
+
+
 def idempotency_key(refund_id: str) -> str:
     return f"refund:{refund_id}"
 
@@ -238,20 +242,12 @@ async def apply(
         values["refunded_at"] = now
     updated = await repo.update_refund(conn, r, values, source=source, detail=detail, now=now)
     if s.status not in domain.HOLDING:
-        await conn.execute(
-            "UPDATE interventions SET status = 'RESOLVED', updated_at = $2, closed_at = $2,"
-            " note = coalesce(note, 'closed by the refund''s outcome')"
-            " WHERE refund_id = $1 AND status = 'OPEN'",
-            r.id,
-            now,
-        )
+        await repo.close_refund_interventions(conn, r.id, now)
     if outcome.open_intervention is not None:
-        await repo.open_intervention(
+        await repo.open_refund_intervention(
             conn,
-            id_=f"int_{secrets.token_hex(12)}",
-            tenant_id=r.tenant_id,
-            capture_id=r.capture_id,
-            refund_id=r.id,
+            updated,
+            id_=new_refund_intervention_id(),
             kind=outcome.open_intervention,
             code=outcome.code or "refund_unknown",
             reason=outcome.message or "",
@@ -550,25 +546,21 @@ async def flag_unconfirmed(
     for capture_id, tenant_id in await repo.stale_captures(
         conn, older_than=older_than, limit=limit
     ):
-        if await repo.open_intervention(
+        if await repo.open_capture_intervention(
             conn,
             id_=f"int_{secrets.token_hex(12)}",
             tenant_id=tenant_id,
             capture_id=capture_id,
-            refund_id=None,
-            kind="unconfirmed",
             code="capture_unconfirmed",
             reason=f"the PSP took the capture and has not confirmed it for {after}",
         ):
             flagged += 1
     for r in await repo.stale_refunds(conn, older_than=older_than, limit=limit):
         waiting = "funds from payouts" if r.status is RefundStatus.AWAITING_FUNDS else "the PSP"
-        if await repo.open_intervention(
+        if await repo.open_refund_intervention(
             conn,
-            id_=f"int_{secrets.token_hex(12)}",
-            tenant_id=r.tenant_id,
-            capture_id=r.capture_id,
-            refund_id=r.id,
+            r,
+            id_=new_refund_intervention_id(),
             kind="unconfirmed",
             code="refund_unconfirmed",
             reason=f"the refund has waited for {waiting} for {after}",
@@ -598,7 +590,7 @@ async def retry_refund(
             detail={"intervention_id": intervention_id, "idempotency_key": idempotency_key(r.id)},
             now=now,
         )
-    return await repo.close_intervention(conn, intervention_id, "RETRIED", None, now)
+    return await repo.close_intervention(conn, found, "RETRIED", None, now)
 
 
 async def resolve_intervention(
@@ -609,4 +601,4 @@ async def resolve_intervention(
         raise RefundRefused(Refusal(404, "intervention_not_found", "no such intervention", "id"))
     if found.status != "OPEN":
         raise RefundRefused(Refusal(409, "intervention_not_open", f"it is {found.status}", "id"))
-    return await repo.close_intervention(conn, intervention_id, "RESOLVED", note, now)
+    return await repo.close_intervention(conn, found, "RESOLVED", note, now)

@@ -363,18 +363,20 @@ async def test_a_refund_the_psp_never_confirms_enters_the_queue_and_is_retried_s
 
     async def flagged() -> bool:
         _status, body = await capture.call(
-            "GET", f"/v1/admin/interventions?payment_id={payment.id}", tenant.operator_key
+            "GET", f"/v1/admin/refund-interventions?payment_id={payment.id}", tenant.operator_key
         )
         found[:] = [i for i in body["data"] if i["kind"] == "unconfirmed"]
         return bool(found)
 
     await eventually(flagged, within=20)
+    assert found[0]["code"] == "refund_unconfirmed"
+    assert found[0]["refund_id"] == created["id"]
     [refund_now] = await refunds_of(capture, tenant, payment)
     assert refund_now["status"] == "WAITING_REFUND"  # never failed by guess
     # when the operator retries it: the same PSP key again, which the PSP answers as before
     status, body = await capture.call(
         "POST",
-        f"/v1/admin/interventions/{found[0]['id']}/retry-refund",
+        f"/v1/admin/refund-interventions/{found[0]['id']}/retry",
         tenant.operator_key,
         idempotency_key=uuid.uuid4().hex,
     )
