@@ -549,6 +549,24 @@ async def stale_refunds(
     return [Refund.of(r) for r in rows]
 
 
+async def close_settled_capture_interventions(conn: asyncpg.Connection, now: datetime) -> int:
+    """`unconfirmed` capture interventions whose capture is no longer SENT (the webhook came
+    late): resolved, with a note saying so."""
+    result = await conn.execute(
+        """
+        UPDATE interventions i
+           SET status = 'RESOLVED', updated_at = $1, closed_at = $1,
+               note = coalesce(i.note, 'the PSP confirmed it late: the capture is '
+                                       || c.status)
+          FROM captures c
+         WHERE c.id = i.capture_id AND i.kind = 'unconfirmed' AND i.status = 'OPEN'
+           AND c.status <> 'SENT'
+        """,
+        now,
+    )
+    return int(result.split()[-1])
+
+
 async def stale_captures(
     conn: asyncpg.Connection, *, older_than: datetime, limit: int
 ) -> list[tuple[str, str]]:

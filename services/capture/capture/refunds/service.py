@@ -542,6 +542,7 @@ async def flag_unconfirmed(
     """Open an `unconfirmed` intervention for every capture (SENT) and refund (awaiting funds
     or waiting for the PSP) unchanged for `after`. Nothing is failed."""
     older_than = now - after
+    await repo.close_settled_capture_interventions(conn, now)
     flagged = 0
     for capture_id, tenant_id in await repo.stale_captures(
         conn, older_than=older_than, limit=limit

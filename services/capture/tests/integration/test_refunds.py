@@ -439,6 +439,35 @@ async def test_a_capture_the_psp_never_confirms_enters_the_queue_and_is_resolved
     assert body["data"]["note"] == "confirmed in the PSP's back office"
 
 
+@pytest.mark.parametrize(
+    "capture",
+    [{"unconfirmed_after_s": 0.5, "unconfirmed_check_interval_s": 0.2}],
+    indirect=True,
+)
+async def test_a_late_capture_webhook_closes_its_unconfirmed_intervention(capture):
+    tenant = await capture.new_tenant()
+    payment = await capture.authorise(tenant, [900])
+    await capture.sandbox.faults(tenant.merchant_account, drop_next_webhooks=1)
+    await capture.capture_now(tenant, payment)
+    await capture.until_captured(tenant, payment, status="SENT")
+
+    async def listed(status: str) -> bool:
+        _, body = await capture.call(
+            "GET", f"/v1/admin/interventions?payment_id={payment.id}", tenant.operator_key
+        )
+        return [i["status"] for i in body["data"] if i["kind"] == "unconfirmed"] == [status]
+
+    await eventually(lambda: listed("OPEN"), within=20)
+    # when the PSP's CAPTURE finally arrives
+    await capture.http.post(
+        f"{capture.sandbox.url}/sandbox/merchant-accounts/{tenant.merchant_account}"
+        "/webhooks/release-dropped"
+    )
+    await capture.until_captured(tenant, payment)
+    # then the intervention closes by itself
+    await eventually(lambda: listed("RESOLVED"), within=20)
+
+
 async def dispute(capture, tenant, payment, stage, amount=None):
     body: dict[str, Any] = {"psp_reference": payment.psp_reference, "stage": stage}
     if amount is not None:
