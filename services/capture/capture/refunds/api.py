@@ -7,6 +7,7 @@
 | `GET /v1/admin/refunds/{id}` | operator; supplier: its own (lines: its own) |
 | `GET /v1/admin/refund-interventions` | operator |
 | `POST /v1/admin/refund-interventions/{id}/retry` | operator |
+| `POST /v1/admin/interventions/{id}/resend` (an unconfirmed capture, same PSP key) | operator |
 | `POST /v1/admin/interventions/{id}/resolve` (a capture's or a refund's) | operator |
 """
 
@@ -209,6 +210,25 @@ def add_routes(api: Api) -> None:
                 conn, call.tenant_id, request.match_info["id"], now=_now(request)
             )
         request.app[SENDER].wake()
+        return ok("intervention", InterventionOut(**vars(found)), status=202)
+
+    @api.post(
+        "/v1/admin/interventions/{id}/resend",
+        summary="Send an unconfirmed capture to the PSP again, under its same PSP key",
+        roles=OPERATOR,
+        response=InterventionOut,
+        status=202,
+        idempotent=True,
+        tags=["refunds"],
+    )
+    async def resend_capture(request: web.Request, call: Call[None]) -> web.Response:
+        async with snapshot(request.app[DB_POOL]) as conn:
+            resend = await service.prepare_capture_resend(
+                conn, call.tenant_id, request.match_info["id"]
+            )
+        answer = await service.send_capture_again(request.app[SENDER].psp, resend)
+        async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+            found = await service.record_capture_resend(conn, resend, answer, now=_now(request))
         return ok("intervention", InterventionOut(**vars(found)), status=202)
 
     @api.post(

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from capture.domain import SplitLine, psp_splits
+from capture.domain import idempotency_key as capture_key
 from capture.refunds import domain, repo
 from capture.refunds.domain import (
     Accepted,
@@ -48,8 +49,9 @@ from common.events import (
 )
 from common.http.errors import ApiError
 from common.logging import get_logger
-from common.money import Money
+from common.money import Money, parse_rate
 from common.psp.port import (
+    CaptureRequest,
     PspAuthenticationError,
     PspError,
     PspPort,
@@ -603,3 +605,99 @@ async def resolve_intervention(
     if found.status != "OPEN":
         raise RefundRefused(Refusal(409, "intervention_not_open", f"it is {found.status}", "id"))
     return await repo.close_intervention(conn, found, "RESOLVED", note, now)
+
+
+# -- an unconfirmed capture, sent again under its same PSP key -------------------------------
+
+
+@dataclass(frozen=True)
+class CaptureResend:
+    intervention: repo.Intervention
+    capture_id: str
+    idempotency_key: str
+    request: CaptureRequest
+
+
+async def prepare_capture_resend(
+    conn: asyncpg.Connection, tenant_id: str, intervention_id: str
+) -> CaptureResend:
+    """Load an open `unconfirmed` capture intervention and the request its capture was sent
+    with (same amount, split and PSP key `capture:<id>:<generation>`)."""
+    found = await repo.intervention(conn, tenant_id, intervention_id)
+    if found is None or found.refund_id is not None:
+        raise RefundRefused(Refusal(404, "intervention_not_found", "no such intervention", "id"))
+    if found.status != "OPEN" or found.kind != "unconfirmed":
+        raise RefundRefused(
+            Refusal(
+                409,
+                "intervention_not_open",
+                f"only an open unconfirmed capture is sent again (this one: {found.kind},"
+                f" {found.status}); other capture interventions: POST .../retry",
+                "id",
+            )
+        )
+    row = await conn.fetchrow(
+        "SELECT id, tenant_id, supplier_id, amount, currency, splits, additional_data,"
+        " payment_psp_reference, merchant_account, generation, status FROM captures"
+        " WHERE id = $1",
+        found.capture_id,
+    )
+    assert row is not None
+    lines = [
+        SplitLine(s["party"], int(s["amount"]), parse_rate(s["rate"]) if s["rate"] else None)
+        for s in row["splits"]
+    ]
+    splits = psp_splits(
+        lines, tenant_id=row["tenant_id"], supplier_id=row["supplier_id"], capture_id=row["id"]
+    )
+    request = CaptureRequest(
+        psp_reference=row["payment_psp_reference"],
+        amount=Money(value=row["amount"], currency=row["currency"]),
+        reference=row["id"],
+        splits=splits or None,
+        additional_data=row["additional_data"],
+        merchant_account=row["merchant_account"],
+    )
+    return CaptureResend(found, row["id"], capture_key(row["id"], row["generation"]), request)
+
+
+async def send_capture_again(psp: PspPort, resend: CaptureResend) -> SendAnswer:
+    try:
+        result = await psp.capture(resend.request, idempotency_key=resend.idempotency_key)
+    except (PspValidationError, PspAuthenticationError) as exc:
+        return Rejected(exc.code, exc.message)
+    except PspError as exc:
+        return NoAnswer(exc.code, exc.message)
+    return Accepted(result.psp_reference)
+
+
+async def record_capture_resend(
+    conn: asyncpg.Connection, resend: CaptureResend, answer: SendAnswer, *, now: datetime
+) -> repo.Intervention:
+    """The answer goes to the capture's history; the intervention is RETRIED (the webhook,
+    when it comes, settles the capture; the watch opens a new intervention if it does not)."""
+    detail: dict[str, Any] = {
+        "intervention_id": resend.intervention.id,
+        "idempotency_key": resend.idempotency_key,
+        "answer": type(answer).__name__,
+    }
+    if not isinstance(answer, Accepted):
+        detail.update(code=answer.code, message=answer.message[:500])
+    await conn.execute(
+        "INSERT INTO capture_history (capture_id, occurred_at, status_from, status_to, source,"
+        " detail) SELECT id, $2, status, status, 'operator_resend', $3 FROM captures"
+        " WHERE id = $1",
+        resend.capture_id,
+        now,
+        detail,
+    )
+    await conn.execute(
+        "UPDATE captures SET updated_at = $2 WHERE id = $1 AND status = 'SENT'",
+        resend.capture_id,
+        now,
+    )
+    current = await repo.intervention(conn, resend.intervention.tenant_id, resend.intervention.id)
+    assert current is not None
+    if current.status != "OPEN":
+        return current
+    return await repo.close_intervention(conn, current, "RETRIED", None, now)

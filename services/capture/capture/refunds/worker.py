@@ -58,6 +58,7 @@ class RefundSender:
         self._poll = settings.refund_poll_interval_s
         self._wakeup = Wakeup()
         self._inflight: set[asyncio.Task[None]] = set()
+        self.psp = psp  # also for an operator's resend of an unconfirmed capture
 
     def wake(self) -> None:
         self._wakeup.set()

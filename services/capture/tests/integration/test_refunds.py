@@ -420,13 +420,28 @@ async def test_a_capture_the_psp_never_confirms_enters_the_queue_and_is_resolved
         _, body = await capture.call(
             "GET", f"/v1/admin/interventions?payment_id={payment.id}", tenant.operator_key
         )
-        found[:] = [i for i in body["data"] if i["kind"] == "unconfirmed"]
+        found[:] = [i for i in body["data"] if i["kind"] == "unconfirmed" and i["status"] == "OPEN"]
         return bool(found)
 
     await eventually(flagged, within=20)
     assert found[0]["code"] == "capture_unconfirmed"
     [still] = await capture.captures(tenant, payment)
     assert still["status"] == "SENT"  # never failed by guess
+    # the operator sends it again: the same PSP key, answered as the first time
+    status, body = await capture.call(
+        "POST",
+        f"/v1/admin/interventions/{found[0]['id']}/resend",
+        tenant.operator_key,
+        idempotency_key=uuid.uuid4().hex,
+    )
+    assert status == 202, body
+    assert body["data"]["status"] == "RETRIED"
+    sent = await capture.psp_capture_requests(tenant)
+    assert len(sent) == 2
+    assert len({r["idempotencyKey"] for r in sent}) == 1
+    assert len(await capture.psp_captures(payment)) == 1  # captured once at the PSP
+    # still unconfirmed: it is flagged again, and the operator resolves it with a note
+    await eventually(flagged, within=20)
     status, body = await capture.call(
         "POST",
         f"/v1/admin/interventions/{found[0]['id']}/resolve",
