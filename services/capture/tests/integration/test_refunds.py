@@ -249,6 +249,21 @@ async def test_refund_per_logistic_order_and_multi_capture_rules(capture):
     mine = await refunds_of(capture, tenant, payment, tenant.supplier_keys[tenant.suppliers[1]])
     assert {r["logistic_order_id"] for r in mine} == {"lo_2"}
     assert all([x["party"] for x in r["lines"]] == ["SUPPLIER"] for r in mine)
+    # the detail: a supplier sees only its own refunds, another tenant none
+    other_supplier = tenant.supplier_keys[tenant.suppliers[0]]
+    status, _ = await capture.call("GET", f"/v1/admin/refunds/{mine[0]['id']}", other_supplier)
+    assert status == 404
+    stranger = await capture.new_tenant()
+    status, _ = await capture.call(
+        "GET", f"/v1/admin/refunds/{mine[0]['id']}", stranger.operator_key
+    )
+    assert status == 404
+    status, detail = await capture.call(
+        "GET", f"/v1/admin/refunds/{mine[0]['id']}", tenant.operator_key
+    )
+    assert status == 200
+    assert [x["party"] for x in detail["data"]["lines"]] == ["PLATFORM", "MARKETPLACE", "SUPPLIER"]
+    assert detail["data"]["history"][0]["status_to"] == "AWAITING_FUNDS"
     # the same Idempotency-Key replays the first answer
     key = uuid.uuid4().hex
     first = await refund(capture, tenant, payment, key=key)
@@ -589,3 +604,29 @@ async def test_a_refund_racing_a_chargeback_never_takes_more_than_was_captured(c
             assert (status, body["error"]["code"]) == (409, "payment_charged_back")
             assert event["amount"]["value"] == 4000
         assert refunded + event["amount"]["value"] == 4000
+
+
+@pytest.mark.parametrize(
+    "capture",
+    [{"unconfirmed_after_s": 0.5, "unconfirmed_check_interval_s": 0.2}],
+    indirect=True,
+)
+async def test_a_refund_payouts_never_answers_enters_the_queue_still_reserved(capture):
+    tenant, payment = await captured(capture, [1200])
+    status, body = await refund(capture, tenant, payment)
+    assert status == 201, body
+    found: list[dict[str, Any]] = []
+
+    async def flagged() -> bool:
+        _, body = await capture.call(
+            "GET", f"/v1/admin/refund-interventions?payment_id={payment.id}", tenant.operator_key
+        )
+        found[:] = body["data"]
+        return bool(found)
+
+    await eventually(flagged, within=20)
+    assert (found[0]["kind"], found[0]["code"]) == ("unconfirmed", "refund_unconfirmed")
+    # still reserved: nothing more can be refunded, and nothing went to the PSP
+    status, body = await refund(capture, tenant, payment)
+    assert (status, body["error"]["code"]) == (409, "payment_fully_refunded")
+    assert await psp_refund_requests(capture, tenant) == []
