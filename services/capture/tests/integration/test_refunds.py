@@ -8,9 +8,10 @@ import asyncio
 import uuid
 from typing import Any
 
+import aio_pika
 import pytest
 
-from common.events import RefundFundsDecision
+from common.events import Envelope, RefundFundsDecision
 from common.testing.waiting import eventually
 
 
@@ -630,3 +631,41 @@ async def test_a_refund_payouts_never_answers_enters_the_queue_still_reserved(ca
     status, body = await refund(capture, tenant, payment)
     assert (status, body["error"]["code"]) == (409, "payment_fully_refunded")
     assert await psp_refund_requests(capture, tenant) == []
+
+
+async def test_a_malformed_funds_decision_is_parked_with_its_reason(capture):
+    # given a refund awaiting funds
+    tenant, payment = await captured(capture, [700])
+    _status, body = await refund(capture, tenant, payment)
+    [created] = body["data"]["refunds"]
+    # when payouts sends a decision without its required fields, then a good one
+    bad = Envelope(
+        type="refund.funds_reserved",
+        tenant_id=tenant.id,
+        correlation_id="test",
+        data={"refund_id": created["id"], "supplier_share_paid_out": "maybe"},
+    )
+    connection = await aio_pika.connect(capture.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(capture.exchange_name)
+        await exchange.publish(
+            aio_pika.Message(
+                bad.model_dump_json().encode(),
+                message_id=str(bad.id),
+                content_type="application/json",
+            ),
+            routing_key="refund.funds_reserved",
+        )
+    await fund(capture, tenant, created)
+    # then the good one applies, and the bad one waits in the DLQ with the reason
+    await until_status(capture, tenant, payment, ["REFUNDED"])
+    parked: list[tuple[bytes, dict[str, Any]]] = []
+
+    async def all_parked() -> bool:
+        parked.extend(await capture.dead_letters("capture.refund-funds"))
+        return len(parked) == 1
+
+    await eventually(all_parked)
+    assert parked[0][1]["x-error-kind"] == "poison"
+    assert "refund.funds_reserved payload invalid" in parked[0][1]["x-error"]
