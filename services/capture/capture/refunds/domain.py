@@ -390,6 +390,34 @@ def on_send_answer(
     )
 
 
+def on_chargeback(state: RefundState) -> RefundOutcome:
+    """A chargeback debits the payment: a refund still awaiting funds is never sent (the buyer
+    has the money back through the chargeback); its amount goes to the chargeback."""
+    if state.status is not RefundStatus.AWAITING_FUNDS:
+        return NoChange(f"the refund is {state.status}")
+    return RefundChange(
+        replace(state, status=RefundStatus.FAILED, send=SendState.DONE),
+        emit="failed",
+        code="payment_charged_back",
+        message="the payment was charged back before the refund was sent",
+    )
+
+
+def top_up(book: CaptureBook, released: int) -> CaptureDebit | None:
+    """A refund that held `released` of a capture when the chargeback took what was left has
+    failed: the chargeback (which took the whole amount at the PSP) takes that part too."""
+    amount = min(released, book.refundable)
+    if amount <= 0:
+        return None
+    return CaptureDebit(book.capture_id, return_lines(book, amount))
+
+
+def merge_debits(debits: Sequence[CaptureDebit], more: CaptureDebit) -> tuple[CaptureDebit, ...]:
+    out = [d for d in debits if d.capture_id != more.capture_id]
+    before = next((d.lines for d in debits if d.capture_id == more.capture_id), Shares())
+    return (*out, CaptureDebit(more.capture_id, before + more.lines))
+
+
 def on_refund_notification(
     state: RefundState, event_code: str, success: bool, psp_reference: str, reason: str
 ) -> RefundOutcome:

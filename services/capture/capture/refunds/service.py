@@ -272,7 +272,68 @@ async def apply(
             payment_refunded=Money(value=refunded, currency=r.currency),
         )
         await _emit(conn, updated, [(EventType.REFUND_FAILED, event)])
+        if r.status in domain.HOLDING:
+            await _top_up_chargeback(conn, updated, now)
     return updated
+
+
+async def _lock_refund(
+    conn: asyncpg.Connection, refund_id: str, tenant_id: str | None
+) -> Refund | None:
+    """The refund, locked after its payment (the lock order of every use case: payment →
+    capture → refund), so a refund's change and a dispute notification never deadlock."""
+    found = await repo.refund(conn, refund_id, tenant_id=tenant_id)
+    if found is None:
+        return None
+    await repo.lock_payment(conn, found.tenant_id, found.payment_id)
+    return await repo.refund(conn, refund_id, lock=True)
+
+
+async def _top_up_chargeback(conn: asyncpg.Connection, failed: Refund, now: datetime) -> None:
+    """A refund that held its amount when a chargeback took what was left has failed: the
+    chargeback takes that amount too (the PSP debited the whole disputed amount)."""
+    dispute = await repo.dispute(conn, failed.tenant_id, failed.payment_id, lock=True)
+    if dispute is None or not dispute.debited:
+        return
+    books = await repo.books(conn, failed.tenant_id, failed.payment_id, dispute)
+    book = next((b for b in books if b.capture_id == failed.capture_id), None)
+    if book is None:
+        return
+    more = domain.top_up(book, failed.amount)
+    if more is None:
+        return
+    debits = domain.merge_debits(dispute.debits, more)
+    revision = await repo.save_dispute(
+        conn,
+        id_=dispute.id,
+        tenant_id=failed.tenant_id,
+        payment_id=failed.payment_id,
+        psp_reference="",
+        stage=dispute.stage,
+        debited=True,
+        debits=debits,
+        reason=None,
+        now=now,
+    )
+    payment = await repo.lock_payment(conn, failed.tenant_id, failed.payment_id)
+    assert payment is not None
+    data = ChargebackEvent(
+        chargeback_id=dispute.id,
+        revision=revision,
+        payment_id=failed.payment_id,
+        order_id=failed.order_id,
+        psp_reference=payment.psp_reference or "",
+        stage=dispute.stage.value,
+        amount=Money(value=more.lines.total, currency=failed.currency),
+        reason=f"the refund {failed.id} held this amount and failed",
+        lines=_return_lines(book.capture_id, book.logistic_order_id, book.supplier_id, more.lines),
+    )
+    await publish_events(
+        conn,
+        [(EventType.CHARGEBACK_RECEIVED.value, data)],
+        tenant_id=failed.tenant_id,
+        aggregate_id=dispute.id,
+    )
 
 
 # -- the payouts service's funds decision ----------------------------------------------------
@@ -286,7 +347,7 @@ async def on_funds_decision(
     reserved: bool,
     now: datetime,
 ) -> Refund | None:
-    r = await repo.refund(conn, event.refund_id, tenant_id=tenant_id, lock=True)
+    r = await _lock_refund(conn, event.refund_id, tenant_id)
     if r is None:
         log.warning("funds decision for an unknown refund", refund_id=event.refund_id)
         return None
@@ -365,7 +426,7 @@ async def record_answer(
     now: datetime,
     retry_delays: Sequence[timedelta],
 ) -> Refund | None:
-    r = await repo.refund(conn, c.refund.id, lock=True)
+    r = await _lock_refund(conn, c.refund.id, None)
     if r is None:
         return None
     outcome = domain.on_send_answer(r.state, answer, retry_delays)
@@ -395,7 +456,7 @@ async def on_refund_notification(
     """REFUND / REFUND_FAILED: the merchant reference is the refund id we sent."""
     r = None
     if event.merchant_reference.startswith("rfd_"):
-        r = await repo.refund(conn, event.merchant_reference, tenant_id=tenant_id, lock=True)
+        r = await _lock_refund(conn, event.merchant_reference, tenant_id)
     if r is None:
         log.info(
             "refund notification not about a refund of ours",
@@ -442,6 +503,21 @@ async def on_dispute_notification(
     assert payment is not None
     stage = DisputeStage(event.event_code)
     current = await repo.dispute(conn, tenant_id, payment_id, lock=True)
+    moves = current is None or domain.RANK[stage] > domain.RANK[current.stage]
+    if moves and stage in domain.DEBITS and not (current and current.debited):
+        # refunds still awaiting funds are never sent now: their amount goes to the chargeback
+        for held in await repo.refunds_of_payment(conn, tenant_id, payment_id):
+            if held.status is RefundStatus.AWAITING_FUNDS:
+                locked = await repo.refund(conn, held.id, lock=True)
+                assert locked is not None
+                await apply(
+                    conn,
+                    locked,
+                    domain.on_chargeback(locked.state),
+                    source="chargeback",
+                    detail={"notification_id": event.notification_id, "stage": stage.value},
+                    now=now,
+                )
     books = await repo.books(conn, tenant_id, payment_id, current)
     change = domain.on_dispute_notification(
         current.state if current else domain.DisputeState(None),

@@ -586,7 +586,7 @@ async def test_a_chargeback_after_a_partial_refund_takes_only_what_is_left_by_th
 async def test_a_refund_racing_a_chargeback_never_takes_more_than_was_captured(capture):
     for _ in range(3):
         tenant, payment = await captured(capture, [4000])
-        # when a full refund and a full chargeback race
+        # when a full refund (awaiting payouts' funds) and a full chargeback race
         refunding = asyncio.create_task(refund(capture, tenant, payment))
         await dispute(capture, tenant, payment, "CHARGEBACK", amount=4000)
         status, body = await refunding
@@ -595,16 +595,69 @@ async def test_a_refund_racing_a_chargeback_never_takes_more_than_was_captured(c
             return bool(await chargeback_events(capture, payment))
 
         await eventually(settled, within=20)
+        # then the chargeback takes the whole 4000 either way: the refund was refused, or it
+        # was reserved first and the chargeback failed it before it reached the PSP
         [event] = await chargeback_events(capture, payment)
-        refunded = body["data"]["refunds"][0]["amount"]["value"] if status == 201 else 0
-        # then either the refund won (the chargeback takes nothing left) or the chargeback
-        # did (the refund is refused): never 8000 between them
+        assert event["amount"]["value"] == 4000
         if status == 201:
-            assert event["amount"]["value"] == 0
+            [failed] = await refunds_of(capture, tenant, payment)
+            assert (failed["status"], failed["failure_code"]) == ("FAILED", "payment_charged_back")
         else:
             assert (status, body["error"]["code"]) == (409, "payment_charged_back")
-            assert event["amount"]["value"] == 4000
-        assert refunded + event["amount"]["value"] == 4000
+        assert await psp_refund_requests(capture, tenant) == []
+
+
+async def marketplace_covers(capture, tenant) -> None:
+    async with capture.main.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE replica_tenants SET data = jsonb_set(data, '{funding_policy}',"
+            " '\"MARKETPLACE_COVERS\"') WHERE tenant_id = $1",
+            tenant.id,
+        )
+
+
+async def test_a_refund_at_the_psp_that_fails_after_a_chargeback_is_charged_back_too(capture):
+    # given a refund of 1000 taken by the PSP, its outcome not known yet (webhook held back)
+    tenant, payment = await captured(capture, [4000])
+    await marketplace_covers(capture, tenant)
+    await capture.sandbox.faults(tenant.merchant_account, fail_refunds=True, drop_next_webhooks=1)
+    status, body = await refund(
+        capture, tenant, payment, {"amount": {"value": 1000, "currency": "EUR"}}
+    )
+    assert status == 201, body
+
+    async def at_psp() -> bool:
+        [r] = await refunds_of(capture, tenant, payment)
+        return r["psp_request"] == "RECEIVED"
+
+    await eventually(at_psp, within=20)
+    # when the chargeback comes (taking what the refund left: 3000), then the REFUND_FAILED
+    await capture.sandbox.faults(tenant.merchant_account)
+    await dispute(capture, tenant, payment, "CHARGEBACK", amount=4000)
+
+    async def first() -> bool:
+        return len(await chargeback_events(capture, payment)) == 1
+
+    await eventually(first, within=20)
+    await capture.http.post(
+        f"{capture.sandbox.url}/sandbox/merchant-accounts/{tenant.merchant_account}"
+        "/webhooks/release-dropped"
+    )
+    await until_status(capture, tenant, payment, ["FAILED"])
+
+    async def both() -> bool:
+        return len(await chargeback_events(capture, payment)) == 2
+
+    await eventually(both, within=20)
+    # then the chargeback took 3000 and then the 1000 the failed refund released: 4000 in all,
+    # each party exactly what it received
+    events = await chargeback_events(capture, payment)
+    assert [e["amount"]["value"] for e in events] == [3000, 1000]
+    taken: dict[str, int] = {}
+    for e in events:
+        for line in e["lines"]:
+            taken[line["party"]] = taken.get(line["party"], 0) + line["amount"]
+    assert taken == {"PLATFORM": 100, "MARKETPLACE": 400, "SUPPLIER": 3500}
 
 
 @pytest.mark.parametrize(

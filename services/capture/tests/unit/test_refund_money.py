@@ -278,3 +278,19 @@ def test_fully_refunded():
     refusal = plan_refund(view(), [a, b], ask())
     assert isinstance(refusal, Refusal)
     assert refusal.code == "payment_fully_refunded"
+
+
+def test_a_failed_refund_after_a_chargeback_is_taken_by_it_too():
+    from capture.refunds.domain import CaptureDebit, merge_debits, top_up
+
+    # given 4000 at 2.5 % / 10 %, a 1000 refund holding, the chargeback took the 3000 left
+    b = book(4000, "2.5", "10")
+    held = return_lines(b, 1000)
+    charged = return_lines(b.after(held), 3000)
+    # when the refund fails: its lines are released and the chargeback takes them
+    released = b.after(charged)
+    more = top_up(released, 1000)
+    assert more is not None
+    merged = merge_debits([CaptureDebit(b.capture_id, charged)], more)
+    # then the chargeback has taken exactly what each party received
+    assert merged[0].lines == b.captured
