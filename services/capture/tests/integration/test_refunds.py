@@ -278,6 +278,8 @@ async def test_bad_input_is_refused_and_nothing_reaches_the_psp(capture):
     authorised_only = await capture.authorise(tenant, [1000])
     cancelled = await capture.authorise(tenant, [1000])
     await capture.report_closed(tenant, cancelled, "CANCELLED")
+    refused = await capture.authorise(tenant, [1000], publish_authorised=False)
+    await capture.report_closed(tenant, refused, "REFUSED")
     await asyncio.sleep(0.5)
     eur = lambda v: {"amount": {"value": v, "currency": "EUR"}}  # noqa: E731
     cases = [
@@ -333,6 +335,7 @@ async def test_bad_input_is_refused_and_nothing_reaches_the_psp(capture):
             "reason",
         ),
         (cancelled, None, tenant.operator_key, 409, "payment_not_refundable", "id"),
+        (refused, None, tenant.operator_key, 409, "payment_not_refundable", "id"),
         (payment, None, other.operator_key, 404, "payment_not_found", "id"),
         (payment, None, tenant.supplier_keys[tenant.suppliers[0]], 403, None, None),
     ]
