@@ -122,3 +122,6 @@ CREATE UNIQUE INDEX refund_interventions_one_open ON refund_interventions (refun
     WHERE status = 'OPEN';
 CREATE INDEX refund_interventions_tenant_created
     ON refund_interventions (tenant_id, created_at DESC, id DESC);
+
+-- the unconfirmed-capture watch reads captures SENT for long
+CREATE INDEX captures_sent_since ON captures (updated_at) WHERE status = 'SENT';

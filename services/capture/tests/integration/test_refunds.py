@@ -725,3 +725,25 @@ async def test_a_malformed_funds_decision_is_parked_with_its_reason(capture):
     await eventually(all_parked)
     assert parked[0][1]["x-error-kind"] == "poison"
     assert "refund.funds_reserved payload invalid" in parked[0][1]["x-error"]
+
+
+async def test_without_funds_check_a_later_decision_still_records_the_paid_out_share(capture):
+    # given a tenant whose marketplace covers: the refund goes to the PSP at once
+    tenant, payment = await captured(capture, [2500])
+    await marketplace_covers(capture, tenant)
+    _status, body = await refund(capture, tenant, payment)
+    [created] = body["data"]["refunds"]
+    assert created["funds_check"] is False
+    [done] = await until_status(capture, tenant, payment, ["REFUNDED"])
+    assert done["supplier_share_paid_out"] is None
+    # when payouts reports that the supplier's share had been paid out already
+    await fund(capture, tenant, created, paid_out=True)
+
+    async def recorded() -> bool:
+        [now] = await refunds_of(capture, tenant, payment)
+        return now["supplier_share_paid_out"] is True
+
+    await eventually(recorded)
+    [now] = await refunds_of(capture, tenant, payment)
+    assert now["status"] == "REFUNDED"
+    assert len(await psp_refund_requests(capture, tenant)) == 1
