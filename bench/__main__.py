@@ -13,6 +13,7 @@ BENCHMARKS = {
     "webhooks_ingest": "bench.webhooks_ingest",
     "capture_shipment": "bench.capture_shipment",
     "exports_copy": "bench.exports_copy",
+    "refunds": "bench.refunds",
 }
 
 

@@ -76,6 +76,10 @@ def render_index() -> str:
                     f"| {method.upper()} | `{path}` | {operation['summary']} | {who} |"
                     f" {'required' if idempotent else ''} |"
                 )
+        notes = ROOT / "docs" / "api-notes" / f"{service}.md"
+        if notes.exists():  # hand-written: codes and rules the tables cannot say
+            parts.append("")
+            parts.append(notes.read_text().rstrip("\n"))
     return "\n".join(parts) + "\n"
 
 

@@ -21,7 +21,11 @@ PSP = web.AppKey("psp", PspPort)
 
 def create_app(settings: Settings) -> web.Application:
     from checkout.api import api  # the routes read this module's keys
-    from checkout.consumers import captures_consumption, psp_notifications_consumption
+    from checkout.consumers import (
+        captures_consumption,
+        psp_notifications_consumption,
+        refunds_consumption,
+    )
 
     app = create_base_app(api, Metrics())
     app[SETTINGS] = settings
@@ -35,6 +39,7 @@ def create_app(settings: Settings) -> web.Application:
                 tenancy_consumption("checkout.tenancy"),
                 psp_notifications_consumption(),
                 captures_consumption(),
+                refunds_consumption(),
             ],
         )
     )

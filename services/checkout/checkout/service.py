@@ -161,6 +161,7 @@ async def change_status(
     detail: dict[str, Any] | None = None,
     updates: dict[str, Any] | None = None,
     remaining_capture: bool = False,
+    previous: Status | None = None,
 ) -> Status:
     """Apply `fact` to a payment locked by the caller: load what the decision reads, decide
     (`domain.decide_transition`, pure), save the decision and its events in one repo call."""
@@ -174,6 +175,7 @@ async def change_status(
         detail=detail,
         updates=updates,
         remaining_capture=remaining_capture,
+        previous=previous,
         lines=lines,
     )
     if transition.refused is not None:
