@@ -24,10 +24,10 @@ from common.events import (
     Envelope,
     EventType,
     PspNotificationReceived,
-    read_data,
     RefundEvent,
     RefundFailed,
     RefundSucceeded,
+    read_data,
 )
 from common.logging import get_logger
 from common.runtime import Consumption
@@ -205,7 +205,7 @@ def captures_consumption() -> Consumption:
 REFUND_SOURCE = "refund"
 
 
-async def on_refund_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
+async def on_refund_event(conn: Conn, envelope: Envelope) -> None:
     """A refund's or a chargeback's progress moves the payment through the status machine
     (WAITING_REFUND, PARTIALLY_REFUNDED, REFUNDED, CHARGEBACK and back) and is recorded in
     its timeline whatever it changes."""
