@@ -281,9 +281,7 @@ def decide_refund_funds(*, share: int, available: int, funds_check: bool) -> Fun
     if share <= available:
         return FundsDecision(reserved=True, hold=share, funding=0)
     if funds_check:
-        return FundsDecision(
-            reserved=False, hold=0, funding=0, code=INSUFFICIENT_SUPPLIER_BALANCE
-        )
+        return FundsDecision(reserved=False, hold=0, funding=0, code=INSUFFICIENT_SUPPLIER_BALANCE)
     return FundsDecision(reserved=True, hold=share, funding=share - max(available, 0))
 
 

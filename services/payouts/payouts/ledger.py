@@ -27,9 +27,7 @@ async def post(conn: asyncpg.Connection, entries: Sequence[Entry]) -> list[Poste
     commit. Same key and same content: `replayed`; other content: `conflict` (recorded)."""
     if not entries:
         return []
-    rows = await conn.fetch(
-        "SELECT * FROM ledger_post($1::jsonb)", [e.as_json() for e in entries]
-    )
+    rows = await conn.fetch("SELECT * FROM ledger_post($1::jsonb)", [e.as_json() for e in entries])
     return [Posted(r["idempotency_key"], r["transaction_id"], r["outcome"]) for r in rows]
 
 
@@ -219,3 +217,35 @@ async def check(conn: asyncpg.Connection, tenant_id: str | None = None) -> Check
     )
     assert row is not None
     return CheckResult(**dict(row))
+
+
+async def lock_accounts(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    currency: str,
+    wanted: Sequence[tuple[AccountKind, str | None]],
+) -> dict[tuple[AccountKind, str | None], Account]:
+    """Create (if need be) and lock `wanted` accounts in id order, the ledger's fixed order,
+    so that a decision read from their balances holds until the caller commits."""
+    kinds = [k for k, _ in wanted]
+    suppliers = [s or "" for _, s in wanted]
+    await conn.execute(
+        "INSERT INTO accounts (tenant_id, currency, type, supplier_id)"
+        " SELECT $1, $2, k, s FROM unnest($3::text[], $4::text[]) AS w(k, s)"
+        " ON CONFLICT DO NOTHING",
+        tenant_id,
+        currency,
+        kinds,
+        suppliers,
+    )
+    rows = await conn.fetch(
+        "SELECT a.* FROM accounts a JOIN unnest($3::text[], $4::text[]) AS w(k, s)"
+        " ON a.type = w.k AND a.supplier_id = w.s"
+        " WHERE a.tenant_id = $1 AND a.currency = $2 ORDER BY a.id FOR NO KEY UPDATE OF a",
+        tenant_id,
+        currency,
+        kinds,
+        suppliers,
+    )
+    found = {(r["type"], r["supplier_id"] or None): _account(r) for r in rows}
+    return found

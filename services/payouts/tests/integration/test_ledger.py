@@ -35,6 +35,21 @@ def capture(key: str, amount: int, platform: int, marketplace: int, supplier: st
     )
 
 
+async def insert_by_hand(conn: asyncpg.Connection, account_id: int, amounts: list[int]) -> None:
+    async with conn.transaction():
+        tx = await conn.fetchval(
+            "INSERT INTO ledger_transactions"
+            " (tenant_id, idempotency_key, kind, currency, content_hash)"
+            " VALUES ($1, 'by-hand', 'MANUAL', 'EUR', 'x') RETURNING id",
+            T,
+        )
+        await conn.executemany(
+            "INSERT INTO postings (transaction_id, account_id, currency, amount, posted_at)"
+            " VALUES ($1, $2, 'EUR', $3, now())",
+            [(tx, account_id, amount) for amount in amounts],
+        )
+
+
 async def test_database_refuses_an_unbalanced_transaction_inserted_directly(
     ledger_pool: asyncpg.Pool,
 ) -> None:
@@ -45,28 +60,10 @@ async def test_database_refuses_an_unbalanced_transaction_inserted_directly(
     # then the commit is refused
     async with ledger_pool.acquire() as conn:
         with pytest.raises(asyncpg.CheckViolationError, match="does not balance"):
-            async with conn.transaction():
-                tx = await conn.fetchval(
-                    "INSERT INTO ledger_transactions"
-                    " (tenant_id, idempotency_key, kind, currency, content_hash)"
-                    " VALUES ($1, 'by-hand', 'MANUAL', 'EUR', 'x') RETURNING id",
-                    T,
-                )
-                await conn.execute(
-                    "INSERT INTO postings (transaction_id, account_id, currency, amount,"
-                    " posted_at) VALUES ($1, $2, 'EUR', 100, now()), ($1, $2, 'EUR', -99, now())",
-                    tx,
-                    acct.id,
-                )
+            await insert_by_hand(conn, acct.id, [100, -99])
         # and a transaction with one posting only, or none, is refused too
         with pytest.raises(asyncpg.CheckViolationError, match="fewer than two"):
-            async with conn.transaction():
-                await conn.execute(
-                    "INSERT INTO ledger_transactions"
-                    " (tenant_id, idempotency_key, kind, currency, content_hash)"
-                    " VALUES ($1, 'empty', 'MANUAL', 'EUR', 'x')",
-                    T,
-                )
+            await insert_by_hand(conn, acct.id, [])
         # and a posting cannot be changed afterwards
         async with conn.transaction():
             await ledger.post(conn, [capture("c0", 100, 1, 9, "sup_a")])
@@ -92,7 +89,8 @@ async def test_same_key_replays_and_other_content_is_a_recorded_conflict(
             "SUPPLIER": 8750,
         }
         result = await ledger.check(conn, T)
-        assert result.ok and result.conflicts == 1
+        assert result.ok
+        assert result.conflicts == 1
 
 
 async def test_balance_as_of_a_past_instant_comes_from_the_postings(
@@ -106,8 +104,10 @@ async def test_balance_as_of_a_past_instant_comes_from_the_postings(
             await ledger.post(conn, [capture("c2", 2000, 20, 200, "sup_a")])
         past = {r["type"]: r["balance"] for r in await ledger.balances(conn, T, as_of=between)}
         now = {r["type"]: r["balance"] for r in await ledger.balances(conn, T)}
-    assert past["SUPPLIER"] == 890 and past["PLATFORM"] == 10
-    assert now["SUPPLIER"] == 890 + 1780 and now["PLATFORM"] == 30
+    assert past["SUPPLIER"] == 890
+    assert past["PLATFORM"] == 10
+    assert now["SUPPLIER"] == 890 + 1780
+    assert now["PLATFORM"] == 30
 
 
 async def test_a_hold_resolves_exactly_once_also_when_raced(ledger_pool: asyncpg.Pool) -> None:
@@ -139,17 +139,13 @@ async def test_concurrent_batches_on_the_hot_accounts_keep_every_balance_exact(
     # given many batches of captures crediting the same PLATFORM and MARKETPLACE accounts,
     # posted concurrently (some suppliers in both orders, so a cycle would deadlock)
     async def batch(n: int) -> None:
-        entries = [
-            capture(f"b{n}:{i}", 1000, 25, 100, f"sup_{(n + i) % 3}") for i in range(20)
-        ]
+        entries = [capture(f"b{n}:{i}", 1000, 25, 100, f"sup_{(n + i) % 3}") for i in range(20)]
         async with ledger_pool.acquire() as conn, conn.transaction():
             await ledger.post(conn, entries if n % 2 else list(reversed(entries)))
 
     await asyncio.gather(*(batch(n) for n in range(8)))
     async with ledger_pool.acquire() as conn:
-        rows = {
-            (r["type"], r["supplier_id"]): r["balance"] for r in await ledger.balances(conn, T)
-        }
+        rows = {(r["type"], r["supplier_id"]): r["balance"] for r in await ledger.balances(conn, T)}
         assert rows[("PLATFORM", "")] == 8 * 20 * 25
         assert rows[("MARKETPLACE", "")] == 8 * 20 * 100
         assert rows[("PSP_CLEARING", "")] == -8 * 20 * 1000
