@@ -278,7 +278,7 @@ def decide_refund_funds(*, share: int, available: int, funds_check: bool) -> Fun
     """`refund.requested`: the supplier's share must be covered by its available balance
     (balance − holds). With `funds_check` (policy REFUSE_REFUND) a short supplier refuses the
     refund; without it (MARKETPLACE_COVERS) the marketplace advances the shortfall."""
-    if share <= available:
+    if share == 0 or share <= available:
         return FundsDecision(reserved=True, hold=share, funding=0)
     if funds_check:
         return FundsDecision(reserved=False, hold=0, funding=0, code=INSUFFICIENT_SUPPLIER_BALANCE)
