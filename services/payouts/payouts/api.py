@@ -29,12 +29,26 @@ from common.http.query import datetime_param
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, Api, Call
 from common.money import MAX_AMOUNT, Money
 from common.runtime import DB_POOL
-from payouts import errors, ledger
+from payouts import errors, ledger, payout_cases
+from payouts.domain import iban_valid
+from payouts.executor import Clock, PayoutExecutor
 from payouts.metrics import PayoutsMetrics
-from payouts.schemas import AccountBalance, FundingTransfer, LedgerCheck, Posting
+from payouts.schemas import (
+    AccountBalance,
+    BankAccountIn,
+    ComputeIn,
+    FundingTransfer,
+    Intervention,
+    LedgerCheck,
+    Payout,
+    PayoutLine,
+    Posting,
+)
 
 api = Api("Marketpay payouts")
 PAYOUTS_METRICS = web.AppKey("payouts_metrics", PayoutsMetrics)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+EXECUTOR = web.AppKey("executor", PayoutExecutor)
 
 PAGING = ("limit", "after_cursor", "before_cursor")
 TRANSFER_STATUSES = ["PENDING", "COMPLETED", "FAILED"]
@@ -326,3 +340,267 @@ async def get_funding_transfer(request: web.Request, call: Call[None]) -> web.Re
     if row is None or (scope is not None and row["supplier_id"] != scope):
         raise errors.not_found("funding_transfer")
     return ok("funding_transfer", transfer_view(row))
+
+
+# -- payouts --------------------------------------------------------------------------------
+
+PAYOUT_STATUSES = [
+    "COMPUTED",
+    "SKIPPED",
+    "PENDING",
+    "SETTLED",
+    "FAILED",
+    "INSUFFICIENT_FUNDS",
+    "UNKNOWN",
+]
+PAYOUT_FILTERS = ("status", "kind", "supplier_id")
+
+
+def payout_view(row: asyncpg.Record) -> Payout:
+    return Payout(
+        id=row["id"],
+        kind=row["kind"],
+        supplier_id=row["supplier_id"],
+        status=row["status"],
+        amount=Money(value=row["amount"], currency=row["currency"]),
+        recovered=row["recovered"],
+        period_start=row["period_start"],
+        period_end=row["period_end"],
+        code=row["code"],
+        message=row["message"],
+        funding_transfer_id=row["funding_transfer_id"],
+        provider_reference=row["provider_reference"],
+        revision=row["revision"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+@api.get(
+    "/v1/admin/payouts",
+    summary="Payouts, newest first",
+    roles=OPERATOR_OR_SUPPLIER,
+    response=Payout,
+    list_response=True,
+    query=[
+        ("status", ", ".join(PAYOUT_STATUSES)),
+        ("kind", "SUPPLIER or MARKETPLACE"),
+        ("supplier_id", "only this supplier's payouts"),
+    ],
+    tags=["payouts"],
+)
+async def list_payouts(request: web.Request, call: Call[None]) -> web.Response:
+    _only(call.query, PAYOUT_FILTERS)
+    where = ["tenant_id = $1"]
+    args: list[Any] = [call.tenant_id]
+    status = _choice(call.query, "status", PAYOUT_STATUSES)
+    kind = _choice(call.query, "kind", ["SUPPLIER", "MARKETPLACE"])
+    supplier = _supplier_scope(call) or call.query.get("supplier_id")
+    for column, value in (("status", status), ("kind", kind), ("supplier_id", supplier)):
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} = ${len(args)}")
+    async with snapshot(request.app[DB_POOL]) as conn:
+        rows, info = await fetch_page(
+            conn,
+            table="payouts",
+            where=where,
+            args=args,
+            request=PageRequest.from_query(call.query),
+        )
+    return page([payout_view(r) for r in rows], info)
+
+
+async def _payout(conn: asyncpg.Connection, call: Call[Any], payout_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "SELECT * FROM payouts WHERE tenant_id = $1 AND id = $2", call.tenant_id, payout_id
+    )
+    scope = _supplier_scope(call)
+    if row is None or (scope is not None and row["supplier_id"] != scope):
+        raise errors.not_found("payout")
+    return row
+
+
+@api.get(
+    "/v1/admin/payouts/{id}",
+    summary="A payout",
+    roles=OPERATOR_OR_SUPPLIER,
+    response=Payout,
+    tags=["payouts"],
+)
+async def get_payout(request: web.Request, call: Call[None]) -> web.Response:
+    async with snapshot(request.app[DB_POOL]) as conn:
+        row = await _payout(conn, call, request.match_info["id"])
+    return ok("payout", payout_view(row))
+
+
+@api.get(
+    "/v1/admin/payouts/{id}/lines",
+    summary="A payout's lines: the logistic orders (captures) it pays, each net of refunds"
+    " and chargebacks",
+    roles=OPERATOR_OR_SUPPLIER,
+    response=PayoutLine,
+    list_response=True,
+    tags=["payouts"],
+)
+async def payout_lines(request: web.Request, call: Call[None]) -> web.Response:
+    async with snapshot(request.app[DB_POOL]) as conn:
+        row = await _payout(conn, call, request.match_info["id"])
+        lines = await conn.fetch(
+            "SELECT * FROM payout_lines WHERE payout_id = $1 ORDER BY capture_id", row["id"]
+        )
+    return web.json_response(
+        {
+            "id": row["id"],
+            "type": "array",
+            "data": [
+                PayoutLine(
+                    capture_id=r["capture_id"],
+                    logistic_order_id=r["logistic_order_id"],
+                    amount=r["amount"],
+                ).model_dump(mode="json")
+                for r in lines
+            ],
+            "page_info": None,
+        }
+    )
+
+
+@api.post(
+    "/v1/admin/payouts/compute",
+    summary="Compute the payouts of a period now (supplier payouts, or the marketplace's)",
+    roles=OPERATOR,
+    body=ComputeIn,
+    body_required=False,
+    response=Payout,
+    list_response=True,
+    status=201,
+    idempotent=True,
+    tags=["payouts"],
+)
+async def compute_payouts(request: web.Request, call: Call[ComputeIn]) -> web.Response:
+    now = request.app[CLOCK]()
+    period_end = call.body.period_end or now
+    if period_end > now:
+        raise errors.parameter_invalid("period_end", "in the future")
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+        if call.body.kind == "MARKETPLACE":
+            rows = await payout_cases.compute_marketplace_payout(
+                conn, call.tenant_id, period_end=period_end
+            )
+        else:
+            rows = await payout_cases.compute_supplier_payouts(
+                conn, call.tenant_id, period_end=period_end, supplier_id=call.body.supplier_id
+            )
+    return web.json_response(
+        {
+            "id": None,
+            "type": "array",
+            "data": [payout_view(r).model_dump(mode="json") for r in rows],
+            "page_info": None,
+        },
+        status=201,
+    )
+
+
+def _run_payout(action: str) -> Any:
+    async def handle(request: web.Request, call: Call[None]) -> web.Response:
+        use_case = payout_cases.execute if action == "execute" else payout_cases.retry
+        async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+            row = await use_case(
+                conn, call.tenant_id, request.match_info["id"], now=request.app[CLOCK]()
+            )
+        executor = request.app.get(EXECUTOR)
+        if executor is not None:
+            executor.wake()
+        return ok("payout", payout_view(row), status=202)
+
+    handle.__name__ = f"{action}_payout"
+    return handle
+
+
+api.post(
+    "/v1/admin/payouts/{id}/execute",
+    summary="Send a COMPUTED payout to the payout provider",
+    roles=OPERATOR,
+    response=Payout,
+    status=202,
+    idempotent=True,
+    tags=["payouts"],
+)(_run_payout("execute"))
+api.post(
+    "/v1/admin/payouts/{id}/retry",
+    summary="Send a FAILED payout again, as a new provider order",
+    roles=OPERATOR,
+    response=Payout,
+    status=202,
+    idempotent=True,
+    tags=["payouts"],
+)(_run_payout("retry"))
+
+
+@api.get(
+    "/v1/admin/payouts-interventions",
+    summary="The intervention queue: payouts whose outcome is unknown for too long",
+    roles=OPERATOR,
+    response=Intervention,
+    list_response=True,
+    tags=["payouts"],
+)
+async def list_interventions(request: web.Request, call: Call[None]) -> web.Response:
+    async with snapshot(request.app[DB_POOL]) as conn:
+        rows, info = await fetch_page(
+            conn,
+            table="payout_interventions",
+            where=["tenant_id = $1"],
+            args=[call.tenant_id],
+            request=PageRequest.from_query(call.query),
+        )
+    return page([Intervention(**{k: r[k] for k in Intervention.model_fields}) for r in rows], info)
+
+
+@api.put(
+    "/v1/admin/marketplace-bank-account",
+    summary="The marketplace's own bank account, for marketplace payouts",
+    roles=OPERATOR,
+    body=BankAccountIn,
+    response=BankAccountIn,
+    tags=["payouts"],
+)
+async def put_bank_account(request: web.Request, call: Call[BankAccountIn]) -> web.Response:
+    if not iban_valid(call.body.iban):
+        raise errors.parameter_invalid("iban", "not a valid IBAN")
+    async with request.app[DB_POOL].acquire() as conn:
+        await conn.execute(
+            "INSERT INTO marketplace_bank_accounts (tenant_id, iban, holder) VALUES ($1, $2, $3)"
+            " ON CONFLICT (tenant_id) DO UPDATE SET iban = EXCLUDED.iban,"
+            " holder = EXCLUDED.holder, updated_at = now()",
+            call.tenant_id,
+            call.body.iban,
+            call.body.holder,
+        )
+    return ok("bank_account", call.body, id_=call.tenant_id)
+
+
+async def provider_callback(request: web.Request) -> web.Response:
+    """The payout provider's order callback. Its body only names the order: the outcome is
+    read from the provider itself, so a forged callback can at most cause a poll."""
+    try:
+        body = await request.json()
+        order_id = body["orderId"]
+        if not isinstance(order_id, str) or not _ID.fullmatch(order_id):
+            raise ValueError(order_id)
+    except (ValueError, KeyError, TypeError):
+        return web.json_response(
+            {
+                "error": {
+                    "code": "invalid_callback",
+                    "message": "orderId required",
+                    "param": "orderId",
+                }
+            },
+            status=400,
+        )
+    executor = request.app.get(EXECUTOR)
+    known = executor is not None and await executor.on_callback(order_id)
+    return web.json_response({"received": True, "known": known})

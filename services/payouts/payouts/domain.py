@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from stdnum import iban as stdnum_iban
@@ -310,8 +311,10 @@ class OrderAmount:
 @dataclass(frozen=True)
 class SupplierPayoutDecision:
     status: Literal["COMPUTED", "SKIPPED", "INSUFFICIENT_FUNDS"]
-    amount: int
-    funding: int = 0
+    amount: int  # what is sent to the supplier's bank account
+    gross: int  # the net of the eligible orders
+    recovered: int = 0  # advances of the marketplace taken back first
+    funding: int = 0  # the marketplace's advance needed (banking mode ENABLED)
     code: str | None = None
     message: str | None = None
     lines: tuple[OrderAmount, ...] = field(default=())
@@ -323,18 +326,29 @@ def decide_supplier_payout(
     iban: str | None,
     orders: Sequence[OrderAmount],
     available: int,
+    outstanding_advances: int,
     banking_mode: BankingMode,
 ) -> SupplierPayoutDecision:
-    """One supplier's payout for a period (DESIGN §8). The amount is the net of the eligible
-    orders; what the supplier owes beyond them (a negative balance left by a chargeback, an
-    advance still to recover) shows as a smaller `available`, and the payout never pays more
-    than that unless the marketplace advances it (banking mode ENABLED)."""
+    """One supplier's payout for a period (DESIGN §8).
+
+    The gross is the net of the eligible orders (captures less their refunds and
+    chargebacks). What the supplier owes beyond them (refunds or chargebacks of orders already
+    paid out, advances of the marketplace) is recovered from it:
+    - advances are taken back from the available balance first (ENABLED: only from what the
+      payout leaves);
+    - DISABLED: the marketplace never advances; the payout is the gross capped by what is
+      available, so debts are netted; nothing available at all is INSUFFICIENT_FUNDS (the
+      orders stay eligible);
+    - ENABLED: the supplier gets the gross; the marketplace advances what is missing (a
+      funding transfer linked to the payout, recovered from later payouts).
+    """
     lines = tuple(orders)
-    amount = sum(o.amount for o in lines)
+    gross = sum(o.amount for o in lines)
     if kyc_status != "enabled":
         return SupplierPayoutDecision(
             "SKIPPED",
-            amount,
+            0,
+            gross,
             code="supplier_kyc_not_enabled",
             message=f"the supplier's KYC status is {kyc_status or 'unknown'}, not enabled",
             lines=lines,
@@ -342,25 +356,73 @@ def decide_supplier_payout(
     if not iban_valid(iban):
         return SupplierPayoutDecision(
             "SKIPPED",
-            amount,
+            0,
+            gross,
             code="supplier_iban_invalid",
             message="the supplier has no valid IBAN",
             lines=lines,
         )
+    if gross <= 0:
+        return SupplierPayoutDecision(
+            "SKIPPED", 0, gross, code="nothing_to_pay", message="no positive amount", lines=lines
+        )
+    if banking_mode == "ENABLED":
+        recovered = min(outstanding_advances, max(available - gross, 0))
+        left = available - recovered
+        return SupplierPayoutDecision(
+            "COMPUTED",
+            gross,
+            gross,
+            recovered=recovered,
+            funding=max(gross - max(left, 0), 0),
+            lines=lines,
+        )
+    recovered = min(outstanding_advances, max(available, 0))
+    amount = min(gross, available - recovered)
     if amount <= 0:
         return SupplierPayoutDecision(
-            "SKIPPED", amount, code="nothing_to_pay", message="no positive amount", lines=lines
-        )
-    if amount <= available:
-        return SupplierPayoutDecision("COMPUTED", amount, lines=lines)
-    if banking_mode == "ENABLED":
-        return SupplierPayoutDecision(
-            "COMPUTED", amount, funding=amount - max(available, 0), lines=lines
+            "INSUFFICIENT_FUNDS",
+            0,
+            gross,
+            recovered=recovered,
+            code="insufficient_supplier_balance",
+            message=f"nothing available (available {available}, advances {outstanding_advances})",
+            lines=lines,
         )
     return SupplierPayoutDecision(
-        "INSUFFICIENT_FUNDS",
+        "COMPUTED",
         amount,
-        code="insufficient_supplier_balance",
-        message=f"available {available} < {amount}",
+        gross,
+        recovered=recovered,
+        message=None if amount == gross else f"{gross - amount} netted against earlier debits",
         lines=lines,
     )
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+
+def latest_slot(
+    frequency: str,
+    *,
+    hour_utc: int,
+    day_of_week: int | None,
+    day_of_month: int | None,
+    now: datetime,
+) -> datetime | None:
+    """The latest instant at or before `now` when the schedule was due (None: MANUAL).
+    `day_of_week` 1 = Monday; `day_of_month` 1..28."""
+    today = now.replace(hour=hour_utc, minute=0, second=0, microsecond=0)
+    if frequency == "DAILY":
+        return today if today <= now else today - timedelta(days=1)
+    if frequency == "WEEKLY":
+        back = (now.isoweekday() - (day_of_week or 1)) % 7
+        slot = today - timedelta(days=back)
+        return slot if slot <= now else slot - timedelta(days=7)
+    if frequency == "MONTHLY":
+        slot = today.replace(day=day_of_month or 1)
+        if slot <= now:
+            return slot
+        previous = (slot.replace(day=1) - timedelta(days=1)).replace(day=day_of_month or 1)
+        return previous
+    return None

@@ -88,3 +88,18 @@ class ComputeIn(BaseModel):
     kind: str = Field(default="SUPPLIER", pattern="^(SUPPLIER|MARKETPLACE)$")
     supplier_id: str | None = Field(default=None, min_length=1, max_length=64)
     period_end: datetime | None = None
+
+
+class Intervention(BaseModel):
+    id: int
+    payout_id: str
+    reason: str
+    status: str
+    created_at: datetime
+
+
+class BankAccountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    iban: str = Field(min_length=15, max_length=34, pattern=r"^[A-Z]{2}[0-9]{2}[A-Za-z0-9]+$")
+    holder: str = Field(min_length=1, max_length=140)

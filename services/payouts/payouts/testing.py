@@ -7,7 +7,7 @@ import json
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
@@ -192,6 +192,19 @@ def logistic_status(
 VALID_IBAN = "DE89370400440532013000"
 
 
+class MovableClock:
+    """A clock tests move forward (schedules, the age of UNKNOWN payouts)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, delta: timedelta) -> None:
+        self.offset += delta
+
+
 @dataclass
 class Tenant:
     id: str
@@ -209,6 +222,9 @@ class PayoutsHarness:
     oms_exchange: AbstractExchange
     amqp_url: str
     names: Names
+    sandbox: Any = None
+    clock: Any = None
+    start_replica: Any = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -347,3 +363,79 @@ class PayoutsHarness:
         )
         assert status == 200, body
         return int(body["data"][0]["available"]) if body["data"] else 0
+
+    # -- payouts ------------------------------------------------------------------------
+
+    async def deliver_capture(
+        self, tenant: Tenant, capture: CaptureSucceeded, *, status: str = "SHIPPED"
+    ) -> None:
+        """A capture that is PAID and whose logistic order has `status`: eligible if allowed."""
+        await self.send("capture.succeeded", capture, tenant.id)
+        await self.send("payment.status_changed", payment_paid(capture), tenant.id)
+        await self.publish_oms(logistic_status(tenant.id, capture, status))
+
+        async def known() -> bool:
+            async with self.pool.acquire() as conn:
+                return bool(
+                    await conn.fetchval(
+                        "SELECT EXISTS (SELECT 1 FROM logistic_orders WHERE tenant_id = $1"
+                        " AND order_id = $2 AND status = $3)",
+                        tenant.id,
+                        capture.order_id,
+                        status,
+                    )
+                )
+
+        await eventually(known)
+
+    async def compute(self, tenant: Tenant, **body: Any) -> list[dict[str, Any]]:
+        status, answer = await self.call(
+            "POST",
+            "/v1/admin/payouts/compute",
+            tenant.operator_key,
+            json=body,
+            idempotency_key=new_id("idem"),
+        )
+        assert status == 201, answer
+        found: list[dict[str, Any]] = answer["data"]
+        return found
+
+    async def execute(self, tenant: Tenant, payout_id: str, action: str = "execute") -> Any:
+        status, answer = await self.call(
+            "POST",
+            f"/v1/admin/payouts/{payout_id}/{action}",
+            tenant.operator_key,
+            idempotency_key=new_id("idem"),
+        )
+        assert status == 202, answer
+        return answer["data"]
+
+    async def payout(self, tenant: Tenant, payout_id: str) -> dict[str, Any]:
+        status, answer = await self.call(
+            "GET", f"/v1/admin/payouts/{payout_id}", tenant.operator_key
+        )
+        assert status == 200, answer
+        found: dict[str, Any] = answer["data"]
+        return found
+
+    async def until_payout(
+        self, tenant: Tenant, payout_id: str, status: str, within: float = 20
+    ) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+
+        async def reached() -> bool:
+            seen.update(await self.payout(tenant, payout_id))
+            return bool(seen["status"] == status)
+
+        await eventually(reached, within=within)
+        return seen
+
+    async def provider_orders(self) -> dict[str, Any]:
+        found: dict[str, Any] = await self.sandbox.get("/sandbox/payout-orders")
+        return found
+
+    async def provider_faults(self, **faults: Any) -> None:
+        async with self.sandbox.http.put(
+            f"{self.sandbox.url}/sandbox/payout-faults", json=faults
+        ) as response:
+            assert response.status == 200, await response.text()

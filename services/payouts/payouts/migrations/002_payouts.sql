@@ -104,12 +104,19 @@ CREATE TABLE payouts (
     message             text,
     recovered           bigint      NOT NULL DEFAULT 0,
     funding_transfer_id text,
-    provider_reference  text,
+    provider_reference  text,       -- the provider's order id: `<payout id>` then `-<attempt>`
+    attempt             int         NOT NULL DEFAULT 0,  -- operator retries after FAILED
+    iban                text,
+    beneficiary         text,
+    next_poll_at        timestamptz,  -- PENDING / UNKNOWN: when to ask the provider again
+    polls               int         NOT NULL DEFAULT 0,
+    unknown_since       timestamptz,
     revision            int         NOT NULL DEFAULT 1,
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX payouts_list ON payouts (tenant_id, created_at DESC, id DESC);
+CREATE INDEX payouts_due ON payouts (next_poll_at) WHERE status IN ('PENDING', 'UNKNOWN');
 -- at most one live payout per supplier per period
 CREATE UNIQUE INDEX payouts_one_per_period ON payouts (tenant_id, kind, coalesce(supplier_id, ''),
     period_end) WHERE status IN ('COMPUTED', 'PENDING', 'SETTLED', 'UNKNOWN');
@@ -131,4 +138,35 @@ CREATE TABLE payout_history (
     status      text        NOT NULL,
     note        text,
     at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX ledger_transactions_capture ON ledger_transactions (tenant_id, capture_id);
+
+-- UNKNOWN payouts older than the configured age, for a person to look at (once each).
+CREATE TABLE payout_interventions (
+    id          bigserial   PRIMARY KEY,
+    tenant_id   text        NOT NULL,
+    payout_id   text        NOT NULL UNIQUE REFERENCES payouts (id),
+    reason      text        NOT NULL,
+    status      text        NOT NULL DEFAULT 'OPEN' CHECK (status IN ('OPEN', 'RESOLVED')),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- The durable scheduler: a run of a tenant's schedule is claimed by inserting its slot; two
+-- replicas racing for the same slot insert it once.
+CREATE TABLE schedule_runs (
+    tenant_id  text        NOT NULL,
+    kind       text        NOT NULL CHECK (kind IN ('SUPPLIER', 'MARKETPLACE')),
+    slot       timestamptz NOT NULL,
+    payouts    int         NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, kind, slot)
+);
+
+-- The marketplace's own bank account, for marketplace payouts (set by its operator here).
+CREATE TABLE marketplace_bank_accounts (
+    tenant_id  text        PRIMARY KEY,
+    iban       text        NOT NULL,
+    holder     text        NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
 );

@@ -132,56 +132,62 @@ ORDERS = [OrderAmount("lo_1", 700), OrderAmount("lo_2", -100)]
 
 
 @pytest.mark.parametrize(
-    ("kyc", "iban", "orders", "available", "mode", "status", "amount", "funding", "code"),
+    ("kyc", "iban", "orders", "available", "advances", "mode", "expected"),
     [
-        ("enabled", VALID_IBAN, ORDERS, 600, "DISABLED", "COMPUTED", 600, 0, None),
+        ("enabled", VALID_IBAN, ORDERS, 600, 0, "DISABLED", ("COMPUTED", 600, 0, 0, None)),
         (
             "submitted",
             VALID_IBAN,
             ORDERS,
             600,
+            0,
             "DISABLED",
-            "SKIPPED",
+            ("SKIPPED", 0, 0, 0, "supplier_kyc_not_enabled"),
+        ),
+        (
+            "enabled",
+            None,
+            ORDERS,
             600,
             0,
-            "supplier_kyc_not_enabled",
+            "DISABLED",
+            ("SKIPPED", 0, 0, 0, "supplier_iban_invalid"),
         ),
-        ("enabled", None, ORDERS, 600, "DISABLED", "SKIPPED", 600, 0, "supplier_iban_invalid"),
         (
             "enabled",
             "DE00370400440532013000",
             ORDERS,
             600,
-            "DISABLED",
-            "SKIPPED",
-            600,
             0,
-            "supplier_iban_invalid",
+            "DISABLED",
+            ("SKIPPED", 0, 0, 0, "supplier_iban_invalid"),
         ),
         (
             "enabled",
             VALID_IBAN,
             [OrderAmount("lo_1", -5)],
             600,
-            "DISABLED",
-            "SKIPPED",
-            -5,
             0,
-            "nothing_to_pay",
+            "DISABLED",
+            ("SKIPPED", 0, 0, 0, "nothing_to_pay"),
         ),
+        # a debit of an order paid out before is netted; nothing available at all: refused
+        ("enabled", VALID_IBAN, ORDERS, 400, 0, "DISABLED", ("COMPUTED", 400, 0, 0, None)),
         (
             "enabled",
             VALID_IBAN,
             ORDERS,
-            400,
-            "DISABLED",
-            "INSUFFICIENT_FUNDS",
-            600,
+            -50,
             0,
-            "insufficient_supplier_balance",
+            "DISABLED",
+            ("INSUFFICIENT_FUNDS", 0, 0, 0, "insufficient_supplier_balance"),
         ),
-        ("enabled", VALID_IBAN, ORDERS, 400, "ENABLED", "COMPUTED", 600, 200, None),
-        ("enabled", VALID_IBAN, ORDERS, -50, "ENABLED", "COMPUTED", 600, 600, None),
+        # an advance is recovered first
+        ("enabled", VALID_IBAN, ORDERS, 900, 500, "DISABLED", ("COMPUTED", 400, 500, 0, None)),
+        # ENABLED: the gross is paid, the marketplace advances what is missing
+        ("enabled", VALID_IBAN, ORDERS, 400, 0, "ENABLED", ("COMPUTED", 600, 0, 200, None)),
+        ("enabled", VALID_IBAN, ORDERS, -50, 0, "ENABLED", ("COMPUTED", 600, 0, 600, None)),
+        ("enabled", VALID_IBAN, ORDERS, 900, 500, "ENABLED", ("COMPUTED", 600, 300, 0, None)),
     ],
 )
 def test_a_supplier_payout(
@@ -189,22 +195,22 @@ def test_a_supplier_payout(
     iban: str | None,
     orders: list[OrderAmount],
     available: int,
+    advances: int,
     mode: str,
-    status: str,
-    amount: int,
-    funding: int,
-    code: str | None,
+    expected: tuple[str, int, int, int, str | None],
 ) -> None:
     decision = decide_supplier_payout(
         kyc_status=kyc,
         iban=iban,
         orders=orders,
         available=available,
+        outstanding_advances=advances,
         banking_mode=mode,  # type: ignore[arg-type]
     )
-    assert (decision.status, decision.amount, decision.funding, decision.code) == (
-        status,
-        amount,
-        funding,
-        code,
-    )
+    assert (
+        decision.status,
+        decision.amount,
+        decision.recovered,
+        decision.funding,
+        decision.code,
+    ) == expected
