@@ -33,6 +33,7 @@ from common.events import (
     ReturnLine,
     Role,
     SplitLineData,
+    TenantUpserted,
     make_envelope,
 )
 from common.http.auth import generate_key
@@ -439,3 +440,21 @@ class PayoutsHarness:
             f"{self.sandbox.url}/sandbox/payout-faults", json=faults
         ) as response:
             assert response.status == 200, await response.text()
+
+    async def call_raw(self, path: str, body: Any) -> tuple[int, Any]:
+        async with self.http.post(self.url + path, json=body) as response:
+            return response.status, await response.json()
+
+    async def set_schedule(self, tenant: Tenant, **schedule: Any) -> None:
+        async with self.pool.acquire() as conn:
+            data = await conn.fetchval(
+                "SELECT data FROM replica_tenants WHERE tenant_id = $1", tenant.id
+            )
+        event = TenantUpserted.model_validate(data)
+        event = event.model_copy(
+            update={
+                "revision": event.revision + 1,
+                "payout_schedule": event.payout_schedule.model_copy(update=schedule),
+            }
+        )
+        await self.send("tenant.upserted", event, tenant.id)
