@@ -226,6 +226,7 @@ class PayoutsHarness:
     sandbox: Any = None
     clock: Any = None
     start_replica: Any = None
+    settings: Any = None
 
     @property
     def pool(self) -> asyncpg.Pool:

@@ -104,14 +104,15 @@ async def harness(
     request: Any, servers: Any, service_db: ServiceDb, broker_names: Names, sandbox: Sandbox
 ) -> AsyncIterator[PayoutsHarness]:
     """One payouts replica; parametrize indirectly with Settings overrides."""
-    overrides = getattr(request, "param", {})
+    overrides = dict(getattr(request, "param", {}))
+    workers = overrides.pop("workers", True)
     clock = MovableClock()
     async with contextlib.AsyncExitStack() as stack:
         port = free_port()
         settings = payouts_settings(
             servers, service_db, broker_names, sandbox.url, port, **overrides
         )
-        app = create_app(settings, clock=clock)
+        app = create_app(settings, clock=clock, workers=workers)
         url = await stack.enter_async_context(serving(app, port))
         http = await stack.enter_async_context(aiohttp.ClientSession())
         connection = await aio_pika.connect(servers.amqp_url)
@@ -146,4 +147,5 @@ async def harness(
             sandbox=sandbox,
             clock=clock,
             start_replica=replica,
+            settings=settings,
         )
