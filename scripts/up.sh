@@ -14,7 +14,7 @@ else
     echo $! >.run/honcho.pid
 fi
 
-declare -A PORTS=([tenants]=8086 [checkout]=8081 [webhooks]=8082 [capture]=8083 [psp_sandbox]=8090)
+declare -A PORTS=([tenants]=8086 [checkout]=8081 [webhooks]=8082 [capture]=8083 [payouts]=8084 [psp_sandbox]=8090)
 for service in "${!PORTS[@]}"; do
     url="http://127.0.0.1:${PORTS[$service]}/readyz"
     for i in $(seq 1 60); do
@@ -67,5 +67,7 @@ Try:
   curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8086/v1/admin/suppliers
   curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8086/v1/admin/commissions
   curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8083/v1/admin/captures
+  curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8084/v1/admin/balances
+  curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8084/v1/admin/ledger/check
 More in README.md ("A five-minute tour"; capture and the OMS: docs/oms-contract.md). Stop with: make down
 TXT
