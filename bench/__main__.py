@@ -12,6 +12,7 @@ BENCHMARKS = {
     "checkout_pay": "bench.checkout_pay",
     "webhooks_ingest": "bench.webhooks_ingest",
     "capture_shipment": "bench.capture_shipment",
+    "payouts_ledger": "bench.payouts_ledger",
 }
 
 

@@ -106,6 +106,29 @@ async def place_hold(
     return bool(placed)
 
 
+async def place_holds(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    holds: Sequence[tuple[int, int, str]],
+    ref_type: str,
+) -> None:
+    """`place_hold` for many `(account id, amount, ref id)` in two statements (the accounts
+    already locked by the caller)."""
+    await conn.execute(
+        "WITH h AS (INSERT INTO holds (tenant_id, account_id, amount, ref_type, ref_id)"
+        " SELECT $1, a, m, $2, r FROM unnest($3::bigint[], $4::bigint[], $5::text[])"
+        " AS x(a, m, r) ON CONFLICT DO NOTHING RETURNING account_id, amount)"
+        " UPDATE accounts SET held = held + t.total, updated_at = now()"
+        " FROM (SELECT account_id, sum(amount) AS total FROM h GROUP BY account_id) t"
+        " WHERE accounts.id = t.account_id",
+        tenant_id,
+        ref_type,
+        [h[0] for h in holds],
+        [h[1] for h in holds],
+        [h[2] for h in holds],
+    )
+
+
 async def resolve_hold(
     conn: asyncpg.Connection,
     tenant_id: str,

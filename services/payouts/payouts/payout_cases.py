@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from common.broker.outbox import publish_event
+from common.broker.outbox import enqueue_many, new_envelope, publish_event
 from common.events import EventType, PayoutEvent, PayoutStatus
 from common.money import Money
 from payouts import errors, ledger, service
@@ -170,7 +170,12 @@ async def compute_supplier_payouts(
             currency,
         )
     }
-    created = []
+    # decide for every supplier (pure), then write the whole run in a few statements: with
+    # thousands of suppliers, round trips per supplier would be the cost
+    ids: list[str] = []
+    columns: dict[str, list[Any]] = defaultdict(list)
+    lines: list[tuple[str, str, str, int]] = []
+    holds: list[tuple[int, int, str]] = []
     for sid in sorted(orders):
         info = suppliers.get(sid) or {}
         account = accounts[("SUPPLIER", sid)]
@@ -196,37 +201,90 @@ async def compute_supplier_payouts(
                 linked_type="PAYOUT",
                 linked_id=payout_id,
             )
-        row = await _insert_payout(
-            conn,
-            id=payout_id,
-            tenant_id=tenant_id,
-            kind="SUPPLIER",
-            supplier_id=sid,
-            currency=currency,
-            amount=decision.amount,
-            status=decision.status,
-            period_start=period_start,
-            period_end=period_end,
-            code=decision.code,
-            message=decision.message,
-            recovered=decision.recovered,
-            funding_transfer_id=transfer_id,
-            provider_reference=payout_id if decision.status == "COMPUTED" else None,
-            iban=info.get("iban"),
-            beneficiary=info.get("name"),
-        )
-        await conn.executemany(
-            "INSERT INTO payout_lines (payout_id, tenant_id, capture_id, logistic_order_id,"
-            " amount) VALUES ($1, $2, $3, $4, $5)",
-            [(payout_id, tenant_id, cap, lo, amount) for cap, lo, amount in orders[sid]],
-        )
-        if decision.status == "COMPUTED":
-            account = await ledger.account(conn, tenant_id, currency, "SUPPLIER", sid)
-            await ledger.place_hold(conn, account, decision.amount, "PAYOUT", payout_id)
-        await _history(conn, payout_id, None, decision.status, decision.message)
-        await _publish(conn, row)
-        created.append(row)
-    return created
+        computed = decision.status == "COMPUTED"
+        ids.append(payout_id)
+        for name, value in (
+            ("supplier_id", sid),
+            ("amount", decision.amount),
+            ("status", decision.status),
+            ("code", decision.code),
+            ("message", decision.message),
+            ("recovered", decision.recovered),
+            ("funding_transfer_id", transfer_id),
+            ("provider_reference", payout_id if computed else None),
+            ("iban", info.get("iban")),
+            ("beneficiary", info.get("name")),
+        ):
+            columns[name].append(value)
+        lines.extend((payout_id, cap, lo, amount) for cap, lo, amount in orders[sid])
+        if computed:
+            holds.append((account.id, decision.amount, payout_id))
+    rows = await conn.fetch(
+        "INSERT INTO payouts (id, tenant_id, kind, currency, period_start, period_end,"
+        " supplier_id, amount, status, code, message, recovered, funding_transfer_id,"
+        " provider_reference, iban, beneficiary)"
+        " SELECT x.id, $2, 'SUPPLIER', $3, $4, $5, x.s, x.a, x.st, x.c, x.m, x.r, x.f, x.p,"
+        " x.i, x.b FROM unnest($1::text[], $6::text[], $7::bigint[], $8::text[], $9::text[],"
+        " $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[], $15::text[])"
+        " WITH ORDINALITY AS x(id, s, a, st, c, m, r, f, p, i, b, n) ORDER BY x.n RETURNING *",
+        ids,
+        tenant_id,
+        currency,
+        period_start,
+        period_end,
+        *(
+            columns[name]
+            for name in (
+                "supplier_id",
+                "amount",
+                "status",
+                "code",
+                "message",
+                "recovered",
+                "funding_transfer_id",
+                "provider_reference",
+                "iban",
+                "beneficiary",
+            )
+        ),
+    )
+    await conn.execute(
+        "INSERT INTO payout_lines (payout_id, tenant_id, capture_id, logistic_order_id, amount)"
+        " SELECT p, $1, c, l, a FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[])"
+        " AS x(p, c, l, a)",
+        tenant_id,
+        [line[0] for line in lines],
+        [line[1] for line in lines],
+        [line[2] for line in lines],
+        [line[3] for line in lines],
+    )
+    if holds:
+        await ledger.place_holds(conn, tenant_id, holds, "PAYOUT")
+    await conn.execute(
+        "INSERT INTO payout_history (payout_id, status_from, status, note)"
+        " SELECT p, NULL, s, m FROM unnest($1::text[], $2::text[], $3::text[]) AS x(p, s, m)",
+        ids,
+        columns["status"],
+        columns["message"],
+    )
+    by_payout: dict[str, list[str]] = defaultdict(list)
+    for payout_id, _, lo, _ in lines:
+        by_payout[payout_id].append(lo)
+    await enqueue_many(
+        conn,
+        [
+            (
+                new_envelope(
+                    EVENT_OF[row["status"]],
+                    payout_event(row, by_payout[row["id"]]),
+                    tenant_id=tenant_id,
+                ),
+                row["id"],
+            )
+            for row in rows
+        ],
+    )
+    return list(rows)
 
 
 async def _recover_advances(
