@@ -120,10 +120,19 @@ DECLARE
     entry    jsonb;
     tx_id    bigint;
     existing record;
+    ids      bigint[] := '{}';
+    amounts  bigint[] := '{}';
+    part_ids bigint[];
+    part_amt bigint[];
 BEGIN
-    CREATE TEMP TABLE IF NOT EXISTS ledger_post_deltas
-        (account_id bigint, amount bigint) ON COMMIT DELETE ROWS;
-    DELETE FROM ledger_post_deltas;
+    -- the accounts of the whole batch exist before its entries are posted (one statement)
+    INSERT INTO accounts (tenant_id, currency, type, supplier_id)
+    SELECT DISTINCT e->>'tenant_id', e->>'currency', p->>'type', coalesce(p->>'supplier_id', '')
+      FROM jsonb_array_elements(p_entries) AS e, jsonb_array_elements(e->'postings') AS p
+     WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.tenant_id = e->>'tenant_id'
+             AND a.currency = e->>'currency' AND a.type = p->>'type'
+             AND a.supplier_id = coalesce(p->>'supplier_id', ''))
+    ON CONFLICT DO NOTHING;
     FOR entry IN SELECT value FROM jsonb_array_elements(p_entries) LOOP
         INSERT INTO ledger_transactions AS t
             (tenant_id, idempotency_key, kind, currency, content_hash, supplier_id,
@@ -150,11 +159,6 @@ BEGIN
             RETURN NEXT;
             CONTINUE;
         END IF;
-        INSERT INTO accounts (tenant_id, currency, type, supplier_id)
-        SELECT DISTINCT entry->>'tenant_id', entry->>'currency', p->>'type',
-               coalesce(p->>'supplier_id', '')
-          FROM jsonb_array_elements(entry->'postings') AS p
-        ON CONFLICT DO NOTHING;
         WITH new_postings AS (
             INSERT INTO postings (transaction_id, account_id, currency, amount, posted_at)
             SELECT tx_id, a.id, a.currency, (p->>'amount')::bigint, now()
@@ -164,15 +168,17 @@ BEGIN
                AND a.type = p->>'type' AND a.supplier_id = coalesce(p->>'supplier_id', '')
             RETURNING account_id, amount
         )
-        INSERT INTO ledger_post_deltas SELECT account_id, amount FROM new_postings;
+        SELECT array_agg(account_id), array_agg(amount) INTO part_ids, part_amt
+          FROM new_postings;
+        ids := ids || part_ids;
+        amounts := amounts || part_amt;
         idempotency_key := entry->>'key'; transaction_id := tx_id; outcome := 'posted';
         RETURN NEXT;
     END LOOP;
-    PERFORM 1 FROM accounts
-     WHERE id IN (SELECT account_id FROM ledger_post_deltas) ORDER BY id FOR NO KEY UPDATE;
+    PERFORM 1 FROM accounts WHERE id = ANY(ids) ORDER BY id FOR NO KEY UPDATE;
     UPDATE accounts a SET balance = a.balance + d.total, updated_at = now()
-      FROM (SELECT account_id, sum(amount) AS total FROM ledger_post_deltas
-             GROUP BY account_id) d
+      FROM (SELECT x.account_id, sum(x.amount) AS total
+              FROM unnest(ids, amounts) AS x(account_id, amount) GROUP BY x.account_id) d
      WHERE a.id = d.account_id;
 END $$;
 
