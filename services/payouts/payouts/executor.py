@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from common.http.errors import ApiError
 from common.logging import get_logger
 from common.tenancy import tenant_settings
 from payouts import payout_cases
@@ -54,6 +55,7 @@ class PayoutExecutor:
     async def run(self) -> None:
         while True:
             try:
+                await self.retry_failed()
                 claimed = await self.claim()
                 await self.escalate()
                 if claimed:
@@ -86,6 +88,37 @@ class PayoutExecutor:
                     limit,
                 )
             )
+
+    async def retry_failed(self) -> int:
+        """The tenant's retry policy (`payout_schedule.retry_attempts`): a FAILED payout is sent
+        again as a new order, `payout_retry_delay_s` after it failed, until its attempts are
+        spent; then it waits for an operator. A retry that cannot be made (its orders in a
+        newer payout, the money no longer available) is left to the operator too."""
+        cutoff = self._clock() - timedelta(seconds=self._settings.payout_retry_delay_s)
+        async with self._pool.acquire() as conn:
+            due = await conn.fetch(
+                "SELECT p.id, p.tenant_id FROM payouts p JOIN replica_tenants t USING (tenant_id)"
+                " WHERE p.status = 'FAILED' AND p.updated_at <= $1 AND p.auto_retry"
+                " AND p.attempt < coalesce((t.data->'payout_schedule'->>'retry_attempts')::int, 0)"
+                " ORDER BY p.updated_at LIMIT 50",
+                cutoff,
+            )
+        retried = 0
+        for row in due:
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await payout_cases.retry(conn, row["tenant_id"], row["id"], now=self._clock())
+                retried += 1
+            except ApiError as exc:
+                async with self._pool.acquire() as conn:
+                    await conn.execute(
+                        "UPDATE payouts SET auto_retry = false, message = $2 WHERE id = $1",
+                        row["id"],
+                        f"not retried automatically: {exc}",
+                    )
+        if retried:
+            self.wake()
+        return retried
 
     async def escalate(self) -> int:
         """UNKNOWN payouts older than the configured age: into the intervention queue, once."""

@@ -27,6 +27,9 @@ class Settings(ServiceSettings):
     unknown_max_age_h: float = Field(default=72.0, gt=0)
     # a claimed payout is the claimant's for this long (longer than a provider call)
     claim_lease_s: float = Field(default=30.0, gt=0)
+    # a FAILED payout is retried automatically this long after it failed, as many times as the
+    # tenant's payout_schedule.retry_attempts says (then an operator retries it)
+    payout_retry_delay_s: float = Field(default=3600.0, ge=0)
     executor_poll_interval_s: float = Field(default=1.0, gt=0)
     executor_concurrency: int = Field(default=16, ge=1, le=200)
     scheduler_poll_interval_s: float = Field(default=60.0, gt=0)

@@ -105,7 +105,8 @@ CREATE TABLE payouts (
     recovered           bigint      NOT NULL DEFAULT 0,
     funding_transfer_id text,
     provider_reference  text,       -- the provider's order id: `<payout id>` then `-<attempt>`
-    attempt             int         NOT NULL DEFAULT 0,  -- operator retries after FAILED
+    attempt             int         NOT NULL DEFAULT 0,  -- retries after FAILED
+    auto_retry          boolean     NOT NULL DEFAULT true,  -- false: left to an operator
     iban                text,
     beneficiary         text,
     next_poll_at        timestamptz,  -- PENDING / UNKNOWN: when to ask the provider again

@@ -4,6 +4,11 @@ never reach the provider, a failed payout retried."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
+from common.testing.waiting import eventually
 from payouts.testing import (
     PayoutsHarness,
     capture_succeeded,
@@ -172,3 +177,33 @@ async def test_short_supplier_balance_under_both_banking_modes(harness: PayoutsH
             assert body["data"]["amount"]["value"] == 875
     assert results["DISABLED"] == ("INSUFFICIENT_FUNDS", 0, None)
     assert results["ENABLED"][:2] == ("COMPUTED", 875)
+
+
+@pytest.mark.parametrize("harness", [{"payout_retry_delay_s": 0.2}], indirect=True)
+async def test_a_failed_payout_is_retried_per_the_tenants_retry_policy(
+    harness: PayoutsHarness,
+) -> None:
+    # given a tenant whose policy retries a failed payout once
+    tenant = await harness.new_tenant(suppliers=1)
+    await harness.set_schedule(tenant, retry_attempts=1)
+    await harness.deliver_capture(
+        tenant, capture_succeeded(supplier_id=tenant.suppliers[0], amount=2000)
+    )
+    # the provider fails the first order, and the retry's first attempt too
+    await harness.provider_faults(fail_attempts=2, max_attempts=1)
+    [payout] = await harness.compute(tenant)
+    await harness.execute(tenant, payout["id"])
+
+    async def retried_and_failed() -> bool:
+        found = await harness.payout(tenant, payout["id"])
+        return found["status"] == "FAILED" and found["provider_reference"].endswith("-1")
+
+    await eventually(retried_and_failed, within=20)
+    # then the retry is spent: it stays FAILED for an operator, whose retry settles it
+    await asyncio.sleep(1.0)
+    assert (await harness.payout(tenant, payout["id"]))["status"] == "FAILED"
+    await harness.provider_faults()
+    await harness.execute(tenant, payout["id"], action="retry")
+    settled = await harness.until_payout(tenant, payout["id"], "SETTLED")
+    assert settled["provider_reference"] == f"{payout['id']}-2"
+    assert len((await harness.provider_orders())["data"]) == 3
