@@ -81,6 +81,13 @@ async def post_batch(conn: asyncpg.Connection, w: int, n: int, batch: int) -> No
         await ledger.post(conn, [capture(n + i, w, batch) for i in range(batch)])
 
 
+async def post_each(conn: asyncpg.Connection, w: int, n: int, batch: int) -> None:
+    """A consumer batch: one `ledger.post` per message, in the batch's transaction."""
+    async with conn.transaction():
+        for i in range(batch):
+            await ledger.post(conn, [capture(n + i, w, -batch)])
+
+
 async def bare_batch(conn: asyncpg.Connection, w: int, n: int, batch: int) -> None:
     entries = [capture(n + i, w, batch) for i in range(batch)]
     async with conn.transaction():
@@ -124,6 +131,12 @@ async def postings_benchmark(pool: asyncpg.Pool) -> None:
             f" bare INSERTs {ceiling:,.0f} entries/s; ratio {rate / ceiling:.0%};"
             f" vs Formance's ~1,000 writes/s: x{rate / 1000:.1f}"
         )
+        if batch > 1:
+            each, each_seconds = await _timed(pool, post_each, batch)
+            print(
+                f"  batch {batch:>2} posted one call per entry (the consumer path):"
+                f" {each / each_seconds:,.0f} entries/s"
+            )
     async with pool.acquire() as conn:
         result = await ledger.check(conn, TENANT)
         replays = await conn.fetchval("SELECT count(*) FROM ledger_conflicts")

@@ -68,6 +68,7 @@ async def account(
     for_update: bool = False,
 ) -> Account:
     """The account, created empty if it does not exist yet; `for_update` locks it."""
+    await flush(conn)
     await conn.execute(
         "INSERT INTO accounts (tenant_id, currency, type, supplier_id) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT DO NOTHING",
@@ -242,6 +243,12 @@ async def check(conn: asyncpg.Connection, tenant_id: str | None = None) -> Check
     return CheckResult(**dict(row))
 
 
+async def flush(conn: asyncpg.Connection) -> None:
+    """Apply the balance changes this transaction staged (they are applied at commit anyway):
+    before reading balances in the transaction that posted."""
+    await conn.execute("SELECT ledger_flush()")
+
+
 async def lock_accounts(
     conn: asyncpg.Connection,
     tenant_id: str,
@@ -250,6 +257,7 @@ async def lock_accounts(
 ) -> dict[tuple[AccountKind, str | None], Account]:
     """Create (if need be) and lock `wanted` accounts in id order, the ledger's fixed order,
     so that a decision read from their balances holds until the caller commits."""
+    await flush(conn)
     kinds = [k for k, _ in wanted]
     suppliers = [s or "" for _, s in wanted]
     await conn.execute(

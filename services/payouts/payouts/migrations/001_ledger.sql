@@ -103,15 +103,25 @@ CREATE TRIGGER postings_immutable BEFORE UPDATE OR DELETE ON postings
 CREATE TRIGGER ledger_transactions_immutable BEFORE UPDATE OR DELETE ON ledger_transactions
     FOR EACH ROW EXECUTE FUNCTION ledger_immutable();
 
+-- Balance changes staged by `ledger_post` until the transaction commits (or a use case reads
+-- balances): every entry of a consumer batch credits the hot PLATFORM and MARKETPLACE rows, and
+-- their lock is then taken once, at commit, rather than held from the batch's first capture.
+CREATE TABLE balance_deltas (
+    xid        xid8   NOT NULL DEFAULT pg_current_xact_id(),
+    account_id bigint NOT NULL,
+    amount     bigint NOT NULL
+);
+CREATE INDEX balance_deltas_xid ON balance_deltas (xid);
+
 -- Post a batch of ledger transactions in one round trip:
 -- p_entries = [{"tenant_id", "currency", "key", "kind", "hash", "supplier_id",
 --               "logistic_order_id", "capture_id", "ref_type", "ref_id",
 --               "postings": [{"type", "supplier_id", "amount"}]}]
 -- Each entry is posted, replayed (same key, same hash: nothing done) or a conflict (same key,
 -- other hash: recorded in ledger_conflicts, nothing posted). The balances of the accounts
--- touched are updated once per account for the whole batch, the accounts locked in id order
--- (a fixed order: two batches never wait on each other in a cycle), so a batch of captures
--- updates the hot PLATFORM and MARKETPLACE rows once, not once per capture.
+-- touched are staged in balance_deltas and applied by ledger_flush, once per account for the
+-- whole transaction, the accounts locked in id order, so a batch of captures updates the hot
+-- PLATFORM and MARKETPLACE rows once, not once per capture.
 CREATE FUNCTION ledger_post(p_entries jsonb)
 RETURNS TABLE (idempotency_key text, transaction_id bigint, outcome text)
 LANGUAGE plpgsql AS $$
@@ -175,12 +185,41 @@ BEGIN
         idempotency_key := entry->>'key'; transaction_id := tx_id; outcome := 'posted';
         RETURN NEXT;
     END LOOP;
-    PERFORM 1 FROM accounts WHERE id = ANY(ids) ORDER BY id FOR NO KEY UPDATE;
-    UPDATE accounts a SET balance = a.balance + d.total, updated_at = now()
-      FROM (SELECT x.account_id, sum(x.amount) AS total
-              FROM unnest(ids, amounts) AS x(account_id, amount) GROUP BY x.account_id) d
-     WHERE a.id = d.account_id;
+    INSERT INTO balance_deltas (account_id, amount)
+    SELECT x.account_id, sum(x.amount) FROM unnest(ids, amounts) AS x(account_id, amount)
+     GROUP BY x.account_id;
 END $$;
+
+-- Apply the transaction's staged balance deltas: one UPDATE per account, the accounts locked
+-- in id order. Runs at commit (the deferred trigger below; the first firing does the work, the
+-- others find nothing), or earlier when a use case is about to read balances
+-- (`ledger.flush`).
+CREATE FUNCTION ledger_flush() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    ids    bigint[];
+    totals bigint[];
+BEGIN
+    WITH d AS (DELETE FROM balance_deltas WHERE xid = pg_current_xact_id()
+               RETURNING account_id, amount)
+    SELECT array_agg(account_id ORDER BY account_id), array_agg(total ORDER BY account_id)
+      INTO ids, totals
+      FROM (SELECT account_id, sum(amount) AS total FROM d GROUP BY account_id) s;
+    IF ids IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM accounts WHERE id = ANY(ids) ORDER BY id FOR NO KEY UPDATE;
+    UPDATE accounts a SET balance = a.balance + x.total, updated_at = now()
+      FROM unnest(ids, totals) AS x(id, total) WHERE a.id = x.id;
+END $$;
+
+CREATE FUNCTION ledger_flush_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ledger_flush();
+    RETURN NULL;
+END $$;
+
+CREATE CONSTRAINT TRIGGER balance_deltas_flush AFTER INSERT ON balance_deltas
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_flush_at_commit();
 
 -- Holds: an amount of an account set aside (a payout in flight, a refund awaiting the PSP).
 -- A hold resolves exactly once: the UPDATE from OPEN is the only way out.
