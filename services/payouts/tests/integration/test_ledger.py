@@ -151,3 +151,39 @@ async def test_concurrent_batches_on_the_hot_accounts_keep_every_balance_exact(
         assert rows[("PSP_CLEARING", "")] == -8 * 20 * 1000
         assert sum(v for (t, _), v in rows.items() if t == "SUPPLIER") == 8 * 20 * 875
         assert (await ledger.check(conn)).ok
+
+
+async def test_a_transactions_balance_changes_apply_once_per_account_at_commit(
+    ledger_pool: asyncpg.Pool,
+) -> None:
+    # given twenty captures posted one call each in one transaction (a consumer batch)
+    async with ledger_pool.acquire() as conn:
+        async with conn.transaction():
+            for n in range(20):
+                await ledger.post(conn, [capture(f"batch:{n}", 1000, 25, 100, "sup_a")])
+            # then nothing touched the hot rows yet: the changes wait, staged
+            staged = await conn.fetchval("SELECT count(*) FROM balance_deltas")
+            untouched = await conn.fetchval(
+                "SELECT count(*) FROM accounts WHERE tenant_id = $1 AND balance = 0", T
+            )
+            updates_before = await conn.fetchval(
+                "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'accounts'"
+            )
+        # and at commit each account is updated once
+        assert staged == 20 * 4
+        assert untouched == 4
+        assert updates_before == 0
+        balances = {r["type"]: r["balance"] for r in await ledger.balances(conn, T)}
+        assert balances == {
+            "PSP_CLEARING": -20000,
+            "PLATFORM": 500,
+            "MARKETPLACE": 2000,
+            "SUPPLIER": 17500,
+        }
+        assert await conn.fetchval("SELECT count(*) FROM balance_deltas") == 0
+        # a use case that reads balances in the posting transaction sees them (flushed first)
+        async with conn.transaction():
+            await ledger.post(conn, [capture("late", 1000, 0, 0, "sup_a")])
+            acct = await ledger.account(conn, T, "EUR", "SUPPLIER", "sup_a")
+            assert acct.balance == 18500
+        assert (await ledger.check(conn, T)).ok
