@@ -121,13 +121,16 @@ class PayoutExecutor:
         return retried
 
     async def escalate(self) -> int:
-        """UNKNOWN payouts older than the configured age: into the intervention queue, once."""
+        """Payouts whose outcome has been unknown, or pending at the provider, for longer than
+        the configured age: into the intervention queue, once. They keep their status."""
         cutoff = self._clock() - timedelta(hours=self._settings.unknown_max_age_h)
         async with self._pool.acquire() as conn:
             result: str = await conn.execute(
                 "INSERT INTO payout_interventions (tenant_id, payout_id, reason)"
-                " SELECT tenant_id, id, 'outcome unknown since ' || unknown_since::text"
-                " FROM payouts WHERE status = 'UNKNOWN' AND unknown_since < $1"
+                " SELECT p.tenant_id, p.id, lower(p.status) || ' since ' || h.since::text"
+                " FROM payouts p CROSS JOIN LATERAL (SELECT max(at) AS since FROM payout_history"
+                " WHERE payout_id = p.id) h"
+                " WHERE p.status IN ('UNKNOWN', 'PENDING') AND h.since < $1"
                 " ON CONFLICT (payout_id) DO NOTHING",
                 cutoff,
             )

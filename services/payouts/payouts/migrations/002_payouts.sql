@@ -140,10 +140,11 @@ CREATE TABLE payout_history (
     note        text,
     at          timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX payout_history_payout ON payout_history (payout_id, at);
 
 CREATE INDEX ledger_transactions_capture ON ledger_transactions (tenant_id, capture_id);
 
--- UNKNOWN payouts older than the configured age, for a person to look at (once each).
+-- UNKNOWN (or PENDING) payouts older than the configured age, for a person (once each).
 CREATE TABLE payout_interventions (
     id          bigserial   PRIMARY KEY,
     tenant_id   text        NOT NULL,

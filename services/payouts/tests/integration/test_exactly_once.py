@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from common.testing.waiting import eventually
 from payouts.api import EXECUTOR
 from payouts.app import SCHEDULER
 from payouts.testing import PayoutsHarness, Tenant, capture_succeeded
@@ -111,8 +112,6 @@ async def test_an_unknown_payout_is_never_failed_and_goes_to_a_person_after_its_
         )
         return status == 200 and [i["payout_id"] for i in body["data"]] == [payout["id"]]
 
-    from common.testing.waiting import eventually
-
     await eventually(queued)
     assert (await harness.payout(tenant, payout["id"]))["status"] == "UNKNOWN"
     assert await harness.available(tenant, tenant.suppliers[0]) == 0  # still held
@@ -144,3 +143,24 @@ async def test_two_scheduler_replicas_run_each_slot_once(harness: PayoutsHarness
         await harness.until_payout(tenant, payout["id"], "SETTLED")
     orders = await harness.provider_orders()
     assert sorted(o["orderId"] for o in orders["data"]) == sorted(p["id"] for p in payouts)
+
+
+@pytest.mark.parametrize("harness", [{"unknown_max_age_h": 1.0}], indirect=True)
+async def test_a_payout_pending_at_the_provider_for_too_long_goes_to_a_person(
+    harness: PayoutsHarness,
+) -> None:
+    # the provider accepts the order and never gets to fulfil it (within the test)
+    await harness.provider_faults(attempt_delay_s=60.0)
+    tenant, payout = await _computed(harness)
+    await harness.execute(tenant, payout["id"])
+    await harness.until_payout(tenant, payout["id"], "PENDING")
+    harness.clock.advance(timedelta(hours=2))
+
+    async def queued() -> bool:
+        status, body = await harness.call(
+            "GET", "/v1/admin/payouts-interventions", tenant.operator_key
+        )
+        return status == 200 and [i["payout_id"] for i in body["data"]] == [payout["id"]]
+
+    await eventually(queued)
+    assert (await harness.payout(tenant, payout["id"]))["status"] == "PENDING"
