@@ -4,6 +4,7 @@ retry can fix are dead-lettered with their reason."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from payouts.testing import (
@@ -225,3 +226,34 @@ async def test_events_no_retry_can_fix_are_dead_lettered_with_their_reason(
     # nothing of them reached the ledger; the good capture did
     assert (await harness.balances(tenant))[supplier] == 875
     assert json.loads(parked[0][0])  # the original body is kept
+
+
+async def test_two_refunds_racing_for_one_balance_reserve_only_what_is_there(
+    harness: PayoutsHarness,
+) -> None:
+    # given a supplier with 875 available, and two replicas' consumers deciding at once
+    from payouts import service
+
+    tenant = await harness.new_tenant(suppliers=1, funding_policy="REFUSE_REFUND")
+    capture = capture_succeeded(supplier_id=tenant.suppliers[0], amount=1000)
+    await harness.send("capture.succeeded", capture, tenant.id)
+    refunds = [new_id("ref") for _ in range(4)]
+
+    async def decide(refund_id: str) -> None:
+        async with harness.pool.acquire() as conn, conn.transaction():
+            await service.on_refund_requested(
+                conn,
+                tenant.id,
+                refund_requested(
+                    capture,
+                    return_lines(capture, 0, 0, 400),
+                    refund_id=refund_id,
+                    funds_check=True,
+                ),
+            )
+
+    await asyncio.gather(*(decide(r) for r in refunds))
+    # then two shares of 400 fit in 875, the other two are refused
+    assert len(await harness.published("refund.funds_reserved")) == 2
+    assert len(await harness.published("refund.funds_refused")) == 2
+    assert await harness.available(tenant, tenant.suppliers[0]) == 75

@@ -207,3 +207,16 @@ async def test_a_failed_payout_is_retried_per_the_tenants_retry_policy(
     settled = await harness.until_payout(tenant, payout["id"], "SETTLED")
     assert settled["provider_reference"] == f"{payout['id']}-2"
     assert len((await harness.provider_orders())["data"]) == 3
+
+
+async def test_two_operators_computing_at_once_make_one_payout_per_supplier(
+    harness: PayoutsHarness,
+) -> None:
+    tenant = await harness.new_tenant(suppliers=2)
+    for supplier in tenant.suppliers:
+        await harness.deliver_capture(tenant, capture_succeeded(supplier_id=supplier, amount=1000))
+    runs = await asyncio.gather(*(harness.compute(tenant) for _ in range(4)))
+    made = [p for run in runs for p in run]
+    assert sorted(p["supplier_id"] for p in made) == sorted(tenant.suppliers)
+    for supplier in tenant.suppliers:
+        assert await harness.available(tenant, supplier) == 0  # held once, not twice
