@@ -134,7 +134,8 @@ async def harness(
                 clock=clock,
             )
             await stack.enter_async_context(serving(other, other_port))
-            return other
+            started: web.Application = other
+            return started
 
         yield PayoutsHarness(
             http=http,

@@ -6,6 +6,7 @@ a past instant comes from the postings, holds resolve exactly once, and the chec
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 import asyncpg
 import pytest
@@ -120,9 +121,10 @@ async def test_a_hold_resolves_exactly_once_also_when_raced(ledger_pool: asyncpg
         acct = await ledger.account(conn, T, "EUR", "SUPPLIER", "sup_a")
     assert (acct.balance, acct.held, acct.available) == (1000, 600, 400)
 
-    async def resolve(to: str) -> int | None:
+    async def resolve(to: Literal["SETTLED", "RELEASED"]) -> int | None:
         async with ledger_pool.acquire() as conn, conn.transaction():
-            return await ledger.resolve_hold(conn, T, "PAYOUT", "po_1", to)  # type: ignore[arg-type]
+            resolved: int | None = await ledger.resolve_hold(conn, T, "PAYOUT", "po_1", to)
+            return resolved
 
     results = await asyncio.gather(resolve("SETTLED"), resolve("RELEASED"), resolve("SETTLED"))
     assert sorted(r for r in results if r is not None) == [600]

@@ -102,7 +102,7 @@ async def test_a_month_of_orders(harness: PayoutsHarness, mode: str) -> None:
     covers = mode == "ENABLED"
     tenant = await harness.new_tenant(
         suppliers=3,
-        banking_mode=mode,  # type: ignore[arg-type]
+        banking_mode=mode,
         funding_policy="MARKETPLACE_COVERS" if covers else "REFUSE_REFUND",
     )
     a, b, c = tenant.suppliers

@@ -95,7 +95,7 @@ async def test_kyc_not_enabled_or_no_valid_iban_is_skipped_and_never_sent(
         ("enabled", None, "supplier_iban_invalid"),
         ("enabled", "DE00370400440532013000", "supplier_iban_invalid"),
     ):
-        tenant = await harness.new_tenant(suppliers=1, kyc=kyc, iban=iban)  # type: ignore[arg-type]
+        tenant = await harness.new_tenant(suppliers=1, kyc=kyc, iban=iban)
         await harness.deliver_capture(
             tenant, capture_succeeded(supplier_id=tenant.suppliers[0], amount=1000)
         )
@@ -146,7 +146,7 @@ async def test_a_failed_payout_releases_its_hold_and_is_retried_as_a_new_order(
 async def test_short_supplier_balance_under_both_banking_modes(harness: PayoutsHarness) -> None:
     results = {}
     for mode in ("DISABLED", "ENABLED"):
-        tenant = await harness.new_tenant(suppliers=1, banking_mode=mode)  # type: ignore[arg-type]
+        tenant = await harness.new_tenant(suppliers=1, banking_mode=mode)
         supplier = tenant.suppliers[0]
         first = capture_succeeded(supplier_id=supplier, amount=2000)  # supplier 1750
         await harness.deliver_capture(tenant, first)
@@ -196,7 +196,7 @@ async def test_a_failed_payout_is_retried_per_the_tenants_retry_policy(
 
     async def retried_and_failed() -> bool:
         found = await harness.payout(tenant, payout["id"])
-        return found["status"] == "FAILED" and found["provider_reference"].endswith("-1")
+        return bool(found["status"] == "FAILED" and found["provider_reference"].endswith("-1"))
 
     await eventually(retried_and_failed, within=20)
     # then the retry is spent: it stays FAILED for an operator, whose retry settles it

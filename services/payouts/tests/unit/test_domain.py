@@ -205,7 +205,7 @@ def test_a_supplier_payout(
         orders=orders,
         available=available,
         outstanding_advances=advances,
-        banking_mode=mode,  # type: ignore[arg-type]
+        banking_mode=mode,
     )
     assert (
         decision.status,
@@ -214,3 +214,36 @@ def test_a_supplier_payout(
         decision.funding,
         decision.code,
     ) == expected
+
+
+def test_the_latest_due_slot_of_a_schedule() -> None:
+    from datetime import UTC, datetime
+
+    from payouts.domain import latest_slot
+
+    now = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)  # a Tuesday
+    assert latest_slot("MANUAL", hour_utc=6, day_of_week=1, day_of_month=None, now=now) is None
+    assert latest_slot("DAILY", hour_utc=6, day_of_week=None, day_of_month=None, now=now) == (
+        datetime(2026, 12, 1, 6, tzinfo=UTC)
+    )
+    assert latest_slot("DAILY", hour_utc=12, day_of_week=None, day_of_month=None, now=now) == (
+        datetime(2026, 11, 30, 12, tzinfo=UTC)
+    )
+    # weekly, Monday 06:00 (the marketplace default)
+    assert latest_slot("WEEKLY", hour_utc=6, day_of_week=1, day_of_month=None, now=now) == (
+        datetime(2026, 11, 30, 6, tzinfo=UTC)
+    )
+    # weekly on Tuesday at 12:00, not yet today: last week's
+    assert latest_slot("WEEKLY", hour_utc=12, day_of_week=2, day_of_month=None, now=now) == (
+        datetime(2026, 11, 24, 12, tzinfo=UTC)
+    )
+    assert latest_slot("MONTHLY", hour_utc=6, day_of_week=None, day_of_month=1, now=now) == (
+        datetime(2026, 12, 1, 6, tzinfo=UTC)
+    )
+    assert latest_slot("MONTHLY", hour_utc=6, day_of_week=None, day_of_month=15, now=now) == (
+        datetime(2026, 11, 15, 6, tzinfo=UTC)
+    )
+    january = datetime(2026, 1, 3, tzinfo=UTC)
+    assert latest_slot("MONTHLY", hour_utc=6, day_of_week=None, day_of_month=5, now=january) == (
+        datetime(2025, 12, 5, 6, tzinfo=UTC)
+    )
