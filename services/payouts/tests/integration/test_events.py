@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 from payouts.testing import (
     PayoutsHarness,
@@ -257,3 +258,31 @@ async def test_two_refunds_racing_for_one_balance_reserve_only_what_is_there(
     assert len(await harness.published("refund.funds_reserved")) == 2
     assert len(await harness.published("refund.funds_refused")) == 2
     assert await harness.available(tenant, tenant.suppliers[0]) == 75
+
+
+async def test_a_malformed_oms_event_is_dead_lettered_and_a_stale_one_changes_nothing(
+    harness: PayoutsHarness,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from payouts.consumers import OMS_ID_NAMESPACE
+    from payouts.testing import logistic_status
+
+    tenant = await harness.new_tenant(suppliers=1)
+    capture = capture_succeeded(supplier_id=tenant.suppliers[0], amount=1000)
+    await harness.publish_oms({"id": "x", "tenant_id": tenant.id, "status": "shipped"})
+    [(_, headers)] = await harness.dead_letters("payouts.oms", 1)
+    assert "not a valid logistic_order.status_changed event" in headers["x-error"]
+    # the newest status wins, whatever the order of arrival
+    await harness.deliver_capture(tenant, capture, status="SHIPPED")
+    stale = logistic_status(tenant.id, capture, "WAITING_SHIPMENT")
+    stale["occurred_at"] = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    await harness.publish_oms(stale)
+    await harness.applied(uuid.uuid5(OMS_ID_NAMESPACE, stale["id"]))
+    async with harness.pool.acquire() as conn:
+        status = await conn.fetchval(
+            "SELECT status FROM logistic_orders WHERE tenant_id = $1 AND order_id = $2",
+            tenant.id,
+            capture.order_id,
+        )
+    assert status == "SHIPPED"
