@@ -14,6 +14,7 @@ BENCHMARKS = {
     "capture_shipment": "bench.capture_shipment",
     "exports_copy": "bench.exports_copy",
     "refunds": "bench.refunds",
+    "payouts_ledger": "bench.payouts_ledger",
 }
 
 

@@ -80,5 +80,7 @@ Try:
   curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8086/v1/admin/commissions
   curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8083/v1/admin/captures
   curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8085/v1/exports
+  curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8084/v1/admin/balances
+  curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8084/v1/admin/ledger/check
 More in README.md ("A five-minute tour"; capture and the OMS: docs/oms-contract.md). Stop with: make down
 TXT

@@ -16,7 +16,7 @@ from pathlib import Path
 from common.http.openapi import build_openapi
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ["tenants", "checkout", "webhooks", "capture", "exports"]
+SERVICES = ["tenants", "checkout", "webhooks", "capture", "exports", "payouts"]
 
 
 def render(service: str) -> str:
@@ -24,7 +24,7 @@ def render(service: str) -> str:
     return json.dumps(build_openapi(api), indent=2, sort_keys=True) + "\n"
 
 
-PORTS = {"tenants": 8086, "checkout": 8081, "webhooks": 8082, "capture": 8083, "exports": 8085}
+PORTS = {"tenants": 8086, "checkout": 8081, "webhooks": 8082, "capture": 8083, "exports": 8085, "payouts": 8084}
 
 API_HEADER = """# HTTP API
 
