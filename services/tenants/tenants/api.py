@@ -119,10 +119,10 @@ async def create_tenant(request: web.Request, call: Call[TenantCreate]) -> web.R
 async def issue_tenant_api_key(request: web.Request, call: Call[ApiKeyCreate]) -> web.Response:
     environment = request.app[SETTINGS].api_key_environment
     tenant_id = request.match_info["id"]
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         await service.get_tenant(conn, tenant_id)
         issued = await service.create_api_key(conn, tenant_id, call.body, environment=environment)
-    body = ApiKeyCreated(**api_key_out(issued.row).model_dump(), key=issued.key)
+    body = ApiKeyCreated(**api_key_out(issued.state).model_dump(), key=issued.key)
     return ok("api_key", body, status=201)
 
 

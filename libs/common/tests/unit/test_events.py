@@ -207,6 +207,7 @@ def test_consumers_ignore_fields_a_newer_producer_added_but_producers_stay_stric
     wrong = envelope.model_copy(update={"data": {**data, "revision": 0}})
     with pytest.raises(PoisonMessageError):
         tenant_payload(wrong, TenantUpserted)
-    # and this version's producer refuses to send a field the catalogue does not have
-    with pytest.raises(ValueError, match="does not match the catalogue"):
-        make_envelope("tenant.upserted", data, tenant_id="ten_1", correlation_id="c")
+    # and this version's producer sends only the catalogue's model, never a raw payload that
+    # could carry a field the catalogue does not have
+    with pytest.raises(TypeError, match="carries TenantUpserted, not dict"):
+        make_envelope(EventType.TENANT_UPSERTED, data, tenant_id="ten_1", correlation_id="c")  # type: ignore[arg-type]
