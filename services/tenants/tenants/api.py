@@ -122,7 +122,7 @@ async def issue_tenant_api_key(request: web.Request, call: Call[ApiKeyCreate]) -
     async with request.app[DB_POOL].acquire() as conn:
         await service.get_tenant(conn, tenant_id)
         issued = await service.create_api_key(conn, tenant_id, call.body, environment=environment)
-    body = ApiKeyCreated(**api_key_out(issued.row).model_dump(), key=issued.key)
+    body = ApiKeyCreated(**api_key_out(issued.state).model_dump(), key=issued.key)
     return ok("api_key", body, status=201)
 
 
