@@ -13,7 +13,14 @@ from honcho.environ import expand_processes, parse_procfile
 
 ROOT = Path(__file__).resolve().parents[2]
 SCALED = ("checkout", "webhooks", "capture")
-PORTS = {"tenants": 8086, "checkout": 8081, "webhooks": 8082, "capture": 8083}
+PORTS = {
+    "tenants": 8086,
+    "checkout": 8081,
+    "webhooks": 8082,
+    "capture": 8083,
+    "exports": 8085,
+    "backoffice": 8087,
+}
 
 
 def environments(replicas: int, env: dict[str, str]) -> dict[str, dict[str, str]]:
