@@ -52,7 +52,7 @@ from bench.checkout_pay import bounded
 from bench.processes import Child, child, scratch_services, serve_sandbox, serve_service
 from common.broker import Names, QueueSpec
 from common.broker.topology import all_queue_names
-from common.events import DOMAIN_EXCHANGE
+from common.events import DOMAIN_EXCHANGE, EventType
 from common.testing.fixtures import ServiceDb, delete_namespace
 from common.testing.servers import test_servers
 from common.testing.tenancy import publish, tenant_upserted
@@ -274,7 +274,7 @@ async def measure(
     covers = tenant_upserted(tenant.id, tenant.merchant_account, revision=2).model_copy(
         update={"funding_policy": "MARKETPLACE_COVERS"}
     )
-    await publish(amqp, names.exchange(DOMAIN_EXCHANGE), [("tenant.upserted", covers)])
+    await publish(amqp, names.exchange(DOMAIN_EXCHANGE), [(EventType.TENANT_UPSERTED, covers)])
     await wait_for(
         dbs["capture"],
         "SELECT true FROM replica_tenants WHERE tenant_id = $1 AND revision = 2",
@@ -331,11 +331,11 @@ async def measure(
     to_psp: list[float] = []
     to_refunded: list[float] = []
     for x in take(SERIAL):
-        sent = await post_refund(http, capture.url, tenant, x)
+        posted = await post_refund(http, capture.url, tenant, x)
         done = await until_refunded(dbs["capture"], [x.id], within=30)
         requested = await psp_refund_requests(http, sandbox.url, tenant)
-        to_refunded.append((done[x.id] - sent) * 1000)
-        to_psp.append((requested[x.psp_reference] - sent) * 1000)
+        to_refunded.append((done[x.id] - posted) * 1000)
+        to_psp.append((requested[x.psp_reference] - posted) * 1000)
     print("  refunds one at a time (each waits for the previous REFUNDED)", flush=True)
     show("→ PSP refund request", to_psp)
     show("→ REFUNDED", to_refunded)

@@ -55,27 +55,50 @@ def kustomize_build(directory: Path) -> list[Obj]:
     unknown = set(spec) - known
     if unknown:
         raise ValueError(f"{directory}/kustomization.yaml: unsupported fields {sorted(unknown)}")
+    objects = _load_resources(directory, spec.get("resources", []))
+    _apply_labels(objects, spec.get("labels", []))
+    _apply_images(objects, spec.get("images", []))
+    _apply_patches(directory, objects, spec.get("patches", []))
+    if "namespace" in spec:
+        _apply_namespace(objects, spec["namespace"])
+    return objects
+
+
+def _load_resources(directory: Path, resources: list[str]) -> list[Obj]:
+    """The objects of each resource: a kustomization directory (built) or a YAML file."""
     objects: list[Obj] = []
-    for resource in spec.get("resources", []):
+    for resource in resources:
         path = (directory / resource).resolve()
         if path.is_dir():
             objects.extend(kustomize_build(path))
         else:
-            for doc in yaml.safe_load_all(path.read_text()):
-                if doc is not None:
-                    objects.append(doc)
-    for entry in spec.get("labels", []):
+            objects.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None)
+    return objects
+
+
+def _apply_labels(objects: list[Obj], labels: list[Obj]) -> None:
+    for entry in labels:
         for obj in objects:
             obj.setdefault("metadata", {}).setdefault("labels", {}).update(entry["pairs"])
-    for image in spec.get("images", []):
+
+
+def _apply_images(objects: list[Obj], images: list[Obj]) -> None:
+    for image in images:
         for obj in objects:
             for container in _containers(obj):
-                name, _, tag = container["image"].partition(":")
-                if name == image["name"]:
-                    new_name = image.get("newName", name)
-                    new_tag = image.get("newTag", tag)
-                    container["image"] = f"{new_name}:{new_tag}" if new_tag else new_name
-    for patch in spec.get("patches", []):
+                _retag(container, image)
+
+
+def _retag(container: Obj, image: Obj) -> None:
+    name, _, tag = container["image"].partition(":")
+    if name == image["name"]:
+        new_name = image.get("newName", name)
+        new_tag = image.get("newTag", tag)
+        container["image"] = f"{new_name}:{new_tag}" if new_tag else new_name
+
+
+def _apply_patches(directory: Path, objects: list[Obj], patches: list[Obj]) -> None:
+    for patch in patches:
         target = patch["target"]
         matched = [obj for obj in objects if _matches(obj, target)]
         if not matched:
@@ -83,11 +106,12 @@ def kustomize_build(directory: Path) -> list[Obj]:
         for obj in matched:
             for op in yaml.safe_load(patch["patch"]):
                 _apply_json_patch(obj, op)
-    if "namespace" in spec:
-        for obj in objects:
-            if obj.get("kind") not in CLUSTER_SCOPED:
-                obj.setdefault("metadata", {})["namespace"] = spec["namespace"]
-    return objects
+
+
+def _apply_namespace(objects: list[Obj], namespace: str) -> None:
+    for obj in objects:
+        if obj.get("kind") not in CLUSTER_SCOPED:
+            obj.setdefault("metadata", {})["namespace"] = namespace
 
 
 def _containers(obj: Obj) -> list[Obj]:
@@ -184,33 +208,53 @@ def check_coherence(root: Path, where: str, objects: list[Obj], problems: Proble
     for obj in objects:
         name = (obj.get("metadata") or {}).get("name", "")
         by_kind.setdefault(str(obj.get("kind")), {})[name] = obj
-    deployments = by_kind.get("Deployment", {})
+    _check_deployments(where, by_kind, problems)
+    _check_scaled_objects(root, where, by_kind, problems)
+    _check_ingresses(where, by_kind, problems)
+    _check_services(where, by_kind, problems)
+
+
+def _check_deployments(where: str, by_kind: dict[str, dict[str, Obj]], problems: Problems) -> None:
+    """Probes, requests and Secrets of each container; a PodDisruptionBudget for each."""
     secrets = set(by_kind.get("Secret", {}))
-    for name, deployment in deployments.items():
-        labels = deployment["spec"]["selector"].get("matchLabels", {})
+    budgets = by_kind.get("PodDisruptionBudget", {}).values()
+    for name, deployment in by_kind.get("Deployment", {}).items():
+        subject = f"{where}: Deployment/{name}"
         for container in _containers(deployment):
-            ready = (container.get("readinessProbe") or {}).get("httpGet", {}).get("path")
-            alive = (container.get("livenessProbe") or {}).get("httpGet", {}).get("path")
-            if ready != "/readyz":
-                problems.add(f"{where}: Deployment/{name}", "readinessProbe must GET /readyz")
-            if alive != "/healthz":
-                problems.add(f"{where}: Deployment/{name}", "livenessProbe must GET /healthz")
-            requests = (container.get("resources") or {}).get("requests", {})
-            if not {"cpu", "memory"} <= set(requests):
-                problems.add(f"{where}: Deployment/{name}", "cpu and memory requests are needed")
-            for source in container.get("envFrom", []):
-                ref = (source.get("secretRef") or {}).get("name")
-                if ref and ref not in secrets:
-                    problems.add(f"{where}: Deployment/{name}", f"Secret {ref} does not exist")
-        if not any(
-            pdb["spec"].get("selector", {}).get("matchLabels") == labels
-            for pdb in by_kind.get("PodDisruptionBudget", {}).values()
-        ):
-            problems.add(f"{where}: Deployment/{name}", "no PodDisruptionBudget selects it")
+            _check_container(subject, container, secrets, problems)
+        labels = deployment["spec"]["selector"].get("matchLabels", {})
+        if not any(pdb["spec"].get("selector", {}).get("matchLabels") == labels for pdb in budgets):
+            problems.add(subject, "no PodDisruptionBudget selects it")
+
+
+def _check_container(subject: str, container: Obj, secrets: set[str], problems: Problems) -> None:
+    ready = (container.get("readinessProbe") or {}).get("httpGet", {}).get("path")
+    alive = (container.get("livenessProbe") or {}).get("httpGet", {}).get("path")
+    if ready != "/readyz":
+        problems.add(subject, "readinessProbe must GET /readyz")
+    if alive != "/healthz":
+        problems.add(subject, "livenessProbe must GET /healthz")
+    requests = (container.get("resources") or {}).get("requests", {})
+    if not {"cpu", "memory"} <= set(requests):
+        problems.add(subject, "cpu and memory requests are needed")
+    for source in container.get("envFrom", []):
+        ref = (source.get("secretRef") or {}).get("name")
+        if ref and ref not in secrets:
+            problems.add(subject, f"Secret {ref} does not exist")
+
+
+def _check_scaled_objects(
+    root: Path, where: str, by_kind: dict[str, dict[str, Obj]], problems: Problems
+) -> None:
+    """Each ScaledObject scales an existing Deployment on queues it declares, with an
+    existing TriggerAuthentication."""
+    deployments = by_kind.get("Deployment", {})
+    authentications = by_kind.get("TriggerAuthentication", {})
     for name, scaled in by_kind.get("ScaledObject", {}).items():
+        subject = f"{where}: ScaledObject/{name}"
         target = scaled["spec"]["scaleTargetRef"]["name"]
         if target not in deployments:
-            problems.add(f"{where}: ScaledObject/{name}", f"Deployment {target} does not exist")
+            problems.add(subject, f"Deployment {target} does not exist")
         declared = declared_queues(root, target)
         for trigger in scaled["spec"]["triggers"]:
             queue = (
@@ -218,12 +262,15 @@ def check_coherence(root: Path, where: str, objects: list[Obj], problems: Proble
             )
             if queue and declared is not None and queue not in declared:
                 problems.add(
-                    f"{where}: ScaledObject/{name}",
+                    subject,
                     f"queue {queue} is not one {target} declares ({', '.join(sorted(declared))})",
                 )
             auth = (trigger.get("authenticationRef") or {}).get("name")
-            if auth and auth not in by_kind.get("TriggerAuthentication", {}):
-                problems.add(f"{where}: ScaledObject/{name}", f"no TriggerAuthentication {auth}")
+            if auth and auth not in authentications:
+                problems.add(subject, f"no TriggerAuthentication {auth}")
+
+
+def _check_ingresses(where: str, by_kind: dict[str, dict[str, Obj]], problems: Problems) -> None:
     services = by_kind.get("Service", {})
     for name, ingress in by_kind.get("Ingress", {}).items():
         for rule in ingress["spec"].get("rules", []):
@@ -231,7 +278,11 @@ def check_coherence(root: Path, where: str, objects: list[Obj], problems: Proble
                 backend = path["backend"]["service"]["name"]
                 if backend not in services:
                     problems.add(f"{where}: Ingress/{name}", f"Service {backend} does not exist")
-    for name, service in services.items():
+
+
+def _check_services(where: str, by_kind: dict[str, dict[str, Obj]], problems: Problems) -> None:
+    deployments = by_kind.get("Deployment", {})
+    for name, service in by_kind.get("Service", {}).items():
         selector = service["spec"].get("selector", {})
         if not any(
             selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()

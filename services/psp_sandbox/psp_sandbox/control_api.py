@@ -97,6 +97,15 @@ def _account(request: web.Request) -> Any:
 def register(api: Api) -> list[tuple[str, str, Any]]:
     """Declare the control endpoints; return the routes kept out of the OpenAPI document
     (the drop-in script, the 3DS page, the CORS preflight)."""
+    _register_merchant_accounts(api)
+    _register_inspection(api)
+    _register_webhook_release(api)
+    _register_chargebacks(api)
+    return _register_drop_in(api)
+
+
+def _register_merchant_accounts(api: Api) -> None:
+    """Merchant accounts and their fault injection."""
 
     @api.post(
         "/sandbox/merchant-accounts",
@@ -133,6 +142,10 @@ def register(api: Api) -> list[tuple[str, str, Any]]:
         account.faults = call.body.model_copy()
         return _json(account.faults.model_dump())
 
+
+def _register_inspection(api: Api) -> None:
+    """What the sandbox received and sent: webhook attempts, requests, a payment's state."""
+
     @api.get(
         "/sandbox/merchant-accounts/{code}/webhooks",
         summary="Webhook delivery attempts of a merchant account",
@@ -165,6 +178,10 @@ def register(api: Api) -> list[tuple[str, str, Any]]:
         if payment is None:
             raise NotFound("no such payment", code="resource_not_found", param="pspReference")
         return _json(payment.public())
+
+
+def _register_webhook_release(api: Api) -> None:
+    """The webhooks the drop_webhooks fault held back, sent on request."""
 
     @api.post(
         "/sandbox/merchant-accounts/{code}/webhooks/release-dropped",
@@ -200,6 +217,10 @@ def register(api: Api) -> list[tuple[str, str, Any]]:
                     ),
                 )
         return _json({"released": released})
+
+
+def _register_chargebacks(api: Api) -> None:
+    """Dispute notifications raised on request."""
 
     @api.post(
         "/sandbox/merchant-accounts/{code}/chargebacks",
@@ -256,6 +277,11 @@ def register(api: Api) -> list[tuple[str, str, Any]]:
             ),
         )
         return _json({"pspReference": psp_reference, "eventCode": event_code}, status=201)
+
+
+def _register_drop_in(api: Api) -> list[tuple[str, str, Any]]:
+    """The drop-in's tokenisation endpoint; return its unlisted routes (the CORS preflight,
+    the script, the 3DS challenge page)."""
 
     @api.post(
         "/sandbox/tokenize",

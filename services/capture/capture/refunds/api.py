@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -249,7 +250,7 @@ def add_routes(api: Api) -> None:
         return ok("intervention", InterventionOut(**vars(found)))
 
 
-def _now(request: web.Request) -> Any:
-    from capture.api import CLOCK  # capture's clock key (the app's injected clock)
+def _now(request: web.Request) -> datetime:
+    from capture.app import CLOCK  # capture's clock key (the app's injected clock)
 
     return request.app[CLOCK]()

@@ -184,11 +184,36 @@ def plan_refund(
 ) -> list[RefundPlan] | Refusal:
     """The refunds a request makes (one per capture), or why it is refused. `books` are the
     payment's succeeded captures, with every refund and chargeback so far counted."""
+    refused = _refusal_of_payment(payment) or _refusal_of_ask(payment, ask)
+    if refused is not None:
+        return refused
+    chosen = _books_asked_for(payment, books, ask.logistic_order_id)
+    if isinstance(chosen, Refusal):
+        return chosen
+    open_books = [b for b in chosen if b.refundable > 0]
+    if not open_books:
+        return Refusal(409, "payment_fully_refunded", "nothing is left to refund", "id")
+    if ask.amount is None:
+        return [
+            RefundPlan(b.capture_id, b.refundable, return_lines(b, b.refundable))
+            for b in open_books
+        ]
+    return _plan_amount(open_books, ask.amount)
+
+
+def _refusal_of_payment(payment: PaymentView) -> Refusal | None:
+    """Why the payment itself can't be refunded now, if it can't."""
     if payment.status in ("CANCELLED", "REFUSED"):
         word = payment.status.lower()
         return Refusal(409, "payment_not_refundable", f"the payment was {word}", "id")
     if payment.status != "AUTHORISED":
         return Refusal(409, "payment_not_refundable", "the payment is not authorised", "id")
+    return None
+
+
+def _refusal_of_ask(payment: PaymentView, ask: RefundAsk) -> Refusal | None:
+    """Why the request is refused before any capture is looked at: its reason, the payment's
+    chargeback or open dispute, its currency, its amount (checked in that order)."""
     if ask.reason not in REASONS:
         return Refusal(
             422,
@@ -211,15 +236,22 @@ def plan_refund(
         )
     if ask.amount is not None and ask.amount <= 0:
         return Refusal(422, "amount_invalid", "the amount must be positive", "amount.value")
-    if ask.logistic_order_id is not None:
-        if ask.logistic_order_id not in payment.line_ids:
+    return None
+
+
+def _books_asked_for(
+    payment: PaymentView, books: Sequence[CaptureBook], logistic_order_id: str | None
+) -> Sequence[CaptureBook] | Refusal:
+    """The captures the request is about: those of the named logistic order, else all."""
+    if logistic_order_id is not None:
+        if logistic_order_id not in payment.line_ids:
             return Refusal(
                 404,
                 "logistic_order_unknown",
                 "the payment has no line for this logistic order",
                 "logistic_order_id",
             )
-        books = [b for b in books if b.logistic_order_id == ask.logistic_order_id]
+        books = [b for b in books if b.logistic_order_id == logistic_order_id]
         if not books:
             return Refusal(
                 409,
@@ -229,14 +261,11 @@ def plan_refund(
             )
     if not books:
         return Refusal(409, "payment_not_captured", "nothing is captured: nothing to refund", "id")
-    open_books = [b for b in books if b.refundable > 0]
-    if not open_books:
-        return Refusal(409, "payment_fully_refunded", "nothing is left to refund", "id")
-    if ask.amount is None:
-        return [
-            RefundPlan(b.capture_id, b.refundable, return_lines(b, b.refundable))
-            for b in open_books
-        ]
+    return books
+
+
+def _plan_amount(open_books: Sequence[CaptureBook], amount: int) -> list[RefundPlan] | Refusal:
+    """A given amount is refunded from one capture, the only one with something left."""
     if len(open_books) > 1:
         return Refusal(
             422,
@@ -245,14 +274,14 @@ def plan_refund(
             "logistic_order_id",
         )
     book = open_books[0]
-    if ask.amount > book.refundable:
+    if amount > book.refundable:
         return Refusal(
             422,
             "refund_exceeds_amount_available",
             f"at most {book.refundable} is left to refund",
             "amount.value",
         )
-    return [RefundPlan(book.capture_id, ask.amount, return_lines(book, ask.amount))]
+    return [RefundPlan(book.capture_id, amount, return_lines(book, amount))]
 
 
 # -- a refund's state machine --------------------------------------------------------------------

@@ -28,6 +28,7 @@ from capture.refunds.domain import (
     SendState,
     Shares,
 )
+from common.db.types import Conn
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,7 @@ class LockedPayment:
     funding_policy: str | None
 
 
-async def lock_payment(
-    conn: asyncpg.Connection, tenant_id: str, payment_id: str
-) -> LockedPayment | None:
+async def lock_payment(conn: Conn, tenant_id: str, payment_id: str) -> LockedPayment | None:
     row = await conn.fetchrow(
         """
         SELECT p.order_id, p.status, p.currency, p.psp_reference, p.merchant_account,
@@ -76,9 +75,7 @@ async def lock_payment(
     )
 
 
-async def payment_by_psp_reference(
-    conn: asyncpg.Connection, tenant_id: str, psp_reference: str
-) -> str | None:
+async def payment_by_psp_reference(conn: Conn, tenant_id: str, psp_reference: str) -> str | None:
     value = await conn.fetchval(
         "SELECT payment_id FROM payments WHERE tenant_id = $1 AND psp_reference = $2",
         tenant_id,
@@ -92,7 +89,7 @@ def _rate(value: Any) -> Decimal | None:
 
 
 async def books(
-    conn: asyncpg.Connection, tenant_id: str, payment_id: str, dispute: Dispute | None
+    conn: Conn, tenant_id: str, payment_id: str, dispute: Dispute | None
 ) -> list[CaptureBook]:
     """The payment's succeeded captures, each with what its parties have given back so far:
     refunds that hold their amount (waiting or done) and the dispute's current debit."""
@@ -219,7 +216,7 @@ class NewRefund:
 
 
 async def insert_refunds(
-    conn: asyncpg.Connection,
+    conn: Conn,
     payment: LockedPayment,
     refunds: Sequence[NewRefund],
     *,
@@ -272,16 +269,14 @@ async def insert_refunds(
 
 
 async def refund(
-    conn: asyncpg.Connection, refund_id: str, *, tenant_id: str | None = None, lock: bool = False
+    conn: Conn, refund_id: str, *, tenant_id: str | None = None, lock: bool = False
 ) -> Refund | None:
     sql = "SELECT * FROM refunds WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)"
     row = await conn.fetchrow(sql + (" FOR UPDATE" if lock else ""), refund_id, tenant_id)
     return None if row is None else Refund.of(row)
 
 
-async def refunds_of_payment(
-    conn: asyncpg.Connection, tenant_id: str, payment_id: str
-) -> list[Refund]:
+async def refunds_of_payment(conn: Conn, tenant_id: str, payment_id: str) -> list[Refund]:
     rows = await conn.fetch(
         "SELECT * FROM refunds WHERE tenant_id = $1 AND payment_id = $2 ORDER BY created_at, id",
         tenant_id,
@@ -299,9 +294,7 @@ class HistoryEntry:
     detail: dict[str, Any]
 
 
-async def history_of(
-    conn: asyncpg.Connection, refund_ids: Sequence[str]
-) -> dict[str, list[HistoryEntry]]:
+async def history_of(conn: Conn, refund_ids: Sequence[str]) -> dict[str, list[HistoryEntry]]:
     rows = await conn.fetch(
         "SELECT * FROM refund_history WHERE refund_id = ANY($1::text[]) ORDER BY seq",
         list(refund_ids),
@@ -317,7 +310,7 @@ async def history_of(
 
 
 async def update_refund(
-    conn: asyncpg.Connection,
+    conn: Conn,
     current: Refund,
     values: dict[str, Any],
     *,
@@ -350,7 +343,7 @@ async def update_refund(
 
 
 async def claim_due(
-    conn: asyncpg.Connection, *, now: datetime, lease_until: datetime, limit: int
+    conn: Conn, *, now: datetime, lease_until: datetime, limit: int
 ) -> list[tuple[Refund, str, str]]:
     """Lease due refunds; with each, the payment's PSP reference and merchant account."""
     rows = await conn.fetch(
@@ -377,7 +370,7 @@ async def claim_due(
     return [(Refund.of(r), r["psp_ref"], r["account"]) for r in rows]
 
 
-async def totals(conn: asyncpg.Connection, tenant_id: str, payment_id: str) -> tuple[int, int]:
+async def totals(conn: Conn, tenant_id: str, payment_id: str) -> tuple[int, int]:
     """(captured, refunded) of the payment: succeeded captures, REFUNDED refunds."""
     row = await conn.fetchrow(
         """
@@ -399,7 +392,7 @@ REFUND_INTERVENTION_PREFIX = "rint_"
 
 
 async def open_capture_intervention(
-    conn: asyncpg.Connection, *, id_: str, tenant_id: str, capture_id: str, code: str, reason: str
+    conn: Conn, *, id_: str, tenant_id: str, capture_id: str, code: str, reason: str
 ) -> str | None:
     """An `unconfirmed` capture in capture's own queue (at most one open per capture)."""
     value = await conn.fetchval(
@@ -419,7 +412,7 @@ async def open_capture_intervention(
 
 
 async def open_refund_intervention(
-    conn: asyncpg.Connection, r: Refund, *, id_: str, kind: str, code: str, reason: str
+    conn: Conn, r: Refund, *, id_: str, kind: str, code: str, reason: str
 ) -> str | None:
     """At most one open intervention per refund."""
     value = await conn.fetchval(
@@ -442,9 +435,7 @@ async def open_refund_intervention(
     return None if value is None else str(value)
 
 
-async def close_refund_interventions(
-    conn: asyncpg.Connection, refund_id: str, now: datetime
-) -> None:
+async def close_refund_interventions(conn: Conn, refund_id: str, now: datetime) -> None:
     await conn.execute(
         "UPDATE refund_interventions SET status = 'RESOLVED', updated_at = $2, closed_at = $2,"
         " note = coalesce(note, 'closed by the refund''s outcome')"
@@ -483,7 +474,7 @@ _REFUND_INTERVENTION = (
 
 
 async def intervention(
-    conn: asyncpg.Connection, tenant_id: str, intervention_id: str, *, lock: bool = False
+    conn: Conn, tenant_id: str, intervention_id: str, *, lock: bool = False
 ) -> Intervention | None:
     """A refund's intervention (`rint_...`) or a capture's."""
     if intervention_id.startswith(REFUND_INTERVENTION_PREFIX):
@@ -497,7 +488,7 @@ async def intervention(
 
 
 async def close_intervention(
-    conn: asyncpg.Connection, found: Intervention, status: str, note: str | None, now: datetime
+    conn: Conn, found: Intervention, status: str, note: str | None, now: datetime
 ) -> Intervention:
     table = "refund_interventions" if found.refund_id is not None else "interventions"
     await conn.execute(
@@ -514,7 +505,7 @@ async def close_intervention(
 
 
 async def refund_interventions(
-    conn: asyncpg.Connection, tenant_id: str, payment_id: str | None, status: str | None
+    conn: Conn, tenant_id: str, payment_id: str | None, status: str | None
 ) -> list[Intervention]:
     rows = await conn.fetch(
         _REFUND_INTERVENTION + " WHERE tenant_id = $1 AND ($2::text IS NULL OR payment_id = $2)"
@@ -526,9 +517,7 @@ async def refund_interventions(
     return [Intervention(**dict(r)) for r in rows]
 
 
-async def stale_refunds(
-    conn: asyncpg.Connection, *, older_than: datetime, limit: int
-) -> list[Refund]:
+async def stale_refunds(conn: Conn, *, older_than: datetime, limit: int) -> list[Refund]:
     """Refunds still holding their amount (awaiting funds, or taken by the PSP and not
     confirmed) last changed before `older_than`, with no open intervention. A refund still
     being sent (DUE) is the sender's: it retries, then opens `refund_unknown` itself."""
@@ -549,7 +538,7 @@ async def stale_refunds(
     return [Refund.of(r) for r in rows]
 
 
-async def close_settled_capture_interventions(conn: asyncpg.Connection, now: datetime) -> int:
+async def close_settled_capture_interventions(conn: Conn, now: datetime) -> int:
     """`unconfirmed` capture interventions whose capture is no longer SENT (the webhook came
     late): resolved, with a note saying so."""
     result = await conn.execute(
@@ -567,9 +556,7 @@ async def close_settled_capture_interventions(conn: asyncpg.Connection, now: dat
     return int(result.split()[-1])
 
 
-async def stale_captures(
-    conn: asyncpg.Connection, *, older_than: datetime, limit: int
-) -> list[tuple[str, str]]:
+async def stale_captures(conn: Conn, *, older_than: datetime, limit: int) -> list[tuple[str, str]]:
     """Captures the PSP took (SENT) and never confirmed since `older_than`, with no open
     intervention: (capture id, tenant id)."""
     rows = await conn.fetch(
@@ -613,7 +600,7 @@ def _debits(raw: Any) -> tuple[CaptureDebit, ...]:
 
 
 async def dispute(
-    conn: asyncpg.Connection, tenant_id: str, payment_id: str, *, lock: bool = False
+    conn: Conn, tenant_id: str, payment_id: str, *, lock: bool = False
 ) -> Dispute | None:
     row = await conn.fetchrow(
         "SELECT id, stage, debited, debits, revision FROM disputes"
@@ -633,7 +620,7 @@ async def dispute(
 
 
 async def save_dispute(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     id_: str,
     tenant_id: str,
@@ -679,7 +666,7 @@ async def save_dispute(
 
 
 async def record_dispute_notification(
-    conn: asyncpg.Connection,
+    conn: Conn,
     dispute_id: str,
     *,
     notification_id: str,
@@ -702,7 +689,7 @@ async def record_dispute_notification(
     )
 
 
-async def dispute_history(conn: asyncpg.Connection, dispute_id: str) -> list[asyncpg.Record]:
+async def dispute_history(conn: Conn, dispute_id: str) -> list[asyncpg.Record]:
     result: list[asyncpg.Record] = await conn.fetch(
         "SELECT * FROM dispute_notifications WHERE dispute_id = $1 ORDER BY seq", dispute_id
     )

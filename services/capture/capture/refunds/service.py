@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
-
 from capture.domain import SplitLine, psp_splits
 from capture.domain import idempotency_key as capture_key
 from capture.refunds import domain, repo
@@ -36,6 +34,7 @@ from capture.refunds.domain import (
 )
 from capture.refunds.repo import LockedPayment, NewRefund, Refund
 from common.broker import publish_events
+from common.db.types import Conn
 from common.events import (
     ChargebackEvent,
     EventData,
@@ -113,12 +112,8 @@ def _refund_fields(r: Refund) -> dict[str, Any]:
     }
 
 
-async def _emit(
-    conn: asyncpg.Connection, r: Refund, events: Sequence[tuple[EventType, EventData]]
-) -> None:
-    await publish_events(
-        conn, [(t.value, e) for t, e in events], tenant_id=r.tenant_id, aggregate_id=r.id
-    )
+async def _emit(conn: Conn, r: Refund, events: Sequence[tuple[EventType, EventData]]) -> None:
+    await publish_events(conn, list(events), tenant_id=r.tenant_id, aggregate_id=r.id)
 
 
 # -- requesting a refund ---------------------------------------------------------------------
@@ -134,7 +129,7 @@ class RefundInput:
 
 
 async def request_refund(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     payment_id: str,
     given: RefundInput,
@@ -201,7 +196,7 @@ async def request_refund(
 
 
 async def apply(
-    conn: asyncpg.Connection,
+    conn: Conn,
     r: Refund,
     outcome: domain.RefundOutcome,
     *,
@@ -277,9 +272,7 @@ async def apply(
     return updated
 
 
-async def _lock_refund(
-    conn: asyncpg.Connection, refund_id: str, tenant_id: str | None
-) -> Refund | None:
+async def _lock_refund(conn: Conn, refund_id: str, tenant_id: str | None) -> Refund | None:
     """The refund, locked after its payment (the lock order of every use case: payment →
     capture → refund), so a refund's change and a dispute notification never deadlock."""
     found = await repo.refund(conn, refund_id, tenant_id=tenant_id)
@@ -289,7 +282,7 @@ async def _lock_refund(
     return await repo.refund(conn, refund_id, lock=True)
 
 
-async def _top_up_chargeback(conn: asyncpg.Connection, failed: Refund, now: datetime) -> None:
+async def _top_up_chargeback(conn: Conn, failed: Refund, now: datetime) -> None:
     """A refund that held its amount when a chargeback took what was left has failed: the
     chargeback takes that amount too (the PSP debited the whole disputed amount)."""
     dispute = await repo.dispute(conn, failed.tenant_id, failed.payment_id, lock=True)
@@ -330,7 +323,7 @@ async def _top_up_chargeback(conn: asyncpg.Connection, failed: Refund, now: date
     )
     await publish_events(
         conn,
-        [(EventType.CHARGEBACK_RECEIVED.value, data)],
+        [(EventType.CHARGEBACK_RECEIVED, data)],
         tenant_id=failed.tenant_id,
         aggregate_id=dispute.id,
     )
@@ -340,7 +333,7 @@ async def _top_up_chargeback(conn: asyncpg.Connection, failed: Refund, now: date
 
 
 async def on_funds_decision(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     event: RefundFundsDecision,
     *,
@@ -398,9 +391,7 @@ def _psp_request(r: Refund, psp_reference: str, merchant_account: str) -> Refund
     )
 
 
-async def claim(
-    conn: asyncpg.Connection, *, now: datetime, lease: timedelta, limit: int
-) -> list[Claim]:
+async def claim(conn: Conn, *, now: datetime, lease: timedelta, limit: int) -> list[Claim]:
     rows = await repo.claim_due(conn, now=now, lease_until=now + lease, limit=limit)
     return [Claim(r, _psp_request(r, ref, account)) for r, ref, account in rows]
 
@@ -419,7 +410,7 @@ async def send(psp: PspPort, c: Claim) -> SendAnswer:
 
 
 async def record_answer(
-    conn: asyncpg.Connection,
+    conn: Conn,
     c: Claim,
     answer: SendAnswer,
     *,
@@ -438,7 +429,7 @@ async def record_answer(
 
 
 async def on_psp_notification(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     event: PspNotificationReceived,
     *,
@@ -451,7 +442,7 @@ async def on_psp_notification(
 
 
 async def on_refund_notification(
-    conn: asyncpg.Connection, tenant_id: str, event: PspNotificationReceived, *, now: datetime
+    conn: Conn, tenant_id: str, event: PspNotificationReceived, *, now: datetime
 ) -> Refund | None:
     """REFUND / REFUND_FAILED: the merchant reference is the refund id we sent."""
     r = None
@@ -486,7 +477,7 @@ async def on_refund_notification(
 
 
 async def on_dispute_notification(
-    conn: asyncpg.Connection, tenant_id: str, event: PspNotificationReceived, *, now: datetime
+    conn: Conn, tenant_id: str, event: PspNotificationReceived, *, now: datetime
 ) -> None:
     """A dispute notification about one of our payments (found by the payment's PSP
     reference: `originalReference`, else `pspReference`)."""
@@ -575,7 +566,7 @@ async def on_dispute_notification(
 
 
 async def _emit_chargeback(
-    conn: asyncpg.Connection,
+    conn: Conn,
     payment: LockedPayment,
     dispute_id: str,
     revision: int,
@@ -606,17 +597,13 @@ async def _emit_chargeback(
         if change.emit == "received"
         else (EventType.CHARGEBACK_REVERSED)
     )
-    await publish_events(
-        conn, [(kind.value, data)], tenant_id=payment.tenant_id, aggregate_id=dispute_id
-    )
+    await publish_events(conn, [(kind, data)], tenant_id=payment.tenant_id, aggregate_id=dispute_id)
 
 
 # -- nothing stays unknown without someone knowing -------------------------------------------
 
 
-async def flag_unconfirmed(
-    conn: asyncpg.Connection, *, now: datetime, after: timedelta, limit: int = 100
-) -> int:
+async def flag_unconfirmed(conn: Conn, *, now: datetime, after: timedelta, limit: int = 100) -> int:
     """Open an `unconfirmed` intervention for every capture (SENT) and refund (awaiting funds
     or waiting for the PSP) unchanged for `after`. Nothing is failed."""
     older_than = now - after
@@ -649,7 +636,7 @@ async def flag_unconfirmed(
 
 
 async def retry_refund(
-    conn: asyncpg.Connection, tenant_id: str, intervention_id: str, *, now: datetime
+    conn: Conn, tenant_id: str, intervention_id: str, *, now: datetime
 ) -> repo.Intervention:
     """An operator's retry of a refund intervention: the refund is sent again under its same
     PSP key (the PSP answers a refund it already took with its first answer)."""
@@ -673,7 +660,7 @@ async def retry_refund(
 
 
 async def resolve_intervention(
-    conn: asyncpg.Connection, tenant_id: str, intervention_id: str, note: str, *, now: datetime
+    conn: Conn, tenant_id: str, intervention_id: str, note: str, *, now: datetime
 ) -> repo.Intervention:
     found = await repo.intervention(conn, tenant_id, intervention_id, lock=True)
     if found is None:
@@ -694,9 +681,7 @@ class CaptureResend:
     request: CaptureRequest
 
 
-async def prepare_capture_resend(
-    conn: asyncpg.Connection, tenant_id: str, intervention_id: str
-) -> CaptureResend:
+async def prepare_capture_resend(conn: Conn, tenant_id: str, intervention_id: str) -> CaptureResend:
     """Load an open `unconfirmed` capture intervention and the request its capture was sent
     with (same amount, split and PSP key `capture:<id>:<generation>`)."""
     found = await repo.intervention(conn, tenant_id, intervention_id)
@@ -748,7 +733,7 @@ async def send_capture_again(psp: PspPort, resend: CaptureResend) -> SendAnswer:
 
 
 async def record_capture_resend(
-    conn: asyncpg.Connection, resend: CaptureResend, answer: SendAnswer, *, now: datetime
+    conn: Conn, resend: CaptureResend, answer: SendAnswer, *, now: datetime
 ) -> repo.Intervention:
     """The answer goes to the capture's history; the intervention is RETRIED (the webhook,
     when it comes, settles the capture; the watch opens a new intervention if it does not)."""

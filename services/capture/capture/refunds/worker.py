@@ -29,6 +29,7 @@ from capture.settings import Settings
 from common import runtime
 from common.broker.consumer import Handler, tenant_payload
 from common.broker.topology import QueueSpec
+from common.db.types import Conn
 from common.events import (
     DOMAIN_EXCHANGE,
     Envelope,
@@ -159,12 +160,12 @@ class RefundWiring:
 
 
 def refund_consumptions(clock: Clock, wake: Callable[[], None]) -> list[Consumption]:
-    async def on_notification(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    async def on_notification(conn: Conn, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, PspNotificationReceived)
         await service.on_psp_notification(conn, tenant_id, event, now=clock())
 
     def on_funds(reserved: bool) -> Handler:
-        async def handle(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        async def handle(conn: Conn, envelope: Envelope) -> None:
             event, tenant_id = tenant_payload(envelope, RefundFundsDecision)
             await service.on_funds_decision(conn, tenant_id, event, reserved=reserved, now=clock())
 
