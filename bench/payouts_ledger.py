@@ -30,6 +30,7 @@ import payouts
 from bench.processes import scratch_database
 from common.db import apply_migrations, create_pool
 from common.db.migrations import COMMON_MIGRATIONS
+from common.db.types import Conn
 from common.testing.servers import test_servers
 from common.testing.tenancy import tenant_upserted
 from payouts import ledger
@@ -76,19 +77,19 @@ async def _timed(pool: asyncpg.Pool, work: object, batch: int) -> tuple[int, flo
     return sum(done), time.monotonic() - started
 
 
-async def post_batch(conn: asyncpg.Connection, w: int, n: int, batch: int) -> None:
+async def post_batch(conn: Conn, w: int, n: int, batch: int) -> None:
     async with conn.transaction():
         await ledger.post(conn, [capture(n + i, w, batch) for i in range(batch)])
 
 
-async def post_each(conn: asyncpg.Connection, w: int, n: int, batch: int) -> None:
+async def post_each(conn: Conn, w: int, n: int, batch: int) -> None:
     """A consumer batch: one `ledger.post` per message, in the batch's transaction."""
     async with conn.transaction():
         for i in range(batch):
             await ledger.post(conn, [capture(n + i, w, -batch)])
 
 
-async def bare_batch(conn: asyncpg.Connection, w: int, n: int, batch: int) -> None:
+async def bare_batch(conn: Conn, w: int, n: int, batch: int) -> None:
     entries = [capture(n + i, w, batch) for i in range(batch)]
     async with conn.transaction():
         ids = await conn.fetch(
@@ -143,7 +144,7 @@ async def postings_benchmark(pool: asyncpg.Pool) -> None:
     print(f"  ledger check after the runs: {'ok' if result.ok else result}, conflicts {replays}")
 
 
-async def load_ledger(conn: asyncpg.Connection) -> None:
+async def load_ledger(conn: Conn) -> None:
     """S suppliers, E postings (E/4 captures, every one PAID and SHIPPED), bulk-loaded."""
     captures = ENTRIES // 4
     await conn.execute("ALTER TABLE postings DISABLE TRIGGER postings_balance")

@@ -24,7 +24,14 @@ def render(service: str) -> str:
     return json.dumps(build_openapi(api), indent=2, sort_keys=True) + "\n"
 
 
-PORTS = {"tenants": 8086, "checkout": 8081, "webhooks": 8082, "capture": 8083, "exports": 8085, "payouts": 8084}
+PORTS = {
+    "tenants": 8086,
+    "checkout": 8081,
+    "webhooks": 8082,
+    "capture": 8083,
+    "exports": 8085,
+    "payouts": 8084,
+}
 
 API_HEADER = """# HTTP API
 

@@ -23,6 +23,7 @@ import asyncpg
 from aiohttp import web
 
 from common.db import snapshot
+from common.db.types import Conn
 from common.http.envelope import ok, page
 from common.http.pagination import PageRequest, fetch_page
 from common.http.query import datetime_param
@@ -411,7 +412,7 @@ async def list_payouts(request: web.Request, call: Call[None]) -> web.Response:
     return page([payout_view(r) for r in rows], info)
 
 
-async def _payout(conn: asyncpg.Connection, call: Call[Any], payout_id: str) -> asyncpg.Record:
+async def _payout(conn: Conn, call: Call[Any], payout_id: str) -> asyncpg.Record:
     row = await conn.fetchrow(
         "SELECT * FROM payouts WHERE tenant_id = $1 AND id = $2", call.tenant_id, payout_id
     )

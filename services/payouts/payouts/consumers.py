@@ -18,12 +18,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import BaseModel, ValidationError
 
 from common.broker.consumer import Handler, PoisonMessageError, tenant_payload, validation_summary
 from common.broker.topology import QueueSpec
+from common.db.types import Conn
 from common.events import (
     DOMAIN_EXCHANGE,
     OMS_EXCHANGE,
@@ -70,10 +70,8 @@ def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
     )
 
 
-def _handler(
-    model: type[M], apply: Callable[[asyncpg.Connection, str, M], Awaitable[None]]
-) -> Handler:
-    async def handle(conn: asyncpg.Connection, envelope: Envelope) -> None:
+def _handler(model: type[M], apply: Callable[[Conn, str, M], Awaitable[None]]) -> Handler:
+    async def handle(conn: Conn, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, model)
         try:
             await apply(conn, tenant_id, event)
@@ -83,24 +81,20 @@ def _handler(
     return handle
 
 
-async def _chargeback_received(
-    conn: asyncpg.Connection, tenant_id: str, event: ChargebackEvent
-) -> None:
+async def _chargeback_received(conn: Conn, tenant_id: str, event: ChargebackEvent) -> None:
     await service.on_chargeback(conn, tenant_id, event, reversed_=False)
 
 
-async def _chargeback_reversed(
-    conn: asyncpg.Connection, tenant_id: str, event: ChargebackEvent
-) -> None:
+async def _chargeback_reversed(conn: Conn, tenant_id: str, event: ChargebackEvent) -> None:
     await service.on_chargeback(conn, tenant_id, event, reversed_=True)
 
 
-async def _payment_status(conn: asyncpg.Connection, envelope: Envelope) -> None:
+async def _payment_status(conn: Conn, envelope: Envelope) -> None:
     event, tenant_id = tenant_payload(envelope, PaymentStatusChanged)
     await service.on_payment_status(conn, tenant_id, event, envelope.occurred_at)
 
 
-async def _logistic_order(conn: asyncpg.Connection, envelope: Envelope) -> None:
+async def _logistic_order(conn: Conn, envelope: Envelope) -> None:
     await service.on_logistic_order_status(
         conn, LogisticOrderStatusChanged.model_validate(envelope.data)
     )

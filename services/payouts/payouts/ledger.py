@@ -10,6 +10,7 @@ from typing import Literal
 
 import asyncpg
 
+from common.db.types import Conn
 from payouts.domain import AccountKind, Entry
 
 PostOutcome = Literal["posted", "replayed", "conflict"]
@@ -22,7 +23,7 @@ class Posted:
     outcome: PostOutcome
 
 
-async def post(conn: asyncpg.Connection, entries: Sequence[Entry]) -> list[Posted]:
+async def post(conn: Conn, entries: Sequence[Entry]) -> list[Posted]:
     """Post `entries` in the caller's transaction; the database checks each balances at
     commit. Same key and same content: `replayed`; other content: `conflict` (recorded)."""
     if not entries:
@@ -59,7 +60,7 @@ def _account(row: asyncpg.Record) -> Account:
 
 
 async def account(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     currency: str,
     kind: AccountKind,
@@ -89,9 +90,7 @@ async def account(
     return _account(row)
 
 
-async def place_hold(
-    conn: asyncpg.Connection, acct: Account, amount: int, ref_type: str, ref_id: str
-) -> bool:
+async def place_hold(conn: Conn, acct: Account, amount: int, ref_type: str, ref_id: str) -> bool:
     """Set `amount` aside on `acct` for `ref`; False if that ref already has a hold."""
     placed = await conn.fetchval(
         "WITH h AS (INSERT INTO holds (tenant_id, account_id, amount, ref_type, ref_id)"
@@ -108,7 +107,7 @@ async def place_hold(
 
 
 async def place_holds(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     holds: Sequence[tuple[int, int, str]],
     ref_type: str,
@@ -131,7 +130,7 @@ async def place_holds(
 
 
 async def resolve_hold(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     ref_type: str,
     ref_id: str,
@@ -154,7 +153,7 @@ async def resolve_hold(
 
 
 async def balances(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     *,
     as_of: datetime | None = None,
@@ -207,7 +206,7 @@ class CheckResult:
         )
 
 
-async def check(conn: asyncpg.Connection, tenant_id: str | None = None) -> CheckResult:
+async def check(conn: Conn, tenant_id: str | None = None) -> CheckResult:
     """The ledger check: every transaction balances per currency; each tenant-currency sums to
     zero; each balance equals the sum of its postings, each `held` the sum of its open holds.
     Conflicts (same key, other content) are counted, not failures: nothing was posted."""
@@ -243,14 +242,14 @@ async def check(conn: asyncpg.Connection, tenant_id: str | None = None) -> Check
     return CheckResult(**dict(row))
 
 
-async def flush(conn: asyncpg.Connection) -> None:
+async def flush(conn: Conn) -> None:
     """Apply the balance changes this transaction staged (they are applied at commit anyway):
     before reading balances in the transaction that posted."""
     await conn.execute("SELECT ledger_flush()")
 
 
 async def lock_accounts(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     currency: str,
     wanted: Sequence[tuple[AccountKind, str | None]],

@@ -19,10 +19,17 @@ from typing import Any
 import asyncpg
 
 from common.broker.outbox import enqueue_many, new_envelope, publish_event
+from common.db.types import Conn
 from common.events import EventType, PayoutEvent, PayoutStatus
 from common.money import Money
 from payouts import errors, ledger, service
-from payouts.domain import OrderAmount, decide_supplier_payout, iban_valid, payout_entry
+from payouts.domain import (
+    AccountKind,
+    OrderAmount,
+    decide_supplier_payout,
+    iban_valid,
+    payout_entry,
+)
 from payouts.provider import ProviderOrder
 
 LIVE = ("COMPUTED", "PENDING", "SETTLED", "UNKNOWN")
@@ -75,7 +82,7 @@ def payout_event(row: asyncpg.Record | dict[str, Any], lines: list[str]) -> Payo
     )
 
 
-async def _publish(conn: asyncpg.Connection, row: asyncpg.Record) -> None:
+async def _publish(conn: Conn, row: asyncpg.Record) -> None:
     lines = await conn.fetch(
         "SELECT logistic_order_id FROM payout_lines WHERE payout_id = $1 ORDER BY capture_id",
         row["id"],
@@ -90,7 +97,7 @@ async def _publish(conn: asyncpg.Connection, row: asyncpg.Record) -> None:
 
 
 async def _history(
-    conn: asyncpg.Connection, payout_id: str, status_from: str | None, status: str, note: str | None
+    conn: Conn, payout_id: str, status_from: str | None, status: str, note: str | None
 ) -> None:
     await conn.execute(
         "INSERT INTO payout_history (payout_id, status_from, status, note) VALUES ($1, $2, $3, $4)",
@@ -101,7 +108,7 @@ async def _history(
     )
 
 
-async def _insert_payout(conn: asyncpg.Connection, **values: Any) -> asyncpg.Record:
+async def _insert_payout(conn: Conn, **values: Any) -> asyncpg.Record:
     columns = list(values)
     row = await conn.fetchrow(
         f"INSERT INTO payouts ({', '.join(columns)})"
@@ -113,7 +120,7 @@ async def _insert_payout(conn: asyncpg.Connection, **values: Any) -> asyncpg.Rec
 
 
 async def compute_supplier_payouts(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     *,
     period_end: datetime,
@@ -288,7 +295,7 @@ async def compute_supplier_payouts(
 
 
 async def _recover_advances(
-    conn: asyncpg.Connection, tenant_id: str, supplier_id: str, currency: str, amount: int
+    conn: Conn, tenant_id: str, supplier_id: str, currency: str, amount: int
 ) -> None:
     """Take `amount` of the supplier's advances back, oldest first."""
     rows = await conn.fetch(
@@ -308,7 +315,7 @@ async def _recover_advances(
 
 
 async def compute_marketplace_payout(
-    conn: asyncpg.Connection, tenant_id: str, *, period_end: datetime
+    conn: Conn, tenant_id: str, *, period_end: datetime
 ) -> list[asyncpg.Record]:
     """One consolidated payout of the MARKETPLACE account's available balance."""
     settings = await service.tenant(conn, tenant_id)
@@ -356,9 +363,7 @@ async def compute_marketplace_payout(
     return [row]
 
 
-async def _locked(
-    conn: asyncpg.Connection, tenant_id: str | None, payout_id: str
-) -> asyncpg.Record:
+async def _locked(conn: Conn, tenant_id: str | None, payout_id: str) -> asyncpg.Record:
     row = await conn.fetchrow(
         "SELECT * FROM payouts WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2) FOR UPDATE",
         payout_id,
@@ -370,7 +375,7 @@ async def _locked(
 
 
 async def _transition(
-    conn: asyncpg.Connection, row: asyncpg.Record, status: str, note: str | None = None, **sets: Any
+    conn: Conn, row: asyncpg.Record, status: str, note: str | None = None, **sets: Any
 ) -> asyncpg.Record:
     values = {"status": status, **sets}
     assigns = ", ".join(f"{k} = ${i + 2}" for i, k in enumerate(values))
@@ -386,9 +391,7 @@ async def _transition(
     return new
 
 
-async def execute(
-    conn: asyncpg.Connection, tenant_id: str, payout_id: str, *, now: datetime
-) -> asyncpg.Record:
+async def execute(conn: Conn, tenant_id: str, payout_id: str, *, now: datetime) -> asyncpg.Record:
     """COMPUTED → PENDING: the executor sends it (ensures the provider's order exists)."""
     row = await _locked(conn, tenant_id, payout_id)
     if row["status"] in ("PENDING", "UNKNOWN", "SETTLED"):
@@ -400,9 +403,7 @@ async def execute(
     return await _transition(conn, row, "PENDING", "sent to the provider", next_poll_at=now)
 
 
-async def retry(
-    conn: asyncpg.Connection, tenant_id: str, payout_id: str, *, now: datetime
-) -> asyncpg.Record:
+async def retry(conn: Conn, tenant_id: str, payout_id: str, *, now: datetime) -> asyncpg.Record:
     """FAILED → PENDING as a new provider order `<id>-<attempt>`, its amount held again."""
     row = await _locked(conn, tenant_id, payout_id)
     if row["status"] in ("PENDING", "UNKNOWN", "SETTLED"):
@@ -424,7 +425,7 @@ async def retry(
         raise errors.payout_conflict(
             "payout_superseded", "its orders are in a newer payout; retry that one"
         )
-    kind = "SUPPLIER" if row["kind"] == "SUPPLIER" else "MARKETPLACE"
+    kind: AccountKind = "SUPPLIER" if row["kind"] == "SUPPLIER" else "MARKETPLACE"
     account = (
         await ledger.lock_accounts(
             conn, row["tenant_id"], row["currency"], [(kind, row["supplier_id"])]
@@ -454,7 +455,7 @@ async def retry(
 
 
 async def apply_order(
-    conn: asyncpg.Connection,
+    conn: Conn,
     payout_id: str,
     reference: str,
     order: ProviderOrder | None,
@@ -468,7 +469,7 @@ async def apply_order(
     row = await _locked(conn, None, payout_id)
     if row["status"] not in ("PENDING", "UNKNOWN") or row["provider_reference"] != reference:
         return None  # already decided, or an older attempt's order
-    account_kind = "SUPPLIER" if row["kind"] == "SUPPLIER" else "MARKETPLACE"
+    account_kind: AccountKind = "SUPPLIER" if row["kind"] == "SUPPLIER" else "MARKETPLACE"
     if order is None:
         since = row["unknown_since"] or now
         if row["status"] == "UNKNOWN":

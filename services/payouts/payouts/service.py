@@ -19,9 +19,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-import asyncpg
-
 from common.broker.outbox import publish_event
+from common.db.types import Conn
 from common.events import (
     CaptureSucceeded,
     ChargebackEvent,
@@ -52,7 +51,7 @@ from payouts.domain import (
 from payouts.errors import TenantNotReplicatedError
 
 
-async def tenant(conn: asyncpg.Connection, tenant_id: str) -> TenantUpserted:
+async def tenant(conn: Conn, tenant_id: str) -> TenantUpserted:
     data = await conn.fetchval("SELECT data FROM replica_tenants WHERE tenant_id = $1", tenant_id)
     if data is None:
         raise TenantNotReplicatedError(tenant_id)
@@ -62,9 +61,7 @@ async def tenant(conn: asyncpg.Connection, tenant_id: str) -> TenantUpserted:
 # -- captures -------------------------------------------------------------------------------
 
 
-async def on_capture_succeeded(
-    conn: asyncpg.Connection, tenant_id: str, event: CaptureSucceeded
-) -> None:
+async def on_capture_succeeded(conn: Conn, tenant_id: str, event: CaptureSucceeded) -> None:
     settings = await tenant(conn, tenant_id)
     check_currency(settings.currency, event.amount, f"capture {event.capture_id}")
     entry = capture_entry(tenant_id, event)
@@ -90,7 +87,7 @@ async def on_capture_succeeded(
 
 
 async def create_funding_transfer(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: str,
     *,
     currency: str,
@@ -152,9 +149,7 @@ async def create_funding_transfer(
     return transfer_id
 
 
-async def recover_funding(
-    conn: asyncpg.Connection, tenant_id: str, transfer_id: str, amount: int
-) -> None:
+async def recover_funding(conn: Conn, tenant_id: str, transfer_id: str, amount: int) -> None:
     """Take `amount` of an advance back SUPPLIER → MARKETPLACE."""
     row = await conn.fetchrow(
         "UPDATE funding_transfers SET recovered = recovered + $3, updated_at = now()"
@@ -195,7 +190,7 @@ def _validate_refund(settings: TenantUpserted, event: RefundRequested | RefundSu
             )
 
 
-async def share_paid_out(conn: asyncpg.Connection, tenant_id: str, capture_id: str) -> bool:
+async def share_paid_out(conn: Conn, tenant_id: str, capture_id: str) -> bool:
     """Whether the capture's supplier share went out in a payout (PENDING, UNKNOWN, SETTLED)."""
     return bool(
         await conn.fetchval(
@@ -208,9 +203,7 @@ async def share_paid_out(conn: asyncpg.Connection, tenant_id: str, capture_id: s
     )
 
 
-async def on_refund_requested(
-    conn: asyncpg.Connection, tenant_id: str, event: RefundRequested
-) -> None:
+async def on_refund_requested(conn: Conn, tenant_id: str, event: RefundRequested) -> None:
     settings = await tenant(conn, tenant_id)
     _validate_refund(settings, event)
     currency = event.amount.currency
@@ -279,9 +272,7 @@ async def on_refund_requested(
     )
 
 
-async def on_refund_succeeded(
-    conn: asyncpg.Connection, tenant_id: str, event: RefundSucceeded
-) -> None:
+async def on_refund_succeeded(conn: Conn, tenant_id: str, event: RefundSucceeded) -> None:
     """The refund happened: its lines are debited, its hold settled (once)."""
     settings = await tenant(conn, tenant_id)
     _validate_refund(settings, event)
@@ -305,7 +296,7 @@ async def on_refund_succeeded(
     )
 
 
-async def on_refund_failed(conn: asyncpg.Connection, tenant_id: str, event: RefundFailed) -> None:
+async def on_refund_failed(conn: Conn, tenant_id: str, event: RefundFailed) -> None:
     """The refund did not happen: its hold is released and an advance made for it is taken
     back at once (the supplier owes nothing for a refund that did not happen)."""
     await tenant(conn, tenant_id)
@@ -336,7 +327,7 @@ async def on_refund_failed(conn: asyncpg.Connection, tenant_id: str, event: Refu
 
 
 async def on_chargeback(
-    conn: asyncpg.Connection, tenant_id: str, event: ChargebackEvent, *, reversed_: bool
+    conn: Conn, tenant_id: str, event: ChargebackEvent, *, reversed_: bool
 ) -> None:
     """A chargeback debits each party's lines (it cannot be refused); a short supplier is
     funded by the marketplace under MARKETPLACE_COVERS, otherwise its balance goes negative
@@ -410,7 +401,7 @@ async def on_chargeback(
 
 
 async def on_payment_status(
-    conn: asyncpg.Connection, tenant_id: str, event: PaymentStatusChanged, occurred_at: datetime
+    conn: Conn, tenant_id: str, event: PaymentStatusChanged, occurred_at: datetime
 ) -> None:
     await conn.execute(
         "INSERT INTO payments (tenant_id, payment_id, status, occurred_at)"
@@ -424,9 +415,7 @@ async def on_payment_status(
     )
 
 
-async def on_logistic_order_status(
-    conn: asyncpg.Connection, event: LogisticOrderStatusChanged
-) -> None:
+async def on_logistic_order_status(conn: Conn, event: LogisticOrderStatusChanged) -> None:
     await conn.execute(
         "INSERT INTO logistic_orders"
         " (tenant_id, order_id, logistic_order_id, supplier_id, status, occurred_at)"

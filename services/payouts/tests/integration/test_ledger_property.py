@@ -12,6 +12,8 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.db.types import Conn
+from common.events import CaptureSucceeded
 from common.testing.tenancy import tenant_upserted
 from payouts import ledger, service
 from payouts.domain import payout_entry
@@ -47,6 +49,125 @@ class Model:
         self.owed[who] = self.owed.get(who, 0) + amount
 
 
+@dataclass
+class Run:
+    """One sequence of operations against the real ledger, beside the model."""
+
+    tenant_id: str
+    covers: bool
+    model: Model = field(default_factory=Model)
+    captures: list[list[object]] = field(default_factory=list)  # event, platform, mkt, supplier
+    charged_back: set[int] = field(default_factory=set)
+
+    async def capture(self, conn: Conn, op: tuple[object, ...]) -> None:
+        _, s, amount, prate, mrate = op
+        event = capture_succeeded(
+            supplier_id=SUPPLIERS[int(s)],  # type: ignore[call-overload]
+            amount=int(amount),  # type: ignore[call-overload]
+            platform_rate=str(prate),
+            marketplace_rate=str(mrate),
+        )
+        await service.on_capture_succeeded(conn, self.tenant_id, event)
+        lines = {x.party: x.amount for x in event.splits}
+        self.captures.append([event, lines["PLATFORM"], lines["MARKETPLACE"], lines["SUPPLIER"]])
+        self.owe(event.supplier_id, lines["PLATFORM"], lines["MARKETPLACE"], lines["SUPPLIER"])
+
+    def owe(self, supplier_id: str, platform: int, marketplace: int, supplier: int) -> None:
+        self.model.add("PLATFORM", platform)
+        self.model.add("MARKETPLACE", marketplace)
+        self.model.add(supplier_id, supplier)
+
+    async def refund(self, conn: Conn, n: int, op: tuple[object, ...]) -> None:
+        _, i, percent, succeeds = op
+        index = int(i) % len(self.captures)  # type: ignore[call-overload]
+        if index in self.charged_back:
+            return
+        c = self.captures[index]
+        event, p, m, s = c
+        assert isinstance(event, CaptureSucceeded)
+        assert isinstance(p, int)
+        assert isinstance(m, int)
+        assert isinstance(s, int)
+        share = int(percent)  # type: ignore[call-overload]
+        sp, pp, mp = s * share // 100, p * share // 100, m * share // 100
+        if sp + pp + mp == 0:
+            return
+        lines = return_lines(event, pp, mp, sp)
+        ref = f"ref_{n}"
+        # as capture sets it: a funds check exactly under REFUSE_REFUND
+        requested = refund_requested(event, lines, refund_id=ref, funds_check=not self.covers)
+        await service.on_refund_requested(conn, self.tenant_id, requested)
+        decision = await conn.fetchval(
+            "SELECT status FROM refunds WHERE tenant_id = $1 AND refund_id = $2",
+            self.tenant_id,
+            ref,
+        )
+        if decision == "REFUSED":
+            return
+        if not succeeds:
+            failed = refund_failed(event, lines, refund_id=ref)
+            await service.on_refund_failed(conn, self.tenant_id, failed)
+            return
+        await service.on_refund_succeeded(
+            conn, self.tenant_id, refund_succeeded(event, lines, refund_id=ref)
+        )
+        c[1], c[2], c[3] = p - pp, m - mp, s - sp
+        self.owe(event.supplier_id, -pp, -mp, -sp)
+
+    async def chargeback(self, conn: Conn, n: int, op: tuple[object, ...]) -> None:
+        _, i, reverse = op
+        index = int(i) % len(self.captures)  # type: ignore[call-overload]
+        if index in self.charged_back:
+            return
+        event, p, m, s = self.captures[index]
+        assert isinstance(event, CaptureSucceeded)
+        assert isinstance(p, int)
+        assert isinstance(m, int)
+        assert isinstance(s, int)
+        if p + m + s == 0:
+            return
+        self.charged_back.add(index)
+        cb = chargeback(event, return_lines(event, p, m, s), chargeback_id=f"cb_{n}")
+        await service.on_chargeback(conn, self.tenant_id, cb, reversed_=False)
+        self.owe(event.supplier_id, -p, -m, -s)
+        if reverse:
+            await service.on_chargeback(conn, self.tenant_id, cb, reversed_=True)
+            self.owe(event.supplier_id, p, m, s)
+
+    async def payout(self, conn: Conn, n: int, op: tuple[object, ...]) -> None:
+        _, s, settles = op
+        supplier = SUPPLIERS[int(s)]  # type: ignore[call-overload]
+        acct = await ledger.account(conn, self.tenant_id, "EUR", "SUPPLIER", supplier)
+        if acct.available <= 0:
+            return
+        ref = f"po_{n}"
+        assert await ledger.place_hold(conn, acct, acct.available, "PAYOUT", ref)
+        if not settles:
+            assert await ledger.resolve_hold(conn, self.tenant_id, "PAYOUT", ref, "RELEASED")
+            return
+        entry = payout_entry(
+            self.tenant_id,
+            payout_id=ref,
+            currency="EUR",
+            account="SUPPLIER",
+            supplier_id=supplier,
+            amount=acct.available,
+        )
+        await ledger.post(conn, [entry])
+        assert await ledger.resolve_hold(conn, self.tenant_id, "PAYOUT", ref, "SETTLED")
+        self.model.add(supplier, -acct.available)
+
+    async def apply(self, conn: Conn, n: int, op: tuple[object, ...]) -> None:
+        if op[0] == "capture":
+            await self.capture(conn, op)
+        elif op[0] == "refund" and self.captures:
+            await self.refund(conn, n, op)
+        elif op[0] == "chargeback" and self.captures:
+            await self.chargeback(conn, n, op)
+        elif op[0] == "payout":
+            await self.payout(conn, n, op)
+
+
 @settings(
     max_examples=30,
     deadline=None,
@@ -67,108 +188,11 @@ async def test_any_sequence_keeps_the_books_balanced(
             .model_copy(update={"funding_policy": policy})
             .model_dump(mode="json"),
         )
-    model = Model()
-    captures = []  # (event, remaining platform, marketplace, supplier)
-    charged_back: set[int] = set()
+    run = Run(tenant_id, covers)
+    model = run.model
     for n, op in enumerate(ops):
         async with ledger_pool.acquire() as conn, conn.transaction():
-            if op[0] == "capture":
-                _, s, amount, prate, mrate = op
-                event = capture_succeeded(
-                    supplier_id=SUPPLIERS[int(s)],  # type: ignore[call-overload]
-                    amount=int(amount),  # type: ignore[call-overload]
-                    platform_rate=str(prate),
-                    marketplace_rate=str(mrate),
-                )
-                await service.on_capture_succeeded(conn, tenant_id, event)
-                lines = {x.party: x.amount for x in event.splits}
-                captures.append([event, lines["PLATFORM"], lines["MARKETPLACE"], lines["SUPPLIER"]])
-                model.add("PLATFORM", lines["PLATFORM"])
-                model.add("MARKETPLACE", lines["MARKETPLACE"])
-                model.add(event.supplier_id, lines["SUPPLIER"])
-            elif op[0] == "refund" and captures:
-                _, i, percent, succeeds = op
-                c = captures[int(i) % len(captures)]  # type: ignore[call-overload]
-                event, p, m, s = c
-                if int(i) % len(captures) in charged_back:  # type: ignore[call-overload]
-                    continue
-                sp = s * int(percent) // 100  # type: ignore[call-overload]
-                pp, mp = p * int(percent) // 100, m * int(percent) // 100  # type: ignore[call-overload]
-                if sp + pp + mp == 0:
-                    continue
-                lines = return_lines(event, pp, mp, sp)
-                ref = f"ref_{n}"
-                await service.on_refund_requested(
-                    conn,
-                    tenant_id,
-                    # as capture sets it: a funds check exactly under REFUSE_REFUND
-                    refund_requested(event, lines, refund_id=ref, funds_check=not covers),
-                )
-                decision = await conn.fetchval(
-                    "SELECT status FROM refunds WHERE tenant_id = $1 AND refund_id = $2",
-                    tenant_id,
-                    ref,
-                )
-                if decision == "REFUSED":
-                    continue
-                if succeeds:
-                    await service.on_refund_succeeded(
-                        conn, tenant_id, refund_succeeded(event, lines, refund_id=ref)
-                    )
-                    c[1], c[2], c[3] = p - pp, m - mp, s - sp
-                    model.add("PLATFORM", -pp)
-                    model.add("MARKETPLACE", -mp)
-                    model.add(event.supplier_id, -sp)
-                else:
-                    await service.on_refund_failed(
-                        conn, tenant_id, refund_failed(event, lines, refund_id=ref)
-                    )
-            elif op[0] == "chargeback" and captures:
-                _, i, reverse = op
-                index = int(i) % len(captures)  # type: ignore[call-overload]
-                if index in charged_back:
-                    continue
-                event, p, m, s = captures[index]
-                if p + m + s == 0:
-                    continue
-                charged_back.add(index)
-                lines = return_lines(event, p, m, s)
-                cb = chargeback(event, lines, chargeback_id=f"cb_{n}")
-                await service.on_chargeback(conn, tenant_id, cb, reversed_=False)
-                model.add("PLATFORM", -p)
-                model.add("MARKETPLACE", -m)
-                model.add(event.supplier_id, -s)
-                if reverse:
-                    await service.on_chargeback(conn, tenant_id, cb, reversed_=True)
-                    model.add("PLATFORM", p)
-                    model.add("MARKETPLACE", m)
-                    model.add(event.supplier_id, s)
-            elif op[0] == "payout":
-                _, s, settles = op
-                supplier = SUPPLIERS[int(s)]  # type: ignore[call-overload]
-                acct = await ledger.account(conn, tenant_id, "EUR", "SUPPLIER", supplier)
-                if acct.available <= 0:
-                    continue
-                ref = f"po_{n}"
-                assert await ledger.place_hold(conn, acct, acct.available, "PAYOUT", ref)
-                if settles:
-                    await ledger.post(
-                        conn,
-                        [
-                            payout_entry(
-                                tenant_id,
-                                payout_id=ref,
-                                currency="EUR",
-                                account="SUPPLIER",
-                                supplier_id=supplier,
-                                amount=acct.available,
-                            )
-                        ],
-                    )
-                    assert await ledger.resolve_hold(conn, tenant_id, "PAYOUT", ref, "SETTLED")
-                    model.add(supplier, -acct.available)
-                else:
-                    assert await ledger.resolve_hold(conn, tenant_id, "PAYOUT", ref, "RELEASED")
+            await run.apply(conn, n, op)
     async with ledger_pool.acquire() as conn:
         result = await ledger.check(conn, tenant_id)
         rows = await ledger.balances(conn, tenant_id)
