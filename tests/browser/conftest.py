@@ -8,6 +8,7 @@ can read every request body that reached it; screenshots go to `.artifacts/brows
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -26,6 +27,10 @@ from backoffice.app import create_app
 from backoffice.settings import Settings
 from common.testing.apps import running
 from common.testing.waiting import eventually
+from exports.app import create_app as create_exports_app
+from exports.settings import Settings as ExportsSettings
+from payouts.app import create_app as create_payouts_app
+from payouts.settings import Settings as PayoutsSettings
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "browser"
 HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection"}
@@ -77,6 +82,8 @@ class Web:
     shop: Any
     supplier_keys: dict[str, str]
     other_supplier_id: str
+    payouts_url: str | None = None
+    exports_url: str | None = None
 
     async def page(self) -> Page:
         context = await self.browser.new_context(viewport={"width": 1280, "height": 860})
@@ -129,8 +136,60 @@ async def _supplier_key(stack: Any, shop: Any, supplier_id: str) -> str:
     return key
 
 
-@pytest_asyncio.fixture
-async def web_ui(stack: Any, browser: Browser) -> AsyncIterator[Web]:
+# the payout provider is the sandbox, with the PSP's company key (tests/conftest.py's stack)
+PROVIDER_KEY = "test-company-key"
+
+
+@contextlib.asynccontextmanager
+async def money_services(
+    stack: Any, servers: Any, test_database: Any, broker_names: Any, tmp_path: Path
+) -> AsyncIterator[tuple[str, str]]:
+    """The payouts (ledger, payouts with the sandbox as payout provider, funding transfers) and
+    exports services, on the stack's broker: started before the shop exists, so that their
+    queues take the tenant's events from the first."""
+    common: dict[str, Any] = {
+        "profile": "test",
+        "amqp_url": servers.amqp_url,
+        "broker_namespace": broker_names.namespace,
+        "broker_queue_expires_ms": broker_names.queue_expires_ms,
+        "outbox_poll_interval_s": 0.1,
+    }
+    payouts_db = await test_database.new_service_db("payouts")
+    exports_db = await test_database.new_service_db("exports")
+    payouts = create_payouts_app(
+        PayoutsSettings(
+            database_url=payouts_db.dsn,
+            db_schema=payouts_db.schema,
+            provider_base_url=f"{stack.sandbox.url}/payout",
+            provider_api_key=PROVIDER_KEY,
+            provider_timeout_s=2.0,
+            pending_poll_s=0.5,
+            unknown_poll_delays_s=(0.3, 0.6, 1.0),
+            claim_lease_s=3.0,
+            executor_poll_interval_s=0.2,
+            scheduler_poll_interval_s=3600,
+            **common,
+        )
+    )
+    exports = create_exports_app(
+        ExportsSettings(
+            database_url=exports_db.dsn,
+            db_schema=exports_db.schema,
+            storage_dir=str(tmp_path / "exports"),
+            worker_poll_interval_s=0.2,
+            heartbeat_s=0.3,
+            lease_s=3.0,
+            **common,
+        )
+    )
+    async with running(payouts) as payouts_url, running(exports) as exports_url:
+        yield payouts_url, exports_url
+
+
+@contextlib.asynccontextmanager
+async def back_office(
+    stack: Any, browser: Browser, payouts_url: str | None, exports_url: str | None
+) -> AsyncIterator[Web]:
     shop = await stack.new_shop(capture_mode="MANUAL")
     status, other = await stack.call(
         "POST",
@@ -144,8 +203,21 @@ async def web_ui(stack: Any, browser: Browser) -> AsyncIterator[Web]:
         shop.supplier_id: await _supplier_key(stack, shop, shop.supplier_id),
         other_id: await _supplier_key(stack, shop, other_id),
     }
+    if payouts_url is not None and exports_url is not None:
+        known = (payouts_url, exports_url)
+
+        async def replicated() -> bool:
+            for key in (shop.operator_key, *keys.values()):
+                for base, path in zip(known, ("/v1/admin/payouts", "/v1/exports"), strict=True):
+                    status, _ = await stack.call("GET", f"{base}{path}", key)
+                    if status != 200:
+                        return False
+            return True
+
+        await eventually(replicated, within=20)
     proxy = RecordingProxy(stack.checkout_url)
     async with aiohttp.ClientSession() as http, running(proxy.app(http)) as checkout_url:
+        upstreams = {"payouts_url": payouts_url, "exports_url": exports_url}
         settings = Settings(
             profile="test",
             tenants_url=stack.tenants_url,
@@ -155,6 +227,7 @@ async def web_ui(stack: Any, browser: Browser) -> AsyncIterator[Web]:
             storefront_key=shop.storefront_key,
             storefront_supplier_ids=(shop.supplier_id, other_id),
             storefront_capture_mode="MANUAL",
+            **{k: v for k, v in upstreams.items() if v is not None},
         )
         async with running(create_app(settings)) as url:
             yield Web(
@@ -164,7 +237,32 @@ async def web_ui(stack: Any, browser: Browser) -> AsyncIterator[Web]:
                 shop=shop,
                 supplier_keys=keys,
                 other_supplier_id=other_id,
+                payouts_url=payouts_url,
+                exports_url=exports_url,
             )
+
+
+@pytest_asyncio.fixture
+async def web_ui(stack: Any, browser: Browser) -> AsyncIterator[Web]:
+    async with back_office(stack, browser, None, None) as found:
+        yield found
+
+
+@pytest_asyncio.fixture
+async def money_ui(
+    stack: Any,
+    browser: Browser,
+    servers: Any,
+    test_database: Any,
+    broker_names: Any,
+    tmp_path: Path,
+) -> AsyncIterator[Web]:
+    """The back office over the whole chain, payouts and exports included."""
+    async with (
+        money_services(stack, servers, test_database, broker_names, tmp_path) as (po, ex),
+        back_office(stack, browser, po, ex) as found,
+    ):
+        yield found
 
 
 def idempotency_key() -> str:

@@ -16,7 +16,7 @@ from aiohttp_session import session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet
 
-from backoffice import login, operations, payments, storefront
+from backoffice import chart, exports, ledger, login, operations, payments, refunds, storefront
 from backoffice.sessions import STORE, SessionStore, csrf_middleware, visit_of
 from backoffice.settings import Settings
 from backoffice.upstream import UPSTREAM, Upstream, UpstreamUnavailable
@@ -31,9 +31,17 @@ SESSION_COOKIE = "marketpay_backoffice"
 log = get_logger("marketpay.backoffice")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Screens, each a module of routes. Next: refunds (capture), ledger / payouts / funding
-# transfers (payouts), exports (exports), the daily chart: one module each, and a NAV line.
-SCREENS = [login.routes, payments.routes, operations.routes, storefront.routes]
+# Screens, each a module of routes (and a line in web.NAV).
+SCREENS = [
+    login.routes,
+    payments.routes,
+    refunds.routes,
+    operations.routes,
+    ledger.routes,
+    exports.routes,
+    chart.routes,
+    storefront.routes,
+]
 
 
 @web.middleware

@@ -38,7 +38,13 @@ async def interventions(request: web.Request, login: Login) -> web.StreamRespons
         "interventions.html",
         {
             "interventions": [
-                {**row, "idempotency_key": new_idempotency_key()} for row in answer.data
+                {
+                    **row,
+                    "idempotency_key": new_idempotency_key(),
+                    "resolve_key": new_idempotency_key(),
+                    "resend_key": new_idempotency_key(),
+                }
+                for row in answer.data
             ],
             "status": status,
             "statuses": INTERVENTION_STATUSES,

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from backoffice.refunds import REASONS
 from backoffice.sessions import Login, visit_of
 from backoffice.web import call, logged_in, new_idempotency_key, refused, render
 
@@ -99,7 +100,11 @@ async def _payment_view(request: web.Request, login: Login, payment_id: str) -> 
         "/v1/admin/captures",
         params={"payment_id": payment_id, "limit": "100"},
     )
+    refunds = await call(
+        request, login, "capture", "GET", f"/v1/admin/payments/{payment_id}/refunds"
+    )
     data = payment.data
+    captured = [c for c in captures.data or [] if c["status"] == "SUCCEEDED"] if captures.ok else []
     capturable = [line for line in data["lines"] if line["status"] in CAPTURABLE_LINES]
     return {
         "payment": data,
@@ -110,6 +115,11 @@ async def _payment_view(request: web.Request, login: Login, payment_id: str) -> 
         and data["status"] in CAPTURABLE_PAYMENTS
         and bool(capturable),
         "capturable_lines": capturable,
+        "refunds": refunds.data["refunds"] if refunds.ok else [],
+        "refunds_error": None if refunds.ok else refunds.error,
+        "can_refund": login.role == "operator" and bool(captured),
+        "refundable_lines": sorted({c["logistic_order_id"] for c in captured}),
+        "reasons": REASONS,
     }
 
 
@@ -125,7 +135,15 @@ async def payment_detail(request: web.Request, login: Login) -> web.StreamRespon
         view = await _payment_view(request, login, request.match_info["id"])
     except _Refused as exc:
         return refused(request, exc.answer, "Payment")
-    return render(request, "payment.html", {**view, "idempotency_key": new_idempotency_key()})
+    return render(
+        request,
+        "payment.html",
+        {
+            **view,
+            "idempotency_key": new_idempotency_key(),
+            "refund_idempotency_key": new_idempotency_key(),
+        },
+    )
 
 
 @routes.get("/payments/{id}/activity")

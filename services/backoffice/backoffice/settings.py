@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     tenants_url: str = "http://127.0.0.1:8086"
     checkout_url: str = "http://127.0.0.1:8081"
     capture_url: str = "http://127.0.0.1:8083"
+    payouts_url: str = "http://127.0.0.1:8084"
+    exports_url: str = "http://127.0.0.1:8085"
     upstream_timeout_s: float = Field(default=10.0, gt=0)
     # where browsers load the PSP's drop-in script from (the sandbox in development)
     psp_dropin_url: str = "http://127.0.0.1:8090/sandbox/dropin.js"

@@ -4,6 +4,8 @@ may not see, the service refuses, and the page says so."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,8 @@ class Upstream:
             "tenants": settings.tenants_url.rstrip("/"),
             "checkout": settings.checkout_url.rstrip("/"),
             "capture": settings.capture_url.rstrip("/"),
+            "payouts": settings.payouts_url.rstrip("/"),
+            "exports": settings.exports_url.rstrip("/"),
         }
         self._timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_s)
         self._http: aiohttp.ClientSession | None = None
@@ -90,6 +94,27 @@ class Upstream:
                 replayed = response.headers.get("Idempotent-Replayed") == "true"
                 return Answer(response.status, body, replayed)
         except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamUnavailable(service) from exc
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, service: str, path: str, key: str
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A GET whose body the caller reads as it comes (a file download), with the key."""
+        assert self._http is not None, "Upstream.start() first"
+        headers = {"Authorization": f"Bearer {key}"}
+        # no total timeout on a download: the connection and each read have theirs
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self._timeout.total,
+            sock_read=self._timeout.total,
+        )
+        try:
+            async with self._http.get(
+                self.bases[service] + path, headers=headers, timeout=timeout
+            ) as response:
+                yield response
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise UpstreamUnavailable(service) from exc
 
 

@@ -27,12 +27,20 @@ class Screen:
     roles: frozenset[str]
 
 
-# The navigation, in order. A new screen (refunds, ledger, payouts, exports) adds its module
-# of routes in app.py and its line here.
+BOTH = frozenset({"operator", "supplier"})
+OPERATOR = frozenset({"operator"})
+
+# The navigation, in order. A new screen adds its module of routes in app.py and its line here.
 NAV: list[Screen] = [
-    Screen("/payments", "Transactions", frozenset({"operator", "supplier"})),
-    Screen("/interventions", "Interventions", frozenset({"operator"})),
-    Screen("/suppliers", "Suppliers & commissions", frozenset({"operator"})),
+    Screen("/payments", "Transactions", BOTH),
+    Screen("/chart", "Daily", BOTH),
+    Screen("/interventions", "Interventions", OPERATOR),
+    Screen("/refund-interventions", "Refund interventions", OPERATOR),
+    Screen("/balances", "Balances", BOTH),
+    Screen("/payouts", "Payouts", BOTH),
+    Screen("/funding-transfers", "Funding", BOTH),
+    Screen("/exports", "Exports", BOTH),
+    Screen("/suppliers", "Suppliers", OPERATOR),
 ]
 
 
