@@ -171,26 +171,28 @@ async def test_a_supplier_sees_only_its_own_payments(stack: Any, web_ui: Web) ->
     await eventually(none_captured)
 
 
-async def test_operator_retries_a_failed_capture_from_the_intervention_queue(
+async def test_operator_retries_and_resolves_failed_captures_in_the_queue(
     stack: Any, web_ui: Web
 ) -> None:
     shop = web_ui.shop
     await stack.sandbox.faults(shop.merchant_account, fail_captures=True)
     payment = await paid_payment(stack, shop)
-    status, body = await stack.call(
-        "POST",
-        f"{stack.capture_url}/v1/admin/payments/{payment['id']}/capture",
-        shop.operator_key,
-        json={},
-        idempotency_key=uuid.uuid4().hex,
-    )
-    assert status == 202, body
+    given_up = await paid_payment(stack, shop)
+    for failing in (payment, given_up):
+        status, body = await stack.call(
+            "POST",
+            f"{stack.capture_url}/v1/admin/payments/{failing['id']}/capture",
+            shop.operator_key,
+            json={},
+            idempotency_key=uuid.uuid4().hex,
+        )
+        assert status == 202, body
 
     async def queued() -> bool:
         _, found = await stack.call(
             "GET", f"{stack.capture_url}/v1/admin/interventions?status=OPEN", shop.operator_key
         )
-        return bool(found["data"])
+        return len(found["data"]) == 2
 
     await eventually(queued, within=20)
     await stack.sandbox.faults(shop.merchant_account)
@@ -201,11 +203,23 @@ async def test_operator_retries_a_failed_capture_from_the_intervention_queue(
     row = page.locator("#interventions tbody tr", has_text=payment["id"])
     await expect(row).to_contain_text("OPEN")
     await row.get_by_role("button", name="Retry…").click()
-    await expect(row.locator("dialog")).to_be_visible()
+    await expect(row.locator("dialog[open]")).to_contain_text("Retry capture")
     await shot(page, "backoffice-6-intervention-retry")
-    await row.locator("dialog button.primary").click()
+    await row.locator("dialog[open] button.primary").click()
     await expect(page.locator(".flash.ok")).to_contain_text("sent again")
     await expect(page.locator("#interventions")).not_to_contain_text(payment["id"])
+
+    # the other one is closed by a person, with a note: nothing is sent to the PSP
+    row = page.locator("#interventions tbody tr", has_text=given_up["id"])
+    await row.get_by_role("button", name="Resolve…").click()
+    await row.locator("dialog[open] textarea[name=note]").fill("Buyer cancelled by phone")
+    await shot(page, "backoffice-7-intervention-resolve")
+    await row.locator("dialog[open] button.primary").click()
+    await expect(page.locator(".flash.ok")).to_contain_text("Buyer cancelled by phone")
+    await expect(page.locator("#interventions")).not_to_contain_text(given_up["id"])
+    await page.click("nav.tabs a:has-text('resolved')")
+    resolved = page.locator("#interventions tbody tr", has_text=given_up["id"])
+    await expect(resolved).to_contain_text("RESOLVED")
 
     await stack.until_status(shop, payment["id"], "PAID")
     await page.goto(f"{web_ui.url}/payments/{payment['id']}")
@@ -213,3 +227,5 @@ async def test_operator_retries_a_failed_capture_from_the_intervention_queue(
     await expect(page.locator("#payment-status")).to_have_text("PAID")
     captures = await stack.captures(shop, payment["id"])
     assert [c["status"] for c in captures] == ["SUCCEEDED"]
+    at_psp = await stack.sandbox.get(f"/sandbox/payments/{given_up['psp_reference']}")
+    assert [m["success"] for m in at_psp["modifications"]] == [False]

@@ -6,6 +6,7 @@ downloads it, computes and executes a payout; a supplier sees only its own rows 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
@@ -65,7 +66,7 @@ async def download_csv(page: Page, selector: str) -> list[dict[str, str]]:
         await page.click(selector)
     download = await info.value
     path = await download.path()
-    text = Path(path).read_text(encoding="utf-8")
+    text = await asyncio.to_thread(Path(path).read_text, encoding="utf-8")
     return list(csv.DictReader(io.StringIO(text), delimiter=";"))
 
 
@@ -78,7 +79,8 @@ async def run_export(page: Page, web: Web, kind: str, name: str) -> list[dict[st
     written = await page.text_content("#export-rows")
     await shot(page, name)
     rows = await download_csv(page, "#export-download")
-    assert written is not None and written.startswith(f"{len(rows)} / {len(rows)} rows")
+    assert written is not None
+    assert written.startswith(f"{len(rows)} / {len(rows)} rows")
     return rows
 
 
@@ -131,9 +133,7 @@ async def test_operator_refunds_exports_and_pays_out(stack: Any, money_ui: Web) 
     await expect(page.locator("#refunds")).to_contain_text("REFUNDED", timeout=30_000)
     await expect(page.locator("#refunds")).to_contain_text("EUR 40.00")
     await expect(page.locator("#timeline")).to_contain_text("PSP REFUND", timeout=30_000)
-    await expect(page.locator("#payment-status")).to_have_text(
-        "PARTIALLY_REFUNDED", timeout=30_000
-    )
+    await expect(page.locator("#payment-status")).to_have_text("PARTIALLY_REFUNDED", timeout=30_000)
     await shot(page, "money-2-refunded-timeline")
     at_psp = await stack.sandbox.get(f"/sandbox/payments/{payment['psp_reference']}")
     refunds_at_psp = [m for m in at_psp["modifications"] if m["kind"] == "refund"]
@@ -150,8 +150,7 @@ async def test_operator_refunds_exports_and_pays_out(stack: Any, money_ui: Web) 
     await expect(page.locator("#balances")).to_contain_text("PSP_CLEARING")
     await expect(page.locator("#sum-EUR")).to_have_text("EUR 0.00")
     await shot(page, "money-3-balances")
-    rows = await page.locator("#balances tbody tr").count()
-    assert rows >= 4
+    assert await page.locator("#balances tbody tr").count() >= 4
     await page.fill("#as-of", "2020-01-01")
     await page.click(".filters button[type=submit]")
     await expect(page.locator("#balances tbody")).not_to_contain_text("EUR 1")
@@ -168,7 +167,7 @@ async def test_operator_refunds_exports_and_pays_out(stack: Any, money_ui: Web) 
     mine = [r for r in rows if r["payment_id"] == payment["id"]]
     assert sorted(r["transaction_type"] for r in mine) == ["AUTHORISATION", "CAPTURE", "REFUND"]
     refund_row = next(r for r in mine if r["transaction_type"] == "REFUND")
-    assert refund_row["amount"] == "40.00" or refund_row["amount"] == "4000"
+    assert (refund_row["amount"], refund_row["direction"]) == ("4000", "DEBIT")
 
     # payouts: compute (a double click computes once), open, execute through the dialog
     await page.click("nav a[href='/payouts']")
@@ -220,7 +219,8 @@ async def test_a_supplier_sees_only_its_own_money(stack: Any, money_ui: Web) -> 
     await expect(page.locator("#total-EUR-captured")).not_to_have_text("EUR 0.00")
 
     rows = await run_export(page, web, "transactions", "money-9-supplier-export")
-    assert rows and {r["supplier_id"] for r in rows} == {shop.supplier_id}
+    assert rows
+    assert {r["supplier_id"] for r in rows} == {shop.supplier_id}
     assert {r["payment_id"] for r in rows} == {own}
 
     # no refund form for a supplier, and a posted refund is refused by capture
@@ -233,6 +233,8 @@ async def test_a_supplier_sees_only_its_own_money(stack: Any, money_ui: Web) -> 
     )
     assert "Refund refused" in await posted.text()
     answer = await page.goto(f"{web.url}/refund-interventions")
-    assert answer is not None and answer.status == 403
+    assert answer is not None
+    assert answer.status == 403
     answer = await page.goto(f"{web.url}/payments/{other}")
-    assert answer is not None and answer.status == 404
+    assert answer is not None
+    assert answer.status == 404

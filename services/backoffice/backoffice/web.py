@@ -34,8 +34,8 @@ OPERATOR = frozenset({"operator"})
 NAV: list[Screen] = [
     Screen("/payments", "Transactions", BOTH),
     Screen("/chart", "Daily", BOTH),
-    Screen("/interventions", "Interventions", OPERATOR),
-    Screen("/refund-interventions", "Refund interventions", OPERATOR),
+    Screen("/interventions", "Capture queue", OPERATOR),
+    Screen("/refund-interventions", "Refund queue", OPERATOR),
     Screen("/balances", "Balances", BOTH),
     Screen("/payouts", "Payouts", BOTH),
     Screen("/funding-transfers", "Funding", BOTH),
