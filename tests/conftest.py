@@ -299,7 +299,9 @@ class Stack:
 
 
 @pytest_asyncio.fixture
-async def stack(servers, test_database, broker_names) -> AsyncIterator[Stack]:
+async def stack(request, servers, test_database, broker_names) -> AsyncIterator[Stack]:
+    """Parametrize indirectly with {"capture": {...}} to override capture's settings."""
+    capture_overrides: dict[str, Any] = dict(getattr(request, "param", {}).get("capture", {}))
     common: dict[str, Any] = {
         "profile": "test",
         "amqp_url": servers.amqp_url,
@@ -344,6 +346,7 @@ async def stack(servers, test_database, broker_names) -> AsyncIterator[Stack]:
                 capture_poll_interval_s=0.1,
                 scheduler_poll_interval_s=0.1,
                 **common,
+                **capture_overrides,
             ),
             clock=clock,
         )

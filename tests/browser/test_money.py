@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import Page, expect
 
 from common.testing.waiting import eventually
@@ -238,3 +239,66 @@ async def test_a_supplier_sees_only_its_own_money(stack: Any, money_ui: Web) -> 
     answer = await page.goto(f"{web.url}/payments/{other}")
     assert answer is not None
     assert answer.status == 404
+
+
+@pytest.mark.parametrize(
+    "stack",
+    [{"capture": {"unconfirmed_after_s": 2.0, "unconfirmed_check_interval_s": 0.3}}],
+    indirect=True,
+)
+async def test_operator_retries_and_resolves_unconfirmed_refunds(stack: Any, money_ui: Web) -> None:
+    """Two refunds the PSP takes but never confirms (the sandbox drops their webhooks): the
+    refund queue lists them; one is retried (the same PSP key again: the PSP still refunds
+    once), the other resolved with a note."""
+    web = money_ui
+    shop = web.shop
+    payment_id = await paid_for(stack, shop, shop.supplier_id)
+    await stack.sandbox.faults(shop.merchant_account, drop_webhooks=True)
+    for value in (1000, 500):
+        status, body = await stack.call(
+            "POST",
+            f"{stack.capture_url}/v1/admin/payments/{payment_id}/refunds",
+            shop.operator_key,
+            json={"amount": {"value": value, "currency": "EUR"}},
+            idempotency_key=uuid.uuid4().hex,
+        )
+        assert status == 201, body
+
+    async def flagged() -> bool:
+        _, body = await stack.call(
+            "GET",
+            f"{stack.capture_url}/v1/admin/refund-interventions?payment_id={payment_id}",
+            shop.operator_key,
+        )
+        return len(body["data"]) == 2
+
+    await eventually(flagged, within=30)
+    page = await web.page()
+    await web.login(page, shop.operator_key)
+    await page.click("nav a[href='/refund-interventions']")
+    rows = page.locator("#refund-interventions tbody tr", has_text=payment_id)
+    await expect(rows).to_have_count(2)
+    await shot(page, "money-10-refund-queue")
+    first, second = rows.nth(0), rows.nth(1)
+    retried = await first.locator("td").nth(2).text_content()
+    resolved = await second.locator("td").nth(2).text_content()
+    assert retried
+    assert resolved
+    await first.get_by_role("button", name="Retry…").click()
+    await first.locator("dialog[open] button.primary").dblclick()
+    await expect(page.locator(".flash.ok").first).to_contain_text("sent to the PSP again")
+    row = page.locator("#refund-interventions tbody tr", has_text=resolved)
+    await row.get_by_role("button", name="Resolve…").click()
+    await row.locator("dialog[open] textarea[name=note]").fill("Refunded by bank transfer")
+    await row.locator("dialog[open] button.primary").click()
+    await expect(page.locator(".flash.ok")).to_contain_text("Refunded by bank transfer")
+    await expect(page.locator("#refund-interventions")).to_contain_text("The queue is empty.")
+    await page.click("nav.tabs a:has-text('resolved')")
+    await expect(page.locator("#refund-interventions")).to_contain_text(resolved.strip())
+    await expect(page.locator("#refund-interventions")).to_contain_text("Refunded by bank")
+
+    # the PSP took each refund once, whatever was sent again
+    payment = await stack.payment(shop, payment_id)
+    at_psp = await stack.sandbox.get(f"/sandbox/payments/{payment['psp_reference']}")
+    refunds = [m["amount"]["value"] for m in at_psp["modifications"] if m["kind"] == "refund"]
+    assert sorted(refunds) == [500, 1000]
