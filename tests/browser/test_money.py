@@ -242,6 +242,17 @@ async def test_a_supplier_sees_only_its_own_money(stack: Any, money_ui: Web) -> 
         form={"csrf_token": token, "idempotency_key": uuid.uuid4().hex, "currency": "EUR"},
     )
     assert "Refund refused" in await posted.text()
+    # payouts: no compute button, and a compute posted anyway is refused by payouts
+    await page.click("nav a[href='/payouts']")
+    await expect(page.locator("#payouts")).to_be_visible()
+    await expect(page.locator("#compute-open")).to_have_count(0)
+    posted = await page.request.post(
+        f"{web.url}/payouts/compute",
+        form={"csrf_token": token, "idempotency_key": uuid.uuid4().hex, "kind": "SUPPLIER"},
+    )
+    assert "Compute refused" in await posted.text()
+    await page.click("nav a[href='/funding-transfers']")
+    await expect(page.locator("#funding-transfers")).to_contain_text("No funding transfer.")
     answer = await page.goto(f"{web.url}/refund-interventions")
     assert answer is not None
     assert answer.status == 403
