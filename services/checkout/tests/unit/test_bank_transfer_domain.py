@@ -63,9 +63,9 @@ def test_due_date_calendar(shipped_at, delay, mode, tz, expected):
 
 
 def test_due_date_refuses_a_naive_instant_and_a_negative_delay():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="timezone-aware"):
         due_date(datetime(2026, 1, 1), 30, "SIMPLE")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="negative"):
         due_date(datetime(2026, 1, 1, tzinfo=UTC), -1, "SIMPLE")
 
 
