@@ -21,6 +21,7 @@ PSP = web.AppKey("psp", PspPort)
 
 def create_app(settings: Settings) -> web.Application:
     from checkout.api import api  # the routes read this module's keys
+    from checkout.bank_transfer_consumers import overdue_scheduler, shipments_consumption
     from checkout.consumers import captures_consumption, psp_notifications_consumption
 
     app = create_base_app(api, Metrics())
@@ -35,7 +36,9 @@ def create_app(settings: Settings) -> web.Application:
                 tenancy_consumption("checkout.tenancy"),
                 psp_notifications_consumption(),
                 captures_consumption(),
+                shipments_consumption(),
             ],
         )
     )
+    app.cleanup_ctx.append(overdue_scheduler(settings.overdue_interval_s))
     return app

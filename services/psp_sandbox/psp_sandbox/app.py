@@ -9,7 +9,7 @@ from aiohttp import web
 from common.http.app import create_base_app
 from common.http.routing import Api
 from common.metrics import Metrics
-from psp_sandbox import checkout_api, control_api
+from psp_sandbox import checkout_api, control_api, transfers
 from psp_sandbox.checkout_api import SETTINGS, STORE, WEBHOOKS
 from psp_sandbox.settings import Settings
 from psp_sandbox.store import Store
@@ -20,6 +20,7 @@ def create_app(settings: Settings) -> web.Application:
     api = Api("psp_sandbox (a stand-in PSP: Adyen Checkout API subset)")
     checkout_api.register(api)
     extra_routes = control_api.register(api)
+    transfers.register(api)
     app = create_base_app(api, Metrics())
     for method, path, handler in extra_routes:
         app.router.add_route(method, path, handler)
