@@ -1,0 +1,291 @@
+"""End to end, bank transfer on due date: a BANK_WIRE_* checkout session waits for money with
+its transfer instructions; the PSP sandbox makes transfers arrive to the reference and sends
+its signed BANK_TRANSFER_RECEIVED notifications to the webhooks service, which stores and
+publishes them; checkout reconciles them by reference. Shipment (OMS SHIPPED) fixes the due
+date."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from stdnum import iso11649
+
+from capture.testing import logistic_order_event, publish_oms
+from common.events import OMS_EXCHANGE, OMS_STATUS_CHANGED
+from common.testing.waiting import eventually
+from webhooks.testing import batch, signed
+
+
+async def bank_session(
+    stack: Any, shop: Any, amount: int = 10000, option: str = "BANK_WIRE_ON_DUE_DATE"
+) -> dict[str, Any]:
+    status, body = await stack.call(
+        "POST",
+        f"{stack.checkout_url}/v1/checkout/sessions",
+        shop.storefront_key,
+        json={
+            "order_id": f"ord_{uuid.uuid4().hex[:8]}",
+            "amount": {"value": amount, "currency": "EUR"},
+            "buyer_account": "acc_1",
+            "payment_option": option,
+            "lines": [
+                {"logistic_order_id": "lo_1", "supplier_id": shop.supplier_id, "amount": amount}
+            ],
+        },
+        idempotency_key=uuid.uuid4().hex,
+    )
+    assert status == 201, body
+    session: dict[str, Any] = body["data"]
+    return session
+
+
+async def transfer(
+    stack: Any,
+    shop: Any,
+    reference: str,
+    value: int,
+    currency: str = "EUR",
+    psp_reference: str | None = None,
+) -> str:
+    amount = {"value": value, "currency": currency}
+    body: dict[str, Any] = {"reference": reference, "amount": amount}
+    if psp_reference is not None:
+        body["psp_reference"] = psp_reference
+    async with stack.http.post(
+        f"{stack.sandbox.url}/sandbox/merchant-accounts/{shop.merchant_account}/incoming-transfers",
+        json=body,
+    ) as response:
+        assert response.status == 201, await response.text()
+        sent: str = (await response.json())["pspReference"]
+    return sent
+
+
+async def until_transfer(stack: Any, shop: Any, psp_reference: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    async def arrived() -> bool:
+        rows = await incoming(stack, shop)
+        found["rows"] = [r for r in rows if r["psp_reference"] == psp_reference]
+        return bool(found["rows"])
+
+    await eventually(arrived, within=20)
+    assert len(found["rows"]) == 1
+    row: dict[str, Any] = found["rows"][0]
+    return row
+
+
+async def incoming(stack: Any, shop: Any, query: str = "") -> list[dict[str, Any]]:
+    status, body = await stack.call(
+        "GET", f"{stack.checkout_url}/v1/admin/bank-transfers/incoming{query}", shop.operator_key
+    )
+    assert status == 200, body
+    rows: list[dict[str, Any]] = body["data"]
+    return rows
+
+
+async def test_a_bank_wire_session_waits_with_instructions_and_the_three_outcomes(stack):
+    # given a bank-transfer payment
+    shop = await stack.new_shop()
+    session = await bank_session(stack, shop, 10000)
+    # then it waits for the money with its instructions, on the admin and the shop APIs
+    assert session["status"] == "WAITING_PAYMENT"
+    instructions = session["bank_transfer"]
+    reference = instructions["reference"]
+    assert reference.startswith("RF")
+    assert iso11649.is_valid(reference)
+    assert instructions["amount"] == {"value": 10000, "currency": "EUR"}
+    assert instructions["iban"]
+    assert instructions["due_date"] is None
+    status, shop_view = await stack.call(
+        "GET", f"{stack.checkout_url}/v1/shop/payments/{session['id']}", session["client_token"]
+    )
+    assert status == 200
+    assert shop_view["data"]["bank_transfer"]["reference"] == reference
+    # when 4000 arrive: PARTIALLY_PAID with 6000 still due
+    await transfer(stack, shop, reference, 4000)
+    payment = await stack.until_status(shop, session["id"], "PARTIALLY_PAID")
+    assert payment["bank_transfer"]["received"]["value"] == 4000
+    assert payment["bank_transfer"]["remaining"]["value"] == 6000
+    # when the rest arrives (typed with spaces and in lower case): PAID
+    await transfer(stack, shop, iso11649.format(reference).lower(), 6000)
+    payment = await stack.until_status(shop, session["id"], "PAID")
+    assert payment["bank_transfer"]["remaining"]["value"] == 0
+    assert payment["bank_transfer"]["excess"]["value"] == 0
+    # and another payment over-paid: the excess is recorded for refund
+    other = await bank_session(stack, shop, 10000, option="BANK_WIRE_ON_ACCEPTANCE")
+    await transfer(stack, shop, other["bank_transfer"]["reference"], 12500)
+    payment = await stack.until_status(shop, other["id"], "OVER_PAID")
+    assert payment["bank_transfer"]["excess"] == {"value": 2500, "currency": "EUR"}
+    # a card payment cannot be attempted on a bank-transfer session
+    status, body = await stack.pay(other)
+    assert status == 409, body
+
+
+async def test_a_transfer_delivered_twice_counts_once(stack):
+    # given a PSP that delivers every webhook twice, and the same transfer sent again
+    shop = await stack.new_shop()
+    await stack.sandbox.faults(shop.merchant_account, duplicate_webhooks=True)
+    session = await bank_session(stack, shop, 10000)
+    reference = session["bank_transfer"]["reference"]
+    psp_reference = f"TRF{secrets.token_hex(6).upper()}"
+    # when
+    await transfer(stack, shop, reference, 3000, psp_reference=psp_reference)
+    await transfer(stack, shop, reference, 3000, psp_reference=psp_reference)
+    await stack.until_status(shop, session["id"], "PARTIALLY_PAID")
+    await stack.sandbox.drain_webhooks()
+    # then it was applied once
+    payment = await stack.payment(shop, session["id"])
+    assert payment["bank_transfer"]["received"]["value"] == 3000
+    assert len(await incoming(stack, shop, f"?reference={reference}")) == 1
+    applied = [e for e in payment["timeline"] if e["kind"] == "bank_transfer"]
+    assert [e["status_to"] for e in applied] == ["WAITING_PAYMENT", "PARTIALLY_PAID"]
+
+
+async def test_a_transfer_before_shipment_is_applied_and_shipment_sets_the_due_date(stack):
+    # given a payment paid before its order shipped
+    shop = await stack.new_shop()
+    paid = await bank_session(stack, shop, 5000)
+    await transfer(stack, shop, paid["bank_transfer"]["reference"], 5000)
+    await stack.until_status(shop, paid["id"], "PAID")
+    waiting = await bank_session(stack, shop, 5000)
+    # when both ship (the supplier's terms: 30 days, SIMPLE, tenant in UTC)
+    shipped_at = datetime(2026, 1, 31, 23, 30, tzinfo=UTC)
+    for session in (paid, waiting):
+        payment = await stack.payment(shop, session["id"])
+        event = logistic_order_event(
+            tenant_id=shop.tenant_id,
+            order_id=payment["order_id"],
+            logistic_order_id="lo_1",
+            supplier_id=shop.supplier_id,
+        )
+        event["occurred_at"] = shipped_at.isoformat()
+        await publish_oms(
+            stack.amqp_url, stack.names.exchange(OMS_EXCHANGE), event, OMS_STATUS_CHANGED
+        )
+
+    # then each has its due date; the paid one stays PAID
+    async def due_dates_known() -> bool:
+        views = [await stack.payment(shop, s["id"]) for s in (paid, waiting)]
+        return all(v["bank_transfer"]["due_date"] for v in views)
+
+    await eventually(due_dates_known, within=20)
+    for session, status in ((paid, "PAID"), (waiting, "WAITING_PAYMENT")):
+        payment = await stack.payment(shop, session["id"])
+        assert payment["status"] == status
+        assert payment["bank_transfer"]["due_date"] == "2026-03-02"
+
+
+async def test_unmatched_transfers_are_parked_then_assigned_or_returned(stack):
+    # given a payment, a transfer to an unknown reference and one in another currency
+    shop = await stack.new_shop()
+    session = await bank_session(stack, shop, 8000)
+    reference = session["bank_transfer"]["reference"]
+    unknown = await transfer(stack, shop, "RF18539007547034", 8000)
+    wrong_currency = await transfer(stack, shop, reference, 8000, currency="USD")
+    # then both are parked, and the payment still waits
+    parked_unknown = await until_transfer(stack, shop, unknown)
+    parked_currency = await until_transfer(stack, shop, wrong_currency)
+    assert (parked_unknown["status"], parked_unknown["reason"]) == (
+        "UNMATCHED",
+        "unknown_reference",
+    )
+    assert (parked_currency["status"], parked_currency["reason"]) == (
+        "UNMATCHED",
+        "currency_mismatch",
+    )
+    unmatched = await incoming(stack, shop, "?status=UNMATCHED")
+    assert {r["id"] for r in unmatched} == {parked_unknown["id"], parked_currency["id"]}
+    payment = await stack.payment(shop, session["id"])
+    assert payment["status"] == "WAITING_PAYMENT"
+    assert payment["bank_transfer"]["received"]["value"] == 0
+    # when the operator tries the USD one on the EUR payment: refused, nothing changes
+    base = f"{stack.checkout_url}/v1/admin/bank-transfers/incoming"
+    status, body = await stack.call(
+        "POST",
+        f"{base}/{parked_currency['id']}/assign",
+        shop.operator_key,
+        json={"payment_id": session["id"]},
+        idempotency_key=uuid.uuid4().hex,
+    )
+    assert status == 422, body
+    assert body["error"]["code"] == "currency_mismatch", body
+    # and assigns the unknown-reference one, returns the other
+    status, body = await stack.call(
+        "POST",
+        f"{base}/{parked_unknown['id']}/assign",
+        shop.operator_key,
+        json={"payment_id": session["id"]},
+        idempotency_key=uuid.uuid4().hex,
+    )
+    assert status == 200, body
+    assert body["data"]["status"] == "ASSIGNED", body
+    status, body = await stack.call(
+        "POST",
+        f"{base}/{parked_currency['id']}/return",
+        shop.operator_key,
+        json={"note": "sent back to the buyer's bank"},
+        idempotency_key=uuid.uuid4().hex,
+    )
+    assert status == 200, body
+    assert body["data"]["status"] == "RETURNED", body
+    # then the payment is paid by the assigned transfer, and neither can be resolved again
+    payment = await stack.payment(shop, session["id"])
+    assert payment["status"] == "PAID"
+    assert payment["bank_transfer"]["received"]["value"] == 8000
+    for transfer_id in (parked_unknown["id"], parked_currency["id"]):
+        status, body = await stack.call(
+            "POST",
+            f"{base}/{transfer_id}/assign",
+            shop.operator_key,
+            json={"payment_id": session["id"]},
+            idempotency_key=uuid.uuid4().hex,
+        )
+        assert status == 409, body
+        assert body["error"]["code"] == "transfer_not_unmatched", body
+    assert await incoming(stack, shop, "?status=UNMATCHED") == []
+
+
+async def test_a_negative_amount_and_a_forged_signature_are_recorded_never_applied(stack):
+    # given a waiting payment
+    shop = await stack.new_shop()
+    session = await bank_session(stack, shop, 8000)
+    reference = session["bank_transfer"]["reference"]
+    # when the PSP reports a negative transfer to it
+    await transfer(stack, shop, reference, -500)
+    await stack.sandbox.drain_webhooks()
+    # then the webhooks service refused it (the sandbox recorded the 400), nothing applied
+    attempts = await stack.sandbox.get(
+        f"/sandbox/merchant-accounts/{shop.merchant_account}/webhooks"
+    )
+    assert attempts["data"]
+    assert all(a["status"] == 400 for a in attempts["data"])
+    # when someone forges a notification paying it in full
+    forged = signed(
+        {
+            "eventCode": "BANK_TRANSFER_RECEIVED",
+            "success": "true",
+            "merchantAccountCode": shop.merchant_account,
+            "pspReference": "FORGED0001",
+            "merchantReference": reference,
+            "amount": {"value": 8000, "currency": "EUR"},
+            "eventDate": datetime.now(UTC).isoformat(),
+        },
+        secrets.token_hex(32),
+    )
+    async with stack.http.post(
+        f"{stack.webhooks_url}/v1/webhooks/psp/adyen", json=batch(forged)
+    ) as response:
+        assert response.status == 401, await response.text()
+    # then it is in the security log, and the payment never saw either
+    status, body = await stack.call(
+        "GET", f"{stack.webhooks_url}/v1/admin/webhooks/notifications", shop.operator_key
+    )
+    assert status == 200
+    assert body["data"] == []
+    payment = await stack.payment(shop, session["id"])
+    assert payment["status"] == "WAITING_PAYMENT"
+    assert payment["bank_transfer"]["received"]["value"] == 0
+    assert await incoming(stack, shop) == []
