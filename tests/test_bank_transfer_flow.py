@@ -6,15 +6,18 @@ date."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import aio_pika
 from stdnum import iso11649
 
 from capture.testing import logistic_order_event, publish_oms
-from common.events import OMS_EXCHANGE, OMS_STATUS_CHANGED
+from common.events import DOMAIN_EXCHANGE, OMS_EXCHANGE, OMS_STATUS_CHANGED
 from common.testing.waiting import eventually
 from webhooks.testing import batch, signed
 
@@ -289,3 +292,66 @@ async def test_a_negative_amount_and_a_forged_signature_are_recorded_never_appli
     assert payment["status"] == "WAITING_PAYMENT"
     assert payment["bank_transfer"]["received"]["value"] == 0
     assert await incoming(stack, shop) == []
+
+
+async def test_a_paid_bank_transfer_order_is_split_and_published_as_capture_succeeded(stack):
+    # given a shop with a 2.5 % platform rate and a 10 % supplier commission, listening to
+    # capture.succeeded on the broker as the payouts ledger does
+    shop = await stack.new_shop(commission_rate="10")
+    received: list[dict[str, Any]] = []
+    amqp = await aio_pika.connect_robust(stack.amqp_url)
+    try:
+        channel = await amqp.channel()
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(stack.names.exchange(DOMAIN_EXCHANGE), routing_key="capture.succeeded")
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            async with message.process():
+                received.append(json.loads(message.body))
+
+        await queue.consume(on_message)
+        exact = await bank_session(stack, shop, 10000)
+        over = await bank_session(stack, shop, 999)
+        # when both are paid (one over-paid by 1 cent: the excess is not split)
+        await transfer(stack, shop, exact["bank_transfer"]["reference"], 10000)
+        await transfer(stack, shop, over["bank_transfer"]["reference"], 1000)
+
+        # then each logistic order has a capture, SUCCEEDED without a PSP call, split as
+        # card money is, and published as capture.succeeded
+        async def published() -> bool:
+            return len(received) >= 2
+
+        await eventually(published, within=30)
+        by_payment = {m["data"]["payment_id"]: m["data"] for m in received}
+        splits = {
+            pid: {s["party"]: s["amount"] for s in data["splits"]}
+            for pid, data in by_payment.items()
+        }
+        assert splits[exact["id"]] == {"PLATFORM": 250, "MARKETPLACE": 1000, "SUPPLIER": 8750}
+        assert splits[over["id"]] == {"PLATFORM": 25, "MARKETPLACE": 100, "SUPPLIER": 874}
+        for pid, amount in ((exact["id"], 10000), (over["id"], 999)):
+            assert by_payment[pid]["trigger"] == "BANK_TRANSFER"
+            assert by_payment[pid]["amount"] == {"value": amount, "currency": "EUR"}
+            captures = await stack.captures(shop, pid)
+            assert [(c["trigger"], c["status"]) for c in captures] == [
+                ("BANK_TRANSFER", "SUCCEEDED")
+            ]
+        attempts = await stack.sandbox.get(
+            f"/sandbox/merchant-accounts/{shop.merchant_account}/requests"
+        )
+        assert attempts["data"] == []  # nothing was asked of the PSP
+
+        # and checkout shows the lines captured, its payments still PAID and OVER_PAID
+        async def lines_captured() -> bool:
+            views = [await stack.payment(shop, s["id"]) for s in (exact, over)]
+            return all(v["lines"][0]["status"] == "CAPTURED" for v in views)
+
+        await eventually(lines_captured, within=20)
+        assert (await stack.payment(shop, exact["id"]))["status"] == "PAID"
+        over_view = await stack.payment(shop, over["id"])
+        assert over_view["status"] == "OVER_PAID"
+        assert not [e for e in over_view["timeline"] if e["kind"] == "refused_transition"]
+        await asyncio.sleep(0.5)
+        assert len(received) == 2
+    finally:
+        await asyncio.wait_for(amqp.close(), 10)

@@ -222,6 +222,7 @@ class BankTransferPaid(EventData):
     order_id: str
     payment_option: str
     merchant_account: str
+    reference: str
     amount: Money
     received: Money
     lines: list[PaymentLine] = Field(min_length=1)

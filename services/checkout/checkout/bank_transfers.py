@@ -193,6 +193,7 @@ async def _apply(
                 order_id=payment["order_id"],
                 payment_option=payment["payment_option"],
                 merchant_account=payment["merchant_account"],
+                reference=transfer["reference"],
                 amount=Money(value=payment["amount"], currency=currency),
                 received=Money(value=applied.received, currency=currency),
                 lines=await repo.event_lines(conn, payment["id"]),
