@@ -22,17 +22,34 @@ from common.testing.waiting import eventually
 from webhooks.testing import batch, signed
 
 
-async def bank_session(
-    stack: Any, shop: Any, amount: int = 10000, option: str = "BANK_WIRE_ON_DUE_DATE"
-) -> dict[str, Any]:
+async def pays_on_due_date(stack: Any, shop: Any, buyer_account: str = "acc_1") -> None:
+    """The operator lets the buyer account pay on due date; wait until checkout knows."""
     status, body = await stack.call(
+        "PUT",
+        f"{stack.tenants_url}/v1/admin/buyer-accounts/{buyer_account}",
+        shop.operator_key,
+        json={"payment_option": "BANK_WIRE_ON_DUE_DATE"},
+    )
+    assert status == 200, body
+
+    async def known() -> bool:
+        status, _ = await open_session(stack, shop, 100, "BANK_WIRE_ON_DUE_DATE", buyer_account)
+        return bool(status == 201)
+
+    await eventually(known, within=20)
+
+
+async def open_session(
+    stack: Any, shop: Any, amount: int, option: str, buyer_account: str = "acc_1"
+) -> tuple[int, Any]:
+    return await stack.call(
         "POST",
         f"{stack.checkout_url}/v1/checkout/sessions",
         shop.storefront_key,
         json={
             "order_id": f"ord_{uuid.uuid4().hex[:8]}",
             "amount": {"value": amount, "currency": "EUR"},
-            "buyer_account": "acc_1",
+            "buyer_account": buyer_account,
             "payment_option": option,
             "lines": [
                 {"logistic_order_id": "lo_1", "supplier_id": shop.supplier_id, "amount": amount}
@@ -40,6 +57,12 @@ async def bank_session(
         },
         idempotency_key=uuid.uuid4().hex,
     )
+
+
+async def bank_session(
+    stack: Any, shop: Any, amount: int = 10000, option: str = "BANK_WIRE_ON_ACCEPTANCE"
+) -> dict[str, Any]:
+    status, body = await open_session(stack, shop, amount, option)
     assert status == 201, body
     session: dict[str, Any] = body["data"]
     return session
@@ -66,6 +89,26 @@ async def transfer(
     return sent
 
 
+async def supplier_api_key(stack: Any, shop: Any) -> str:
+    status, body = await stack.call(
+        "POST",
+        f"{stack.tenants_url}/v1/admin/api-keys",
+        shop.operator_key,
+        json={"role": f"supplier:{shop.supplier_id}"},
+    )
+    assert status == 201, body
+    key: str = body["data"]["key"]
+
+    async def known_to_tenants() -> bool:
+        status, _ = await stack.call(
+            "GET", f"{stack.tenants_url}/v1/admin/suppliers/{shop.supplier_id}", key
+        )
+        return bool(status == 200)
+
+    await eventually(known_to_tenants)
+    return key
+
+
 async def until_transfer(stack: Any, shop: Any, psp_reference: str) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
@@ -90,9 +133,26 @@ async def incoming(stack: Any, shop: Any, query: str = "") -> list[dict[str, Any
 
 
 async def test_a_bank_wire_session_waits_with_instructions_and_the_three_outcomes(stack):
-    # given a bank-transfer payment
+    # given a buyer account that pays on acceptance (the default): due-date sessions refused
     shop = await stack.new_shop()
-    session = await bank_session(stack, shop, 10000)
+    status, body = await open_session(stack, shop, 10000, "BANK_WIRE_ON_DUE_DATE")
+    assert status == 422, body
+    assert body["error"]["code"] == "payment_option_not_allowed"
+    assert body["error"]["param"] == "payment_option"
+    # when the operator (and only the operator) lets it pay on due date
+    supplier_key = await supplier_api_key(stack, shop)
+    status, body = await stack.call(
+        "PUT",
+        f"{stack.tenants_url}/v1/admin/buyer-accounts/acc_1",
+        supplier_key,
+        json={"payment_option": "BANK_WIRE_ON_DUE_DATE"},
+    )
+    assert status == 403, body
+    await pays_on_due_date(stack, shop)
+    # then on-acceptance sessions are refused and a due-date payment waits for the money
+    status, body = await open_session(stack, shop, 10000, "BANK_WIRE_ON_ACCEPTANCE")
+    assert status == 422, body
+    session = await bank_session(stack, shop, 10000, option="BANK_WIRE_ON_DUE_DATE")
     # then it waits for the money with its instructions, on the admin and the shop APIs
     assert session["status"] == "WAITING_PAYMENT"
     instructions = session["bank_transfer"]
@@ -118,7 +178,7 @@ async def test_a_bank_wire_session_waits_with_instructions_and_the_three_outcome
     assert payment["bank_transfer"]["remaining"]["value"] == 0
     assert payment["bank_transfer"]["excess"]["value"] == 0
     # and another payment over-paid: the excess is recorded for refund
-    other = await bank_session(stack, shop, 10000, option="BANK_WIRE_ON_ACCEPTANCE")
+    other = await bank_session(stack, shop, 10000, option="BANK_WIRE_ON_DUE_DATE")
     await transfer(stack, shop, other["bank_transfer"]["reference"], 12500)
     payment = await stack.until_status(shop, other["id"], "OVER_PAID")
     assert payment["bank_transfer"]["excess"] == {"value": 2500, "currency": "EUR"}
@@ -148,12 +208,13 @@ async def test_a_transfer_delivered_twice_counts_once(stack):
 
 
 async def test_a_transfer_before_shipment_is_applied_and_shipment_sets_the_due_date(stack):
-    # given a payment paid before its order shipped
+    # given a payment on due date paid before its order shipped, and one not paid yet
     shop = await stack.new_shop()
-    paid = await bank_session(stack, shop, 5000)
+    await pays_on_due_date(stack, shop)
+    paid = await bank_session(stack, shop, 5000, option="BANK_WIRE_ON_DUE_DATE")
     await transfer(stack, shop, paid["bank_transfer"]["reference"], 5000)
     await stack.until_status(shop, paid["id"], "PAID")
-    waiting = await bank_session(stack, shop, 5000)
+    waiting = await bank_session(stack, shop, 5000, option="BANK_WIRE_ON_DUE_DATE")
     # when both ship (the supplier's terms: 30 days, SIMPLE, tenant in UTC)
     shipped_at = datetime(2026, 1, 31, 23, 30, tzinfo=UTC)
     for session in (paid, waiting):

@@ -59,6 +59,7 @@ class EventType(StrEnum):
     FUNDING_TRANSFER_FAILED = "funding_transfer.failed"
     EXPORT_READY = "export.ready"
     PAYMENT_OVERDUE = "payment.overdue"
+    BUYER_ACCOUNT_UPSERTED = "buyer_account.upserted"
     PAYMENT_BANK_TRANSFER_PAID = "payment.bank_transfer_paid"
 
 
@@ -146,6 +147,19 @@ class ApiKeyUpserted(EventData):
     role: Role
     supplier_id: str | None
     revoked: bool
+
+
+BankWireOption = Literal["BANK_WIRE_ON_DUE_DATE", "BANK_WIRE_ON_ACCEPTANCE"]
+
+
+class BuyerAccountUpserted(EventData):
+    """A buyer account's bank-wire payment option (exclusive; the default, for an account
+    never set, is `BANK_WIRE_ON_ACCEPTANCE`), set by the tenant's operators."""
+
+    tenant_id: str
+    buyer_account: str
+    revision: int = Field(ge=1)
+    payment_option: BankWireOption
 
 
 class PaymentLine(EventData):
@@ -523,6 +537,7 @@ CATALOGUE: dict[str, type[EventData]] = {
     EventType.FUNDING_TRANSFER_FAILED: FundingTransferEvent,
     EventType.EXPORT_READY: ExportReady,
     EventType.PAYMENT_OVERDUE: PaymentOverdue,
+    EventType.BUYER_ACCOUNT_UPSERTED: BuyerAccountUpserted,
     EventType.PAYMENT_BANK_TRANSFER_PAID: BankTransferPaid,
 }
 

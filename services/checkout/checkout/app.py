@@ -21,7 +21,11 @@ PSP = web.AppKey("psp", PspPort)
 
 def create_app(settings: Settings) -> web.Application:
     from checkout.api import api  # the routes read this module's keys
-    from checkout.bank_transfer_consumers import overdue_scheduler, shipments_consumption
+    from checkout.bank_transfer_consumers import (
+        buyer_accounts_consumption,
+        overdue_scheduler,
+        shipments_consumption,
+    )
     from checkout.consumers import captures_consumption, psp_notifications_consumption
 
     app = create_base_app(api, Metrics())
@@ -37,6 +41,7 @@ def create_app(settings: Settings) -> web.Application:
                 psp_notifications_consumption(),
                 captures_consumption(),
                 shipments_consumption(),
+                buyer_accounts_consumption(),
             ],
         )
     )

@@ -18,11 +18,20 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 from pydantic import ValidationError
 
+from checkout import bank_transfer_repo as btrepo
 from checkout import bank_transfers
-from common.broker.consumer import PoisonMessageError
+from common.broker.consumer import PoisonMessageError, tenant_payload
 from common.broker.topology import QueueSpec
 from common.db.types import Conn
-from common.events import OMS_EXCHANGE, OMS_STATUS_CHANGED, Envelope, LogisticOrderStatusChanged
+from common.events import (
+    DOMAIN_EXCHANGE,
+    OMS_EXCHANGE,
+    OMS_STATUS_CHANGED,
+    BuyerAccountUpserted,
+    Envelope,
+    EventType,
+    LogisticOrderStatusChanged,
+)
 from common.logging import get_logger
 from common.runtime import DB_POOL, Consumption
 from common.wakeup import Wakeup
@@ -67,6 +76,23 @@ def shipments_consumption() -> Consumption:
         spec=QueueSpec(name="checkout.shipments", bindings=[(OMS_EXCHANGE, OMS_STATUS_CHANGED)]),
         handlers={OMS_STATUS_CHANGED: on_logistic_order_event},
         parser=parse_oms_event,
+    )
+
+
+async def on_buyer_account_upserted(conn: Conn, envelope: Envelope) -> None:
+    event, tenant_id = tenant_payload(envelope, BuyerAccountUpserted)
+    await btrepo.upsert_buyer_account(
+        conn, tenant_id, event.buyer_account, event.payment_option, event.revision
+    )
+
+
+def buyer_accounts_consumption() -> Consumption:
+    return Consumption(
+        spec=QueueSpec(
+            name="checkout.buyer-accounts",
+            bindings=[(DOMAIN_EXCHANGE, EventType.BUYER_ACCOUNT_UPSERTED)],
+        ),
+        handlers={EventType.BUYER_ACCOUNT_UPSERTED: on_buyer_account_upserted},
     )
 
 

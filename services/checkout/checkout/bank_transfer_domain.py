@@ -73,6 +73,21 @@ def normalise_reference(text: str) -> str | None:
         return None
 
 
+DEFAULT_BANK_WIRE_OPTION = "BANK_WIRE_ON_ACCEPTANCE"
+
+
+def payment_option_refusal(requested: str, account_option: str | None) -> str | None:
+    """Why a session may not use `requested` for a buyer account whose bank-wire option is
+    `account_option` (None: never set, the default); None when it may. The two bank-wire
+    options are exclusive per buyer account; card options are not concerned."""
+    if requested not in BANK_WIRE_OPTIONS:
+        return None
+    allowed = account_option or DEFAULT_BANK_WIRE_OPTION
+    if requested != allowed:
+        return f"this buyer account pays by {allowed}, not {requested}"
+    return None
+
+
 def valid_time_zone(name: str) -> bool:
     try:
         ZoneInfo(name)

@@ -265,3 +265,30 @@ async def overdue_page(
     conn: Conn, tenant_id: str, query: Mapping[str, str]
 ) -> tuple[list[asyncpg.Record], PageInfo]:
     return await fetch_list(conn, OVERDUE_LIST, query, scope=[("tenant_id = {}", tenant_id)])
+
+
+async def buyer_account_option(conn: Conn, tenant_id: str, buyer_account: str) -> str | None:
+    found: str | None = await conn.fetchval(
+        "SELECT payment_option FROM replica_buyer_accounts"
+        " WHERE tenant_id = $1 AND buyer_account = $2",
+        tenant_id,
+        buyer_account,
+    )
+    return found
+
+
+async def upsert_buyer_account(
+    conn: Conn, tenant_id: str, buyer_account: str, payment_option: str, revision: int
+) -> None:
+    """Keep the newest revision (events may arrive in any order)."""
+    await conn.execute(
+        "INSERT INTO replica_buyer_accounts (tenant_id, buyer_account, payment_option, revision)"
+        " VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (tenant_id, buyer_account) DO UPDATE"
+        " SET payment_option = EXCLUDED.payment_option, revision = EXCLUDED.revision"
+        " WHERE replica_buyer_accounts.revision < EXCLUDED.revision",
+        tenant_id,
+        buyer_account,
+        payment_option,
+        revision,
+    )

@@ -346,6 +346,8 @@ async def record_shipment(conn: Conn, event: LogisticOrderStatusChanged) -> str:
     found = await btrepo.lock_by_payment(conn, event.tenant_id, payment_id)
     assert found is not None
     payment, transfer = found
+    if payment["payment_option"] != "BANK_WIRE_ON_DUE_DATE":
+        return "not_on_due_date"  # ON_ACCEPTANCE: the order waits for the money, no terms
     if transfer["due_date"] is not None:
         return "due_date_known"
     terms = await btrepo.supplier_terms(conn, event.tenant_id, event.supplier_id)

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from checkout import bank_transfer_repo, bank_transfers, domain, errors, repo
-from checkout.bank_transfer_domain import BANK_WIRE_OPTIONS
+from checkout.bank_transfer_domain import BANK_WIRE_OPTIONS, payment_option_refusal
 from checkout.domain import Fact, Status
 from checkout.schemas import (
     Level3In,
@@ -81,6 +81,13 @@ async def create_session(
             code="unexpected_parameter",
             param="level3",
         )
+    if body.payment_option.value in BANK_WIRE_OPTIONS:
+        account_option = await bank_transfer_repo.buyer_account_option(
+            conn, tenant_id, body.buyer_account
+        )
+        refusal = payment_option_refusal(body.payment_option.value, account_option)
+        if refusal is not None:
+            raise Unprocessable(refusal, code="payment_option_not_allowed", param="payment_option")
     payment_id = new_payment_id()
     token = new_client_token()
     expires_at = now + token_ttl

@@ -14,7 +14,7 @@ from common.http.envelope import ok, page
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, PLATFORM_ADMIN, Api, Call
 from common.row import Row
 from common.runtime import DB_POOL
-from tenants import domain, repo, service
+from tenants import buyer_accounts, domain, repo, service
 from tenants.app import SETTINGS
 from tenants.schemas import (
     ApiKey,
@@ -312,3 +312,6 @@ async def revoke_api_key(request: web.Request, call: Call[None]) -> web.Response
     async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         row = await service.revoke_api_key(conn, call.tenant_id, request.match_info["id"])
     return ok("api_key", api_key_out(row))
+
+
+buyer_accounts.register(api)

@@ -16,6 +16,7 @@ from checkout.bank_transfer_domain import (
     due_date,
     is_overdue,
     normalise_reference,
+    payment_option_refusal,
 )
 
 
@@ -130,3 +131,17 @@ def test_overdue_only_after_the_due_date_and_while_money_is_missing():
     assert is_overdue(due, date(2026, 3, 3), "PARTIALLY_PAID")
     assert not is_overdue(due, date(2026, 3, 3), "PAID")
     assert not is_overdue(None, date(2026, 3, 3), "WAITING_PAYMENT")
+
+
+@pytest.mark.parametrize(
+    ("requested", "account", "refused"),
+    [
+        ("BANK_WIRE_ON_ACCEPTANCE", None, False),  # the default
+        ("BANK_WIRE_ON_DUE_DATE", None, True),
+        ("BANK_WIRE_ON_DUE_DATE", "BANK_WIRE_ON_DUE_DATE", False),
+        ("BANK_WIRE_ON_ACCEPTANCE", "BANK_WIRE_ON_DUE_DATE", True),  # exclusive
+        ("CREDIT_CARD", "BANK_WIRE_ON_DUE_DATE", False),  # cards are not concerned
+    ],
+)
+def test_the_buyer_accounts_bank_wire_option_is_exclusive(requested, account, refused):
+    assert (payment_option_refusal(requested, account) is not None) is refused
