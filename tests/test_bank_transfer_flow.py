@@ -18,6 +18,7 @@ from stdnum import iso11649
 
 from capture.testing import logistic_order_event, publish_oms
 from common.events import DOMAIN_EXCHANGE, OMS_EXCHANGE, OMS_STATUS_CHANGED
+from common.runtime import DB_POOL
 from common.testing.waiting import eventually
 from webhooks.testing import batch, signed
 
@@ -208,14 +209,36 @@ async def test_a_transfer_delivered_twice_counts_once(stack):
 
 
 async def test_a_transfer_before_shipment_is_applied_and_shipment_sets_the_due_date(stack):
-    # given a payment on due date paid before its order shipped, and one not paid yet
+    # given a tenant in Athens (UTC+2 in winter); an unknown time zone is refused
     shop = await stack.new_shop()
+    settings_url = f"{stack.tenants_url}/v1/admin/tenant/settings"
+    status, body = await stack.call(
+        "PATCH", settings_url, shop.operator_key, json={"time_zone": "Mars/Olympus"}
+    )
+    assert status == 422, body
+    assert body["error"]["param"] == "time_zone"
+    status, body = await stack.call(
+        "PATCH", settings_url, shop.operator_key, json={"time_zone": "Europe/Athens"}
+    )
+    assert status == 200, body
+    assert body["data"]["settings"]["time_zone"] == "Europe/Athens"
+
+    async def checkout_knows_the_time_zone() -> bool:
+        async with stack.checkout_app[DB_POOL].acquire() as conn:
+            found = await conn.fetchval(
+                "SELECT data->>'time_zone' FROM replica_tenants WHERE tenant_id = $1",
+                shop.tenant_id,
+            )
+        return bool(found == "Europe/Athens")
+
+    await eventually(checkout_knows_the_time_zone)
+    # and a payment on due date paid before its order shipped, and one not paid yet
     await pays_on_due_date(stack, shop)
     paid = await bank_session(stack, shop, 5000, option="BANK_WIRE_ON_DUE_DATE")
     await transfer(stack, shop, paid["bank_transfer"]["reference"], 5000)
     await stack.until_status(shop, paid["id"], "PAID")
     waiting = await bank_session(stack, shop, 5000, option="BANK_WIRE_ON_DUE_DATE")
-    # when both ship (the supplier's terms: 30 days, SIMPLE, tenant in UTC)
+    # when both ship at 23:30 UTC on 31 January, 1 February in Athens (terms: 30 days, SIMPLE)
     shipped_at = datetime(2026, 1, 31, 23, 30, tzinfo=UTC)
     for session in (paid, waiting):
         payment = await stack.payment(shop, session["id"])
@@ -230,7 +253,7 @@ async def test_a_transfer_before_shipment_is_applied_and_shipment_sets_the_due_d
             stack.amqp_url, stack.names.exchange(OMS_EXCHANGE), event, OMS_STATUS_CHANGED
         )
 
-    # then each has its due date; the paid one stays PAID
+    # then each has its due date, 1 February + 30 days; the paid one stays PAID
     async def due_dates_known() -> bool:
         views = [await stack.payment(shop, s["id"]) for s in (paid, waiting)]
         return all(v["bank_transfer"]["due_date"] for v in views)
@@ -239,7 +262,7 @@ async def test_a_transfer_before_shipment_is_applied_and_shipment_sets_the_due_d
     for session, status in ((paid, "PAID"), (waiting, "WAITING_PAYMENT")):
         payment = await stack.payment(shop, session["id"])
         assert payment["status"] == status
-        assert payment["bank_transfer"]["due_date"] == "2026-03-02"
+        assert payment["bank_transfer"]["due_date"] == "2026-03-03"
 
 
 async def test_unmatched_transfers_are_parked_then_assigned_or_returned(stack):

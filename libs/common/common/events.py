@@ -121,6 +121,7 @@ class TenantUpserted(EventData):
     marketplace_banking_mode: BankingMode
     funding_policy: FundingPolicy
     payout_schedule: PayoutSchedule
+    time_zone: str = "UTC"  # IANA; the calendar of bank-transfer due dates
 
 
 class SupplierUpserted(EventData):

@@ -54,6 +54,7 @@ def tenant_out(row: Row) -> Tenant:
             marketplace_banking_mode=settings.marketplace_banking_mode,
             funding_policy=settings.funding_policy,
             payout_schedule=settings.payout_schedule,
+            time_zone=settings.time_zone,
         ),
         revision=row["revision"],
         created_at=row["created_at"],

@@ -93,6 +93,7 @@ class SettingsInput(Patch):
     marketplace_banking_mode: BankingMode | None = None
     funding_policy: FundingPolicy | None = None
     payout_schedule: PayoutSchedule | None = None
+    time_zone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
     def changes(self) -> dict[str, Any]:
         changes = super().changes()
@@ -121,6 +122,7 @@ class TenantSettingsOut(BaseModel):
     marketplace_banking_mode: BankingMode
     funding_policy: FundingPolicy
     payout_schedule: PayoutSchedule
+    time_zone: str
 
 
 class Tenant(BaseModel):
