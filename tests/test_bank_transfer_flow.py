@@ -343,7 +343,7 @@ async def test_a_negative_amount_and_a_forged_signature_are_recorded_never_appli
     # when the PSP reports a negative transfer to it
     await transfer(stack, shop, reference, -500)
     await stack.sandbox.drain_webhooks()
-    # then the webhooks service refused it (the sandbox recorded the 400), nothing applied
+    # then the webhooks service refused it (400, the PSP keeps it) and recorded the refusal
     attempts = await stack.sandbox.get(
         f"/sandbox/merchant-accounts/{shop.merchant_account}/webhooks"
     )
@@ -366,12 +366,21 @@ async def test_a_negative_amount_and_a_forged_signature_are_recorded_never_appli
         f"{stack.webhooks_url}/v1/webhooks/psp/adyen", json=batch(forged)
     ) as response:
         assert response.status == 401, await response.text()
-    # then it is in the security log, and the payment never saw either
+    # then both refusals are recorded for the operator, and the payment never saw either
     status, body = await stack.call(
         "GET", f"{stack.webhooks_url}/v1/admin/webhooks/notifications", shop.operator_key
     )
     assert status == 200
     assert body["data"] == []
+    status, body = await stack.call(
+        "GET",
+        f"{stack.webhooks_url}/v1/admin/webhooks/notifications?accepted=false",
+        shop.operator_key,
+    )
+    assert status == 200, body
+    refused = {(r["event_code"], r["refusal_reason"]) for r in body["data"]}
+    assert ("BANK_TRANSFER_RECEIVED", "invalid_notification") in refused
+    assert ("BANK_TRANSFER_RECEIVED", "hmac_signature_invalid") in refused
     payment = await stack.payment(shop, session["id"])
     assert payment["status"] == "WAITING_PAYMENT"
     assert payment["bank_transfer"]["received"]["value"] == 0
