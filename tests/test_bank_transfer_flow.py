@@ -448,3 +448,32 @@ async def test_a_paid_bank_transfer_order_is_split_and_published_as_capture_succ
         assert len(received) == 2
     finally:
         await asyncio.wait_for(amqp.close(), 10)
+
+
+async def test_two_operators_assigning_the_same_parked_transfer_at_once_apply_it_once(stack):
+    # given a parked transfer and a waiting payment
+    shop = await stack.new_shop()
+    session = await bank_session(stack, shop, 9000)
+    parked = await until_transfer(
+        stack, shop, await transfer(stack, shop, "RF18539007547034", 3000)
+    )
+    url = f"{stack.checkout_url}/v1/admin/bank-transfers/incoming/{parked['id']}/assign"
+
+    # when two operators assign it at the same moment (each with their own Idempotency-Key)
+    async def assign() -> tuple[int, Any]:
+        return await stack.call(
+            "POST",
+            url,
+            shop.operator_key,
+            json={"payment_id": session["id"]},
+            idempotency_key=uuid.uuid4().hex,
+        )
+
+    answers = await asyncio.gather(*(assign() for _ in range(4)))
+    # then exactly one wins, the others are told it is no longer unmatched
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200, 409, 409, 409], answers
+    payment = await stack.payment(shop, session["id"])
+    assert payment["status"] == "PARTIALLY_PAID"
+    assert payment["bank_transfer"]["received"]["value"] == 3000
+    assert payment["bank_transfer"]["remaining"]["value"] == 6000
