@@ -134,8 +134,27 @@ async def incoming(stack: Any, shop: Any, query: str = "") -> list[dict[str, Any
 
 
 async def test_a_bank_wire_session_waits_with_instructions_and_the_three_outcomes(stack):
-    # given a buyer account that pays on acceptance (the default): due-date sessions refused
+    # given a tenant whose buyers pay into its own account (a bad IBAN is refused)
     shop = await stack.new_shop()
+    settings_url = f"{stack.tenants_url}/v1/admin/tenant/settings"
+    bad_iban = {"bank_transfer_iban": "NL00ABNA0417164300"}
+    status, body = await stack.call("PATCH", settings_url, shop.operator_key, json=bad_iban)
+    assert status == 422, body
+    assert body["error"]["param"] == "bank_transfer_iban"
+    iban = {"bank_transfer_iban": "NL91 ABNA 0417 1643 00"}
+    status, body = await stack.call("PATCH", settings_url, shop.operator_key, json=iban)
+    assert status == 200, body
+
+    async def checkout_knows_the_iban() -> bool:
+        async with stack.checkout_app[DB_POOL].acquire() as conn:
+            found = await conn.fetchval(
+                "SELECT data->>'bank_transfer_iban' FROM replica_tenants WHERE tenant_id = $1",
+                shop.tenant_id,
+            )
+        return bool(found == "NL91ABNA0417164300")
+
+    await eventually(checkout_knows_the_iban)
+    # and a buyer account that pays on acceptance (the default): due-date sessions refused
     status, body = await open_session(stack, shop, 10000, "BANK_WIRE_ON_DUE_DATE")
     assert status == 422, body
     assert body["error"]["code"] == "payment_option_not_allowed"
@@ -161,7 +180,7 @@ async def test_a_bank_wire_session_waits_with_instructions_and_the_three_outcome
     assert reference.startswith("RF")
     assert iso11649.is_valid(reference)
     assert instructions["amount"] == {"value": 10000, "currency": "EUR"}
-    assert instructions["iban"]
+    assert instructions["iban"] == "NL91ABNA0417164300"
     assert instructions["due_date"] is None
     status, shop_view = await stack.call(
         "GET", f"{stack.checkout_url}/v1/shop/payments/{session['id']}", session["client_token"]

@@ -122,6 +122,7 @@ class TenantUpserted(EventData):
     funding_policy: FundingPolicy
     payout_schedule: PayoutSchedule
     time_zone: str = "UTC"  # IANA; the calendar of bank-transfer due dates
+    bank_transfer_iban: str | None = None  # where buyers' bank transfers go (None: checkout's)
 
 
 class SupplierUpserted(EventData):

@@ -55,6 +55,7 @@ def tenant_out(row: Row) -> Tenant:
             funding_policy=settings.funding_policy,
             payout_schedule=settings.payout_schedule,
             time_zone=settings.time_zone,
+            bank_transfer_iban=settings.bank_transfer_iban,
         ),
         revision=row["revision"],
         created_at=row["created_at"],

@@ -75,6 +75,7 @@ class TenantSettings:
     funding_policy: FundingPolicy = "REFUSE_REFUND"
     payout_schedule: PayoutSchedule = field(default_factory=PayoutSchedule)
     time_zone: str = "UTC"  # IANA; the calendar of bank-transfer due dates
+    bank_transfer_iban: str | None = None  # where buyers' bank transfers go
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ def settings_from_row(row: Row) -> TenantSettings:
         funding_policy=row["funding_policy"],
         payout_schedule=PayoutSchedule.model_validate(row["payout_schedule"]),
         time_zone=row["time_zone"],
+        bank_transfer_iban=row["bank_transfer_iban"],
     )
 
 
@@ -226,6 +228,7 @@ def tenant_event(row: Row) -> TenantUpserted:
         funding_policy=settings.funding_policy,
         payout_schedule=settings.payout_schedule,
         time_zone=settings.time_zone,
+        bank_transfer_iban=settings.bank_transfer_iban,
     )
 
 

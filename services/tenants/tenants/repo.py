@@ -22,7 +22,7 @@ from tenants.domain import (
 _TENANT_SETTINGS = (
     "merchant_account, default_rate, capture_mode, capture_delay_hours,"
     " allowed_logistic_statuses, marketplace_banking_mode, funding_policy, payout_schedule,"
-    " time_zone"
+    " time_zone, bank_transfer_iban"
 )
 
 
@@ -37,6 +37,7 @@ def _settings_args(settings: TenantSettings) -> list[Any]:
         settings.funding_policy,
         settings.payout_schedule.model_dump(mode="json"),
         settings.time_zone,
+        settings.bank_transfer_iban,
     ]
 
 
@@ -54,7 +55,7 @@ async def insert_tenant(
 ) -> Row:
     row = await conn.fetchrow(
         f"INSERT INTO tenants (id, revision, name, psp, currency, {_TENANT_SETTINGS})"
-        " VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *",
+        " VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING *",
         tenant_id,
         name,
         psp,
@@ -91,7 +92,7 @@ async def update_tenant_settings(conn: Conn, tenant_id: str, settings: TenantSet
            SET merchant_account = $2, default_rate = $3, capture_mode = $4,
                capture_delay_hours = $5, allowed_logistic_statuses = $6,
                marketplace_banking_mode = $7, funding_policy = $8, payout_schedule = $9,
-               time_zone = $10,
+               time_zone = $10, bank_transfer_iban = $11,
                revision = revision + 1, updated_at = now()
          WHERE id = $1
         RETURNING *

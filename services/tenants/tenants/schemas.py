@@ -84,7 +84,7 @@ class Patch(Request):
 
 
 class SettingsInput(Patch):
-    NULLABLE: ClassVar[frozenset[str]] = frozenset({"default_rate"})
+    NULLABLE: ClassVar[frozenset[str]] = frozenset({"default_rate", "bank_transfer_iban"})
 
     default_rate: Rate | None = None
     capture_mode: CaptureMode | None = None
@@ -94,6 +94,7 @@ class SettingsInput(Patch):
     funding_policy: FundingPolicy | None = None
     payout_schedule: PayoutSchedule | None = None
     time_zone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    bank_transfer_iban: Iban | None = None
 
     def changes(self) -> dict[str, Any]:
         changes = super().changes()
@@ -123,6 +124,7 @@ class TenantSettingsOut(BaseModel):
     funding_policy: FundingPolicy
     payout_schedule: PayoutSchedule
     time_zone: str
+    bank_transfer_iban: str | None
 
 
 class Tenant(BaseModel):

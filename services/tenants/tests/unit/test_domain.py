@@ -166,6 +166,7 @@ def tenant_row(**fields):
         "funding_policy": "REFUSE_REFUND",
         "payout_schedule": {"frequency": "DAILY"},
         "time_zone": "Europe/Paris",
+        "bank_transfer_iban": None,
         "created_at": now,
         "updated_at": now,
         **fields,
