@@ -351,12 +351,15 @@ async def record_shipment(conn: Conn, event: LogisticOrderStatusChanged) -> str:
     if transfer["due_date"] is not None:
         return "due_date_known"
     terms = await btrepo.supplier_terms(conn, event.tenant_id, event.supplier_id)
+    if terms is None:
+        # its terms have not reached checkout yet: the consumer retries with a growing delay
+        raise LookupError(f"supplier {event.supplier_id} is not in checkout's replica yet")
     tenant = await repo.tenant_replica(conn, event.tenant_id) or {}
     time_zone = str(tenant.get("time_zone") or "UTC")
     if not valid_time_zone(time_zone):
         time_zone = "UTC"
-    delay = int((terms or {}).get("payment_due_date_delay", 0))
-    mode = str((terms or {}).get("payment_due_date_mode", "SIMPLE"))
+    delay = int(terms.get("payment_due_date_delay", 0))
+    mode = str(terms.get("payment_due_date_mode", "SIMPLE"))
     due = due_date(event.occurred_at, delay, mode, time_zone)
     await btrepo.save_due_date(
         conn, payment_id, shipped_at=event.occurred_at, time_zone=time_zone, due=due

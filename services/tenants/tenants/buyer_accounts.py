@@ -71,6 +71,23 @@ async def put_option(
     return BuyerAccount(**dict(row))
 
 
+async def republish(conn: Conn) -> int:
+    """Every set buyer account's state again, same revisions (see `service.republish`)."""
+    rows = await conn.fetch(
+        "SELECT tenant_id, buyer_account, payment_option, revision FROM buyer_accounts"
+        " ORDER BY created_at, tenant_id, buyer_account"
+    )
+    for row in rows:
+        await publish_event(
+            conn,
+            EventType.BUYER_ACCOUNT_UPSERTED,
+            BuyerAccountUpserted(**dict(row)),
+            tenant_id=row["tenant_id"],
+            aggregate_id=f"{row['tenant_id']}:{row['buyer_account']}",
+        )
+    return len(rows)
+
+
 async def get_option(conn: Conn, tenant_id: str, buyer_account: str) -> BuyerAccount:
     row = await conn.fetchrow(
         "SELECT buyer_account, payment_option, revision, updated_at FROM buyer_accounts"

@@ -225,3 +225,4 @@ class Republished(BaseModel):
     tenants: int
     suppliers: int
     api_keys: int
+    buyer_accounts: int = 0

@@ -15,7 +15,7 @@ from common.broker import publish_event
 from common.db.types import Conn
 from common.events import EventType
 from common.http.auth import Environment, Principal, generate_key, hash_key
-from tenants import domain, errors, repo
+from tenants import buyer_accounts, domain, errors, repo
 from tenants.schemas import (
     ApiKeyCreate,
     CommissionPut,
@@ -305,4 +305,5 @@ async def republish(conn: Conn) -> dict[str, int]:
         for row in rows:
             await publish(conn, row)
         counts[table] = len(rows)
+    counts["buyer_accounts"] = await buyer_accounts.republish(conn)
     return counts
