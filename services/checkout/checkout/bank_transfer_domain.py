@@ -137,8 +137,9 @@ class NotApplied:
 
 Reconciliation = Applied | NotApplied
 
-# payments that still take money: a transfer to anything else is parked for an operator
-OPEN_STATUSES = frozenset({"INIT_PAYMENT", "WAITING_PAYMENT", "PARTIALLY_PAID", "OVER_PAID"})
+# payments that still wait for money: a transfer to any other (one already PAID or OVER_PAID,
+# cancelled, ...) is parked for an operator rather than silently turned into an excess
+OPEN_STATUSES = frozenset({"INIT_PAYMENT", "WAITING_PAYMENT", "PARTIALLY_PAID"})
 
 
 def settle(amount: int, received: int) -> Applied:

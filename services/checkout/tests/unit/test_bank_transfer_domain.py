@@ -118,6 +118,12 @@ def test_reconciliation_outcomes(received, value, expected):
             "EUR",
             NotApplied(TransferStatus.UNMATCHED, "payment_paid"),
         ),
+        (
+            _payment(11000, "OVER_PAID"),
+            100,
+            "EUR",
+            NotApplied(TransferStatus.UNMATCHED, "payment_over_paid"),
+        ),
     ],
 )
 def test_transfers_that_are_never_applied(payment, value, currency, expected):
