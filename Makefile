@@ -5,7 +5,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test lint format bench openapi servers
+.PHONY: help install up down test lint format bench openapi servers deploy-tools
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,8 +21,9 @@ install: $(UV) ## install the workspace (Python deps from uv.lock) and Chromium 
 servers: ## make sure the local PostgreSQL and RabbitMQ are running
 	bash scripts/ensure-servers.sh
 
-up: install servers ## start every service with a demo tenant, and print what to try
-	bash scripts/up.sh
+REPLICAS ?= 1
+up: install servers ## start every service with a demo tenant (REPLICAS=2: two of each consumer)
+	REPLICAS=$(REPLICAS) bash scripts/up.sh
 
 down: ## stop what `make up` started
 	bash scripts/down.sh
@@ -30,11 +31,21 @@ down: ## stop what `make up` started
 test: install servers ## run every test against real PostgreSQL and RabbitMQ
 	$(RUN) pytest
 
-lint: install ## ruff (complexity limit included), formatting, mypy --strict everywhere, import contracts
+lint: install deploy-tools ## ruff (complexity limit included), formatting, mypy --strict everywhere, import contracts, the Dockerfile, compose file and k8s manifests
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy libs/common/common $(foreach s,$(wildcard services/*),$(s)/$(notdir $(s))) scripts bench
 	$(RUN) lint-imports
+	$(RUN) python scripts/validate_deploy.py
+
+# Compose's own parser validates docker-compose.yml without an engine: the docker compose plugin
+# when there is one, else Debian's docker-compose package (installed here, as root).
+deploy-tools:
+	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		    --no-install-recommends docker-compose >/dev/null; }; } || \
+		{ echo "install docker compose (or Debian's docker-compose) to validate docker-compose.yml" >&2; exit 1; }
 
 format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .

@@ -13,6 +13,8 @@ BENCHMARKS = {
     "webhooks_ingest": "bench.webhooks_ingest",
     "capture_shipment": "bench.capture_shipment",
     "exports_copy": "bench.exports_copy",
+    "refunds": "bench.refunds",
+    "payouts_ledger": "bench.payouts_ledger",
 }
 
 

@@ -59,6 +59,7 @@ from common.events import (
     DOMAIN_EXCHANGE,
     OMS_EXCHANGE,
     OMS_STATUS_CHANGED,
+    EventType,
 )
 from common.http.auth import generate_key
 from common.testing.fixtures import ServiceDb, delete_namespace
@@ -143,11 +144,14 @@ async def new_tenant(
         names.exchange(DOMAIN_EXCHANGE),
         [
             (
-                "tenant.upserted",
+                EventType.TENANT_UPSERTED,
                 tenant_upserted(tenant.id, tenant.merchant_account, capture_mode="ON_SHIPMENT"),
             ),
-            ("supplier.upserted", supplier_upserted(tenant.id, tenant.supplier)),
-            ("api_key.upserted", api_key_upserted(tenant.id, tenant.operator_key, "operator")),
+            (EventType.SUPPLIER_UPSERTED, supplier_upserted(tenant.id, tenant.supplier)),
+            (
+                EventType.API_KEY_UPSERTED,
+                api_key_upserted(tenant.id, tenant.operator_key, "operator"),
+            ),
         ],
     )
     for db in dbs.values():
@@ -634,38 +638,43 @@ async def measure_all(
         "postgres": server_cpu("postgres"),
         "rabbitmq": server_cpu("beam.smp"),
     }
-    common = {
-        "amqp_url": amqp,
-        "names": names,
-        "tenant": tenant,
-        "dbs": dbs,
-        "http": http,
-        "sandbox": sandbox.url,
-        "processes": processes,
-        "admin_dsn": admin_dsn,
-    }
+
+    async def phase(label: str, rate: float, batch: Sequence[Payment], grace: float) -> Phase:
+        return await run_phase(
+            label,
+            rate,
+            batch,
+            amqp_url=amqp,
+            names=names,
+            tenant=tenant,
+            dbs=dbs,
+            http=http,
+            sandbox=sandbox.url,
+            processes=processes,
+            admin_dsn=admin_dsn,
+            grace=grace,
+        )
+
     rest = iter(payments)
 
     def take(n: int) -> list[Payment]:
         return [next(rest) for _ in range(n)]
 
-    await run_phase("warm-up", 50, take(WARMUP), grace=30, **common)
-    steady = await run_phase(
+    await phase("warm-up", 50, take(WARMUP), grace=30)
+    steady = await phase(
         f"steady {RATE:.0f}/s for {SECONDS:.0f} s",
         RATE,
         take(int(RATE * SECONDS)),
         grace=600,
-        **common,
     )
     print(f"  steady rate as a share of the bare aio-pika rate: {RATE / bare:.1%}")
     best = 0.0
     for rate in RAMP:
-        step = await run_phase(
+        step = await phase(
             f"ramp {rate:.0f}/s for {STEP_SECONDS:.0f} s",
             rate,
             take(int(rate * STEP_SECONDS)),
             grace=SUSTAINED_GRACE_S,
-            **common,
         )
         if not step.sustained:
             await until_paid(dbs["checkout"], list(step.published_at), within=180)

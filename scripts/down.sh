@@ -15,4 +15,4 @@ if kill -0 "$pid" 2>/dev/null; then
     done
     echo "stopped"
 fi
-rm -f .run/honcho.pid
+rm -f .run/honcho.pid .run/replicas

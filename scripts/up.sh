@@ -1,62 +1,67 @@
 #!/usr/bin/env bash
 # `make up`: provision the database, start every service of the Procfile under honcho in the
-# background, wait until each is ready, create the demo tenant and print what to try.
+# background, wait until each is ready, create (or repair) the demo tenant and print what to try.
+# REPLICAS=N runs N of each service that consumes (checkout, webhooks, capture; payouts and
+# exports when the Procfile has them), replica n listening on its service's port + 100 n.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .run
 export MARKETPAY_PROFILE=local
+REPLICAS=${REPLICAS:-1}
+if ! [[ "$REPLICAS" =~ ^[1-9]$ ]]; then
+    echo "REPLICAS is a number from 1 to 9 (got $REPLICAS)" >&2
+    exit 2
+fi
+PG="${MARKETPAY_PG_HOST:-127.0.0.1}:${MARKETPAY_PG_PORT:-5432}"
+export MARKETPAY_ADMIN_DSN=${MARKETPAY_ADMIN_DSN:-postgresql://postgres@$PG/postgres}
+declare -A PORTS=([tenants]=8086 [checkout]=8081 [webhooks]=8082 [capture]=8083 [psp_sandbox]=8090 [backoffice]=8087)
+SCALED=(checkout webhooks capture)
+for extra in payouts:8084 exports:8085; do
+    if grep -q "^${extra%%:*}:" Procfile; then
+        PORTS[${extra%%:*}]=${extra##*:}
+        SCALED+=("${extra%%:*}")
+    fi
+done
+concurrency=""
+for service in "${SCALED[@]}"; do concurrency+="${concurrency:+,}$service=$REPLICAS"; done
 
 if [ -f .run/honcho.pid ] && kill -0 "$(cat .run/honcho.pid)" 2>/dev/null; then
     echo "already running (make down to stop)"
 else
     .venv/bin/python scripts/provision.py
-    setsid nohup .venv/bin/honcho start -f Procfile >.run/services.log 2>&1 &
+    # honcho's PORT (base 5000, + 100 per process type, + 1 per replica): the Procfile takes
+    # the replica's number from it
+    setsid nohup .venv/bin/honcho start -f Procfile -p 5000 -c "$concurrency" \
+        >.run/services.log 2>&1 &
     echo $! >.run/honcho.pid
+    echo "$REPLICAS" >.run/replicas
 fi
+REPLICAS=$(cat .run/replicas 2>/dev/null || echo 1)
 
-declare -A PORTS=([tenants]=8086 [checkout]=8081 [webhooks]=8082 [capture]=8083 [psp_sandbox]=8090 [exports]=8085 [backoffice]=8087)
 for service in "${!PORTS[@]}"; do
-    url="http://127.0.0.1:${PORTS[$service]}/readyz"
-    for i in $(seq 1 60); do
-        if curl -fsS "$url" >/dev/null 2>&1; then break; fi
-        if [ "$i" = 60 ]; then
-            echo "$service did not become ready; see .run/services.log" >&2
-            exit 1
-        fi
-        sleep 0.5
+    replicas=1
+    [[ " ${SCALED[*]} " == *" $service "* ]] && replicas=$REPLICAS
+    for n in $(seq 0 $((replicas - 1))); do
+        port=$((PORTS[$service] + 100 * n))
+        for i in $(seq 1 60); do
+            if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
+            if [ "$i" = 60 ]; then
+                echo "$service did not become ready on port $port; see .run/services.log" >&2
+                exit 1
+            fi
+            sleep 0.5
+        done
+        echo "$service ready on port $port"
     done
-    echo "$service ready on port ${PORTS[$service]}"
 done
 
+# The demo tenant (its dead keys replaced, when an earlier run's no longer work), its merchant
+# account at the PSP stand-in, signing webhooks to the webhooks service with the fixed
+# local-development HMAC key, which the webhooks service gets too; tenants made by an earlier
+# `make up` reach the replicas of services added since (--republish).
 .venv/bin/python scripts/seed_demo.py --url http://127.0.0.1:8086 \
-    --admin-key local_platform_admin_key --out .run/demo-keys.json
-# Tenants made by an earlier `make up` reach the replicas of services added since: every
-# service's replica takes the full state again, and ignores what it has already.
-curl -fsS -X POST -H 'Authorization: Bearer local_platform_admin_key' \
-    http://127.0.0.1:8086/v1/platform/replicas/republish >/dev/null
-# The demo tenant's merchant account at the PSP stand-in, signing its webhooks to the webhooks
-# service with a fixed local-development HMAC key, which the demo operator gives the webhooks
-# service too (200 when it has it already, from an earlier run).
-DEMO_HMAC_KEY=6c6f63616c2d646576656c6f706d656e742d64656d6f2d686d61632d6b657921
-curl -fsS -X POST -H 'Content-Type: application/json' \
-    -d "{\"merchant_account\": \"DemoMarketplaceECOM\", \"hmac_key\": \"$DEMO_HMAC_KEY\",
-         \"webhook_url\": \"http://127.0.0.1:8082/v1/webhooks/psp/adyen\"}" \
-    http://127.0.0.1:8090/sandbox/merchant-accounts >/dev/null
-OPERATOR_KEY=$(.venv/bin/python -c 'import json; print(json.load(open(".run/demo-keys.json"))["operator_key"])')
-for i in $(seq 1 40); do
-    status=$(curl -s -o .run/hmac-key.json -w '%{http_code}' -X PUT \
-        -H "Authorization: Bearer $OPERATOR_KEY" -H 'Content-Type: application/json' \
-        -d "{\"merchant_account\": \"DemoMarketplaceECOM\", \"key\": \"$DEMO_HMAC_KEY\"}" \
-        http://127.0.0.1:8082/v1/admin/webhooks/hmac-keys || true)
-    if [ "$status" = 201 ] || [ "$status" = 200 ]; then break; fi
-    if [ "$i" = 40 ]; then
-        echo "the webhooks service did not take the demo HMAC key ($status):" >&2
-        cat .run/hmac-key.json >&2
-        echo "PSP webhooks will be refused; revoke the old keys (docs/operations.md)" >&2
-    fi
-    sleep 0.5
-done
-rm -f .run/hmac-key.json
+    --admin-key local_platform_admin_key --out .run/demo-keys.json --republish \
+    --sandbox-url http://127.0.0.1:8090 --webhooks-url http://127.0.0.1:8082
 
 cat <<'TXT'
 
@@ -75,5 +80,7 @@ Try:
   curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8086/v1/admin/commissions
   curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8083/v1/admin/captures
   curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8085/v1/exports
+  curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8084/v1/admin/balances
+  curl -s -H "Authorization: Bearer $OPERATOR" http://127.0.0.1:8084/v1/admin/ledger/check
 More in README.md ("A five-minute tour"; capture and the OMS: docs/oms-contract.md). Stop with: make down
 TXT

@@ -16,7 +16,7 @@ from pathlib import Path
 from common.http.openapi import build_openapi
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ["tenants", "checkout", "webhooks", "capture", "exports"]
+SERVICES = ["tenants", "checkout", "webhooks", "capture", "exports", "payouts"]
 
 
 def render(service: str) -> str:
@@ -24,7 +24,14 @@ def render(service: str) -> str:
     return json.dumps(build_openapi(api), indent=2, sort_keys=True) + "\n"
 
 
-PORTS = {"tenants": 8086, "checkout": 8081, "webhooks": 8082, "capture": 8083, "exports": 8085}
+PORTS = {
+    "tenants": 8086,
+    "checkout": 8081,
+    "webhooks": 8082,
+    "capture": 8083,
+    "exports": 8085,
+    "payouts": 8084,
+}
 
 API_HEADER = """# HTTP API
 
@@ -76,6 +83,10 @@ def render_index() -> str:
                     f"| {method.upper()} | `{path}` | {operation['summary']} | {who} |"
                     f" {'required' if idempotent else ''} |"
                 )
+        notes = ROOT / "docs" / "api-notes" / f"{service}.md"
+        if notes.exists():  # hand-written: codes and rules the tables cannot say
+            parts.append("")
+            parts.append(notes.read_text().rstrip("\n"))
     return "\n".join(parts) + "\n"
 
 

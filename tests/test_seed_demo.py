@@ -82,3 +82,100 @@ async def test_seed_demo_creates_the_demo_tenant_once(tenants_service, tmp_path,
             http.get(url + f"/v1/admin/suppliers/{keys['supplier_id']}") as response,
         ):
             assert response.status == expected
+
+
+async def status_of(url: str, path: str, key: str) -> int:
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http,
+        http.get(url + path) as response,
+    ):
+        return response.status
+
+
+async def test_seed_demo_replaces_revoked_keys(tenants_service, tmp_path, capsys):
+    # given a demo whose newcomer made an operator key of their own, then revoked the demo's
+    # operator key and its storefront key
+    url, admin_key = tenants_service
+    seed = load_script()
+    out = tmp_path / "keys.json"
+    assert (
+        await asyncio.to_thread(
+            seed.main, ["--url", url, "--admin-key", admin_key, "--out", str(out)]
+        )
+        == 0
+    )
+    keys = json.loads(out.read_text())
+    operator = {"Authorization": f"Bearer {keys['operator_key']}"}
+    async with aiohttp.ClientSession(headers=operator) as http:
+        async with http.post(url + "/v1/admin/api-keys", json={"role": "operator"}) as response:
+            assert response.status == 201
+            newcomer = {"Authorization": f"Bearer {(await response.json())['data']['key']}"}
+        async with http.get(url + "/v1/admin/api-keys") as response:
+            listed = (await response.json())["data"]
+    demo_ids = [
+        k["id"]
+        for k in listed
+        if any(keys[n].startswith(k["prefix"]) for n in ("operator_key", "storefront_key"))
+    ]
+    assert len(demo_ids) == 2
+    async with aiohttp.ClientSession(headers=newcomer) as http:
+        for key_id in demo_ids:
+            async with http.delete(url + f"/v1/admin/api-keys/{key_id}") as response:
+                assert response.status == 200
+    assert await status_of(url, "/v1/admin/tenant", keys["operator_key"]) == 401
+    capsys.readouterr()
+
+    # when make up seeds again
+    code = await asyncio.to_thread(
+        seed.main, ["--url", url, "--admin-key", admin_key, "--out", str(out)]
+    )
+
+    # then the dead keys were replaced by working ones of the same tenant; the live one kept
+    assert code == 0
+    assert "replaced what no longer worked: operator_key, storefront_key" in capsys.readouterr().out
+    repaired = json.loads(out.read_text())
+    assert repaired["tenant_id"] == keys["tenant_id"]
+    assert repaired["supplier_key"] == keys["supplier_key"]
+    assert repaired["operator_key"] != keys["operator_key"]
+    assert await status_of(url, "/v1/admin/tenant", repaired["operator_key"]) == 200
+    supplier = f"/v1/admin/suppliers/{repaired['supplier_id']}"
+    assert await status_of(url, supplier, repaired["storefront_key"]) == 403
+    # and a third run finds them working and changes nothing
+    assert (
+        await asyncio.to_thread(
+            seed.main, ["--url", url, "--admin-key", admin_key, "--out", str(out)]
+        )
+        == 0
+    )
+    assert "work" in capsys.readouterr().out
+    assert json.loads(out.read_text()) == repaired
+
+
+async def test_seed_demo_recreates_the_demo_after_a_database_reset(tenants_service, tmp_path):
+    # given keys of a demo in a database that no longer has it (reset since)
+    url, admin_key = tenants_service
+    seed = load_script()
+    out = tmp_path / "keys.json"
+    stale = {
+        "tenant_id": "ten_gone",
+        "merchant_account": "DemoMarketplaceECOM",
+        "operator_key": "mp_test_" + "0" * 40,
+        "storefront_key": "mp_test_" + "1" * 40,
+        "supplier_key": "mp_test_" + "2" * 40,
+        "supplier_id": "sup_gone",
+        "suppliers": [],
+    }
+    out.write_text(json.dumps(stale))
+
+    # when
+    code = await asyncio.to_thread(
+        seed.main, ["--url", url, "--admin-key", admin_key, "--out", str(out)]
+    )
+
+    # then a new demo tenant with working keys replaces the dead ones
+    assert code == 0
+    keys = json.loads(out.read_text())
+    assert keys["tenant_id"] != "ten_gone"
+    assert await status_of(url, "/v1/admin/tenant", keys["operator_key"]) == 200
+    supplier = f"/v1/admin/suppliers/{keys['supplier_id']}"
+    assert await status_of(url, supplier, keys["supplier_key"]) == 200

@@ -374,16 +374,21 @@ class RefundRequested(RefundEvent):
 
 
 class RefundSucceeded(RefundEvent):
-    """The PSP's REFUND notification confirmed it."""
+    """The PSP's REFUND notification confirmed it. `payment_captured` and `payment_refunded`
+    (optional, added for checkout's status machine) are the payment's totals after it."""
 
     psp_reference: str | None
+    payment_captured: Money | None = None
+    payment_refunded: Money | None = None
 
 
 class RefundFailed(RefundEvent):
-    """The refund did not happen; its reservation is released."""
+    """The refund did not happen; its reservation is released. `payment_refunded` (optional,
+    added for checkout's status machine) is the payment's refunded total after it."""
 
     code: str
     message: str
+    payment_refunded: Money | None = None
 
 
 class RefundFundsDecision(EventData):

@@ -226,3 +226,9 @@ async def list_logistic_order_events(request: web.Request, call: Call[None]) -> 
         [LogisticOrderEvent(**{k: r[k] for k in LogisticOrderEvent.model_fields}) for r in rows],
         info,
     )
+
+
+# refunds and chargebacks (capture.refunds) add their routes to this Api
+from capture.refunds.api import add_routes as _add_refund_routes  # noqa: E402
+
+_add_refund_routes(api)

@@ -14,6 +14,7 @@ from capture.clock import Clock
 from capture.consumers import consumptions
 from capture.executor import CaptureExecutor, Scheduler
 from capture.metrics import CaptureMetrics
+from capture.refunds.worker import RefundWiring
 from capture.settings import Settings
 from common import runtime
 from common.http.app import METRICS, create_base_app
@@ -43,11 +44,17 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app.cleanup_ctx.append(runtime.database(settings, "capture", MIGRATIONS))
+    refunds = RefundWiring(settings, clock)
 
     app.cleanup_ctx.append(replica_authentication())
     app.cleanup_ctx.append(
         runtime.broker(
-            settings, [tenancy_consumption("capture.tenancy"), *consumptions(clock, metrics)]
+            settings,
+            [
+                tenancy_consumption("capture.tenancy"),
+                *consumptions(clock, metrics),
+                *refunds.consumptions(),
+            ],
         )
     )
 
@@ -72,4 +79,5 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
             await runtime.bounded(task, task.get_name())
 
     app.cleanup_ctx.append(workers)
+    app.cleanup_ctx.append(refunds.workers())
     return app

@@ -25,6 +25,12 @@ class Settings(ServiceSettings):
     capture_poll_interval_s: float = Field(default=1.0, gt=0)
     scheduler_poll_interval_s: float = Field(default=5.0, gt=0)
     scheduler_batch_size: int = Field(default=100, ge=1, le=1000)
+    # Refunds (capture.refunds): PSP retries under the same key, then UNKNOWN and an
+    # intervention; a capture or refund unconfirmed this long enters the intervention queue.
+    refund_retry_delays_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
+    refund_poll_interval_s: float = Field(default=1.0, gt=0)
+    unconfirmed_after_s: float = Field(default=24 * 3600.0, gt=0)
+    unconfirmed_check_interval_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _lease_outlasts_a_call(self) -> Self:

@@ -26,7 +26,11 @@ def create_app(settings: Settings) -> web.Application:
         overdue_scheduler,
         shipments_consumption,
     )
-    from checkout.consumers import captures_consumption, psp_notifications_consumption
+    from checkout.consumers import (
+        captures_consumption,
+        psp_notifications_consumption,
+        refunds_consumption,
+    )
 
     app = create_base_app(api, Metrics())
     app[SETTINGS] = settings
@@ -42,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
                 captures_consumption(),
                 shipments_consumption(),
                 buyer_accounts_consumption(),
+                refunds_consumption(),
             ],
         )
     )

@@ -21,9 +21,13 @@ from common.events import (
     DOMAIN_EXCHANGE,
     CaptureEvent,
     CaptureScheduled,
+    ChargebackEvent,
     Envelope,
     EventType,
     PspNotificationReceived,
+    RefundEvent,
+    RefundFailed,
+    RefundSucceeded,
     read_data,
 )
 from common.logging import get_logger
@@ -197,4 +201,64 @@ def captures_consumption() -> Consumption:
             name="checkout.captures", bindings=[(DOMAIN_EXCHANGE, t) for t in CAPTURE_HANDLERS]
         ),
         handlers=CAPTURE_HANDLERS,
+    )
+
+
+# --- the capture service's refunds and chargebacks ----------------------------------------------
+
+REFUND_SOURCE = "refund"
+
+
+async def on_refund_event(conn: Conn, envelope: Envelope) -> None:
+    """A refund's or a chargeback's progress moves the payment through the status machine
+    (WAITING_REFUND, PARTIALLY_REFUNDED, REFUNDED, CHARGEBACK and back) and is recorded in
+    its timeline whatever it changes."""
+    event, tenant_id = tenant_payload(envelope, CATALOGUE[envelope.type])
+    assert isinstance(event, RefundEvent | ChargebackEvent)
+    payment = await repo.get_payment(conn, tenant_id, event.payment_id, for_update=True)
+    if payment is None:
+        log.warning("refund event for an unknown payment", payment_id=event.payment_id)
+        return
+    refunded = None
+    if isinstance(event, RefundSucceeded | RefundFailed) and event.payment_refunded is not None:
+        refunded = event.payment_refunded.value
+    detail: dict[str, Any] = {
+        "event": envelope.type,
+        "revision": event.revision,
+        "amount": event.amount.model_dump(),
+        "lines": [line.model_dump() for line in event.lines],
+    }
+    if isinstance(event, RefundEvent):
+        detail.update(refund_id=event.refund_id, logistic_order_id=event.logistic_order_id)
+    else:
+        detail.update(chargeback_id=event.chargeback_id, stage=event.stage)
+    decided = domain.refund_fact(envelope.type, payment["amount"], refunded)
+    if decided is None:
+        await repo.note(conn, payment, REFUND_SOURCE, detail)
+        return
+    await service.change_status(
+        conn,
+        payment,
+        decided.fact,
+        source=REFUND_SOURCE,
+        detail=detail,
+        previous=decided.previous,
+    )
+
+
+REFUND_HANDLERS: dict[str, Handler] = {
+    EventType.REFUND_REQUESTED: on_refund_event,
+    EventType.REFUND_SUCCEEDED: on_refund_event,
+    EventType.REFUND_FAILED: on_refund_event,
+    EventType.CHARGEBACK_RECEIVED: on_refund_event,
+    EventType.CHARGEBACK_REVERSED: on_refund_event,
+}
+
+
+def refunds_consumption() -> Consumption:
+    return Consumption(
+        spec=QueueSpec(
+            name="checkout.refunds", bindings=[(DOMAIN_EXCHANGE, t) for t in REFUND_HANDLERS]
+        ),
+        handlers=REFUND_HANDLERS,
     )

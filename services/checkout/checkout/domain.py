@@ -259,12 +259,13 @@ def decide_transition(
     detail: Mapping[str, Any] | None = None,
     updates: Mapping[str, Any] | None = None,
     remaining_capture: bool = False,
+    previous: Status | None = None,
     lines: Sequence[PaymentLine] = (),
 ) -> Transition:
     """Apply `fact` to the payment: what to record, what to set, what to publish. `lines` are
     the payment's lines (`payment.authorised` carries them for the capture service)."""
     current = payment.status
-    outcome = apply(current, fact, remaining_capture=remaining_capture)
+    outcome = apply(current, fact, remaining_capture=remaining_capture, previous=previous)
     entry = {"fact": fact.value, "source": source, **(detail or {})}
     if isinstance(outcome, Illegal):
         refused = {**entry, "reason": outcome.reason}
@@ -397,6 +398,32 @@ def settlement(
     if result_code in ("Error", "Cancelled"):
         return Settlement(Fact.FAILED, updates)
     return Settlement(None, updates)
+
+
+@dataclass(frozen=True)
+class MoneyFact:
+    fact: Fact
+    previous: Status | None = None  # where a failed refund or a reversal goes back to
+
+
+def refund_fact(event_type: str, amount: int, refunded: int | None) -> MoneyFact | None:
+    """The fact of a capture service's `refund.*` / `chargeback.*` event. `amount` is the
+    payment's; `refunded` is its refunded total after the event (when the event carries it).
+    A refund that failed, or a chargeback reversed, takes the payment back to
+    PARTIALLY_REFUNDED when something was refunded before, else to PAID."""
+    back = Status.PARTIALLY_REFUNDED if refunded else Status.PAID
+    if event_type == "refund.requested":
+        return MoneyFact(Fact.REFUND_REQUESTED)
+    if event_type == "refund.succeeded":
+        full = refunded is not None and refunded >= amount
+        return MoneyFact(Fact.FULLY_REFUNDED if full else Fact.PARTIALLY_REFUNDED)
+    if event_type == "refund.failed":
+        return MoneyFact(Fact.REFUND_FAILED, back)
+    if event_type == "chargeback.received":
+        return MoneyFact(Fact.CHARGEBACK)
+    if event_type == "chargeback.reversed":
+        return MoneyFact(Fact.CHARGEBACK_REVERSED, back)
+    return None
 
 
 # --- checkout session validation -------------------------------------------------------------

@@ -182,6 +182,7 @@ async def change_status(
     detail: dict[str, Any] | None = None,
     updates: dict[str, Any] | None = None,
     remaining_capture: bool = False,
+    previous: Status | None = None,
 ) -> Status:
     """Apply `fact` to a payment locked by the caller: load what the decision reads, decide
     (`domain.decide_transition`, pure), save the decision and its events in one repo call."""
@@ -195,6 +196,7 @@ async def change_status(
         detail=detail,
         updates=updates,
         remaining_capture=remaining_capture,
+        previous=previous,
         lines=lines,
     )
     if transition.refused is not None:

@@ -9,7 +9,7 @@ from aiohttp import web
 from common.http.app import create_base_app
 from common.http.routing import Api
 from common.metrics import Metrics
-from psp_sandbox import checkout_api, control_api, transfers
+from psp_sandbox import checkout_api, control_api, payouts, transfers
 from psp_sandbox.checkout_api import SETTINGS, STORE, WEBHOOKS
 from psp_sandbox.settings import Settings
 from psp_sandbox.store import Store
@@ -31,6 +31,7 @@ def create_app(settings: Settings) -> web.Application:
         store, settings.webhook_retry_delays_ms, settings.webhook_timeout_s
     )
     app.cleanup_ctx.append(_webhook_sender)
+    payouts.install(app, settings)  # the payout provider's order flow (seed 003)
     return app
 
 

@@ -479,6 +479,36 @@ def _modification(
         additional_data=additional_data if isinstance(additional_data, dict) else None,
     )
     payment.modifications.append(modification)
+    faults = call.account.faults
+    if faults.drop_webhooks or faults.drop_next_webhooks:
+        faults.drop_next_webhooks = max(0, faults.drop_next_webhooks - 1)
+        modification.webhook_dropped = True
+    else:
+        _confirm(call, payment, modification, amount, success, event_code, reason)
+    answer: dict[str, Any] = {
+        "merchantAccount": call.account.code,
+        "paymentPspReference": payment.psp_reference,
+        "pspReference": modification.psp_reference,
+        "status": "received",
+    }
+    if modification.reference is not None:
+        answer["reference"] = modification.reference
+    if amount is not None:
+        answer["amount"] = amount
+    if modification.splits is not None:
+        answer["splits"] = modification.splits
+    return answer
+
+
+def _confirm(
+    call: AdyenCall,
+    payment: Payment,
+    modification: Modification,
+    amount: dict[str, Any] | None,
+    success: bool,
+    event_code: str,
+    reason: str,
+) -> None:
     call.webhooks.notify(
         call.account,
         notification_item(
@@ -493,19 +523,6 @@ def _modification(
             payment_method=payment.card.brand,
         ),
     )
-    answer: dict[str, Any] = {
-        "merchantAccount": call.account.code,
-        "paymentPspReference": payment.psp_reference,
-        "pspReference": modification.psp_reference,
-        "status": "received",
-    }
-    if modification.reference is not None:
-        answer["reference"] = modification.reference
-    if amount is not None:
-        answer["amount"] = amount
-    if modification.splits is not None:
-        answer["splits"] = modification.splits
-    return answer
 
 
 def _same_currency(payment: Payment, amount: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,6 +43,16 @@ class MerchantAccountOut(BaseModel):
     webhook_url: str | None
 
 
+DisputeStage = Literal[
+    "NOTIFICATION_OF_CHARGEBACK",
+    "CHARGEBACK",
+    "CHARGEBACK_REVERSED",
+    "SECOND_CHARGEBACK",
+    "PREARBITRATION_WON",
+    "PREARBITRATION_LOST",
+]
+
+
 class ChargebackCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +60,9 @@ class ChargebackCreate(BaseModel):
     amount: int | None = Field(default=None, ge=1)
     reversed: bool = False
     reason: str = "Fraudulent transaction"
+    # one of Adyen's dispute notifications; absent: CHARGEBACK (CHARGEBACK_REVERSED when
+    # `reversed`). A stage that moves money needs a captured payment.
+    stage: DisputeStage | None = None
 
 
 class TokenizeRequest(BaseModel):
@@ -84,6 +97,15 @@ def _account(request: web.Request) -> Any:
 def register(api: Api) -> list[tuple[str, str, Any]]:
     """Declare the control endpoints; return the routes kept out of the OpenAPI document
     (the drop-in script, the 3DS page, the CORS preflight)."""
+    _register_merchant_accounts(api)
+    _register_inspection(api)
+    _register_webhook_release(api)
+    _register_chargebacks(api)
+    return _register_drop_in(api)
+
+
+def _register_merchant_accounts(api: Api) -> None:
+    """Merchant accounts and their fault injection."""
 
     @api.post(
         "/sandbox/merchant-accounts",
@@ -120,6 +142,10 @@ def register(api: Api) -> list[tuple[str, str, Any]]:
         account.faults = call.body.model_copy()
         return _json(account.faults.model_dump())
 
+
+def _register_inspection(api: Api) -> None:
+    """What the sandbox received and sent: webhook attempts, requests, a payment's state."""
+
     @api.get(
         "/sandbox/merchant-accounts/{code}/webhooks",
         summary="Webhook delivery attempts of a merchant account",
@@ -153,9 +179,53 @@ def register(api: Api) -> list[tuple[str, str, Any]]:
             raise NotFound("no such payment", code="resource_not_found", param="pspReference")
         return _json(payment.public())
 
+
+def _register_webhook_release(api: Api) -> None:
+    """The webhooks the drop_webhooks fault held back, sent on request."""
+
+    @api.post(
+        "/sandbox/merchant-accounts/{code}/webhooks/release-dropped",
+        summary="Send the confirmation webhooks that the drop_webhooks fault held back",
+        roles=None,
+        tags=("sandbox",),
+    )
+    async def release_dropped(request: web.Request, _: Call[None]) -> web.Response:
+        account = _account(request)
+        released = []
+        for payment in request.app[STORE].payments.values():
+            if payment.merchant_account != account.code:
+                continue
+            for m in payment.modifications:
+                if not m.webhook_dropped:
+                    continue
+                m.webhook_dropped = False
+                released.append(m.psp_reference)
+                request.app[WEBHOOKS].notify(
+                    account,
+                    notification_item(
+                        account=account,
+                        event_code=m.event_code,
+                        success=m.success
+                        if m.event_code not in ("CAPTURE_FAILED", "REFUND_FAILED")
+                        else True,
+                        psp_reference=m.psp_reference,
+                        original_reference=payment.psp_reference,
+                        merchant_reference=m.reference or payment.reference,
+                        amount=m.amount or payment.amount,
+                        reason=m.reason,
+                        payment_method=payment.card.brand,
+                    ),
+                )
+        return _json({"released": released})
+
+
+def _register_chargebacks(api: Api) -> None:
+    """Dispute notifications raised on request."""
+
     @api.post(
         "/sandbox/merchant-accounts/{code}/chargebacks",
-        summary="Raise a CHARGEBACK (or CHARGEBACK_REVERSED) notification for a payment",
+        summary="Raise a dispute notification (CHARGEBACK, its reversal, or another stage)"
+        " for a payment",
         roles=None,
         body=ChargebackCreate,
         status=201,
@@ -169,9 +239,14 @@ def register(api: Api) -> list[tuple[str, str, Any]]:
             raise NotFound("no such payment", code="resource_not_found", param="psp_reference")
         if not payment.authorised:
             raise Unprocessable("the payment is not authorised", code="payment_not_authorised")
-        value = call.body.amount or payment.amount["value"]
+        event_code = call.body.stage or (
+            "CHARGEBACK_REVERSED" if call.body.reversed else "CHARGEBACK"
+        )
+        captured = payment.balance().captured
+        if call.body.stage is not None and captured == 0:
+            raise Unprocessable("nothing is captured on this payment", code="payment_not_captured")
+        value = call.body.amount or (captured if call.body.stage else payment.amount["value"])
         amount = {"value": value, "currency": payment.amount["currency"]}
-        event_code = "CHARGEBACK_REVERSED" if call.body.reversed else "CHARGEBACK"
         psp_reference = store.new_psp_reference()
         payment.modifications.append(
             Modification(
@@ -202,6 +277,11 @@ def register(api: Api) -> list[tuple[str, str, Any]]:
             ),
         )
         return _json({"pspReference": psp_reference, "eventCode": event_code}, status=201)
+
+
+def _register_drop_in(api: Api) -> list[tuple[str, str, Any]]:
+    """The drop-in's tokenisation endpoint; return its unlisted routes (the CORS preflight,
+    the script, the 3DS challenge page)."""
 
     @api.post(
         "/sandbox/tokenize",

@@ -21,3 +21,5 @@ class Settings(BaseSettings):
     # A company-level API key (as Adyen issues to platforms) that may act for every merchant
     # account, named by `merchantAccount` in each request. None: per-account keys only.
     company_api_key: SecretStr | None = None
+    # The payout provider's API key (basic auth user name); None: the company key.
+    payout_api_key: SecretStr | None = None

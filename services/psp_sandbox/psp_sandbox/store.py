@@ -36,6 +36,10 @@ class Faults(BaseModel):
     reorder_webhooks: bool = False  # deliver each pair of notifications in reverse order
     fail_captures: bool = False  # captures end in CAPTURE_FAILED
     fail_refunds: bool = False  # refunds end in REFUND_FAILED
+    # the confirmation webhook of a modification (CAPTURE, REFUND, ...) is never sent: the
+    # PSP took it and stays silent (every one, or the next N)
+    drop_webhooks: bool = False
+    drop_next_webhooks: int = Field(default=0, ge=0)
 
 
 @dataclass
@@ -60,9 +64,11 @@ class Modification:
     reason: str
     created_at: str
     additional_data: dict[str, Any] | None = None
+    webhook_dropped: bool = False
 
     def public(self) -> dict[str, Any]:
         return {
+            "webhookDropped": self.webhook_dropped,
             "kind": self.kind,
             "pspReference": self.psp_reference,
             "reference": self.reference,

@@ -109,6 +109,26 @@ async def create_tenant(request: web.Request, call: Call[TenantCreate]) -> web.R
 
 
 @api.post(
+    "/v1/platform/tenants/{id}/api-keys",
+    summary="Issue an API key of a tenant, e.g. an operator key for a tenant that lost its own;"
+    " the key is shown once",
+    roles=PLATFORM_ADMIN,
+    body=ApiKeyCreate,
+    response=ApiKeyCreated,
+    status=201,
+    tags=["platform"],
+)
+async def issue_tenant_api_key(request: web.Request, call: Call[ApiKeyCreate]) -> web.Response:
+    environment = request.app[SETTINGS].api_key_environment
+    tenant_id = request.match_info["id"]
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+        await service.get_tenant(conn, tenant_id)
+        issued = await service.create_api_key(conn, tenant_id, call.body, environment=environment)
+    body = ApiKeyCreated(**api_key_out(issued.state).model_dump(), key=issued.key)
+    return ok("api_key", body, status=201)
+
+
+@api.post(
     "/v1/platform/replicas/republish",
     summary="Publish every tenant's, supplier's and API key's full state again, for the"
     " replicas of a service added later or rebuilt",

@@ -87,8 +87,11 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def tenant_payload(envelope: Envelope, model: type[M]) -> tuple[M, str]:
-    """A consumed event's payload and tenant. An event without a tenant, or whose payload does
-    not validate, is poison: no retry can fix it (it goes to the DLQ with the reason)."""
+    """A consumed event's payload and tenant, read tolerantly: fields this consumer does not
+    know are ignored (a newer producer may add optional fields during a rolling upgrade), the
+    fields it knows are validated as strictly as ever. An event without a tenant, or whose
+    payload does not validate, is poison: no retry can fix it (it goes to the DLQ with the
+    reason)."""
     if envelope.tenant_id is None:
         raise PoisonMessageError(f"{envelope.type} without a tenant_id")
     try:

@@ -513,6 +513,69 @@ async def test_chargeback_notification(
     assert verify_signature(items[1], [account["hmac_key"]])
 
 
+async def test_dispute_stages_need_a_captured_payment_and_carry_the_captured_amount(
+    sandbox: Sandbox, account: dict[str, Any], receiver: Receiver
+) -> None:
+    _, payment = await post(sandbox, "/payments", payment_body(account), account)
+    ref = payment["pspReference"]
+    url = f"{sandbox.url}/sandbox/merchant-accounts/{account['merchant_account']}/chargebacks"
+    # a stage on a payment with nothing captured is refused
+    async with sandbox.http.post(url, json={"psp_reference": ref, "stage": "CHARGEBACK"}) as r:
+        assert r.status == 422
+    await post(
+        sandbox,
+        f"/payments/{ref}/captures",
+        {
+            "merchantAccount": account["merchant_account"],
+            "amount": {"value": 6000, "currency": "EUR"},
+        },
+        account,
+        "cap-6000",
+    )
+    for stage in ("NOTIFICATION_OF_CHARGEBACK", "CHARGEBACK", "SECOND_CHARGEBACK"):
+        async with sandbox.http.post(url, json={"psp_reference": ref, "stage": stage}) as r:
+            assert r.status == 201
+    items = await receiver.wait_for(5)
+    disputes = [
+        i for i in items if i["eventCode"] != "AUTHORISATION" and i["eventCode"] != "CAPTURE"
+    ]
+    assert [i["eventCode"] for i in disputes] == [
+        "NOTIFICATION_OF_CHARGEBACK",
+        "CHARGEBACK",
+        "SECOND_CHARGEBACK",
+    ]
+    assert {i["amount"]["value"] for i in disputes} == {6000}
+    assert all(verify_signature(i, [account["hmac_key"]]) for i in disputes)
+
+
+async def test_dropped_confirmations_are_held_until_released(
+    sandbox: Sandbox, account: dict[str, Any], receiver: Receiver
+) -> None:
+    _, payment = await post(sandbox, "/payments", payment_body(account), account)
+    ref = payment["pspReference"]
+    merchant = account["merchant_account"]
+    await receiver.wait_for(1)
+    await sandbox.faults(merchant, drop_next_webhooks=1)
+    amount = {"value": 10000, "currency": "EUR"}
+    await post(
+        sandbox,
+        f"/payments/{ref}/captures",
+        {"merchantAccount": merchant, "amount": amount},
+        account,
+        "c1",
+    )
+    held = await sandbox.get(f"/sandbox/payments/{ref}")
+    assert held["modifications"][0]["webhookDropped"] is True
+    assert held["captured"] == 10000  # the PSP took it; it just says nothing
+    async with sandbox.http.post(
+        f"{sandbox.url}/sandbox/merchant-accounts/{merchant}/webhooks/release-dropped"
+    ) as response:
+        released = (await response.json())["released"]
+    assert released == [held["modifications"][0]["pspReference"]]
+    items = await receiver.wait_for(2)
+    assert items[1]["eventCode"] == "CAPTURE"
+
+
 async def test_card_numbers_never_reach_the_logs(
     sandbox: Sandbox, account: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
