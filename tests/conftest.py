@@ -62,6 +62,7 @@ class Stack:
     clock: MovableClock
     amqp_url: str
     names: Names
+    checkout_app: web.Application | None = None
 
     async def call(
         self,
@@ -394,6 +395,7 @@ async def stack(servers, test_database, broker_names) -> AsyncIterator[Stack]:
                 clock=clock,
                 amqp_url=servers.amqp_url,
                 names=broker_names,
+                checkout_app=checkout_app,
             )
             # webhooks still in flight must not reach services that are stopping
             with contextlib.suppress(TimeoutError):

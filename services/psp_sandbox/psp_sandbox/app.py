@@ -21,11 +21,17 @@ PAYOUT_PROVIDER = web.AppKey("payout_provider", PayoutProviderState)
 
 
 def create_app(settings: Settings) -> web.Application:
-    from psp_sandbox import checkout_api, control_api, payouts  # the routes read these keys
+    from psp_sandbox import (  # the routes read these keys
+        checkout_api,
+        control_api,
+        payouts,
+        transfers,
+    )
 
     api = Api("psp_sandbox (a stand-in PSP: Adyen Checkout API subset)")
     checkout_api.register(api)
     extra_routes = control_api.register(api)
+    transfers.register(api)
     app = create_base_app(api, Metrics())
     for method, path, handler in extra_routes:
         app.router.add_route(method, path, handler)

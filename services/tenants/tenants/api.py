@@ -9,7 +9,7 @@ from aiohttp import web
 from common.http.envelope import ok, page
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, PLATFORM_ADMIN, Api, Call
 from common.runtime import DB_POOL
-from tenants import domain, repo, service
+from tenants import buyer_accounts, domain, repo, service
 from tenants.app import SETTINGS
 from tenants.schemas import (
     ApiKey,
@@ -49,6 +49,8 @@ def tenant_out(tenant: domain.Tenant) -> Tenant:
             marketplace_banking_mode=settings.marketplace_banking_mode,
             funding_policy=settings.funding_policy,
             payout_schedule=settings.payout_schedule,
+            time_zone=settings.time_zone,
+            bank_transfer_iban=settings.bank_transfer_iban,
         ),
         revision=tenant.revision,
         created_at=tenant.created_at,
@@ -345,3 +347,6 @@ async def revoke_api_key(request: web.Request, call: Call[None]) -> web.Response
     async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         row = await service.revoke_api_key(conn, call.tenant_id, request.match_info["id"])
     return ok("api_key", api_key_out(row))
+
+
+buyer_accounts.register(api)

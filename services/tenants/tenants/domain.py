@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schwifty import IBAN
 from schwifty.exceptions import SchwiftyException
@@ -73,6 +74,8 @@ class TenantSettings:
     marketplace_banking_mode: BankingMode = "DISABLED"
     funding_policy: FundingPolicy = "REFUSE_REFUND"
     payout_schedule: PayoutSchedule = field(default_factory=PayoutSchedule)
+    time_zone: str = "UTC"  # IANA; the calendar of bank-transfer due dates
+    bank_transfer_iban: str | None = None  # where buyers' bank transfers go
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,14 @@ class SupplierState:
 
 
 def check_settings(settings: TenantSettings) -> TenantSettings:
+    try:
+        ZoneInfo(settings.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RuleViolation(
+            "parameter_invalid",
+            f"unknown time zone {settings.time_zone!r} (an IANA name such as Europe/Paris)",
+            param="time_zone",
+        ) from None
     if settings.capture_mode == "DELAYED" and settings.capture_delay_hours <= 0:
         raise RuleViolation(
             "capture_delay_hours_required",
@@ -184,6 +195,8 @@ def settings_from_row(row: Row) -> TenantSettings:
         marketplace_banking_mode=row["marketplace_banking_mode"],
         funding_policy=row["funding_policy"],
         payout_schedule=PayoutSchedule.model_validate(row["payout_schedule"]),
+        time_zone=row["time_zone"],
+        bank_transfer_iban=row["bank_transfer_iban"],
     )
 
 
@@ -333,6 +346,8 @@ def _tenant_decision(
         marketplace_banking_mode=settings.marketplace_banking_mode,
         funding_policy=settings.funding_policy,
         payout_schedule=settings.payout_schedule,
+        time_zone=settings.time_zone,
+        bank_transfer_iban=settings.bank_transfer_iban,
     )
     return TenantDecision(
         tenant_id=tenant_id,

@@ -33,7 +33,8 @@ from tenants.domain import (
 
 _TENANT_SETTINGS = (
     "merchant_account, default_rate, capture_mode, capture_delay_hours,"
-    " allowed_logistic_statuses, marketplace_banking_mode, funding_policy, payout_schedule"
+    " allowed_logistic_statuses, marketplace_banking_mode, funding_policy, payout_schedule,"
+    " time_zone, bank_transfer_iban"
 )
 
 
@@ -47,6 +48,8 @@ def _settings_args(settings: TenantSettings) -> list[Any]:
         settings.marketplace_banking_mode,
         settings.funding_policy,
         settings.payout_schedule.model_dump(mode="json"),
+        settings.time_zone,
+        settings.bank_transfer_iban,
     ]
 
 
@@ -68,7 +71,7 @@ async def insert_tenant(conn: Conn, decision: TenantDecision) -> Tenant:
     """Store a new tenant and enqueue its `tenant.upserted`, in the caller's transaction."""
     row = await conn.fetchrow(
         f"INSERT INTO tenants (id, revision, name, psp, currency, {_TENANT_SETTINGS})"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *",
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING *",
         decision.tenant_id,
         decision.revision,
         decision.name,
@@ -122,6 +125,7 @@ async def save_tenant_settings(conn: Conn, decision: TenantDecision) -> Tenant:
            SET merchant_account = $3, default_rate = $4, capture_mode = $5,
                capture_delay_hours = $6, allowed_logistic_statuses = $7,
                marketplace_banking_mode = $8, funding_policy = $9, payout_schedule = $10,
+               time_zone = $11, bank_transfer_iban = $12,
                revision = $2, updated_at = now()
          WHERE id = $1
         RETURNING *

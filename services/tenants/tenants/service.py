@@ -12,7 +12,7 @@ import asyncpg
 
 from common.db.types import Conn
 from common.http.auth import Environment, Principal, generate_key, hash_key
-from tenants import domain, errors, repo
+from tenants import buyer_accounts, domain, errors, repo
 from tenants.schemas import (
     ApiKeyCreate,
     CommissionPut,
@@ -256,4 +256,10 @@ async def republish(conn: Conn) -> dict[str, int]:
     suppliers = await repo.every_supplier(conn)
     keys = await repo.every_api_key(conn)
     await repo.enqueue_republished(conn, tenants, suppliers, keys)
-    return {"tenants": len(tenants), "suppliers": len(suppliers), "api_keys": len(keys)}
+    buyers = await buyer_accounts.republish(conn)
+    return {
+        "tenants": len(tenants),
+        "suppliers": len(suppliers),
+        "api_keys": len(keys),
+        "buyer_accounts": buyers,
+    }

@@ -42,6 +42,7 @@ async def adyen_notifications(request: web.Request, _: Call[None]) -> web.Respon
     try:
         items = domain.parse_batch(payload)
     except domain.MalformedNotification as exc:
+        await request.app[INGESTION].record_malformed("adyen", payload, request.remote)
         raise BadRequest(exc.message, code="invalid_notification", param=exc.param) from None
     await request.app[INGESTION].ingest(psp="adyen", items=items, remote=request.remote)
     return web.Response(text=ACCEPTED)

@@ -191,6 +191,40 @@ class Ingestion:
         for outcome in await self._group.submit(verified):
             self._notifications.labels(outcome).inc()
 
+    async def record_malformed(self, psp: str, payload: object, remote: str | None) -> None:
+        """A refused malformed batch (a negative amount, a missing field) in the security log,
+        under the tenant of its first item's merchant account when that is one of ours, so
+        that operators see what the PSP sent and was never applied."""
+        entries = payload.get("notificationItems") if isinstance(payload, dict) else None
+        first = entries[0] if isinstance(entries, list) and entries else None
+        raw = first.get("NotificationRequestItem") if isinstance(first, dict) else None
+        raw = raw if isinstance(raw, dict) else {}
+        merchant_account = raw.get("merchantAccountCode")
+        account = None
+        if (
+            isinstance(merchant_account, str)
+            and 0 < len(merchant_account) <= domain.MAX_TEXT
+            and "\x00" not in merchant_account
+            and merchant_account.isprintable()
+        ):
+            try:
+                merchant_account.encode("utf-8")
+                account = await self._accounts.find(merchant_account)
+            except UnicodeEncodeError:  # a lone surrogate: not one of ours
+                account = None
+        async with self._pool.acquire() as conn:
+            await repo.log_security_event(
+                conn,
+                psp=psp,
+                reason="invalid_notification",
+                tenant_id=account.tenant_id if account is not None else None,
+                merchant_account=merchant_account,
+                psp_reference=raw.get("pspReference"),
+                event_code=raw.get("eventCode"),
+                remote=remote,
+            )
+        self._metrics.security_events.labels("invalid_notification").inc()
+
     async def _verify(self, psp: str, item: Item, remote: str | None) -> Verified:
         account = await self._accounts.find(item.merchant_account)
         reason = domain.refusal(item, account.hmac_keys if account is not None else None)

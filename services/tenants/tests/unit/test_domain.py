@@ -165,6 +165,8 @@ def tenant_row(**fields):
         "marketplace_banking_mode": "DISABLED",
         "funding_policy": "REFUSE_REFUND",
         "payout_schedule": {"frequency": "DAILY"},
+        "time_zone": "Europe/Paris",
+        "bank_transfer_iban": None,
         "created_at": now,
         "updated_at": now,
         **fields,
@@ -183,6 +185,7 @@ def test_the_tenant_event_carries_the_full_state():
     assert data["capture_delay_hours"] == 12
     assert data["payout_schedule"]["frequency"] == "DAILY"
     assert data["payout_schedule"]["hour_utc"] == 6
+    assert data["time_zone"] == "Europe/Paris"
 
 
 def test_the_supplier_event_carries_the_commission_rate():
