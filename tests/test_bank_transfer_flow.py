@@ -496,3 +496,30 @@ async def test_two_operators_assigning_the_same_parked_transfer_at_once_apply_it
     assert payment["status"] == "PARTIALLY_PAID"
     assert payment["bank_transfer"]["received"]["value"] == 3000
     assert payment["bank_transfer"]["remaining"]["value"] == 6000
+
+
+async def test_a_paid_bank_transfer_order_enters_the_ledger_like_captured_card_money(stack):
+    # given a shop with a 2.5 % platform rate and a 10 % supplier commission
+    shop = await stack.new_shop(commission_rate="10")
+    session = await bank_session(stack, shop, 10000)
+    # when the buyer's transfer pays it
+    await transfer(stack, shop, session["bank_transfer"]["reference"], 10000)
+    # then the payouts ledger credits the split exactly as for a card capture
+    found: dict[str, int] = {}
+
+    async def credited() -> bool:
+        status, body = await stack.call(
+            "GET", f"{stack.payouts_url}/v1/admin/balances", shop.operator_key
+        )
+        assert status == 200, body
+        found.clear()
+        found.update({(a["supplier_id"] or a["type"]): a["balance"] for a in body["data"]})
+        return found.get(shop.supplier_id) == 8750
+
+    await eventually(credited, within=30)
+    assert (found["PLATFORM"], found["MARKETPLACE"]) == (250, 1000)
+    status, body = await stack.call(
+        "GET", f"{stack.payouts_url}/v1/admin/ledger/check", shop.operator_key
+    )
+    assert status == 200, body
+    assert body["data"]["ok"] is True
