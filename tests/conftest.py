@@ -1,7 +1,7 @@
-"""The whole stack for end-to-end tests: tenants, checkout, webhooks and capture (each with its
-own schema, all on one broker namespace, as deployed) and the PSP sandbox sending its signed
-webhooks to the webhooks service. Capture reads the time from `stack.clock`, which a test
-moves forward instead of sleeping (DELAYED captures)."""
+"""The whole stack for end-to-end tests: tenants, checkout, webhooks, capture and payouts (each
+with its own schema, all on one broker namespace, as deployed) and the PSP sandbox sending its
+signed webhooks to the webhooks service and playing the payout provider. Capture reads the
+time from `stack.clock`, which a test moves forward instead of sleeping (DELAYED captures)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from common.events import OMS_EXCHANGE, OMS_STATUS_CHANGED
 from common.runtime import DB_POOL
 from common.testing.apps import running
 from common.testing.waiting import eventually
+from payouts.app import create_app as create_payouts_app
+from payouts.settings import Settings as PayoutsSettings
 from psp_sandbox.testing import Sandbox, running_sandbox
 from tenants.app import create_app as create_tenants_app
 from tenants.settings import Settings as TenantsSettings
@@ -53,12 +55,14 @@ class Stack:
     webhooks_url: str
     capture_url: str
     capture_app: web.Application
+    payouts_url: str
     sandbox: Sandbox
     http: aiohttp.ClientSession
     admin_key: str
     clock: MovableClock
     amqp_url: str
     names: Names
+    checkout_app: web.Application | None = None
 
     async def call(
         self,
@@ -313,9 +317,10 @@ async def stack(request, servers, test_database, broker_names) -> AsyncIterator[
     checkout_db = await test_database.new_service_db("checkout")
     webhooks_db = await test_database.new_service_db("webhooks")
     capture_db = await test_database.new_service_db("capture")
+    payouts_db = await test_database.new_service_db("payouts")
     clock = MovableClock()
     admin_key = f"test_platform_{secrets.token_hex(8)}"
-    async with running_sandbox(company_api_key=COMPANY_KEY) as sandbox:
+    async with running_sandbox(company_api_key=COMPANY_KEY, payout_api_key=COMPANY_KEY) as sandbox:
         webhooks_app = create_webhooks_app(
             WebhooksSettings(
                 database_url=webhooks_db.dsn,
@@ -350,6 +355,19 @@ async def stack(request, servers, test_database, broker_names) -> AsyncIterator[
             ),
             clock=clock,
         )
+        payouts_app = create_payouts_app(
+            PayoutsSettings(
+                database_url=payouts_db.dsn,
+                db_schema=payouts_db.schema,
+                provider_base_url=f"{sandbox.url}/payout",
+                provider_api_key=COMPANY_KEY,
+                provider_timeout_s=1.0,
+                pending_poll_s=0.3,
+                executor_poll_interval_s=0.1,
+                scheduler_poll_interval_s=3600,
+                **common,
+            )
+        )
         tenants_app = create_tenants_app(
             TenantsSettings(
                 database_url=tenants_db.dsn,
@@ -363,6 +381,7 @@ async def stack(request, servers, test_database, broker_names) -> AsyncIterator[
             running(webhooks_app) as webhooks_url,
             running(checkout_app) as checkout_url,
             running(capture_app) as capture_url,
+            running(payouts_app) as payouts_url,
             running(tenants_app) as tenants_url,
             aiohttp.ClientSession() as http,
         ):
@@ -372,12 +391,14 @@ async def stack(request, servers, test_database, broker_names) -> AsyncIterator[
                 webhooks_url=webhooks_url,
                 capture_url=capture_url,
                 capture_app=capture_app,
+                payouts_url=payouts_url,
                 sandbox=sandbox,
                 http=http,
                 admin_key=admin_key,
                 clock=clock,
                 amqp_url=servers.amqp_url,
                 names=broker_names,
+                checkout_app=checkout_app,
             )
             # webhooks still in flight must not reach services that are stopping
             with contextlib.suppress(TimeoutError):

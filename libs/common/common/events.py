@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
@@ -58,6 +58,9 @@ class EventType(StrEnum):
     FUNDING_TRANSFER_COMPLETED = "funding_transfer.completed"
     FUNDING_TRANSFER_FAILED = "funding_transfer.failed"
     EXPORT_READY = "export.ready"
+    PAYMENT_OVERDUE = "payment.overdue"
+    BUYER_ACCOUNT_UPSERTED = "buyer_account.upserted"
+    PAYMENT_BANK_TRANSFER_PAID = "payment.bank_transfer_paid"
 
 
 def utcnow() -> datetime:
@@ -118,6 +121,8 @@ class TenantUpserted(EventData):
     marketplace_banking_mode: BankingMode
     funding_policy: FundingPolicy
     payout_schedule: PayoutSchedule
+    time_zone: str = "UTC"  # IANA; the calendar of bank-transfer due dates
+    bank_transfer_iban: str | None = None  # where buyers' bank transfers go (None: checkout's)
 
 
 class SupplierUpserted(EventData):
@@ -144,6 +149,19 @@ class ApiKeyUpserted(EventData):
     role: Role
     supplier_id: str | None
     revoked: bool
+
+
+BankWireOption = Literal["BANK_WIRE_ON_DUE_DATE", "BANK_WIRE_ON_ACCEPTANCE"]
+
+
+class BuyerAccountUpserted(EventData):
+    """A buyer account's bank-wire payment option (exclusive; the default, for an account
+    never set, is `BANK_WIRE_ON_ACCEPTANCE`), set by the tenant's operators."""
+
+    tenant_id: str
+    buyer_account: str
+    revision: int = Field(ge=1)
+    payment_option: BankWireOption
 
 
 class PaymentLine(EventData):
@@ -210,9 +228,38 @@ class PaymentAuthorised(PaymentOutcome):
     level3: Level3Data | None = None
 
 
+class BankTransferPaid(EventData):
+    """`payment.bank_transfer_paid`: a bank-transfer payment received at least its amount
+    (`PAID` or `OVER_PAID`). Nothing is captured at a PSP: the capture service splits `lines`
+    as it splits a card capture and records each as captured (trigger `BANK_TRANSFER`). The
+    excess of an over-payment is not part of the split (it is owed back to the buyer)."""
+
+    payment_id: str
+    order_id: str
+    payment_option: str
+    merchant_account: str
+    reference: str
+    amount: Money
+    received: Money
+    lines: list[PaymentLine] = Field(min_length=1)
+    paid_at: datetime
+
+
+class PaymentOverdue(EventData):
+    """`payment.overdue`: a bank-transfer payment is past its due date (a calendar date in the
+    tenant's time zone) and not fully paid; published once per payment and due date."""
+
+    payment_id: str
+    order_id: str
+    buyer_account: str
+    due_date: date
+    amount: Money
+    remaining: Money
+
+
 # -- capture ---------------------------------------------------------------------------------
 
-CaptureTrigger = Literal["IMMEDIATE", "DELAYED", "ON_SHIPMENT", "MANUAL"]
+CaptureTrigger = Literal["IMMEDIATE", "DELAYED", "ON_SHIPMENT", "MANUAL", "BANK_TRANSFER"]
 SplitParty = Literal["PLATFORM", "MARKETPLACE", "SUPPLIER"]
 
 
@@ -496,6 +543,9 @@ CATALOGUE: dict[str, type[EventData]] = {
     EventType.FUNDING_TRANSFER_COMPLETED: FundingTransferEvent,
     EventType.FUNDING_TRANSFER_FAILED: FundingTransferEvent,
     EventType.EXPORT_READY: ExportReady,
+    EventType.PAYMENT_OVERDUE: PaymentOverdue,
+    EventType.BUYER_ACCOUNT_UPSERTED: BuyerAccountUpserted,
+    EventType.PAYMENT_BANK_TRANSFER_PAID: BankTransferPaid,
 }
 
 

@@ -21,8 +21,8 @@ import uuid
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
+from capture import bank_transfers, oms
 from capture import notifications as psp_notifications
-from capture import oms
 from capture import payments as payments_replica
 from capture.clock import Clock
 from capture.metrics import CaptureMetrics
@@ -39,6 +39,7 @@ from common.events import (
     DOMAIN_EXCHANGE,
     OMS_EXCHANGE,
     OMS_STATUS_CHANGED,
+    BankTransferPaid,
     Envelope,
     EventType,
     LogisticOrderStatusChanged,
@@ -148,6 +149,14 @@ def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
         EventType.PAYMENT_REFUSED: on_payment_closed("REFUSED"),
     }
     notifications: dict[str, Handler] = {EventType.PSP_NOTIFICATION_RECEIVED: on_psp_notification}
+
+    async def on_bank_transfer_paid(conn: Conn, envelope: Envelope) -> None:
+        event, tenant_id = tenant_payload(envelope, BankTransferPaid)
+        await bank_transfers.record_bank_transfer_paid(PgRepo(conn), tenant_id, event, now=clock())
+
+    bank_transfers_paid: dict[str, Handler] = {
+        EventType.PAYMENT_BANK_TRANSFER_PAID: on_bank_transfer_paid
+    }
     return [
         Consumption(
             spec=QueueSpec(
@@ -166,5 +175,12 @@ def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
                 bindings=[(DOMAIN_EXCHANGE, t) for t in notifications],
             ),
             handlers=notifications,
+        ),
+        Consumption(
+            spec=QueueSpec(
+                name="capture.bank-transfers",
+                bindings=[(DOMAIN_EXCHANGE, t) for t in bank_transfers_paid],
+            ),
+            handlers=bank_transfers_paid,
         ),
     ]

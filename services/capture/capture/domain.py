@@ -50,7 +50,7 @@ from common.money import Money, percent_of
 from common.psp.port import CaptureRequest, Split
 
 Party = Literal["PLATFORM", "MARKETPLACE", "SUPPLIER"]
-Trigger = Literal["IMMEDIATE", "DELAYED", "ON_SHIPMENT", "MANUAL"]
+Trigger = Literal["IMMEDIATE", "DELAYED", "ON_SHIPMENT", "MANUAL", "BANK_TRANSFER"]
 CARD_OPTIONS = frozenset({"CREDIT_CARD", "PCARD_L3"})
 
 

@@ -13,7 +13,7 @@ from capture.domain import CaptureStatus
 from common.db.types import Conn
 from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
 
-TRIGGERS = ("IMMEDIATE", "DELAYED", "ON_SHIPMENT", "MANUAL")
+TRIGGERS = ("IMMEDIATE", "DELAYED", "ON_SHIPMENT", "MANUAL", "BANK_TRANSFER")
 INTERVENTION_STATUSES = ("OPEN", "RETRIED", "RESOLVED")
 INTERVENTION_KINDS = ("retries_exhausted", "psp_refused", "capture_failed", "blocked")
 OMS_OUTCOMES = ("capture_created", "recorded", "awaiting_authorisation", "ignored")

@@ -9,7 +9,15 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from checkout import errors, payments, repo, service
+from checkout import (
+    bank_transfer_api,
+    bank_transfer_repo,
+    bank_transfers,
+    errors,
+    payments,
+    repo,
+    service,
+)
 from checkout.app import PSP, SETTINGS
 from checkout.schemas import (
     DetailsRequestIn,
@@ -52,6 +60,7 @@ async def create_session(request: web.Request, call: Call[SessionCreate]) -> web
             body=call.body,
             now=datetime.now(UTC),
             token_ttl=timedelta(seconds=settings.client_token_ttl_s),
+            bank_transfer_iban=settings.bank_transfer_iban,
         )
     return ok("checkout_session", created, status=201)
 
@@ -154,6 +163,8 @@ async def shop_payment(request: web.Request, call: Call[None]) -> web.Response:
     if request.match_info["id"] != call.principal.subject:
         raise errors.client_token_invalid()
     row = await _bound_payment(request, call)
+    async with request.app[DB_POOL].acquire() as conn:
+        transfer = (await bank_transfer_repo.of_payments(conn, [row["id"]])).get(row["id"])
     return ok(
         "payment",
         ShopPaymentStatus(
@@ -162,6 +173,7 @@ async def shop_payment(request: web.Request, call: Call[None]) -> web.Response:
             result_code=row["result_code"],
             refusal_reason=row["refusal_reason"],
             amount=Money(value=row["amount"], currency=row["currency"]),
+            bank_transfer=bank_transfers.instructions_of(transfer) if transfer else None,
         ),
     )
 
@@ -180,7 +192,11 @@ async def list_payments(request: web.Request, call: Call[None]) -> web.Response:
     async with snapshot(request.app[DB_POOL]) as conn:
         rows, info = await repo.payment_page(conn, call.tenant_id, supplier_id, call.query)
         lines = await repo.lines_of(conn, [r["id"] for r in rows], supplier_id)
-    return page([service.to_payment(r, lines.get(r["id"], []), None) for r in rows], info)
+        transfers = await bank_transfer_repo.of_payments(conn, [r["id"] for r in rows])
+    return page(
+        [service.to_payment(r, lines.get(r["id"], []), None, transfers.get(r["id"])) for r in rows],
+        info,
+    )
 
 
 @api.get(
@@ -219,3 +235,6 @@ async def cancel_payment(request: web.Request, call: Call[None]) -> web.Response
         assert row is not None
         view = await service.payment_view(conn, row, with_timeline=True)
     return ok("payment", view, status=202)
+
+
+bank_transfer_api.register(api)

@@ -21,6 +21,11 @@ PSP = web.AppKey("psp", PspPort)
 
 def create_app(settings: Settings) -> web.Application:
     from checkout.api import api  # the routes read this module's keys
+    from checkout.bank_transfer_consumers import (
+        buyer_accounts_consumption,
+        overdue_scheduler,
+        shipments_consumption,
+    )
     from checkout.consumers import (
         captures_consumption,
         psp_notifications_consumption,
@@ -39,8 +44,11 @@ def create_app(settings: Settings) -> web.Application:
                 tenancy_consumption("checkout.tenancy"),
                 psp_notifications_consumption(),
                 captures_consumption(),
+                shipments_consumption(),
+                buyer_accounts_consumption(),
                 refunds_consumption(),
             ],
         )
     )
+    app.cleanup_ctx.append(overdue_scheduler(settings.overdue_interval_s))
     return app

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkout import domain, repo, service
+from checkout import bank_transfers, domain, repo, service
+from checkout.bank_transfer_domain import TRANSFER_EVENT_CODE
 from common.broker.consumer import Handler, tenant_payload
 from common.broker.topology import QueueSpec
 from common.db.types import Conn
@@ -41,6 +42,9 @@ async def on_psp_notification(conn: Conn, envelope: Envelope) -> None:
     event = read_data(PspNotificationReceived, envelope.data)
     if envelope.tenant_id is None:
         log.warning("psp notification without a tenant", notification_id=event.notification_id)
+        return
+    if event.event_code == TRANSFER_EVENT_CODE:
+        await bank_transfers.receive(conn, envelope.tenant_id, event, now=envelope.occurred_at)
         return
     payment = await repo.get_payment(
         conn, envelope.tenant_id, event.merchant_reference, for_update=True

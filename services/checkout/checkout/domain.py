@@ -191,6 +191,9 @@ def apply(
         if current is not Status.WAITING_REFUND:
             return Unchanged(f"no refund pending in {current}")
         return Moved(previous or Status.PAID)
+    if current is Status.OVER_PAID and fact is Fact.FULLY_CAPTURED:
+        # a bank-transfer payment paid in excess: its lines' BANK_TRANSFER captures leave it so
+        return Unchanged("over-paid: the excess is still owed back")
     sources, target = _TRANSITIONS[fact]
     if current is target:
         return Unchanged(f"already {current}")

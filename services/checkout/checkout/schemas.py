@@ -3,7 +3,7 @@ the adapter)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -55,6 +55,46 @@ class SessionCreate(Request):
     level3: Level3In | None = None
 
 
+class BankTransferInstructions(BaseModel):
+    """Where and how a BANK_WIRE_* payment is paid: the beneficiary IBAN, the ISO 11649
+    creditor reference the buyer must quote, the amount; what arrived so far, what is still
+    due, what was paid in excess (owed back), and the due date once an order line shipped."""
+
+    iban: str
+    reference: str
+    amount: Money
+    received: Money
+    remaining: Money
+    excess: Money
+    due_date: date | None
+    overdue: bool
+
+
+class IncomingTransfer(BaseModel):
+    """A transfer the PSP reported: APPLIED, UNMATCHED (parked for an operator), REJECTED,
+    ASSIGNED (by an operator) or RETURNED (to its sender). `amount` in minor units."""
+
+    id: str
+    psp_reference: str
+    reference: str
+    amount: int
+    currency: str
+    status: str
+    reason: str | None
+    payment_id: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_note: str | None
+
+
+class AssignTransfer(Request):
+    payment_id: str = Id
+
+
+class ReturnTransfer(Request):
+    note: str | None = Field(default=None, max_length=500)
+
+
 class LineOut(BaseModel):
     logistic_order_id: str
     supplier_id: str
@@ -87,6 +127,7 @@ class Payment(BaseModel):
     created_at: datetime
     updated_at: datetime
     timeline: list[TimelineEntry] | None = None
+    bank_transfer: BankTransferInstructions | None = None
 
 
 class SessionCreated(BaseModel):
@@ -96,6 +137,7 @@ class SessionCreated(BaseModel):
     expires_at: datetime
     status: str
     amount: Money
+    bank_transfer: BankTransferInstructions | None = None
 
 
 class ShopPaymentStatus(BaseModel):
@@ -104,6 +146,7 @@ class ShopPaymentStatus(BaseModel):
     result_code: str | None
     refusal_reason: str | None
     amount: Money
+    bank_transfer: BankTransferInstructions | None = None
 
 
 class PayRequest(Request):

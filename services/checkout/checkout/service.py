@@ -9,7 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from checkout import domain, errors, repo
+from checkout import bank_transfer_repo, bank_transfers, domain, errors, repo
+from checkout.bank_transfer_domain import BANK_WIRE_OPTIONS, payment_option_refusal
 from checkout.domain import Fact, Status
 from checkout.schemas import (
     Level3In,
@@ -54,6 +55,7 @@ async def create_session(
     body: SessionCreate,
     now: datetime,
     token_ttl: timedelta,
+    bank_transfer_iban: str = "",
 ) -> SessionCreated:
     tenant = await repo.tenant_replica(conn, tenant_id)
     if tenant is None:
@@ -79,6 +81,13 @@ async def create_session(
             code="unexpected_parameter",
             param="level3",
         )
+    if body.payment_option.value in BANK_WIRE_OPTIONS:
+        account_option = await bank_transfer_repo.buyer_account_option(
+            conn, tenant_id, body.buyer_account
+        )
+        refusal = payment_option_refusal(body.payment_option.value, account_option)
+        if refusal is not None:
+            raise Unprocessable(refusal, code="payment_option_not_allowed", param="payment_option")
     payment_id = new_payment_id()
     token = new_client_token()
     expires_at = now + token_ttl
@@ -116,13 +125,25 @@ async def create_session(
         tenant_id=tenant_id,
         aggregate_id=payment_id,
     )
+    instructions = None
+    if body.payment_option.value in BANK_WIRE_OPTIONS:
+        instructions = await bank_transfers.open_payment(
+            conn,
+            payment_id=payment_id,
+            tenant_id=tenant_id,
+            order_id=body.order_id,
+            amount=body.amount.value,
+            currency=body.amount.currency,
+            iban=str(tenant.get("bank_transfer_iban") or bank_transfer_iban),
+        )
     return SessionCreated(
         id=payment_id,
         payment_id=payment_id,
         client_token=token,
         expires_at=expires_at,
-        status=Status.INIT_PAYMENT,
+        status=Status.WAITING_PAYMENT if instructions else Status.INIT_PAYMENT,
         amount=body.amount,
+        bank_transfer=instructions,
     )
 
 
@@ -195,11 +216,15 @@ async def payment_view(
     timeline = None
     if with_timeline:
         timeline = [TimelineEntry(**dict(t)) for t in await repo.timeline_of(conn, row["id"])]
-    return to_payment(row, lines, timeline)
+    transfer = (await bank_transfer_repo.of_payments(conn, [row["id"]])).get(row["id"])
+    return to_payment(row, lines, timeline, transfer)
 
 
 def to_payment(
-    row: asyncpg.Record, lines: list[asyncpg.Record], timeline: list[TimelineEntry] | None
+    row: asyncpg.Record,
+    lines: list[asyncpg.Record],
+    timeline: list[TimelineEntry] | None,
+    transfer: asyncpg.Record | None = None,
 ) -> Payment:
     return Payment(
         id=row["id"],
@@ -217,4 +242,5 @@ def to_payment(
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         timeline=timeline,
+        bank_transfer=bank_transfers.instructions_of(transfer) if transfer is not None else None,
     )

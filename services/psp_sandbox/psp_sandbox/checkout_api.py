@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from common.http.routing import Api, Call
 from common.logging import get_logger
 from psp_sandbox import domain
+from psp_sandbox.app import SETTINGS, STORE, WEBHOOKS
 from psp_sandbox.settings import Settings
 from psp_sandbox.store import (
     IdempotencyRecord,
@@ -38,9 +39,6 @@ from psp_sandbox.webhooks import WebhookSender, notification_item
 log = get_logger("psp_sandbox.checkout")
 
 VERSIONS = ("v71", "v72")
-STORE = web.AppKey("store", Store)
-WEBHOOKS = web.AppKey("webhooks", WebhookSender)
-SETTINGS = web.AppKey("settings", Settings)
 CARD_FIELDS = (
     "encryptedCardNumber",
     "encryptedExpiryMonth",

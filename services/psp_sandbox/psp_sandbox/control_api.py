@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.http.errors import NotFound, Unprocessable
 from common.http.routing import Api, Call
 from psp_sandbox import domain
-from psp_sandbox.checkout_api import SETTINGS, STORE, WEBHOOKS
+from psp_sandbox.app import SETTINGS, STORE, WEBHOOKS
 from psp_sandbox.store import Faults, Modification, now_iso
 from psp_sandbox.webhooks import notification_item
 

@@ -23,67 +23,19 @@ import binascii
 import contextlib
 import hmac
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from psp_sandbox.app import PAYOUT_PROVIDER
 from psp_sandbox.settings import Settings
-
-
-@dataclass
-class PayoutFaults:
-    fail_attempts: int = 0
-    max_attempts: int = 3
-    lose_callback: bool = False
-    create_delay_s: float = 0.0
-    create_5xx: int = 0
-    attempt_delay_s: float = 0.05
-
-
-@dataclass
-class PayoutOrder:
-    order_id: str
-    amount: int
-    currency: str
-    iban: str
-    name: str
-    callback_url: str | None
-    faults: PayoutFaults
-    status: str = "FULFILLMENTS_SCHEDULED"
-    fulfillments: list[dict[str, Any]] = field(default_factory=list)
-    callbacks: list[dict[str, Any]] = field(default_factory=list)
-    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "orderId": self.order_id,
-            "type": "FULFILL_ONLY",
-            "status": self.status,
-            "amount": self.amount,
-            "currency": self.currency,
-            "fulfillments": self.fulfillments,
-            "createdAt": self.created_at,
-        }
-
-
-@dataclass
-class PayoutProviderState:
-    api_key: str | None
-    faults: PayoutFaults = field(default_factory=PayoutFaults)
-    orders: dict[str, PayoutOrder] = field(default_factory=dict)
-    create_requests: int = 0
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    http: aiohttp.ClientSession | None = None
-
-
-STATE = web.AppKey("payout_provider", PayoutProviderState)
+from psp_sandbox.store import PayoutFaults, PayoutOrder, PayoutProviderState
 
 
 def _authenticated(request: web.Request) -> bool:
-    state = request.app[STATE]
+    state = request.app[PAYOUT_PROVIDER]
     header = request.headers.get("Authorization", "")
     if not header.startswith("Basic ") or state.api_key is None:
         return False
@@ -103,7 +55,7 @@ def _error(status: int, code: str, message: str) -> web.Response:
 async def create_order(request: web.Request) -> web.Response:
     if not _authenticated(request):
         return _error(401, "UNAUTHORIZED", "a valid API key is required (basic auth user name)")
-    state = request.app[STATE]
+    state = request.app[PAYOUT_PROVIDER]
     state.create_requests += 1
     if state.faults.create_5xx > 0:
         state.faults.create_5xx -= 1
@@ -141,7 +93,7 @@ async def create_order(request: web.Request) -> web.Response:
 async def get_order(request: web.Request) -> web.Response:
     if not _authenticated(request):
         return _error(401, "UNAUTHORIZED", "a valid API key is required (basic auth user name)")
-    order = request.app[STATE].orders.get(request.match_info["order_id"])
+    order = request.app[PAYOUT_PROVIDER].orders.get(request.match_info["order_id"])
     if order is None:
         return _error(404, "ORDER_NOT_FOUND", "no such order")
     return web.json_response(order.view())
@@ -187,14 +139,14 @@ async def _callback(state: PayoutProviderState, order: PayoutOrder) -> None:
 async def put_faults(request: web.Request) -> web.Response:
     try:
         body = await request.json()
-        request.app[STATE].faults = PayoutFaults(**body)
+        request.app[PAYOUT_PROVIDER].faults = PayoutFaults(**body)
     except (ValueError, TypeError) as exc:
         return _error(422, "INVALID_FAULTS", str(exc))
-    return web.json_response(asdict(request.app[STATE].faults))
+    return web.json_response(asdict(request.app[PAYOUT_PROVIDER].faults))
 
 
 async def list_orders(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+    state = request.app[PAYOUT_PROVIDER]
     return web.json_response(
         {
             "create_requests": state.create_requests,
@@ -206,14 +158,14 @@ async def list_orders(request: web.Request) -> web.Response:
 def install(app: web.Application, settings: Settings) -> None:
     """The wiring hook `psp_sandbox.app` calls."""
     key = settings.payout_api_key or settings.company_api_key
-    app[STATE] = PayoutProviderState(api_key=key.get_secret_value() if key else None)
+    app[PAYOUT_PROVIDER] = PayoutProviderState(api_key=key.get_secret_value() if key else None)
     app.router.add_post("/payout/merchant/v1/orders", create_order)
     app.router.add_get("/payout/merchant/v1/orders/{order_id}", get_order)
     app.router.add_put("/sandbox/payout-faults", put_faults)
     app.router.add_get("/sandbox/payout-orders", list_orders)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        state = app[STATE]
+        state = app[PAYOUT_PROVIDER]
         state.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         yield
         for task in list(state.tasks):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from psp_sandbox.domain import Balance, Refusal, TestCard
@@ -218,3 +219,52 @@ def now_iso() -> str:
 def fingerprint(method: str, path: str, body: Any) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+# --- the payout provider (seed 003) ------------------------------------------------------
+
+
+@dataclass
+class PayoutFaults:
+    fail_attempts: int = 0
+    max_attempts: int = 3
+    lose_callback: bool = False
+    create_delay_s: float = 0.0
+    create_5xx: int = 0
+    attempt_delay_s: float = 0.05
+
+
+@dataclass
+class PayoutOrder:
+    order_id: str
+    amount: int
+    currency: str
+    iban: str
+    name: str
+    callback_url: str | None
+    faults: PayoutFaults
+    status: str = "FULFILLMENTS_SCHEDULED"
+    fulfillments: list[dict[str, Any]] = field(default_factory=list)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "orderId": self.order_id,
+            "type": "FULFILL_ONLY",
+            "status": self.status,
+            "amount": self.amount,
+            "currency": self.currency,
+            "fulfillments": self.fulfillments,
+            "createdAt": self.created_at,
+        }
+
+
+@dataclass
+class PayoutProviderState:
+    api_key: str | None
+    faults: PayoutFaults = field(default_factory=PayoutFaults)
+    orders: dict[str, PayoutOrder] = field(default_factory=dict)
+    create_requests: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    http: aiohttp.ClientSession | None = None

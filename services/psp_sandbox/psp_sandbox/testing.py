@@ -13,8 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from common.testing.apps import running
-from psp_sandbox.app import create_app
-from psp_sandbox.checkout_api import WEBHOOKS
+from psp_sandbox.app import WEBHOOKS, create_app
 from psp_sandbox.settings import Settings
 
 FAST_RETRIES = (20, 40, 80)

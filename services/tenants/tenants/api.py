@@ -4,17 +4,12 @@ absent (404), never as forbidden."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-import asyncpg
 from aiohttp import web
 
 from common.http.envelope import ok, page
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, PLATFORM_ADMIN, Api, Call
-from common.row import Row
 from common.runtime import DB_POOL
-from tenants import domain, repo, service
+from tenants import buyer_accounts, domain, repo, service
 from tenants.app import SETTINGS
 from tenants.schemas import (
     ApiKey,
@@ -37,15 +32,15 @@ from tenants.schemas import (
 api = Api("Marketpay tenants")
 
 
-def tenant_out(row: Row) -> Tenant:
-    settings = domain.settings_from_row(row)
+def tenant_out(tenant: domain.Tenant) -> Tenant:
+    settings = tenant.settings
     return Tenant(
-        id=row["id"],
-        name=row["name"],
-        status=row["status"],
-        psp=row["psp"],
-        merchant_account=row["merchant_account"],
-        currency=row["currency"],
+        id=tenant.id,
+        name=tenant.name,
+        status=tenant.status,
+        psp=tenant.psp,
+        merchant_account=settings.merchant_account,
+        currency=tenant.currency,
         settings=TenantSettingsOut(
             default_rate=settings.default_rate,
             capture_mode=settings.capture_mode,
@@ -54,19 +49,39 @@ def tenant_out(row: Row) -> Tenant:
             marketplace_banking_mode=settings.marketplace_banking_mode,
             funding_policy=settings.funding_policy,
             payout_schedule=settings.payout_schedule,
+            time_zone=settings.time_zone,
+            bank_transfer_iban=settings.bank_transfer_iban,
         ),
-        revision=row["revision"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        revision=tenant.revision,
+        created_at=tenant.created_at,
+        updated_at=tenant.updated_at,
     )
 
 
-def supplier_out(row: Mapping[str, Any] | asyncpg.Record) -> Supplier:
-    return Supplier.model_validate(dict(row.items()))
+def supplier_out(supplier: domain.Supplier) -> Supplier:
+    state = supplier.state
+    return Supplier(
+        id=supplier.id,
+        name=state.name,
+        kyc_status=state.kyc_status,
+        iban=state.iban,
+        payment_due_date_delay=state.payment_due_date_delay,
+        payment_due_date_mode=state.payment_due_date_mode,
+        revision=supplier.revision,
+        created_at=supplier.created_at,
+        updated_at=supplier.updated_at,
+    )
 
 
-def commission_out(row: Mapping[str, Any] | asyncpg.Record) -> Commission:
-    return Commission.model_validate(dict(row.items()))
+def commission_out(line: domain.Commission) -> Commission:
+    return Commission(
+        id=line.id,
+        supplier_id=line.supplier_id,
+        rate=line.rate,
+        active=line.active,
+        created_at=line.created_at,
+        deactivated_at=line.deactivated_at,
+    )
 
 
 def api_key_out(key: domain.ApiKeyState) -> ApiKey:
@@ -97,7 +112,7 @@ async def create_tenant(request: web.Request, call: Call[TenantCreate]) -> web.R
     environment = request.app[SETTINGS].api_key_environment
     async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         created = await service.create_tenant(conn, call.body, environment=environment)
-    tenant = tenant_out(created.row)
+    tenant = tenant_out(created.tenant)
     body = TenantCreated(
         **tenant.model_dump(),
         api_key=created.operator_key.key,
@@ -332,3 +347,6 @@ async def revoke_api_key(request: web.Request, call: Call[None]) -> web.Response
     async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         row = await service.revoke_api_key(conn, call.tenant_id, request.match_info["id"])
     return ok("api_key", api_key_out(row))
+
+
+buyer_accounts.register(api)

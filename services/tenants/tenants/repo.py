@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
-from asyncpg import Record as Row
-
 from common.broker import publish_event
+from common.broker.outbox import enqueue_many, new_envelope
 from common.db.types import Conn
-from common.events import EventType
+from common.events import EventData, EventType
+from common.http.auth import Principal
 from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
+from common.row import Row
 from tenants.domain import (
     KYC_STATUSES,
     ApiKeyState,
-    SupplierState,
+    Commission,
+    CommissionDecision,
+    Supplier,
+    SupplierDecision,
+    Tenant,
+    TenantDecision,
     TenantSettings,
     api_key_event,
+    commission_from_row,
+    supplier_event,
+    supplier_from_row,
+    tenant_event,
+    tenant_from_row,
 )
 
 _TENANT_SETTINGS = (
     "merchant_account, default_rate, capture_mode, capture_delay_hours,"
-    " allowed_logistic_statuses, marketplace_banking_mode, funding_policy, payout_schedule"
+    " allowed_logistic_statuses, marketplace_banking_mode, funding_policy, payout_schedule,"
+    " time_zone, bank_transfer_iban"
 )
 
 
@@ -35,38 +48,59 @@ def _settings_args(settings: TenantSettings) -> list[Any]:
         settings.marketplace_banking_mode,
         settings.funding_policy,
         settings.payout_schedule.model_dump(mode="json"),
+        settings.time_zone,
+        settings.bank_transfer_iban,
     ]
 
 
 # --- tenants ----------------------------------------------------------------------------------
 
 
-async def insert_tenant(
-    conn: Conn,
-    *,
-    tenant_id: str,
-    name: str,
-    psp: str,
-    currency: str,
-    settings: TenantSettings,
-) -> Row:
+async def _enqueue(conn: Conn, events: Sequence[tuple[EventType, EventData, str, str]]) -> None:
+    """Enqueue `(type, data, tenant id, aggregate id)` events in one statement, in order."""
+    await enqueue_many(
+        conn,
+        [
+            (new_envelope(event_type, data, tenant_id=tenant_id), aggregate_id)
+            for event_type, data, tenant_id, aggregate_id in events
+        ],
+    )
+
+
+async def insert_tenant(conn: Conn, decision: TenantDecision) -> Tenant:
+    """Store a new tenant and enqueue its `tenant.upserted`, in the caller's transaction."""
     row = await conn.fetchrow(
         f"INSERT INTO tenants (id, revision, name, psp, currency, {_TENANT_SETTINGS})"
-        " VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
-        tenant_id,
-        name,
-        psp,
-        currency,
-        *_settings_args(settings),
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING *",
+        decision.tenant_id,
+        decision.revision,
+        decision.name,
+        decision.psp,
+        decision.currency,
+        *_settings_args(decision.settings),
     )
     assert row is not None  # RETURNING the row just written
-    return row
+    await _enqueue_tenant(conn, decision)
+    return tenant_from_row(row)
 
 
-async def tenant(conn: Conn, tenant_id: str, *, for_update: bool = False) -> Row | None:
+async def _enqueue_tenant(conn: Conn, decision: TenantDecision) -> None:
+    await _enqueue(
+        conn,
+        [(EventType.TENANT_UPSERTED, decision.event, decision.tenant_id, decision.tenant_id)],
+    )
+
+
+async def tenant(conn: Conn, tenant_id: str, *, for_update: bool = False) -> Tenant | None:
     lock = " FOR UPDATE" if for_update else ""
-    row: Row | None = await conn.fetchrow(f"SELECT * FROM tenants WHERE id = $1{lock}", tenant_id)
-    return row
+    row = await conn.fetchrow(f"SELECT * FROM tenants WHERE id = $1{lock}", tenant_id)
+    return None if row is None else tenant_from_row(row)
+
+
+async def tenant_exists(conn: Conn, tenant_id: str, *, for_update: bool = False) -> bool:
+    lock = " FOR UPDATE" if for_update else ""
+    found = await conn.fetchval(f"SELECT true FROM tenants WHERE id = $1{lock}", tenant_id)
+    return found is not None
 
 
 async def merchant_account_taken(
@@ -82,39 +116,45 @@ async def merchant_account_taken(
     )
 
 
-async def update_tenant_settings(conn: Conn, tenant_id: str, settings: TenantSettings) -> Row:
+async def save_tenant_settings(conn: Conn, decision: TenantDecision) -> Tenant:
+    """Write the tenant's new settings and revision and enqueue its `tenant.upserted`, in the
+    caller's transaction (which holds the tenant's row lock)."""
     row = await conn.fetchrow(
         """
         UPDATE tenants
-           SET merchant_account = $2, default_rate = $3, capture_mode = $4,
-               capture_delay_hours = $5, allowed_logistic_statuses = $6,
-               marketplace_banking_mode = $7, funding_policy = $8, payout_schedule = $9,
-               revision = revision + 1, updated_at = now()
+           SET merchant_account = $3, default_rate = $4, capture_mode = $5,
+               capture_delay_hours = $6, allowed_logistic_statuses = $7,
+               marketplace_banking_mode = $8, funding_policy = $9, payout_schedule = $10,
+               time_zone = $11, bank_transfer_iban = $12,
+               revision = $2, updated_at = now()
          WHERE id = $1
         RETURNING *
         """,
-        tenant_id,
-        *_settings_args(settings),
+        decision.tenant_id,
+        decision.revision,
+        *_settings_args(decision.settings),
     )
-    assert row is not None  # RETURNING the row just written
-    return row
+    assert row is not None  # the caller holds the row's lock
+    await _enqueue_tenant(conn, decision)
+    return tenant_from_row(row)
 
 
 # --- suppliers --------------------------------------------------------------------------------
 
 
-async def insert_supplier(
-    conn: Conn, *, supplier_id: str, tenant_id: str, state: SupplierState
-) -> Row:
+async def insert_supplier(conn: Conn, decision: SupplierDecision) -> Supplier:
+    """Store a new supplier and enqueue its `supplier.upserted`, in the caller's transaction."""
+    state = decision.state
     row = await conn.fetchrow(
         """
         INSERT INTO suppliers (id, tenant_id, revision, name, kyc_status, iban,
                                payment_due_date_delay, payment_due_date_mode)
-        VALUES ($1, $2, 1, $3, $4, $5, $6, $7)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
         RETURNING *
         """,
-        supplier_id,
-        tenant_id,
+        decision.supplier_id,
+        decision.tenant_id,
+        decision.revision,
         state.name,
         state.kyc_status,
         state.iban,
@@ -122,48 +162,51 @@ async def insert_supplier(
         state.payment_due_date_mode,
     )
     assert row is not None  # RETURNING the row just written
-    return row
+    await _enqueue_supplier(conn, decision)
+    return supplier_from_row(row)
+
+
+async def _enqueue_supplier(conn: Conn, decision: SupplierDecision) -> None:
+    await _enqueue(
+        conn,
+        [(EventType.SUPPLIER_UPSERTED, decision.event, decision.tenant_id, decision.supplier_id)],
+    )
 
 
 async def supplier(
     conn: Conn, tenant_id: str, supplier_id: str, *, for_update: bool = False
-) -> Row | None:
+) -> Supplier | None:
     """The supplier if it belongs to `tenant_id`: another tenant's id reads as absent."""
     lock = " FOR UPDATE" if for_update else ""
-    row: Row | None = await conn.fetchrow(
+    row = await conn.fetchrow(
         f"SELECT * FROM suppliers WHERE id = $1 AND tenant_id = $2{lock}", supplier_id, tenant_id
     )
-    return row
+    return None if row is None else supplier_from_row(row)
 
 
-async def update_supplier(conn: Conn, supplier_id: str, state: SupplierState) -> Row:
+async def save_supplier(conn: Conn, decision: SupplierDecision) -> Supplier:
+    """Write the supplier's new state and revision and enqueue its `supplier.upserted`, in the
+    caller's transaction (which holds the supplier's row lock)."""
+    state = decision.state
     row = await conn.fetchrow(
         """
         UPDATE suppliers
-           SET name = $2, kyc_status = $3, iban = $4, payment_due_date_delay = $5,
-               payment_due_date_mode = $6, revision = revision + 1, updated_at = now()
+           SET name = $3, kyc_status = $4, iban = $5, payment_due_date_delay = $6,
+               payment_due_date_mode = $7, revision = $2, updated_at = now()
          WHERE id = $1
         RETURNING *
         """,
-        supplier_id,
+        decision.supplier_id,
+        decision.revision,
         state.name,
         state.kyc_status,
         state.iban,
         state.payment_due_date_delay,
         state.payment_due_date_mode,
     )
-    assert row is not None  # RETURNING the row just written
-    return row
-
-
-async def bump_supplier(conn: Conn, supplier_id: str) -> Row:
-    row = await conn.fetchrow(
-        "UPDATE suppliers SET revision = revision + 1, updated_at = now() WHERE id = $1"
-        " RETURNING *",
-        supplier_id,
-    )
-    assert row is not None  # RETURNING the row just written
-    return row
+    assert row is not None  # the caller holds the row's lock
+    await _enqueue_supplier(conn, decision)
+    return supplier_from_row(row)
 
 
 SUPPLIER_LIST = ListSpec(
@@ -182,55 +225,54 @@ SUPPLIER_LIST = ListSpec(
 
 async def supplier_page(
     conn: Conn, tenant_id: str, query: Mapping[str, str], *, only_id: str | None
-) -> tuple[list[Row], PageInfo]:
+) -> tuple[list[Supplier], PageInfo]:
     """A page of the tenant's suppliers (`only_id`: a supplier key sees only itself)."""
     scope: list[tuple[str, Any]] = [("tenant_id = {}", tenant_id)]
     if only_id is not None:
         scope.append(("id = {}", only_id))
-    return await fetch_list(conn, SUPPLIER_LIST, query, scope=scope)
+    rows, info = await fetch_list(conn, SUPPLIER_LIST, query, scope=scope)
+    return [supplier_from_row(row) for row in rows], info
 
 
 # --- commissions ------------------------------------------------------------------------------
 
 
-async def active_commission(conn: Conn, supplier_id: str) -> Row | None:
-    row: Row | None = await conn.fetchrow(
+async def active_commission(conn: Conn, supplier_id: str) -> Commission | None:
+    row = await conn.fetchrow(
         "SELECT * FROM commissions WHERE supplier_id = $1 AND active", supplier_id
     )
-    return row
+    return None if row is None else commission_from_row(row)
 
 
-async def deactivate_commission(conn: Conn, supplier_id: str) -> None:
+async def save_commission(conn: Conn, decision: CommissionDecision) -> Commission:
+    """Turn the active line (if any) into history, insert the new line, write the supplier's
+    new revision and enqueue its `supplier.upserted`, in the caller's transaction (which holds
+    the supplier's row lock)."""
     await conn.execute(
         "UPDATE commissions SET active = false, deactivated_at = now()"
         " WHERE supplier_id = $1 AND active",
-        supplier_id,
+        decision.supplier_id,
     )
-
-
-async def insert_commission(
-    conn: Conn,
-    *,
-    commission_id: str,
-    tenant_id: str,
-    supplier_id: str,
-    rate: Any,
-    active: bool,
-) -> Row:
     row = await conn.fetchrow(
         """
         INSERT INTO commissions (id, tenant_id, supplier_id, rate, active, deactivated_at)
         VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN NULL ELSE now() END)
         RETURNING *
         """,
-        commission_id,
-        tenant_id,
-        supplier_id,
-        rate,
-        active,
+        decision.commission_id,
+        decision.tenant_id,
+        decision.supplier_id,
+        decision.rate,
+        decision.active,
     )
     assert row is not None  # RETURNING the row just written
-    return row
+    await conn.execute(
+        "UPDATE suppliers SET revision = $2, updated_at = now() WHERE id = $1",
+        decision.supplier_id,
+        decision.supplier.revision,
+    )
+    await _enqueue_supplier(conn, decision.supplier)
+    return commission_from_row(row)
 
 
 COMMISSION_LIST = ListSpec(
@@ -248,9 +290,12 @@ COMMISSION_LIST = ListSpec(
 
 async def commission_page(
     conn: Conn, tenant_id: str, query: Mapping[str, str]
-) -> tuple[list[Row], PageInfo]:
+) -> tuple[list[Commission], PageInfo]:
     query = {"include_inactive": "false", **query}
-    return await fetch_list(conn, COMMISSION_LIST, query, scope=[("tenant_id = {}", tenant_id)])
+    rows, info = await fetch_list(
+        conn, COMMISSION_LIST, query, scope=[("tenant_id = {}", tenant_id)]
+    )
+    return [commission_from_row(row) for row in rows], info
 
 
 # --- API keys ---------------------------------------------------------------------------------
@@ -355,22 +400,61 @@ async def api_key_page(
     return [api_key_of(row) for row in rows], info
 
 
-async def principal_by_hash(conn: Conn, key_hash: str) -> Row | None:
-    """The active key with this hash, of an active tenant."""
-    row: Row | None = await conn.fetchrow(
+async def principal_by_hash(conn: Conn, key_hash: str) -> Principal | None:
+    """The principal of the active key with this hash, of an active tenant."""
+    row = await conn.fetchrow(
         "SELECT k.id, k.tenant_id, k.role, k.supplier_id FROM api_keys k"
         " JOIN tenants t ON t.id = k.tenant_id"
         " WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND t.status = 'active'",
         key_hash,
     )
-    return row
+    if row is None:
+        return None
+    return Principal(
+        role=row["role"],
+        tenant_id=row["tenant_id"],
+        supplier_id=row["supplier_id"],
+        key_id=row["id"],
+    )
 
 
 # --- republishing -----------------------------------------------------------------------------
 
 
-async def every(conn: Conn, table: str) -> list[Row]:
-    """Every row of `tenants`, `suppliers` or `api_keys`, oldest first."""
-    if table not in ("tenants", "suppliers", "api_keys"):
-        raise ValueError(table)
-    return list(await conn.fetch(f"SELECT * FROM {table} ORDER BY created_at, id"))
+async def every_tenant(conn: Conn) -> list[Tenant]:
+    rows = await conn.fetch("SELECT * FROM tenants ORDER BY created_at, id")
+    return [tenant_from_row(row) for row in rows]
+
+
+async def every_supplier(conn: Conn) -> list[tuple[Supplier, Decimal | None]]:
+    """Every supplier with its active commission rate (or None), oldest first."""
+    rows = await conn.fetch(
+        "SELECT s.*, c.rate AS commission_rate FROM suppliers s"
+        " LEFT JOIN commissions c ON c.supplier_id = s.id AND c.active"
+        " ORDER BY s.created_at, s.id"
+    )
+    return [(supplier_from_row(row), row["commission_rate"]) for row in rows]
+
+
+async def every_api_key(conn: Conn) -> list[ApiKeyState]:
+    rows = await conn.fetch("SELECT * FROM api_keys ORDER BY created_at, id")
+    return [api_key_of(row) for row in rows]
+
+
+async def enqueue_republished(
+    conn: Conn,
+    tenants: Sequence[Tenant],
+    suppliers: Sequence[tuple[Supplier, Decimal | None]],
+    keys: Sequence[ApiKeyState],
+) -> None:
+    """Enqueue the full-state events of these aggregates as they are (same revisions), in one
+    statement, in the caller's transaction."""
+    events: list[tuple[EventType, EventData, str, str]] = [
+        (EventType.TENANT_UPSERTED, tenant_event(t), t.id, t.id) for t in tenants
+    ]
+    events += [
+        (EventType.SUPPLIER_UPSERTED, supplier_event(s, rate), s.tenant_id, s.id)
+        for s, rate in suppliers
+    ]
+    events += [(EventType.API_KEY_UPSERTED, api_key_event(k), k.tenant_id, k.id) for k in keys]
+    await _enqueue(conn, events)

@@ -84,7 +84,7 @@ class Patch(Request):
 
 
 class SettingsInput(Patch):
-    NULLABLE: ClassVar[frozenset[str]] = frozenset({"default_rate"})
+    NULLABLE: ClassVar[frozenset[str]] = frozenset({"default_rate", "bank_transfer_iban"})
 
     default_rate: Rate | None = None
     capture_mode: CaptureMode | None = None
@@ -93,6 +93,8 @@ class SettingsInput(Patch):
     marketplace_banking_mode: BankingMode | None = None
     funding_policy: FundingPolicy | None = None
     payout_schedule: PayoutSchedule | None = None
+    time_zone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    bank_transfer_iban: Iban | None = None
 
     def changes(self) -> dict[str, Any]:
         changes = super().changes()
@@ -121,6 +123,8 @@ class TenantSettingsOut(BaseModel):
     marketplace_banking_mode: BankingMode
     funding_policy: FundingPolicy
     payout_schedule: PayoutSchedule
+    time_zone: str
+    bank_transfer_iban: str | None
 
 
 class Tenant(BaseModel):
@@ -221,3 +225,4 @@ class Republished(BaseModel):
     tenants: int
     suppliers: int
     api_keys: int
+    buyer_accounts: int = 0

@@ -9,13 +9,10 @@ import secrets
 from dataclasses import dataclass
 
 import asyncpg
-from asyncpg import Record as Row
 
-from common.broker import publish_event
 from common.db.types import Conn
-from common.events import EventType
 from common.http.auth import Environment, Principal, generate_key, hash_key
-from tenants import domain, errors, repo
+from tenants import buyer_accounts, domain, errors, repo
 from tenants.schemas import (
     ApiKeyCreate,
     CommissionPut,
@@ -38,7 +35,7 @@ class IssuedKey:
 
 @dataclass(frozen=True)
 class CreatedTenant:
-    row: Row
+    tenant: domain.Tenant
     operator_key: IssuedKey
 
 
@@ -48,82 +45,69 @@ class CreatedTenant:
 async def create_tenant(
     conn: Conn, body: TenantCreate, *, environment: Environment
 ) -> CreatedTenant:
-    settings = domain.TenantSettings(merchant_account=body.merchant_account)
-    if body.settings is not None:
-        try:
-            settings = domain.apply_settings(settings, body.settings.changes())
-        except domain.RuleViolation as exc:
-            exc.param = f"settings.{exc.param}" if exc.param else "settings"
-            raise errors.rule_violated(exc) from None
-    tenant_id = new_id("ten")
-    if await repo.merchant_account_taken(conn, body.merchant_account):
-        raise errors.merchant_account_taken()
+    """Decide (`domain.new_tenant`), check the merchant account is free, save the tenant with
+    its event, then issue its first operator key."""
     try:
-        row = await repo.insert_tenant(
-            conn,
-            tenant_id=tenant_id,
+        decision = domain.new_tenant(
+            tenant_id=new_id("ten"),
             name=body.name,
             psp=body.psp,
             currency=body.currency,
-            settings=settings,
+            merchant_account=body.merchant_account,
+            settings_changes=body.settings.changes() if body.settings is not None else None,
         )
+    except domain.RuleViolation as exc:
+        raise errors.rule_violated(exc) from None
+    if await repo.merchant_account_taken(conn, body.merchant_account):
+        raise errors.merchant_account_taken()
+    try:
+        tenant = await repo.insert_tenant(conn, decision)
     except asyncpg.UniqueViolationError:
         raise errors.merchant_account_taken() from None
-    await _publish_tenant(conn, row)
     key = await _issue_key(
         conn,
-        tenant_id,
+        tenant.id,
         domain.KeyRole(role="operator"),
         name="first operator key",
         environment=environment,
     )
-    return CreatedTenant(row=row, operator_key=key)
+    return CreatedTenant(tenant=tenant, operator_key=key)
 
 
-async def get_tenant(conn: Conn, tenant_id: str) -> Row:
-    row = await repo.tenant(conn, tenant_id)
-    if row is None:
+async def get_tenant(conn: Conn, tenant_id: str) -> domain.Tenant:
+    tenant = await repo.tenant(conn, tenant_id)
+    if tenant is None:
         raise errors.tenant_not_found()
-    return row
+    return tenant
 
 
-async def update_settings(conn: Conn, tenant_id: str, body: SettingsPatch) -> Row:
-    row = await repo.tenant(conn, tenant_id, for_update=True)
-    if row is None:
+async def update_settings(conn: Conn, tenant_id: str, body: SettingsPatch) -> domain.Tenant:
+    """Load (the tenant, locked), decide (`domain.decide_settings`), save (settings, revision
+    and `tenant.upserted`)."""
+    current = await repo.tenant(conn, tenant_id, for_update=True)
+    if current is None:
         raise errors.tenant_not_found()
-    current = domain.settings_from_row(row)
     try:
-        updated = domain.apply_settings(current, body.changes())
+        decision = domain.decide_settings(current, body.changes())
     except domain.RuleViolation as exc:
         raise errors.rule_violated(exc) from None
-    if updated == current:
-        return row
-    if updated.merchant_account != current.merchant_account and (
-        await repo.merchant_account_taken(conn, updated.merchant_account, other_than=tenant_id)
+    if decision is None:
+        return current
+    merchant_account = decision.settings.merchant_account
+    if merchant_account != current.settings.merchant_account and (
+        await repo.merchant_account_taken(conn, merchant_account, other_than=tenant_id)
     ):
         raise errors.merchant_account_taken()
     try:
-        row = await repo.update_tenant_settings(conn, tenant_id, updated)
+        return await repo.save_tenant_settings(conn, decision)
     except asyncpg.UniqueViolationError:
         raise errors.merchant_account_taken() from None
-    await _publish_tenant(conn, row)
-    return row
-
-
-async def _publish_tenant(conn: Conn, row: Row) -> None:
-    await publish_event(
-        conn,
-        EventType.TENANT_UPSERTED,
-        domain.tenant_event(row),
-        tenant_id=row["id"],
-        aggregate_id=row["id"],
-    )
 
 
 # --- suppliers --------------------------------------------------------------------------------
 
 
-async def create_supplier(conn: Conn, tenant_id: str, body: SupplierCreate) -> Row:
+async def create_supplier(conn: Conn, tenant_id: str, body: SupplierCreate) -> domain.Supplier:
     state = domain.SupplierState(
         name=body.name,
         kyc_status=body.kyc_status,
@@ -131,76 +115,61 @@ async def create_supplier(conn: Conn, tenant_id: str, body: SupplierCreate) -> R
         payment_due_date_delay=body.payment_due_date_delay,
         payment_due_date_mode=body.payment_due_date_mode,
     )
-    row = await repo.insert_supplier(
-        conn, supplier_id=new_id("sup"), tenant_id=tenant_id, state=state
-    )
-    await _publish_supplier(conn, row)
-    return row
+    decision = domain.new_supplier(supplier_id=new_id("sup"), tenant_id=tenant_id, state=state)
+    return await repo.insert_supplier(conn, decision)
 
 
-async def get_supplier(conn: Conn, principal: Principal, supplier_id: str) -> Row:
+async def get_supplier(conn: Conn, principal: Principal, supplier_id: str) -> domain.Supplier:
     """A supplier key reads only itself; any other id reads as absent, as another tenant's."""
     assert principal.tenant_id is not None
     if principal.role == "supplier" and principal.supplier_id != supplier_id:
         raise errors.supplier_not_found()
-    row = await repo.supplier(conn, principal.tenant_id, supplier_id)
-    if row is None:
+    supplier = await repo.supplier(conn, principal.tenant_id, supplier_id)
+    if supplier is None:
         raise errors.supplier_not_found()
-    return row
+    return supplier
 
 
-async def update_supplier(conn: Conn, tenant_id: str, supplier_id: str, body: SupplierPatch) -> Row:
-    row = await repo.supplier(conn, tenant_id, supplier_id, for_update=True)
-    if row is None:
+async def update_supplier(
+    conn: Conn, tenant_id: str, supplier_id: str, body: SupplierPatch
+) -> domain.Supplier:
+    """Load (the supplier, locked, and its active commission), decide
+    (`domain.decide_supplier_change`), save (state, revision and `supplier.upserted`)."""
+    current = await repo.supplier(conn, tenant_id, supplier_id, for_update=True)
+    if current is None:
         raise errors.supplier_not_found()
-    current = domain.supplier_from_row(row)
-    updated = domain.apply_supplier_changes(current, body.changes())
-    if updated == current:
-        return row
-    row = await repo.update_supplier(conn, supplier_id, updated)
-    await _publish_supplier(conn, row)
-    return row
-
-
-async def _publish_supplier(conn: Conn, row: Row) -> None:
-    commission = await repo.active_commission(conn, row["id"])
-    await publish_event(
-        conn,
-        EventType.SUPPLIER_UPSERTED,
-        domain.supplier_event(row, commission["rate"] if commission is not None else None),
-        tenant_id=row["tenant_id"],
-        aggregate_id=row["id"],
+    commission = await repo.active_commission(conn, supplier_id)
+    decision = domain.decide_supplier_change(
+        current, body.changes(), commission.rate if commission is not None else None
     )
+    if decision is None:
+        return current
+    return await repo.save_supplier(conn, decision)
 
 
 # --- commissions ------------------------------------------------------------------------------
 
 
-async def put_commission(conn: Conn, tenant_id: str, supplier_id: str, body: CommissionPut) -> Row:
+async def put_commission(
+    conn: Conn, tenant_id: str, supplier_id: str, body: CommissionPut
+) -> domain.Commission:
     """Record a commission line for the supplier. The previous active line is kept as inactive
     history; `active: false` records the line inactive, leaving the supplier without one.
-    Putting the rate that is already active changes nothing."""
+    Putting the rate that is already active changes nothing (`domain.decide_commission`)."""
     supplier = await repo.supplier(conn, tenant_id, supplier_id, for_update=True)
     if supplier is None:
         raise errors.supplier_not_found(param="supplier_id")
     current = await repo.active_commission(conn, supplier_id)
-    if body.active and current is not None and current["rate"] == body.rate:
-        return current
-    await repo.deactivate_commission(conn, supplier_id)
-    line = await repo.insert_commission(
-        conn,
-        commission_id=new_id("com"),
-        tenant_id=tenant_id,
-        supplier_id=supplier_id,
-        rate=body.rate,
-        active=body.active,
+    decision = domain.decide_commission(
+        supplier, current, commission_id=new_id("com"), rate=body.rate, active=body.active
     )
-    supplier = await repo.bump_supplier(conn, supplier_id)
-    await _publish_supplier(conn, supplier)
-    return line
+    if decision is None:
+        assert current is not None  # only the active rate again changes nothing
+        return current
+    return await repo.save_commission(conn, decision)
 
 
-async def get_commission(conn: Conn, tenant_id: str, supplier_id: str) -> Row:
+async def get_commission(conn: Conn, tenant_id: str, supplier_id: str) -> domain.Commission:
     if await repo.supplier(conn, tenant_id, supplier_id) is None:
         raise errors.supplier_not_found(param="supplier_id")
     line = await repo.active_commission(conn, supplier_id)
@@ -252,7 +221,7 @@ async def revoke_api_key(conn: Conn, tenant_id: str, key_id: str) -> domain.ApiK
     """Load the key (after the tenant's row: revocations of one tenant are serialised, so two
     operators revoking each other's keys cannot leave the tenant without one), decide
     (`domain.check_revocation`), save (revoke and enqueue the event)."""
-    if await repo.tenant(conn, tenant_id, for_update=True) is None:
+    if not await repo.tenant_exists(conn, tenant_id, for_update=True):
         raise errors.tenant_not_found()
     key = await repo.api_key(conn, tenant_id, key_id, for_update=True)
     if key is None:
@@ -271,20 +240,8 @@ async def revoke_api_key(conn: Conn, tenant_id: str, key_id: str) -> domain.ApiK
     return await repo.revoke_api_key(conn, key_id)
 
 
-async def _republish_api_key(conn: Conn, row: Row) -> None:
-    await repo.publish_api_key(conn, repo.api_key_of(row))
-
-
 async def principal_for(conn: Conn, key_hash: str) -> Principal | None:
-    row = await repo.principal_by_hash(conn, key_hash)
-    if row is None:
-        return None
-    return Principal(
-        role=row["role"],
-        tenant_id=row["tenant_id"],
-        supplier_id=row["supplier_id"],
-        key_id=row["id"],
-    )
+    return await repo.principal_by_hash(conn, key_hash)
 
 
 # --- republishing -----------------------------------------------------------------------------
@@ -295,14 +252,14 @@ async def republish(conn: Conn) -> dict[str, int]:
     (same revisions): a replica that has them ignores them, one that lacks them (a service
     added later, a replica rebuilt) fills in. Revoked keys too, so revocations reach it. Runs in
     the caller's repeatable-read transaction: one consistent snapshot."""
-    counts: dict[str, int] = {}
-    for table, publish in (
-        ("tenants", _publish_tenant),
-        ("suppliers", _publish_supplier),
-        ("api_keys", _republish_api_key),
-    ):
-        rows = await repo.every(conn, table)
-        for row in rows:
-            await publish(conn, row)
-        counts[table] = len(rows)
-    return counts
+    tenants = await repo.every_tenant(conn)
+    suppliers = await repo.every_supplier(conn)
+    keys = await repo.every_api_key(conn)
+    await repo.enqueue_republished(conn, tenants, suppliers, keys)
+    buyers = await buyer_accounts.republish(conn)
+    return {
+        "tenants": len(tenants),
+        "suppliers": len(suppliers),
+        "api_keys": len(keys),
+        "buyer_accounts": buyers,
+    }

@@ -42,40 +42,41 @@ async def adyen_notifications(request: web.Request, _: Call[None]) -> web.Respon
     try:
         items = domain.parse_batch(payload)
     except domain.MalformedNotification as exc:
+        await request.app[INGESTION].record_malformed("adyen", payload, request.remote)
         raise BadRequest(exc.message, code="invalid_notification", param=exc.param) from None
     await request.app[INGESTION].ingest(psp="adyen", items=items, remote=request.remote)
     return web.Response(text=ACCEPTED)
 
 
-def key_out(row: repo.Row) -> HmacKey:
+def key_out(key: domain.HmacKeyState) -> HmacKey:
     return HmacKey(
-        id=row["id"],
-        merchant_account=row["merchant_account"],
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
+        id=key.id,
+        merchant_account=key.merchant_account,
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
     )
 
 
-def notification_out(row: repo.Row) -> Notification:
+def notification_out(view: domain.NotificationView) -> Notification:
     amount = (
-        Money(value=row["amount"], currency=row["currency"])
-        if row["amount"] is not None and row["currency"] is not None
+        Money(value=view.amount, currency=view.currency)
+        if view.amount is not None and view.currency is not None
         else None
     )
     return Notification(
-        id=row["id"],
-        accepted=row["accepted"],
-        psp=row["psp"],
-        merchant_account=row["merchant_account"],
-        event_code=row["event_code"],
-        success=row["success"],
-        psp_reference=row["psp_reference"],
-        original_reference=row["original_reference"],
-        merchant_reference=row["merchant_reference"],
+        id=view.id,
+        accepted=view.accepted,
+        psp=view.psp,
+        merchant_account=view.merchant_account,
+        event_code=view.event_code,
+        success=view.success,
+        psp_reference=view.psp_reference,
+        original_reference=view.original_reference,
+        merchant_reference=view.merchant_reference,
         amount=amount,
-        refusal_reason=row["refusal_reason"],
-        received_at=row["created_at"],
-        item=repo.raw_item(row) if row["raw"] is not None else None,
+        refusal_reason=view.refusal_reason,
+        received_at=view.created_at,
+        item=dict(view.raw) if view.raw is not None else None,
     )
 
 
@@ -91,9 +92,9 @@ def notification_out(row: repo.Row) -> Notification:
 )
 async def put_hmac_key(request: web.Request, call: Call[HmacKeyPut]) -> web.Response:
     async with request.app[DB_POOL].acquire() as conn, conn.transaction():
-        row, added = await service.put_key(conn, request.app[KEYBOX], call.tenant_id, call.body)
-    request.app[MERCHANT_ACCOUNTS].forget(row["merchant_account"])
-    return ok("hmac_key", key_out(row), status=201 if added else 200)
+        key, added = await service.put_key(conn, request.app[KEYBOX], call.tenant_id, call.body)
+    request.app[MERCHANT_ACCOUNTS].forget(key.merchant_account)
+    return ok("hmac_key", key_out(key), status=201 if added else 200)
 
 
 @api.delete(
@@ -105,9 +106,9 @@ async def put_hmac_key(request: web.Request, call: Call[HmacKeyPut]) -> web.Resp
 )
 async def delete_hmac_key(request: web.Request, call: Call[None]) -> web.Response:
     async with request.app[DB_POOL].acquire() as conn, conn.transaction():
-        row = await service.revoke_key(conn, call.tenant_id, request.match_info["id"])
-    request.app[MERCHANT_ACCOUNTS].forget(row["merchant_account"])
-    return ok("hmac_key", key_out(row))
+        key = await service.revoke_key(conn, call.tenant_id, request.match_info["id"])
+    request.app[MERCHANT_ACCOUNTS].forget(key.merchant_account)
+    return ok("hmac_key", key_out(key))
 
 
 @api.get(
@@ -134,10 +135,10 @@ async def list_notifications(request: web.Request, call: Call[None]) -> web.Resp
 )
 async def get_notification(request: web.Request, call: Call[None]) -> web.Response:
     async with request.app[DB_POOL].acquire() as conn:
-        row = await repo.notification(conn, call.tenant_id, request.match_info["id"])
-    if row is None:
+        view = await repo.notification(conn, call.tenant_id, request.match_info["id"])
+    if view is None:
         raise errors.notification_not_found()
-    return ok("notification", notification_out(row))
+    return ok("notification", notification_out(view))
 
 
 @api.post(

@@ -9,14 +9,17 @@ signed field free of `:`, the string splits back into the fields in exactly one 
 
 from __future__ import annotations
 
+import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, replace
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from common.cardholder import redact_card_numbers
 from common.events import PspNotificationReceived
 from common.money import Money
+from common.psp.hmac import verify_signature
 
 COLON_FREE_FIELDS = (
     "pspReference",
@@ -204,3 +207,184 @@ def event_data(item: Item, *, notification_id: str, psp: str) -> PspNotification
 def is_hex_key(key: str) -> bool:
     """An Adyen HMAC key: 64 hex digits (32 bytes)."""
     return len(key) == 64 and all(c in "0123456789abcdefABCDEF" for c in key)
+
+
+# --- HMAC keys ----------------------------------------------------------------------------------
+
+MAX_ACTIVE_KEYS = 2
+
+
+@dataclass(frozen=True)
+class HmacKeyState:
+    """A merchant account's HMAC key as stored: sealed (`nonce`, `ciphertext`, under the
+    encryption key `encryption_key_id`), never in clear."""
+
+    id: str
+    tenant_id: str
+    merchant_account: str
+    nonce: bytes
+    ciphertext: bytes
+    encryption_key_id: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyRefused(Exception):
+    """A key that may not be added: `merchant_account_not_yours` or `hmac_key_limit`."""
+
+    def __init__(self, code: Literal["merchant_account_not_yours", "hmac_key_limit"]) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def decide_key_put(
+    *,
+    tenant_merchant_account: str | None,
+    merchant_account: str,
+    key: str,
+    active: Sequence[tuple[HmacKeyState, str]],
+) -> HmacKeyState | None:
+    """Putting `key` (lower-case hex) on `merchant_account`, whose active keys are `active`
+    (each with its opened key): the active key it already is (putting it again changes
+    nothing), or None to add it. The merchant account must be the tenant's; at most
+    `MAX_ACTIVE_KEYS` are active at once, so rotating is add the new, then revoke the old."""
+    if tenant_merchant_account is None or tenant_merchant_account != merchant_account:
+        raise KeyRefused("merchant_account_not_yours")
+    for stored, opened in active:
+        if hmac.compare_digest(opened, key):
+            return stored
+    if len(active) >= MAX_ACTIVE_KEYS:
+        raise KeyRefused("hmac_key_limit")
+    return None
+
+
+# --- acceptance and dedupe of notifications -----------------------------------------------------
+
+Refusal = Literal["merchant_account_unknown", "hmac_signature_invalid", "hmac_signature_missing"]
+Outcome = Literal["stored", "duplicate", "anomaly"]
+
+
+def refusal(item: Item, hmac_keys: Sequence[str] | None) -> Refusal | None:
+    """Why an item is refused (its merchant account has no tenant: `hmac_keys` is None; or its
+    signature matches none of the account's active keys), or None: accepted."""
+    if hmac_keys is None:
+        return "merchant_account_unknown"
+    if verify_signature(item.raw, hmac_keys):
+        return None
+    additional = item.raw.get("additionalData") or {}
+    return "hmac_signature_invalid" if additional.get("hmacSignature") else "hmac_signature_missing"
+
+
+@dataclass(frozen=True)
+class StoredOriginal:
+    """The stored notification a duplicate has the dedupe key of."""
+
+    id: str
+    tenant_id: str
+    psp_reference: str
+    amount: int | None
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    original: StoredOriginal
+    kind: Literal["amount_mismatch"]
+    item: Item
+
+
+@dataclass(frozen=True)
+class Dedupe:
+    outcomes: list[Outcome]
+    anomalies: list[Anomaly]
+
+
+def dedupe(
+    batch: Sequence[tuple[str, Item]],
+    fresh: Set[str],
+    originals: Mapping[str, StoredOriginal],
+) -> Dedupe:
+    """The outcome of each `(notification id, item)` of a stored batch: `stored` when it was
+    new (`fresh`), else a duplicate of its stored original (`originals`, by notification id),
+    which is an `anomaly` (recorded, never applied) when the amounts differ."""
+    outcomes: list[Outcome] = []
+    anomalies: list[Anomaly] = []
+    for notification_id, item in batch:
+        if notification_id in fresh:
+            outcomes.append("stored")
+            continue
+        original = originals[notification_id]
+        if (original.amount, original.currency) != (item.amount_value, item.currency):
+            outcomes.append("anomaly")
+            anomalies.append(Anomaly(original, "amount_mismatch", item))
+        else:
+            outcomes.append("duplicate")
+    return Dedupe(outcomes, anomalies)
+
+
+# --- stored notifications and their replay ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredNotification:
+    """A stored notification as replay needs it: the item as stored (cardholder data removed)."""
+
+    id: str
+    tenant_id: str
+    psp: str
+    raw: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class NotificationView:
+    """A stored notification, or (`accepted` false) a refused delivery, as listed."""
+
+    id: str
+    accepted: bool
+    psp: str
+    merchant_account: str | None
+    event_code: str | None
+    success: bool | None
+    psp_reference: str | None
+    original_reference: str | None
+    merchant_reference: str | None
+    amount: int | None
+    currency: str | None
+    refusal_reason: str | None
+    created_at: datetime
+    raw: Mapping[str, Any] | None
+
+
+class ReplayRefused(Exception):
+    def __init__(self, code: Literal["notification_not_found", "replay_range_too_large"]) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def replay_selection(
+    found: Sequence[StoredNotification], *, wanted: Sequence[str] | None, limit: int
+) -> list[StoredNotification]:
+    """What a replay publishes again: by id, every wanted id must be stored (another tenant's
+    reads as absent); by range, at most `limit` (`found` holds up to `limit + 1`)."""
+    if wanted is not None and len(found) != len(set(wanted)):
+        raise ReplayRefused("notification_not_found")
+    if wanted is None and len(found) > limit:
+        raise ReplayRefused("replay_range_too_large")
+    return list(found)
+
+
+def replay_events(
+    notifications: Sequence[StoredNotification],
+) -> list[tuple[PspNotificationReceived, str]]:
+    """The `psp.notification.received` event of each notification again (same payload), with
+    the aggregate it is ordered by (its merchant reference), in the given order."""
+    events = []
+    for notification in notifications:
+        item = parse_item(notification.raw)
+        events.append(
+            (
+                event_data(item, notification_id=notification.id, psp=notification.psp),
+                item.merchant_reference,
+            )
+        )
+    return events

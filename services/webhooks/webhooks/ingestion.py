@@ -20,27 +20,23 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import asyncpg
 from cryptography.exceptions import InvalidTag
 from prometheus_client import Counter, Histogram
 
-from common.broker.outbox import enqueue_many, new_envelope
+from common.broker.outbox import new_envelope
 from common.db.group_commit import GroupCommit
 from common.db.types import Conn
 from common.events import Envelope, EventType
 from common.http.errors import ApiError
 from common.logging import get_logger
 from common.metrics import Metrics
-from common.psp.hmac import verify_signature
 from webhooks import domain, errors, repo
 from webhooks.crypto import KeyBox
-from webhooks.domain import Item
+from webhooks.domain import Item, Outcome
 
 log = get_logger("webhooks.ingestion")
-
-Outcome = Literal["stored", "duplicate", "anomaly"]
 
 
 @dataclass(frozen=True)
@@ -67,21 +63,21 @@ def key_aad(tenant_id: str, merchant_account: str, key_id: str) -> str:
 
 
 def open_keys(
-    keybox: KeyBox, tenant_id: str, merchant_account: str, rows: Sequence[asyncpg.Record]
-) -> list[tuple[asyncpg.Record, str]]:
-    """The HMAC keys of `rows` (a merchant account's stored keys), decrypted, each with its
-    row; a key that does not decrypt with the configured encryption key is logged and left
-    out."""
+    keybox: KeyBox, tenant_id: str, merchant_account: str, keys: Sequence[domain.HmacKeyState]
+) -> list[tuple[domain.HmacKeyState, str]]:
+    """The HMAC keys of `keys` (a merchant account's stored keys), decrypted, each with its
+    stored state; a key that does not decrypt with the configured encryption key is logged and
+    left out."""
     opened = []
-    for row in rows:
+    for key in keys:
         try:
-            aad = key_aad(tenant_id, merchant_account, row["id"])
-            opened.append((row, keybox.open(row["nonce"], row["ciphertext"], aad)))
+            aad = key_aad(tenant_id, merchant_account, key.id)
+            opened.append((key, keybox.open(key.nonce, key.ciphertext, aad)))
         except InvalidTag:
             log.warning(
                 "an HMAC key does not decrypt with the configured encryption key",
-                key_id=row["id"],
-                encryption_key_id=row["encryption_key_id"],
+                key_id=key.id,
+                encryption_key_id=key.encryption_key_id,
             )
     return opened
 
@@ -121,46 +117,33 @@ class MerchantAccounts:
 
 
 async def store(conn: Conn, batch: Sequence[Verified]) -> list[Outcome]:
-    """Store a batch (the items of one or several requests) in the caller's transaction."""
-    fresh = await repo.insert_notifications(
-        conn, [(v.notification_id, v.tenant_id, v.psp, v.item) for v in batch]
-    )
-    await enqueue_many(
+    """Store a batch (the items of one or several requests) in the caller's transaction.
+
+    Save first, set-based (the dedupe key is the table's: one INSERT ... ON CONFLICT DO NOTHING
+    for the batch, and the events of the new ones), then load the stored originals of the
+    duplicates, decide (`domain.dedupe`) and save the anomalies (one statement)."""
+    fresh = await repo.save_notifications(
         conn,
-        [(v.envelope, v.item.merchant_reference) for v in batch if v.notification_id in fresh],
+        [(v.notification_id, v.tenant_id, v.psp, v.item) for v in batch],
+        {v.notification_id: v.envelope for v in batch},
     )
     duplicates = [v for v in batch if v.notification_id not in fresh]
     if not duplicates:
         return ["stored"] * len(batch)
     originals = await repo.stored_originals(conn, [(v.psp, v.item) for v in duplicates])
-    mismatched = {
-        v.notification_id: original
-        for v, original in zip(duplicates, originals, strict=True)
-        if (original["amount"], original["currency"]) != (v.item.amount_value, v.item.currency)
-    }
-    await repo.insert_anomalies(
-        conn,
-        [
-            (mismatched[v.notification_id], "amount_mismatch", v.item)
-            for v in duplicates
-            if v.notification_id in mismatched
-        ],
+    decided = domain.dedupe(
+        [(v.notification_id, v.item) for v in batch],
+        fresh,
+        {v.notification_id: o for v, o in zip(duplicates, originals, strict=True)},
     )
-    for original in mismatched.values():
+    await repo.insert_anomalies(conn, decided.anomalies)
+    for anomaly in decided.anomalies:
         log.warning(
             "duplicate notification with another amount",
-            notification_id=original["id"],
-            psp_reference=original["psp_reference"],
+            notification_id=anomaly.original.id,
+            psp_reference=anomaly.original.psp_reference,
         )
-    outcomes: list[Outcome] = []
-    for v in batch:
-        if v.notification_id in fresh:
-            outcomes.append("stored")
-        elif v.notification_id in mismatched:
-            outcomes.append("anomaly")
-        else:
-            outcomes.append("duplicate")
-    return outcomes
+    return decided.outcomes
 
 
 class Ingestion:
@@ -208,27 +191,52 @@ class Ingestion:
         for outcome in await self._group.submit(verified):
             self._notifications.labels(outcome).inc()
 
+    async def record_malformed(self, psp: str, payload: object, remote: str | None) -> None:
+        """A refused malformed batch (a negative amount, a missing field) in the security log,
+        under the tenant of its first item's merchant account when that is one of ours, so
+        that operators see what the PSP sent and was never applied."""
+        entries = payload.get("notificationItems") if isinstance(payload, dict) else None
+        first = entries[0] if isinstance(entries, list) and entries else None
+        raw = first.get("NotificationRequestItem") if isinstance(first, dict) else None
+        raw = raw if isinstance(raw, dict) else {}
+        merchant_account = raw.get("merchantAccountCode")
+        account = None
+        if (
+            isinstance(merchant_account, str)
+            and 0 < len(merchant_account) <= domain.MAX_TEXT
+            and "\x00" not in merchant_account
+            and merchant_account.isprintable()
+        ):
+            try:
+                merchant_account.encode("utf-8")
+                account = await self._accounts.find(merchant_account)
+            except UnicodeEncodeError:  # a lone surrogate: not one of ours
+                account = None
+        async with self._pool.acquire() as conn:
+            await repo.log_security_event(
+                conn,
+                psp=psp,
+                reason="invalid_notification",
+                tenant_id=account.tenant_id if account is not None else None,
+                merchant_account=merchant_account,
+                psp_reference=raw.get("pspReference"),
+                event_code=raw.get("eventCode"),
+                remote=remote,
+            )
+        self._metrics.security_events.labels("invalid_notification").inc()
+
     async def _verify(self, psp: str, item: Item, remote: str | None) -> Verified:
         account = await self._accounts.find(item.merchant_account)
-        if account is None:
-            raise await self._refuse(
-                psp,
-                "merchant_account_unknown",
-                item,
-                None,
-                remote,
-                errors.merchant_account_unknown(),
+        reason = domain.refusal(item, account.hmac_keys if account is not None else None)
+        if reason is not None:
+            error = (
+                errors.merchant_account_unknown()
+                if reason == "merchant_account_unknown"
+                else errors.signature_invalid()
             )
-        if not verify_signature(item.raw, account.hmac_keys):
-            additional = item.raw.get("additionalData") or {}
-            reason = (
-                "hmac_signature_invalid"
-                if additional.get("hmacSignature")
-                else "hmac_signature_missing"
-            )
-            raise await self._refuse(
-                psp, reason, item, account.tenant_id, remote, errors.signature_invalid()
-            )
+            tenant_id = account.tenant_id if account is not None else None
+            raise await self._refuse(psp, reason, item, tenant_id, remote, error)
+        assert account is not None  # accepted: its merchant account has a tenant
         item = domain.without_cardholder_data(item)
         notification_id = repo.new_id("ntf")
         envelope = new_envelope(

@@ -10,12 +10,19 @@ from typing import Any
 
 import asyncpg
 
+from common.broker.outbox import enqueue_many, new_envelope
 from common.db.types import Conn
+from common.events import Envelope, EventType, PspNotificationReceived
 from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
 from webhooks.crypto import Sealed
-from webhooks.domain import Item
-
-Row = asyncpg.Record
+from webhooks.domain import (
+    Anomaly,
+    HmacKeyState,
+    Item,
+    NotificationView,
+    StoredNotification,
+    StoredOriginal,
+)
 
 
 def new_id(prefix: str) -> str:
@@ -31,27 +38,42 @@ async def tenant_of_merchant_account(conn: Conn, merchant_account: str) -> str |
     return tenant_id
 
 
-async def active_keys(conn: Conn, tenant_id: str, merchant_account: str) -> list[Row]:
-    return list(
-        await conn.fetch(
-            "SELECT id, tenant_id, merchant_account, nonce, ciphertext, encryption_key_id,"
-            " created_at, revoked_at"
-            " FROM hmac_keys WHERE tenant_id = $1 AND merchant_account = $2"
-            " AND revoked_at IS NULL ORDER BY created_at",
-            tenant_id,
-            merchant_account,
-        )
+_KEY_COLUMNS = (
+    "id, tenant_id, merchant_account, nonce, ciphertext, encryption_key_id, created_at, revoked_at"
+)
+
+
+def _key(row: asyncpg.Record) -> HmacKeyState:
+    return HmacKeyState(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        merchant_account=row["merchant_account"],
+        nonce=row["nonce"],
+        ciphertext=row["ciphertext"],
+        encryption_key_id=row["encryption_key_id"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
     )
+
+
+async def active_keys(conn: Conn, tenant_id: str, merchant_account: str) -> list[HmacKeyState]:
+    rows = await conn.fetch(
+        f"SELECT {_KEY_COLUMNS}"
+        " FROM hmac_keys WHERE tenant_id = $1 AND merchant_account = $2"
+        " AND revoked_at IS NULL ORDER BY created_at",
+        tenant_id,
+        merchant_account,
+    )
+    return [_key(row) for row in rows]
 
 
 async def insert_key(
     conn: Conn, key_id: str, tenant_id: str, merchant_account: str, sealed: Sealed
-) -> Row:
+) -> HmacKeyState:
     row = await conn.fetchrow(
         "INSERT INTO hmac_keys"
         " (id, tenant_id, merchant_account, nonce, ciphertext, encryption_key_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6)"
-        " RETURNING id, merchant_account, created_at, revoked_at",
+        f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_KEY_COLUMNS}",
         key_id,
         tenant_id,
         merchant_account,
@@ -60,31 +82,45 @@ async def insert_key(
         sealed.key_id,
     )
     assert row is not None  # RETURNING the row just written
-    return row
+    return _key(row)
 
 
-async def revoke_key(conn: Conn, tenant_id: str, key_id: str) -> Row | None:
-    row: Row | None = await conn.fetchrow(
+async def revoke_key(conn: Conn, tenant_id: str, key_id: str) -> HmacKeyState | None:
+    """Revoke the key (revoking it again changes nothing); None if the tenant has no such key."""
+    row = await conn.fetchrow(
         "UPDATE hmac_keys SET revoked_at = coalesce(revoked_at, now())"
-        " WHERE id = $1 AND tenant_id = $2"
-        " RETURNING id, merchant_account, created_at, revoked_at",
+        f" WHERE id = $1 AND tenant_id = $2 RETURNING {_KEY_COLUMNS}",
         key_id,
         tenant_id,
     )
-    return row
+    return None if row is None else _key(row)
 
 
-async def lock_tenant(conn: Conn, tenant_id: str) -> Row | None:
-    row: Row | None = await conn.fetchrow(
-        "SELECT tenant_id, merchant_account FROM replica_tenants WHERE tenant_id = $1 FOR UPDATE",
+async def lock_tenant_merchant_account(conn: Conn, tenant_id: str) -> str | None:
+    """The tenant's merchant account (None: no such tenant in the replica), its replica row
+    locked: a tenant's key changes are serialised."""
+    merchant_account: str | None = await conn.fetchval(
+        "SELECT merchant_account FROM replica_tenants WHERE tenant_id = $1 FOR UPDATE",
         tenant_id,
     )
-    return row
+    return merchant_account
 
 
-async def insert_notifications(conn: Conn, rows: Sequence[tuple[str, str, str, Item]]) -> set[str]:
-    """Insert `(notification id, tenant id, psp, item)` rows; return the ids of those that were
-    new (a duplicate of a stored notification, or of an earlier row, is skipped)."""
+async def save_notifications(
+    conn: Conn, rows: Sequence[tuple[str, str, str, Item]], events: Mapping[str, Envelope]
+) -> set[str]:
+    """Insert `(notification id, tenant id, psp, item)` rows and enqueue the event (`events`,
+    by notification id) of each that was new, in the caller's transaction; return the ids of
+    those (a duplicate of a stored notification, or of an earlier row, is skipped)."""
+    fresh = await _insert_notifications(conn, rows)
+    await enqueue_many(
+        conn,
+        [(events[id_], item.merchant_reference) for id_, _, _, item in rows if id_ in fresh],
+    )
+    return fresh
+
+
+async def _insert_notifications(conn: Conn, rows: Sequence[tuple[str, str, str, Item]]) -> set[str]:
     if not rows:
         return set()
     inserted = await conn.fetch(
@@ -115,7 +151,7 @@ async def insert_notifications(conn: Conn, rows: Sequence[tuple[str, str, str, I
     return {row["id"] for row in inserted}
 
 
-async def stored_originals(conn: Conn, items: Sequence[tuple[str, Item]]) -> list[Row]:
+async def stored_originals(conn: Conn, items: Sequence[tuple[str, Item]]) -> list[StoredOriginal]:
     """The stored notification with the dedupe key of each `(psp, item)`, in the same order."""
     rows = await conn.fetch(
         "SELECT k.n, s.id, s.tenant_id, s.psp_reference, s.amount, s.currency"
@@ -131,11 +167,20 @@ async def stored_originals(conn: Conn, items: Sequence[tuple[str, Item]]) -> lis
     )
     if len(rows) != len(items):
         raise RuntimeError("a duplicate notification has no stored original")
-    return list(rows)
+    return [
+        StoredOriginal(
+            id=row["id"],
+            tenant_id=row["tenant_id"],
+            psp_reference=row["psp_reference"],
+            amount=row["amount"],
+            currency=row["currency"],
+        )
+        for row in rows
+    ]
 
 
-async def insert_anomalies(conn: Conn, anomalies: Sequence[tuple[Row, str, Item]]) -> None:
-    """Record `(stored original, kind, received item)` anomalies."""
+async def insert_anomalies(conn: Conn, anomalies: Sequence[Anomaly]) -> None:
+    """Record the anomalies of a batch (one statement)."""
     if not anomalies:
         return
     await conn.executemany(
@@ -144,14 +189,14 @@ async def insert_anomalies(conn: Conn, anomalies: Sequence[tuple[Row, str, Item]
         " VALUES ($1, $2, $3, $4, $5, $6)",
         [
             (
-                original["tenant_id"],
-                original["id"],
-                kind,
-                original["amount"],
-                item.amount_value,
-                dict(item.raw),
+                anomaly.original.tenant_id,
+                anomaly.original.id,
+                anomaly.kind,
+                anomaly.original.amount,
+                anomaly.item.amount_value,
+                dict(anomaly.item.raw),
             )
-            for original, kind, item in anomalies
+            for anomaly in anomalies
         ],
     )
 
@@ -223,12 +268,31 @@ NOTIFICATION_LIST = ListSpec(
 )
 
 
+def _view(row: asyncpg.Record) -> NotificationView:
+    return NotificationView(
+        id=row["id"],
+        accepted=row["accepted"],
+        psp=row["psp"],
+        merchant_account=row["merchant_account"],
+        event_code=row["event_code"],
+        success=row["success"],
+        psp_reference=row["psp_reference"],
+        original_reference=row["original_reference"],
+        merchant_reference=row["merchant_reference"],
+        amount=row["amount"],
+        currency=row["currency"],
+        refusal_reason=row["refusal_reason"],
+        created_at=row["created_at"],
+        raw=None if row["raw"] is None else _raw(row["raw"]),
+    )
+
+
 async def notification_page(
     conn: Conn, tenant_id: str, query: Mapping[str, str]
-) -> tuple[list[Row], PageInfo]:
+) -> tuple[list[NotificationView], PageInfo]:
     """Stored notifications, or (`accepted=false`) the refused deliveries."""
     accepted = NOTIFICATION_LIST.value(query, "accepted", default=True)
-    return await fetch_list(
+    rows, info = await fetch_list(
         conn,
         NOTIFICATION_LIST,
         query,
@@ -236,10 +300,11 @@ async def notification_page(
         table=None if accepted else "security_log",
         columns=None if accepted else _REFUSED_COLUMNS,
     )
+    return [_view(row) for row in rows], info
 
 
-async def notification(conn: Conn, tenant_id: str, id_: str) -> Row | None:
-    row: Row | None = await conn.fetchrow(
+async def notification(conn: Conn, tenant_id: str, id_: str) -> NotificationView | None:
+    row = await conn.fetchrow(
         f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE tenant_id = $1 AND id = $2",
         tenant_id,
         id_,
@@ -250,7 +315,13 @@ async def notification(conn: Conn, tenant_id: str, id_: str) -> Row | None:
             tenant_id,
             id_,
         )
-    return row
+    return None if row is None else _view(row)
+
+
+def _stored(row: asyncpg.Record) -> StoredNotification:
+    return StoredNotification(
+        id=row["id"], tenant_id=row["tenant_id"], psp=row["psp"], raw=_raw(row["raw"])
+    )
 
 
 async def notifications_received(
@@ -260,33 +331,51 @@ async def notifications_received(
     received_to: datetime,
     event_code: str | None,
     limit: int,
-) -> list[Row]:
+) -> list[StoredNotification]:
     """Stored notifications received in [from, to] (inclusive), oldest first, at most `limit`."""
-    return list(
-        await conn.fetch(
-            "SELECT id, tenant_id, psp, raw FROM notifications"
-            " WHERE tenant_id = $1 AND created_at >= $2 AND created_at <= $3"
-            " AND ($4::text IS NULL OR event_code = $4) ORDER BY created_at, id LIMIT $5",
-            tenant_id,
-            received_from,
-            received_to,
-            event_code,
-            limit,
-        )
+    rows = await conn.fetch(
+        "SELECT id, tenant_id, psp, raw FROM notifications"
+        " WHERE tenant_id = $1 AND created_at >= $2 AND created_at <= $3"
+        " AND ($4::text IS NULL OR event_code = $4) ORDER BY created_at, id LIMIT $5",
+        tenant_id,
+        received_from,
+        received_to,
+        event_code,
+        limit,
+    )
+    return [_stored(row) for row in rows]
+
+
+async def notifications_by_ids(
+    conn: Conn, tenant_id: str, ids: Sequence[str]
+) -> list[StoredNotification]:
+    """The tenant's stored notifications of these ids, in the order they were received."""
+    rows = await conn.fetch(
+        "SELECT id, tenant_id, psp, raw FROM notifications"
+        " WHERE tenant_id = $1 AND id = ANY($2::text[]) ORDER BY created_at, id",
+        tenant_id,
+        list(ids),
+    )
+    return [_stored(row) for row in rows]
+
+
+async def enqueue_replayed(
+    conn: Conn, tenant_id: str, events: Sequence[tuple[PspNotificationReceived, str]]
+) -> None:
+    """Enqueue replayed `psp.notification.received` events (new envelopes), in one statement,
+    in the caller's transaction."""
+    await enqueue_many(
+        conn,
+        [
+            (
+                new_envelope(EventType.PSP_NOTIFICATION_RECEIVED, data, tenant_id=tenant_id),
+                merchant_reference,
+            )
+            for data, merchant_reference in events
+        ],
     )
 
 
-async def notifications_by_ids(conn: Conn, tenant_id: str, ids: list[str]) -> list[Row]:
-    return list(
-        await conn.fetch(
-            "SELECT id, tenant_id, psp, raw FROM notifications"
-            " WHERE tenant_id = $1 AND id = ANY($2::text[]) ORDER BY created_at, id",
-            tenant_id,
-            ids,
-        )
-    )
-
-
-def raw_item(row: Row) -> dict[str, Any]:
-    raw = row["raw"]
-    return json.loads(raw) if isinstance(raw, str) else dict(raw)
+def _raw(raw: Any) -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    return parsed

@@ -32,8 +32,8 @@ from capture.refunds.schemas import (
 )
 from capture.refunds.worker import SENDER
 from common.db import snapshot
-from common.http.envelope import ok
-from common.http.errors import NotFound, Unprocessable
+from common.http.envelope import ok, page
+from common.http.errors import NotFound
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, Api, Call
 from common.money import Money
 from common.runtime import DB_POOL
@@ -70,23 +70,6 @@ def refund_view(
         updated_at=r.updated_at,
         refunded_at=r.refunded_at,
         history=[RefundHistoryOut(**vars(h)) for h in history] if history is not None else None,
-    )
-
-
-def ok_list(items: Sequence[InterventionOut]) -> web.Response:
-    """A list of at most 100, newest first, without cursors."""
-    return web.json_response(
-        {
-            "id": None,
-            "type": "array",
-            "data": [i.model_dump(mode="json") for i in items],
-            "page_info": {
-                "has_previous": False,
-                "has_next": False,
-                "start_cursor": None,
-                "end_cursor": None,
-            },
-        }
     )
 
 
@@ -179,22 +162,13 @@ def add_routes(api: Api) -> None:
         roles=OPERATOR,
         response=InterventionOut,
         list_response=True,
-        query=[("payment_id", "only this payment's"), ("status", "OPEN, RETRIED or RESOLVED")],
+        query=repo.REFUND_INTERVENTIONS,
         tags=["refunds"],
     )
     async def list_refund_interventions(request: web.Request, call: Call[None]) -> web.Response:
-        status = call.query.get("status") or None
-        if status is not None and status not in ("OPEN", "RETRIED", "RESOLVED"):
-            raise Unprocessable(
-                "status must be one of OPEN, RETRIED, RESOLVED",
-                code="parameter_invalid",
-                param="status",
-            )
         async with snapshot(request.app[DB_POOL]) as conn:
-            found = await repo.refund_interventions(
-                conn, call.tenant_id, call.query.get("payment_id") or None, status
-            )
-        return ok_list([InterventionOut(**vars(i)) for i in found])
+            found, info = await repo.refund_interventions(conn, call.tenant_id, call.query)
+        return page([InterventionOut(**vars(i)) for i in found], info)
 
     @api.post(
         "/v1/admin/refund-interventions/{id}/retry",

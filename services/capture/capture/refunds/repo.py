@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -29,6 +29,7 @@ from capture.refunds.domain import (
     Shares,
 )
 from common.db.types import Conn
+from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
 
 
 @dataclass(frozen=True)
@@ -467,6 +468,22 @@ _CAPTURE_INTERVENTION = (
     " i.code, i.reason, i.status, i.note, i.created_at, i.updated_at, i.closed_at"
     " FROM interventions i JOIN captures c ON c.id = i.capture_id"
 )
+INTERVENTION_STATUSES = ("OPEN", "RETRIED", "RESOLVED")
+_INTERVENTION_FIELDS = (
+    "id",
+    "tenant_id",
+    "capture_id",
+    "refund_id",
+    "payment_id",
+    "kind",
+    "code",
+    "reason",
+    "status",
+    "note",
+    "created_at",
+    "updated_at",
+    "closed_at",
+)
 _REFUND_INTERVENTION = (
     "SELECT id, tenant_id, capture_id, refund_id, payment_id, kind, code, reason, status, note,"
     " created_at, updated_at, closed_at FROM refund_interventions"
@@ -504,17 +521,25 @@ async def close_intervention(
     return closed
 
 
+REFUND_INTERVENTIONS = ListSpec(
+    table="refund_interventions",
+    filters=(
+        Filter("payment_id", "payment_id = {}", "only this payment's interventions"),
+        Filter(
+            "status", "status = {}", "the intervention's status", "choice", INTERVENTION_STATUSES
+        ),
+    ),
+)
+
+
 async def refund_interventions(
-    conn: Conn, tenant_id: str, payment_id: str | None, status: str | None
-) -> list[Intervention]:
-    rows = await conn.fetch(
-        _REFUND_INTERVENTION + " WHERE tenant_id = $1 AND ($2::text IS NULL OR payment_id = $2)"
-        " AND ($3::text IS NULL OR status = $3) ORDER BY created_at DESC, id DESC LIMIT 100",
-        tenant_id,
-        payment_id,
-        status,
+    conn: Conn, tenant_id: str, query: Mapping[str, str]
+) -> tuple[list[Intervention], PageInfo]:
+    """A page of the tenant's refund interventions, newest first, filtered as the query asks."""
+    rows, info = await fetch_list(
+        conn, REFUND_INTERVENTIONS, query, scope=[("tenant_id = {}", tenant_id)]
     )
-    return [Intervention(**dict(r)) for r in rows]
+    return [Intervention(**{k: r[k] for k in _INTERVENTION_FIELDS}) for r in rows], info
 
 
 async def stale_refunds(conn: Conn, *, older_than: datetime, limit: int) -> list[Refund]:

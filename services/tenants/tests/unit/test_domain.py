@@ -165,6 +165,8 @@ def tenant_row(**fields):
         "marketplace_banking_mode": "DISABLED",
         "funding_policy": "REFUSE_REFUND",
         "payout_schedule": {"frequency": "DAILY"},
+        "time_zone": "Europe/Paris",
+        "bank_transfer_iban": None,
         "created_at": now,
         "updated_at": now,
         **fields,
@@ -173,7 +175,7 @@ def tenant_row(**fields):
 
 def test_the_tenant_event_carries_the_full_state():
     # when
-    event = domain.tenant_event(tenant_row())
+    event = domain.tenant_event(domain.tenant_from_row(tenant_row()))
 
     # then
     data = event.model_dump(mode="json")
@@ -183,6 +185,7 @@ def test_the_tenant_event_carries_the_full_state():
     assert data["capture_delay_hours"] == 12
     assert data["payout_schedule"]["frequency"] == "DAILY"
     assert data["payout_schedule"]["hour_utc"] == 6
+    assert data["time_zone"] == "Europe/Paris"
 
 
 def test_the_supplier_event_carries_the_commission_rate():
@@ -196,11 +199,14 @@ def test_the_supplier_event_carries_the_commission_rate():
         "iban": None,
         "payment_due_date_delay": 45,
         "payment_due_date_mode": "END_OF_MONTH",
+        "created_at": datetime(2025, 1, 1, tzinfo=UTC),
+        "updated_at": datetime(2025, 1, 1, tzinfo=UTC),
     }
+    supplier = domain.supplier_from_row(row)
 
     # when
-    with_rate = domain.supplier_event(row, Decimal("12.5000")).model_dump(mode="json")
-    without = domain.supplier_event(row, None).model_dump(mode="json")
+    with_rate = domain.supplier_event(supplier, Decimal("12.5000")).model_dump(mode="json")
+    without = domain.supplier_event(supplier, None).model_dump(mode="json")
 
     # then
     assert with_rate["commission_rate"] == "12.5"
@@ -229,3 +235,180 @@ def test_the_api_key_event_says_whether_it_is_revoked():
     # then
     assert event.revoked is True
     assert event.supplier_id == "sup_1"
+
+
+# --- decisions: load -> decide -> save ---------------------------------------------------------
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def a_tenant(**settings_fields):
+    return domain.Tenant(
+        id="ten_1",
+        revision=3,
+        name="Acme",
+        status="active",
+        psp="adyen",
+        currency="EUR",
+        settings=domain.TenantSettings(merchant_account="AcmeECOM", **settings_fields),
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def a_supplier(revision=2):
+    return domain.Supplier(
+        id="sup_1",
+        tenant_id="ten_1",
+        revision=revision,
+        state=domain.SupplierState(name="S", kyc_status="enabled"),
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def a_commission(rate, active=True):
+    return domain.Commission(
+        id="com_1",
+        tenant_id="ten_1",
+        supplier_id="sup_1",
+        rate=Decimal(rate),
+        active=active,
+        created_at=NOW,
+        deactivated_at=None,
+    )
+
+
+def test_a_new_tenant_starts_at_revision_one_with_its_event():
+    # when
+    decision = domain.new_tenant(
+        tenant_id="ten_9",
+        name="Acme",
+        psp="adyen",
+        currency="EUR",
+        merchant_account="AcmeECOM",
+        settings_changes={"capture_mode": "DELAYED", "capture_delay_hours": 4},
+    )
+
+    # then
+    assert decision.revision == 1
+    assert decision.settings.capture_delay_hours == 4
+    assert decision.event.tenant_id == "ten_9"
+    assert decision.event.revision == 1
+    assert decision.event.status == "active"
+    assert decision.event.capture_mode == "DELAYED"
+
+
+def test_a_new_tenants_broken_setting_is_reported_under_settings():
+    with pytest.raises(domain.RuleViolation) as caught:
+        domain.new_tenant(
+            tenant_id="ten_9",
+            name="Acme",
+            psp="adyen",
+            currency="EUR",
+            merchant_account="AcmeECOM",
+            settings_changes={"capture_mode": "DELAYED"},
+        )
+    assert caught.value.code == "capture_delay_hours_required"
+    assert caught.value.param == "settings.capture_delay_hours"
+
+
+def test_a_settings_change_bumps_the_revision_and_carries_the_full_state():
+    # when
+    decision = domain.decide_settings(a_tenant(), {"default_rate": Decimal("3.1")})
+
+    # then
+    assert decision is not None
+    assert decision.revision == 4
+    assert decision.event.revision == 4
+    assert decision.event.default_rate == Decimal("3.1")
+    assert decision.event.merchant_account == "AcmeECOM"
+    assert decision.event.name == "Acme"
+
+
+def test_a_settings_change_that_changes_nothing_is_no_decision():
+    assert domain.decide_settings(a_tenant(default_rate=Decimal("2")), {"default_rate": 2}) is None
+    assert domain.decide_settings(a_tenant(), {}) is None
+
+
+def test_a_settings_change_that_breaks_a_rule_is_refused():
+    with pytest.raises(domain.RuleViolation) as caught:
+        domain.decide_settings(a_tenant(), {"capture_mode": "DELAYED"})
+    assert caught.value.param == "capture_delay_hours"
+
+
+def test_a_supplier_change_bumps_the_revision_and_keeps_the_commission_rate():
+    # when
+    decision = domain.decide_supplier_change(
+        a_supplier(), {"payment_due_date_delay": 60}, Decimal("12.5")
+    )
+
+    # then
+    assert decision is not None
+    assert decision.revision == 3
+    assert decision.state.payment_due_date_delay == 60
+    assert decision.event.commission_rate == Decimal("12.5")
+    assert decision.event.revision == 3
+
+
+def test_a_supplier_change_that_changes_nothing_is_no_decision():
+    assert domain.decide_supplier_change(a_supplier(), {"name": "S"}, None) is None
+
+
+def test_a_new_supplier_has_no_commission_yet():
+    decision = domain.new_supplier(
+        supplier_id="sup_2", tenant_id="ten_1", state=domain.SupplierState(name="S")
+    )
+    assert decision.revision == 1
+    assert decision.event.commission_rate is None
+    assert decision.event.kyc_status == "created"
+
+
+def test_putting_the_active_rate_again_changes_nothing():
+    decision = domain.decide_commission(
+        a_supplier(),
+        a_commission("12.5"),
+        commission_id="com_2",
+        rate=Decimal("12.50"),
+        active=True,
+    )
+    assert decision is None
+
+
+@pytest.mark.parametrize("current", [None, "10"])
+def test_a_new_active_rate_is_a_new_line_and_a_new_supplier_revision(current):
+    # when
+    decision = domain.decide_commission(
+        a_supplier(revision=5),
+        a_commission(current) if current else None,
+        commission_id="com_2",
+        rate=Decimal("12.5"),
+        active=True,
+    )
+
+    # then
+    assert decision is not None
+    assert (decision.commission_id, decision.rate, decision.active) == (
+        "com_2",
+        Decimal("12.5"),
+        True,
+    )
+    assert decision.supplier.revision == 6
+    assert decision.supplier.event.commission_rate == Decimal("12.5")
+
+
+def test_an_inactive_line_leaves_the_supplier_without_a_rate_even_when_it_is_the_active_one():
+    # when
+    decision = domain.decide_commission(
+        a_supplier(),
+        a_commission("12.5"),
+        commission_id="com_2",
+        rate=Decimal("12.5"),
+        active=False,
+    )
+
+    # then
+    assert decision is not None
+    assert decision.active is False
+    assert decision.supplier.event.commission_rate is None
+    assert decision.supplier.revision == 3

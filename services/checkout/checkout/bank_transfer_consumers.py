@@ -1,0 +1,125 @@
+"""Checkout's bank-transfer background work:
+
+- `checkout.shipments` (the OMS's `logistic_order.status_changed` on `oms.events`): SHIPPED
+  fixes a bank-transfer payment's due date. A malformed OMS body goes to the queue's DLQ.
+- the overdue scheduler: every `overdue_interval_s`, each replica runs `flag_overdue` in a
+  transaction; rows are claimed FOR UPDATE SKIP LOCKED, so replicas share the work and never
+  flag one payment twice for one due date.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+from aio_pika.abc import AbstractIncomingMessage
+from aiohttp import web
+from pydantic import ValidationError
+
+from checkout import bank_transfer_repo as btrepo
+from checkout import bank_transfers
+from common.broker.consumer import PoisonMessageError, tenant_payload
+from common.broker.topology import QueueSpec
+from common.db.types import Conn
+from common.events import (
+    DOMAIN_EXCHANGE,
+    OMS_EXCHANGE,
+    OMS_STATUS_CHANGED,
+    BuyerAccountUpserted,
+    Envelope,
+    EventType,
+    LogisticOrderStatusChanged,
+)
+from common.logging import get_logger
+from common.runtime import DB_POOL, Consumption
+from common.wakeup import Wakeup
+
+log = get_logger("checkout.bank_transfer_consumers")
+
+OMS_ID_NAMESPACE = uuid.UUID("0b6c2f4e-93a1-4f57-8a0e-7d1f5c3e2b90")
+
+
+def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
+    try:
+        event = LogisticOrderStatusChanged.model_validate_json(message.body)
+    except ValidationError as exc:
+        raise PoisonMessageError(
+            f"not a valid logistic_order.status_changed event: {exc.errors()[0]['msg']}"
+        ) from exc
+    if any(isinstance(v, str) and "\x00" in v for v in event.model_dump().values()):
+        raise PoisonMessageError("not a valid logistic_order.status_changed event: NUL")
+    try:
+        message_id = uuid.UUID(event.id)
+    except ValueError:
+        message_id = uuid.uuid5(OMS_ID_NAMESPACE, event.id)
+    return Envelope(
+        id=message_id,
+        type=OMS_STATUS_CHANGED,
+        occurred_at=event.occurred_at,
+        tenant_id=event.tenant_id,
+        correlation_id=message.correlation_id or f"oms:{event.id}",
+        data=event.model_dump(mode="json"),
+    )
+
+
+async def on_logistic_order_event(conn: Conn, envelope: Envelope) -> None:
+    event = LogisticOrderStatusChanged.model_validate(envelope.data)
+    outcome = await bank_transfers.record_shipment(conn, event)
+    if outcome == "due_date_set":
+        log.info("bank transfer due date set", logistic_order_id=event.logistic_order_id)
+
+
+def shipments_consumption() -> Consumption:
+    return Consumption(
+        spec=QueueSpec(name="checkout.shipments", bindings=[(OMS_EXCHANGE, OMS_STATUS_CHANGED)]),
+        handlers={OMS_STATUS_CHANGED: on_logistic_order_event},
+        parser=parse_oms_event,
+    )
+
+
+async def on_buyer_account_upserted(conn: Conn, envelope: Envelope) -> None:
+    event, tenant_id = tenant_payload(envelope, BuyerAccountUpserted)
+    await btrepo.upsert_buyer_account(
+        conn, tenant_id, event.buyer_account, event.payment_option, event.revision
+    )
+
+
+def buyer_accounts_consumption() -> Consumption:
+    return Consumption(
+        spec=QueueSpec(
+            name="checkout.buyer-accounts",
+            bindings=[(DOMAIN_EXCHANGE, EventType.BUYER_ACCOUNT_UPSERTED)],
+        ),
+        handlers={EventType.BUYER_ACCOUNT_UPSERTED: on_buyer_account_upserted},
+    )
+
+
+def overdue_scheduler(
+    interval_s: float,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        wakeup = Wakeup()
+
+        async def run() -> None:
+            while not stop.is_set():
+                try:
+                    async with app[DB_POOL].acquire() as conn, conn.transaction():
+                        flagged = await bank_transfers.flag_overdue(conn)
+                    if flagged:
+                        log.info("overdue payments flagged", count=flagged)
+                except Exception:  # a failed step is logged and retried at the next tick
+                    log.exception("overdue scheduler step failed")
+                await wakeup.sleep(interval_s)
+
+        task = asyncio.create_task(run(), name="overdue-scheduler")
+        yield
+        stop.set()
+        wakeup.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
