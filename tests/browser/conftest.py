@@ -29,8 +29,6 @@ from common.testing.apps import running
 from common.testing.waiting import eventually
 from exports.app import create_app as create_exports_app
 from exports.settings import Settings as ExportsSettings
-from payouts.app import create_app as create_payouts_app
-from payouts.settings import Settings as PayoutsSettings
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "browser"
 HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection"}
@@ -137,16 +135,15 @@ async def _supplier_key(stack: Any, shop: Any, supplier_id: str) -> str:
 
 
 # the payout provider is the sandbox, with the PSP's company key (tests/conftest.py's stack)
-PROVIDER_KEY = "test-company-key"
 
 
 @contextlib.asynccontextmanager
 async def money_services(
     stack: Any, servers: Any, test_database: Any, broker_names: Any, tmp_path: Path
 ) -> AsyncIterator[tuple[str, str]]:
-    """The payouts (ledger, payouts with the sandbox as payout provider, funding transfers) and
-    exports services, on the stack's broker: started before the shop exists, so that their
-    queues take the tenant's events from the first."""
+    """The stack's payouts service (ledger, payouts with the sandbox as payout provider, funding
+    transfers) and an exports service on the stack's broker, started before the shop exists, so
+    that its queues take the tenant's events from the first."""
     common: dict[str, Any] = {
         "profile": "test",
         "amqp_url": servers.amqp_url,
@@ -154,23 +151,7 @@ async def money_services(
         "broker_queue_expires_ms": broker_names.queue_expires_ms,
         "outbox_poll_interval_s": 0.1,
     }
-    payouts_db = await test_database.new_service_db("payouts")
     exports_db = await test_database.new_service_db("exports")
-    payouts = create_payouts_app(
-        PayoutsSettings(
-            database_url=payouts_db.dsn,
-            db_schema=payouts_db.schema,
-            provider_base_url=f"{stack.sandbox.url}/payout",
-            provider_api_key=PROVIDER_KEY,
-            provider_timeout_s=2.0,
-            pending_poll_s=0.5,
-            unknown_poll_delays_s=(0.3, 0.6, 1.0),
-            claim_lease_s=3.0,
-            executor_poll_interval_s=0.2,
-            scheduler_poll_interval_s=3600,
-            **common,
-        )
-    )
     exports = create_exports_app(
         ExportsSettings(
             database_url=exports_db.dsn,
@@ -182,8 +163,8 @@ async def money_services(
             **common,
         )
     )
-    async with running(payouts) as payouts_url, running(exports) as exports_url:
-        yield payouts_url, exports_url
+    async with running(exports) as exports_url:
+        yield stack.payouts_url, exports_url
 
 
 @contextlib.asynccontextmanager
