@@ -43,7 +43,8 @@ import aio_pika
 import aiohttp
 import asyncpg
 
-from bench.checkout_pay import bounded, wal_syncs
+from bench.checkout_pay import bounded
+from bench.history import HISTORY, preload_history
 from bench.outbox_pipeline import ceiling
 from bench.processes import (
     CLK_TCK,
@@ -53,6 +54,7 @@ from bench.processes import (
     serve_sandbox,
     serve_service,
 )
+from bench.profile import Profile, Snapshot, broker_counters, database_counters
 from common.broker import Names, QueueSpec
 from common.broker.topology import all_queue_names
 from common.events import (
@@ -72,9 +74,10 @@ SECONDS = float(os.environ.get("BENCH_CAPTURE_SECONDS", "60"))
 RAMP = [
     float(r)
     for r in os.environ.get("BENCH_CAPTURE_RAMP", "20,30,40,50,60,80,100,150,200").split(",")
+    if r.strip()
 ]
 STEP_SECONDS = float(os.environ.get("BENCH_CAPTURE_STEP_SECONDS", "20"))
-WARMUP = 200
+WARMUP = int(os.environ.get("BENCH_CAPTURE_WARMUP", "200"))
 SERVICE_LOG_LEVEL = os.environ.get("BENCH_SERVICE_LOG_LEVEL", "INFO")
 COMPANY_KEY = f"bench-company-{secrets.token_hex(8)}"
 AMOUNT = 15000
@@ -478,10 +481,10 @@ async def run_phase(
     http: aiohttp.ClientSession,
     sandbox: str,
     processes: dict[str, Any],
-    admin_dsn: str,
+    services: dict[str, Child],
     grace: float,
 ) -> Phase:
-    syncs = await wal_syncs(admin_dsn)
+    counted = await snapshot(http, services, dbs["capture"].dsn)
     jiffies = machine_cpu()
     before = {name: cpu() for name, cpu in processes.items()}
     published = await ship(amqp_url, names, tenant, payments, rate)
@@ -489,7 +492,10 @@ async def run_phase(
     cpu_us = {name: (cpu() - before[name]) / len(payments) * 1e6 for name, cpu in processes.items()}
     total, idle, iowait = (b - a for a, b in zip(jiffies, machine_cpu(), strict=True))
     machine = ((total - idle - iowait) / total, iowait / total) if total else (0.0, 0.0)
-    flushes = (await wal_syncs(admin_dsn) - syncs) / len(payments)
+    profile = Profile(
+        len(payments), len(payments), counted, await snapshot(http, services, dbs["capture"].dsn)
+    )
+    flushes = profile.database("wal_sync")
     requested = await psp_requests(http, sandbox, tenant)
     psp_ms = sorted(
         (requested[p.psp_reference] - published[p.id]) * 1000
@@ -512,7 +518,18 @@ async def run_phase(
         machine,
     )
     phase.show()
+    profile.show()
     return phase
+
+
+async def snapshot(http: aiohttp.ClientSession, services: dict[str, Child], dsn: str) -> Snapshot:
+    """The services' statement and broker counters and the database's, now."""
+    database = await database_counters(dsn)  # waits for the statistics to be reported
+    return Snapshot(
+        statements={name: await c.statements() for name, c in services.items()},
+        broker={name: await broker_counters(http, c.url) for name, c in services.items()},
+        database=database,
+    )
 
 
 async def main() -> None:
@@ -535,6 +552,7 @@ async def main() -> None:
                             names,
                             MARKETPAY_HMAC_ENCRYPTION_KEY=secrets.token_hex(32),
                         ),
+                        statements=True,
                     ) as webhooks,
                     child(
                         __name__,
@@ -547,6 +565,7 @@ async def main() -> None:
                             MARKETPAY_PSP_API_KEY=COMPANY_KEY,
                             MARKETPAY_PSP_TIMEOUT_S="5",
                         ),
+                        statements=True,
                     ) as capture,
                     child(
                         __name__,
@@ -558,6 +577,7 @@ async def main() -> None:
                             MARKETPAY_PSP_BASE_URL=f"{sandbox.url}/v71",
                             MARKETPAY_PSP_API_KEY=COMPANY_KEY,
                         ),
+                        statements=True,
                     ) as checkout,
                     aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http,
                 ):
@@ -651,7 +671,7 @@ async def measure_all(
             http=http,
             sandbox=sandbox.url,
             processes=processes,
-            admin_dsn=admin_dsn,
+            services={"capture": capture, "checkout": checkout, "webhooks": webhooks},
             grace=grace,
         )
 
@@ -660,7 +680,11 @@ async def measure_all(
     def take(n: int) -> list[Payment]:
         return [next(rest) for _ in range(n)]
 
-    await phase("warm-up", 50, take(WARMUP), grace=30)
+    warmup = take(WARMUP)
+    await phase("warm-up", 50, warmup, grace=30)
+    if HISTORY:
+        await asyncio.sleep(3)  # the last outbox rows of the warm-up published
+        await preload_history(dbs, warmup[0].id, HISTORY)
     steady = await phase(
         f"steady {RATE:.0f}/s for {SECONDS:.0f} s",
         RATE,
