@@ -52,12 +52,20 @@ TABLES = [
     Table("capture", "capture_history", "capture_id = ANY({captures})", 2),
     Table("capture", "capture_attempts", "capture_id = ANY({captures})", 2),
     Table("capture", "logistic_order_events", "payment_id = {payment}"),
-    Table("webhooks", "notifications", "merchant_reference = {payment}"),
+    Table(
+        "webhooks",
+        "notifications",
+        "merchant_reference = {payment} OR psp_reference = ANY({references})"
+        " OR original_reference = ANY({references})",
+    ),
     *(
-        Table(s, "outbox", "envelope::text LIKE {like} AND published_at IS NOT NULL")
+        Table(s, "outbox", "envelope::text LIKE ANY({likes}) AND published_at IS NOT NULL")
         for s in ("checkout", "capture", "webhooks")
     ),
-    *(Table(s, "inbox", "message_id::text = ANY({messages})") for s in ("checkout", "capture")),
+    *(
+        Table(s, "inbox", "message_id::text = ANY({messages})")
+        for s in ("checkout", "capture", "webhooks")
+    ),
 ]
 
 
@@ -107,19 +115,22 @@ async def template(
                 "SELECT id FROM logistic_order_events WHERE payment_id = $1", payment_id
             )
         ]
+        names = [payment_id, *captures, *references]  # what an envelope of it mentions
+        likes = [f"%{name}%" for name in names]
         messages = list(shipped)
         for conn in conns.values():
             messages += [
                 str(r["id"])
                 for r in await conn.fetch(
-                    "SELECT id FROM outbox WHERE envelope::text LIKE $1", f"%{payment_id}%"
+                    "SELECT id FROM outbox WHERE envelope::text LIKE ANY($1::text[])", likes
                 )
             ]
         values = {
             "payment": literal(payment_id),
             "captures": array(captures),
+            "references": array(references),
             "messages": array(messages),
-            "like": literal(payment_id).replace(payment_id, f"%{payment_id}%"),
+            "likes": "ARRAY[" + ",".join(f"'%{literal(n)[1:-1]}%'" for n in names) + "]",
         }
         out: dict[int, tuple[list[str], list[str]]] = {}
         for n, table in enumerate(TABLES):
