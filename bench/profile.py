@@ -206,6 +206,13 @@ class Profile:
             f" {self.load_published / n:.1f}), handled by consumers {delivered / n:.1f}",
             flush=True,
         )
+        verbs: dict[str, float] = {}
+        for st in per_service.values():
+            for query, (c, _) in st.items():
+                verb = (query.split(maxsplit=1) or ["?"])[0].strip(";(").upper()
+                verbs[verb] = verbs.get(verb, 0.0) + c / n
+        shown = ", ".join(f"{v} {c:.1f}" for v, c in sorted(verbs.items(), key=lambda x: -x[1]))
+        print(f"      statements by first word: {shown}", flush=True)
         everything = [
             (seconds, calls_, service, query)
             for service, st in per_service.items()
