@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,6 +78,7 @@ RAMP = [
 ]
 STEP_SECONDS = float(os.environ.get("BENCH_CAPTURE_STEP_SECONDS", "20"))
 WARMUP = int(os.environ.get("BENCH_CAPTURE_WARMUP", "200"))
+ONE_AT_A_TIME = int(os.environ.get("BENCH_CAPTURE_ONE_AT_A_TIME", "100"))
 SERVICE_LOG_LEVEL = os.environ.get("BENCH_SERVICE_LOG_LEVEL", "INFO")
 COMPANY_KEY = f"bench-company-{secrets.token_hex(8)}"
 AMOUNT = 15000
@@ -362,8 +363,10 @@ async def ship(
     tenant: Tenant,
     payments: Sequence[Payment],
     rate: float,
+    settle: Callable[[str], Awaitable[None]] | None = None,
 ) -> dict[str, float]:
-    """Publish one SHIPPED per payment at `rate`/s, open loop; return the publish times."""
+    """Publish one SHIPPED per payment at `rate`/s, open loop; return the publish times. With
+    `settle`: one at a time instead, each published once `settle(previous payment id)` returns."""
     published: dict[str, float] = {}
     connection = await aio_pika.connect(amqp_url)
     async with connection:
@@ -372,7 +375,7 @@ async def ship(
         pending: list[asyncio.Task[Any]] = []
         begin = time.perf_counter()
         for n, payment in enumerate(payments):
-            delay = begin + n / rate - time.perf_counter()
+            delay = 0.0 if settle else begin + n / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             body = {
@@ -385,6 +388,17 @@ async def ship(
                 "occurred_at": datetime.now(UTC).isoformat(),
             }
             published[payment.id] = time.time()
+            if settle is not None:
+                await exchange.publish(
+                    aio_pika.Message(
+                        json.dumps(body).encode(),
+                        content_type="application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=OMS_STATUS_CHANGED,
+                )
+                await settle(payment.id)
+                continue
             pending.append(
                 asyncio.create_task(
                     exchange.publish(
@@ -399,6 +413,33 @@ async def ship(
             )
         await asyncio.gather(*pending)
     return published
+
+
+@contextlib.asynccontextmanager
+async def settling(
+    checkout: ServiceDb,
+) -> AsyncIterator[tuple[Callable[[str], Awaitable[None]], list[int]]]:
+    """A `settle` for `ship`: wait until the payment is PAID (polling checkout's timeline every
+    20 ms on one connection), and the count of those polls (the load's own commits)."""
+    polls = [0]
+    conn = await asyncpg.connect(checkout.dsn, server_settings={"search_path": checkout.schema})
+
+    async def settle(payment_id: str) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            polls[0] += 1
+            if await conn.fetchval(
+                "SELECT true FROM payment_timeline WHERE payment_id = $1 AND status_to = 'PAID'",
+                payment_id,
+            ):
+                return
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"{payment_id} not PAID within 60 s")
+
+    try:
+        yield settle, polls
+    finally:
+        await conn.close()
 
 
 async def paid_at(checkout: ServiceDb, ids: Sequence[str]) -> dict[str, float]:
@@ -483,17 +524,25 @@ async def run_phase(
     processes: dict[str, Any],
     services: dict[str, Child],
     grace: float,
+    one_at_a_time: bool = False,
 ) -> Phase:
     counted = await snapshot(http, services, dbs["capture"].dsn)
     jiffies = machine_cpu()
     before = {name: cpu() for name, cpu in processes.items()}
-    published = await ship(amqp_url, names, tenant, payments, rate)
+    async with settling(dbs["checkout"]) as (settle, polls):
+        published = await ship(
+            amqp_url, names, tenant, payments, rate, settle if one_at_a_time else None
+        )
     paid = await until_paid(dbs["checkout"], list(published), within=grace)
     cpu_us = {name: (cpu() - before[name]) / len(payments) * 1e6 for name, cpu in processes.items()}
     total, idle, iowait = (b - a for a, b in zip(jiffies, machine_cpu(), strict=True))
     machine = ((total - idle - iowait) / total, iowait / total) if total else (0.0, 0.0)
     profile = Profile(
-        len(payments), len(payments), counted, await snapshot(http, services, dbs["capture"].dsn)
+        len(payments),
+        len(payments),
+        counted,
+        await snapshot(http, services, dbs["capture"].dsn),
+        load_commits=polls[0],
     )
     flushes = profile.database("wal_sync")
     requested = await psp_requests(http, sandbox, tenant)
@@ -535,7 +584,7 @@ async def snapshot(http: aiohttp.ClientSession, services: dict[str, Child], dsn:
 async def main() -> None:
     started = time.perf_counter()
     steady = int(RATE * SECONDS)
-    needed = WARMUP + steady + sum(int(r * STEP_SECONDS) for r in RAMP)
+    needed = WARMUP + ONE_AT_A_TIME + steady + sum(int(r * STEP_SECONDS) for r in RAMP)
     with test_servers() as servers:
         names = Names(f"bench.{secrets.token_hex(3)}.", queue_expires_ms=10 * 60 * 1000)
         amqp = servers.amqp_url
@@ -659,7 +708,13 @@ async def measure_all(
         "rabbitmq": server_cpu("beam.smp"),
     }
 
-    async def phase(label: str, rate: float, batch: Sequence[Payment], grace: float) -> Phase:
+    async def phase(
+        label: str,
+        rate: float,
+        batch: Sequence[Payment],
+        grace: float,
+        one_at_a_time: bool = False,
+    ) -> Phase:
         return await run_phase(
             label,
             rate,
@@ -673,6 +728,7 @@ async def measure_all(
             processes=processes,
             services={"capture": capture, "checkout": checkout, "webhooks": webhooks},
             grace=grace,
+            one_at_a_time=one_at_a_time,
         )
 
     rest = iter(payments)
@@ -685,6 +741,14 @@ async def measure_all(
     if HISTORY:
         await asyncio.sleep(3)  # the last outbox rows of the warm-up published
         await preload_history(dbs, warmup[0].id, HISTORY)
+    if ONE_AT_A_TIME:
+        await phase(
+            f"one at a time ({ONE_AT_A_TIME} SHIPPED, each once the previous is PAID)",
+            0,
+            take(ONE_AT_A_TIME),
+            grace=30,
+            one_at_a_time=True,
+        )
     steady = await phase(
         f"steady {RATE:.0f}/s for {SECONDS:.0f} s",
         RATE,
