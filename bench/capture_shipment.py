@@ -21,6 +21,13 @@ which payments reached PAID (how many, over first publish to last PAID). Then a 
 each for some seconds, up to the first rate the system does not sustain: an event not PAID
 within 5 s of the step's end, or a backlog that grows (the median latency to PAID of the
 step's last quarter more than twice that of its first quarter plus 250 ms).
+
+Before the steady phase, a phase one at a time (each SHIPPED once the previous payment is PAID):
+nothing batches, so its counts are the code's per-event cost whatever the machine's load. Each
+phase ends with its profile per SHIPPED (`bench.profile`: statements and transactions per
+service, the benchmark database's commits and rows, WAL flushes, broker messages, the top
+statements by time). `BENCH_HISTORY=N` preloads N earlier payments after the warm-up
+(`bench.history`).
 """
 
 from __future__ import annotations
