@@ -341,7 +341,8 @@ class Phase:
 
     def show(self) -> None:
         print(
-            f"  {self.label}: {len(self.published_at)} SHIPPED at {self.rate:.0f}/s;"
+            f"  {self.label}: {len(self.published_at)} SHIPPED"
+            f"{f' at {self.rate:.0f}/s' if self.rate else ''};"
             f" PAID {self.paid}/{len(self.published_at)} at {self.paid_rate:.0f}/s"
             f" (first publish to last PAID); sustained: {self.sustained}",
             flush=True,
