@@ -21,6 +21,13 @@ which payments reached PAID (how many, over first publish to last PAID). Then a 
 each for some seconds, up to the first rate the system does not sustain: an event not PAID
 within 5 s of the step's end, or a backlog that grows (the median latency to PAID of the
 step's last quarter more than twice that of its first quarter plus 250 ms).
+
+Before the steady phase, a phase one at a time (each SHIPPED once the previous payment is PAID):
+nothing batches, so its counts are the code's per-event cost whatever the machine's load. Each
+phase ends with its profile per SHIPPED (`bench.profile`: statements and transactions per
+service, the benchmark database's commits and rows, WAL flushes, broker messages, the top
+statements by time). `BENCH_HISTORY=N` preloads N earlier payments after the warm-up
+(`bench.history`).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,7 +50,8 @@ import aio_pika
 import aiohttp
 import asyncpg
 
-from bench.checkout_pay import bounded, wal_syncs
+from bench.checkout_pay import bounded
+from bench.history import HISTORY, preload_history
 from bench.outbox_pipeline import ceiling
 from bench.processes import (
     CLK_TCK,
@@ -53,6 +61,7 @@ from bench.processes import (
     serve_sandbox,
     serve_service,
 )
+from bench.profile import Profile, Snapshot, broker_counters, database_counters
 from common.broker import Names, QueueSpec
 from common.broker.topology import all_queue_names
 from common.events import (
@@ -72,9 +81,11 @@ SECONDS = float(os.environ.get("BENCH_CAPTURE_SECONDS", "60"))
 RAMP = [
     float(r)
     for r in os.environ.get("BENCH_CAPTURE_RAMP", "20,30,40,50,60,80,100,150,200").split(",")
+    if r.strip()
 ]
 STEP_SECONDS = float(os.environ.get("BENCH_CAPTURE_STEP_SECONDS", "20"))
-WARMUP = 200
+WARMUP = int(os.environ.get("BENCH_CAPTURE_WARMUP", "200"))
+ONE_AT_A_TIME = int(os.environ.get("BENCH_CAPTURE_ONE_AT_A_TIME", "100"))
 SERVICE_LOG_LEVEL = os.environ.get("BENCH_SERVICE_LOG_LEVEL", "INFO")
 COMPANY_KEY = f"bench-company-{secrets.token_hex(8)}"
 AMOUNT = 15000
@@ -330,7 +341,8 @@ class Phase:
 
     def show(self) -> None:
         print(
-            f"  {self.label}: {len(self.published_at)} SHIPPED at {self.rate:.0f}/s;"
+            f"  {self.label}: {len(self.published_at)} SHIPPED"
+            f"{f' at {self.rate:.0f}/s' if self.rate else ''};"
             f" PAID {self.paid}/{len(self.published_at)} at {self.paid_rate:.0f}/s"
             f" (first publish to last PAID); sustained: {self.sustained}",
             flush=True,
@@ -359,8 +371,10 @@ async def ship(
     tenant: Tenant,
     payments: Sequence[Payment],
     rate: float,
+    settle: Callable[[str], Awaitable[None]] | None = None,
 ) -> dict[str, float]:
-    """Publish one SHIPPED per payment at `rate`/s, open loop; return the publish times."""
+    """Publish one SHIPPED per payment at `rate`/s, open loop; return the publish times. With
+    `settle`: one at a time instead, each published once `settle(previous payment id)` returns."""
     published: dict[str, float] = {}
     connection = await aio_pika.connect(amqp_url)
     async with connection:
@@ -369,7 +383,7 @@ async def ship(
         pending: list[asyncio.Task[Any]] = []
         begin = time.perf_counter()
         for n, payment in enumerate(payments):
-            delay = begin + n / rate - time.perf_counter()
+            delay = 0.0 if settle else begin + n / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             body = {
@@ -382,6 +396,17 @@ async def ship(
                 "occurred_at": datetime.now(UTC).isoformat(),
             }
             published[payment.id] = time.time()
+            if settle is not None:
+                await exchange.publish(
+                    aio_pika.Message(
+                        json.dumps(body).encode(),
+                        content_type="application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=OMS_STATUS_CHANGED,
+                )
+                await settle(payment.id)
+                continue
             pending.append(
                 asyncio.create_task(
                     exchange.publish(
@@ -396,6 +421,33 @@ async def ship(
             )
         await asyncio.gather(*pending)
     return published
+
+
+@contextlib.asynccontextmanager
+async def settling(
+    checkout: ServiceDb,
+) -> AsyncIterator[tuple[Callable[[str], Awaitable[None]], list[int]]]:
+    """A `settle` for `ship`: wait until the payment is PAID (polling checkout's timeline every
+    20 ms on one connection), and the count of those polls (the load's own commits)."""
+    polls = [0]
+    conn = await asyncpg.connect(checkout.dsn, server_settings={"search_path": checkout.schema})
+
+    async def settle(payment_id: str) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            polls[0] += 1
+            if await conn.fetchval(
+                "SELECT true FROM payment_timeline WHERE payment_id = $1 AND status_to = 'PAID'",
+                payment_id,
+            ):
+                return
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"{payment_id} not PAID within 60 s")
+
+    try:
+        yield settle, polls
+    finally:
+        await conn.close()
 
 
 async def paid_at(checkout: ServiceDb, ids: Sequence[str]) -> dict[str, float]:
@@ -478,18 +530,29 @@ async def run_phase(
     http: aiohttp.ClientSession,
     sandbox: str,
     processes: dict[str, Any],
-    admin_dsn: str,
+    services: dict[str, Child],
     grace: float,
+    one_at_a_time: bool = False,
 ) -> Phase:
-    syncs = await wal_syncs(admin_dsn)
+    counted = await snapshot(http, services, dbs["capture"].dsn)
     jiffies = machine_cpu()
     before = {name: cpu() for name, cpu in processes.items()}
-    published = await ship(amqp_url, names, tenant, payments, rate)
+    async with settling(dbs["checkout"]) as (settle, polls):
+        published = await ship(
+            amqp_url, names, tenant, payments, rate, settle if one_at_a_time else None
+        )
     paid = await until_paid(dbs["checkout"], list(published), within=grace)
     cpu_us = {name: (cpu() - before[name]) / len(payments) * 1e6 for name, cpu in processes.items()}
     total, idle, iowait = (b - a for a, b in zip(jiffies, machine_cpu(), strict=True))
     machine = ((total - idle - iowait) / total, iowait / total) if total else (0.0, 0.0)
-    flushes = (await wal_syncs(admin_dsn) - syncs) / len(payments)
+    profile = Profile(
+        len(payments),
+        len(payments),
+        counted,
+        await snapshot(http, services, dbs["capture"].dsn),
+        load_commits=polls[0],
+    )
+    flushes = profile.database("wal_sync")
     requested = await psp_requests(http, sandbox, tenant)
     psp_ms = sorted(
         (requested[p.psp_reference] - published[p.id]) * 1000
@@ -512,13 +575,24 @@ async def run_phase(
         machine,
     )
     phase.show()
+    profile.show()
     return phase
+
+
+async def snapshot(http: aiohttp.ClientSession, services: dict[str, Child], dsn: str) -> Snapshot:
+    """The services' statement and broker counters and the database's, now."""
+    database = await database_counters(dsn)  # waits for the statistics to be reported
+    return Snapshot(
+        statements={name: await c.statements() for name, c in services.items()},
+        broker={name: await broker_counters(http, c.url) for name, c in services.items()},
+        database=database,
+    )
 
 
 async def main() -> None:
     started = time.perf_counter()
     steady = int(RATE * SECONDS)
-    needed = WARMUP + steady + sum(int(r * STEP_SECONDS) for r in RAMP)
+    needed = WARMUP + ONE_AT_A_TIME + steady + sum(int(r * STEP_SECONDS) for r in RAMP)
     with test_servers() as servers:
         names = Names(f"bench.{secrets.token_hex(3)}.", queue_expires_ms=10 * 60 * 1000)
         amqp = servers.amqp_url
@@ -535,6 +609,7 @@ async def main() -> None:
                             names,
                             MARKETPAY_HMAC_ENCRYPTION_KEY=secrets.token_hex(32),
                         ),
+                        statements=True,
                     ) as webhooks,
                     child(
                         __name__,
@@ -547,6 +622,7 @@ async def main() -> None:
                             MARKETPAY_PSP_API_KEY=COMPANY_KEY,
                             MARKETPAY_PSP_TIMEOUT_S="5",
                         ),
+                        statements=True,
                     ) as capture,
                     child(
                         __name__,
@@ -558,6 +634,7 @@ async def main() -> None:
                             MARKETPAY_PSP_BASE_URL=f"{sandbox.url}/v71",
                             MARKETPAY_PSP_API_KEY=COMPANY_KEY,
                         ),
+                        statements=True,
                     ) as checkout,
                     aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http,
                 ):
@@ -639,7 +716,13 @@ async def measure_all(
         "rabbitmq": server_cpu("beam.smp"),
     }
 
-    async def phase(label: str, rate: float, batch: Sequence[Payment], grace: float) -> Phase:
+    async def phase(
+        label: str,
+        rate: float,
+        batch: Sequence[Payment],
+        grace: float,
+        one_at_a_time: bool = False,
+    ) -> Phase:
         return await run_phase(
             label,
             rate,
@@ -651,8 +734,9 @@ async def measure_all(
             http=http,
             sandbox=sandbox.url,
             processes=processes,
-            admin_dsn=admin_dsn,
+            services={"capture": capture, "checkout": checkout, "webhooks": webhooks},
             grace=grace,
+            one_at_a_time=one_at_a_time,
         )
 
     rest = iter(payments)
@@ -660,7 +744,19 @@ async def measure_all(
     def take(n: int) -> list[Payment]:
         return [next(rest) for _ in range(n)]
 
-    await phase("warm-up", 50, take(WARMUP), grace=30)
+    warmup = take(WARMUP)
+    await phase("warm-up", 50, warmup, grace=30)
+    if HISTORY:
+        await asyncio.sleep(3)  # the last outbox rows of the warm-up published
+        await preload_history(dbs, warmup[0].id, HISTORY)
+    if ONE_AT_A_TIME:
+        await phase(
+            f"one at a time ({ONE_AT_A_TIME} SHIPPED, each once the previous is PAID)",
+            0,
+            take(ONE_AT_A_TIME),
+            grace=30,
+            one_at_a_time=True,
+        )
     steady = await phase(
         f"steady {RATE:.0f}/s for {SECONDS:.0f} s",
         RATE,

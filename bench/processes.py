@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.profile import STATS_FILE_ENV, Statements, read_statements
 from common.testing.fixtures import ServiceDb, TestDatabase, dsn_with
 
 START_TIMEOUT_S = 30.0
@@ -45,11 +46,13 @@ async def serve_service(service: str) -> None:
     settings the parent gave it, until terminated; then delete the queues it declared."""
     import importlib
 
+    from bench.profile import install_statement_log
     from common.broker import Names
     from common.logging import configure_logging
     from common.testing.apps import running
     from common.testing.fixtures import delete_namespace
 
+    install_statement_log()  # when the parent asked for statement counters
     create_app = importlib.import_module(f"{service}.app").create_app
     settings = importlib.import_module(f"{service}.settings").Settings()
     configure_logging(settings.service_name, settings.log_level)
@@ -78,6 +81,12 @@ async def serve_sandbox() -> None:
 class Child:
     process: asyncio.subprocess.Process
     url: str
+    statements_file: Path | None = None
+
+    async def statements(self) -> Statements:
+        """The child's SQL statements so far (started with `statements=True`)."""
+        assert self.statements_file is not None, "started without statement counters"
+        return await read_statements(self.process.pid, self.statements_file)
 
     def cpu_seconds(self) -> float:
         with open(f"/proc/{self.process.pid}/stat") as stat:
@@ -86,11 +95,17 @@ class Child:
 
 
 @contextlib.asynccontextmanager
-async def child(module: str, role: str, env: dict[str, str]) -> AsyncIterator[Child]:
+async def child(
+    module: str, role: str, env: dict[str, str], *, statements: bool = False
+) -> AsyncIterator[Child]:
     """`python -m module role` as a child; its logs go to /dev/null, its URL comes back in a
-    file. `BENCH_PROFILE_<ROLE>=path` runs it under cProfile."""
+    file. `BENCH_PROFILE_<ROLE>=path` runs it under cProfile. `statements`: a service child
+    counts its SQL statements (`Child.statements`, see bench.profile)."""
     with tempfile.TemporaryDirectory(prefix="bench_") as scratch:
         url_file = Path(scratch) / "url"
+        statements_file = Path(scratch) / "statements.json" if statements else None
+        if statements_file is not None:
+            env = {**env, STATS_FILE_ENV: str(statements_file)}
         profile = os.environ.get(f"BENCH_PROFILE_{role.upper()}")
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -107,7 +122,7 @@ async def child(module: str, role: str, env: dict[str, str]) -> AsyncIterator[Ch
                 if process.returncode is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{role} did not start (exit {process.returncode})")
                 await asyncio.sleep(0.05)
-            yield Child(process, url_file.read_text().strip())
+            yield Child(process, url_file.read_text().strip(), statements_file)
         finally:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
