@@ -17,7 +17,6 @@ import sys
 from collections import Counter
 from typing import Any
 
-import aio_pika
 import aiohttp
 import pytest
 
@@ -31,9 +30,8 @@ from bench.capture_shipment import (
     until_paid,
     write_authorised,
 )
-from bench.processes import child, scratch_services, serve_service
-from common.broker import Names, QueueSpec
-from common.broker.topology import all_queue_names
+from bench.processes import child, delete_queues, route_webhooks, scratch_services, serve_service
+from common.broker import Names
 from common.testing.fixtures import delete_namespace
 from tests.test_scale_out import count, dead_lettered, metric
 
@@ -90,20 +88,13 @@ async def test_old_and_new_versions_side_by_side(servers):
                     tenant = await new_tenant(amqp, names, dbs, http, sandbox.url)
                     payments = [await authorise(http, sandbox.url, tenant) for _ in range(PAYMENTS)]
                     await write_authorised(dbs, tenant, payments)
-                    async with http.post(
-                        f"{sandbox.url}/sandbox/merchant-accounts",
-                        json={
-                            "merchant_account": tenant.merchant_account,
-                            "webhook_url": f"{webhooks.url}/v1/webhooks/psp/adyen",
-                        },
-                    ) as response:
-                        hmac_key = (await response.json())["hmac_key"]
-                    async with http.put(
-                        f"{webhooks.url}/v1/admin/webhooks/hmac-keys",
-                        json={"merchant_account": tenant.merchant_account, "key": hmac_key},
-                        headers={"Authorization": f"Bearer {tenant.operator_key}"},
-                    ) as response:
-                        assert response.status == 201, await response.text()
+                    await route_webhooks(
+                        http,
+                        sandbox.url,
+                        webhooks.url,
+                        tenant.merchant_account,
+                        tenant.operator_key,
+                    )
 
                     # when a burst of SHIPPED arrives, each event twice
                     for _ in range(2):
@@ -149,12 +140,7 @@ async def test_old_and_new_versions_side_by_side(servers):
                         done = await metric(http, replica, "consumer_messages", "checkout.captures")
                         assert done > 0
         finally:
-            connection = await aio_pika.connect(amqp, timeout=10)
-            async with connection:
-                channel = await connection.channel()
-                for queue in QUEUES:
-                    for name in all_queue_names(names, QueueSpec(queue, [])):
-                        await channel.queue_delete(name)
+            await delete_queues(amqp, names, QUEUES)
             await delete_namespace(amqp, names)
 
 

@@ -31,9 +31,8 @@ from bench.capture_shipment import (
     until_paid,
     write_authorised,
 )
-from bench.processes import Child, child, scratch_services
-from common.broker import Names, QueueSpec
-from common.broker.topology import all_queue_names
+from bench.processes import Child, child, delete_queues, route_webhooks, scratch_services
+from common.broker import Names
 from common.testing.fixtures import ServiceDb, delete_namespace
 
 PER_TENANT = 30
@@ -133,20 +132,13 @@ async def test_two_replicas_of_each_consumer_capture_every_payment_once(servers)
                         await authorise(http, sandbox.url, tenant) for _ in range(PER_TENANT)
                     ]
                     await write_authorised(dbs, tenant, payments)
-                    async with http.post(
-                        f"{sandbox.url}/sandbox/merchant-accounts",
-                        json={
-                            "merchant_account": tenant.merchant_account,
-                            "webhook_url": f"{replica.url}/v1/webhooks/psp/adyen",
-                        },
-                    ) as response:
-                        hmac_key = (await response.json())["hmac_key"]
-                    async with http.put(
-                        f"{replica.url}/v1/admin/webhooks/hmac-keys",
-                        json={"merchant_account": tenant.merchant_account, "key": hmac_key},
-                        headers={"Authorization": f"Bearer {tenant.operator_key}"},
-                    ) as response:
-                        assert response.status == 201, await response.text()
+                    await route_webhooks(
+                        http,
+                        sandbox.url,
+                        replica.url,
+                        tenant.merchant_account,
+                        tenant.operator_key,
+                    )
                     tenants.append((tenant, payments))
 
                 # when a burst of SHIPPED events arrives for all of them, each sent twice
@@ -189,10 +181,5 @@ async def test_two_replicas_of_each_consumer_capture_every_payment_once(servers)
                 for replica in webhooks:
                     assert await metric(http, replica, "http_requests", "psp") > 0
         finally:
-            connection = await aio_pika.connect(amqp, timeout=10)
-            async with connection:
-                channel = await connection.channel()
-                for queue in QUEUES:
-                    for name in all_queue_names(names, QueueSpec(queue, [])):
-                        await channel.queue_delete(name)
+            await delete_queues(amqp, names, QUEUES)
             await delete_namespace(amqp, names)
