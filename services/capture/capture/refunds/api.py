@@ -32,8 +32,9 @@ from capture.refunds.schemas import (
 )
 from capture.refunds.worker import SENDER
 from common.db import snapshot
-from common.http.envelope import ok
+from common.http.envelope import ok, page
 from common.http.errors import NotFound, Unprocessable
+from common.http.pagination import PageInfo
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, Api, Call
 from common.money import Money
 from common.runtime import DB_POOL
@@ -75,18 +76,8 @@ def refund_view(
 
 def ok_list(items: Sequence[InterventionOut]) -> web.Response:
     """A list of at most 100, newest first, without cursors."""
-    return web.json_response(
-        {
-            "id": None,
-            "type": "array",
-            "data": [i.model_dump(mode="json") for i in items],
-            "page_info": {
-                "has_previous": False,
-                "has_next": False,
-                "start_cursor": None,
-                "end_cursor": None,
-            },
-        }
+    return page(
+        items, PageInfo(has_previous=False, has_next=False, start_cursor=None, end_cursor=None)
     )
 
 
