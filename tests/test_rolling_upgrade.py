@@ -33,7 +33,7 @@ from bench.capture_shipment import (
 from bench.processes import child, delete_queues, route_webhooks, scratch_services, serve_service
 from common.broker import Names
 from common.testing.fixtures import delete_namespace
-from tests.test_scale_out import count, dead_lettered, metric
+from tests.test_scale_out import count, dead_lettered, metric, moves_to_paid, psp_captures
 
 PAYMENTS = 40
 ADDED_FIELD = "rolled_out_in"
@@ -107,21 +107,9 @@ async def test_old_and_new_versions_side_by_side(servers):
                     rows = await count(dbs["capture"], "SELECT payment_id, status FROM captures")
                     assert Counter(r["payment_id"] for r in rows) == Counter(ids), "captures"
                     assert {r["status"] for r in rows} == {"SUCCEEDED"}
-                    async with http.get(
-                        f"{sandbox.url}/sandbox/merchant-accounts/"
-                        f"{tenant.merchant_account}/requests"
-                    ) as response:
-                        entries = (await response.json())["data"]
-                    captured = Counter(
-                        e["path"].split("/")[2] for e in entries if e["path"].endswith("/captures")
-                    )
+                    captured = await psp_captures(http, sandbox.url, tenant)
                     assert captured == Counter(p.psp_reference for p in payments), "PSP requests"
-                    timeline = await count(
-                        dbs["checkout"],
-                        "SELECT payment_id FROM payment_timeline WHERE status_to = 'PAID'"
-                        " AND status_from IS DISTINCT FROM 'PAID'",  # moves to PAID, not notes
-                    )
-                    assert Counter(r["payment_id"] for r in timeline) == Counter(ids), "PAID"
+                    assert await moves_to_paid(dbs["checkout"]) == Counter(ids), "PAID"
                     # nothing dead-lettered: v1 read v2's events, ignoring the added field
                     assert await dead_lettered(amqp, names) == 0
                     v2_events = await count(
