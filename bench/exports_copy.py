@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from bench.capture_shipment import service_env
 from bench.processes import Child, child, scratch_services, serve_service
 from common.broker import Names
 from common.events import DOMAIN_EXCHANGE, EventType
@@ -145,21 +146,19 @@ def peak_rss_mib(process: Child) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
+def exports_env(
+    db: ServiceDb, amqp: str, names: Names, storage: str, **more: str
+) -> dict[str, str]:
+    """The settings of an exports process storing its files under `storage`."""
+    return service_env(
+        db, amqp, names, MARKETPAY_LOG_LEVEL="WARNING", MARKETPAY_STORAGE_DIR=storage, **more
+    )
+
+
 async def export_through_service(
     db: ServiceDb, amqp: str, names: Names, key: str, storage: str, tenant_id: str
 ) -> dict[str, Any]:
-    env = {
-        "MARKETPAY_PROFILE": "test",
-        "MARKETPAY_LOG_LEVEL": "WARNING",
-        "MARKETPAY_HTTP_PORT": "0",
-        "MARKETPAY_DATABASE_URL": db.dsn,
-        "MARKETPAY_DB_SCHEMA": db.schema,
-        "MARKETPAY_AMQP_URL": amqp,
-        "MARKETPAY_BROKER_NAMESPACE": names.namespace,
-        "MARKETPAY_BROKER_QUEUE_EXPIRES_MS": str(names.queue_expires_ms),
-        "MARKETPAY_STORAGE_DIR": storage,
-        "MARKETPAY_WORKER_POLL_INTERVAL_S": "0.05",
-    }
+    env = exports_env(db, amqp, names, storage, MARKETPAY_WORKER_POLL_INTERVAL_S="0.05")
     async with child(__name__, "exports", env) as exports, aiohttp.ClientSession() as http:
         headers = {"Authorization": f"Bearer {key}"}
         for _ in range(200):  # the key reaches the replica through the bus
@@ -213,21 +212,7 @@ async def run(db: ServiceDb, amqp: str, names: Names, storage: str) -> None:
     tenants = {size: f"ten_bench_{size}" for size in (SMALL, BIG)}
     keys = {size: generate_key("test") for size in tenants}
     # a first process applies the migrations and declares the queues the tenancy arrives by
-    async with child(
-        __name__,
-        "exports",
-        {
-            "MARKETPAY_PROFILE": "test",
-            "MARKETPAY_LOG_LEVEL": "WARNING",
-            "MARKETPAY_HTTP_PORT": "0",
-            "MARKETPAY_DATABASE_URL": db.dsn,
-            "MARKETPAY_DB_SCHEMA": db.schema,
-            "MARKETPAY_AMQP_URL": amqp,
-            "MARKETPAY_BROKER_NAMESPACE": names.namespace,
-            "MARKETPAY_BROKER_QUEUE_EXPIRES_MS": str(names.queue_expires_ms),
-            "MARKETPAY_STORAGE_DIR": storage,
-        },
-    ):
+    async with child(__name__, "exports", exports_env(db, amqp, names, storage)):
         exchange = names.exchange(DOMAIN_EXCHANGE)
         for size, tenant_id in tenants.items():
             await publish(

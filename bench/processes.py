@@ -1,6 +1,7 @@
 """What the benchmarks share: services run as child processes (so that no process takes CPU
 from another's event loop, and each one's CPU can be read per request), scratch databases and
-schemas removed at the end, and events published on the bus as the producing services would."""
+schemas removed at the end, and events published on the bus as the producing services would;
+the sandbox's webhooks routed to a webhooks process, and the run's queues deleted after it."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aio_pika
+import aiohttp
 import asyncpg
 
 from bench.profile import STATS_FILE_ENV, Statements, read_statements
+from common.broker import Names, QueueSpec
+from common.broker.topology import all_queue_names
 from common.testing.fixtures import ServiceDb, TestDatabase, dsn_with
 
 START_TIMEOUT_S = 30.0
@@ -131,6 +136,42 @@ async def child(
                 except TimeoutError:
                     process.kill()
                     await process.wait()
+
+
+async def route_webhooks(
+    http: aiohttp.ClientSession,
+    sandbox_url: str,
+    webhooks_url: str,
+    merchant_account: str,
+    operator_key: str,
+) -> None:
+    """The sandbox sends `merchant_account`'s PSP webhooks to the webhooks service at
+    `webhooks_url`, which the tenant's operator gives the HMAC key they are signed with."""
+    async with http.post(
+        f"{sandbox_url}/sandbox/merchant-accounts",
+        json={
+            "merchant_account": merchant_account,
+            "webhook_url": f"{webhooks_url}/v1/webhooks/psp/adyen",
+        },
+    ) as response:
+        hmac_key = (await response.json())["hmac_key"]
+    async with http.put(
+        f"{webhooks_url}/v1/admin/webhooks/hmac-keys",
+        json={"merchant_account": merchant_account, "key": hmac_key},
+        headers={"Authorization": f"Bearer {operator_key}"},
+    ) as response:
+        assert response.status == 201, await response.text()
+
+
+async def delete_queues(amqp_url: str, names: Names, queues: Iterable[str]) -> None:
+    """Delete `queues` of the namespace `names` (with their retry and dead-letter queues), which
+    the parent declared or bound for its services."""
+    connection = await aio_pika.connect(amqp_url, timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        for queue in queues:
+            for name in all_queue_names(names, QueueSpec(queue, [])):
+                await channel.queue_delete(name)
 
 
 @contextlib.asynccontextmanager

@@ -35,7 +35,6 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import aio_pika
 import aiohttp
 import asyncpg
 
@@ -49,9 +48,16 @@ from bench.capture_shipment import (
     wait_for,
 )
 from bench.checkout_pay import bounded
-from bench.processes import Child, child, scratch_services, serve_sandbox, serve_service
-from common.broker import Names, QueueSpec
-from common.broker.topology import all_queue_names
+from bench.processes import (
+    Child,
+    child,
+    delete_queues,
+    route_webhooks,
+    scratch_services,
+    serve_sandbox,
+    serve_service,
+)
+from common.broker import Names
 from common.events import DOMAIN_EXCHANGE, EventType
 from common.testing.fixtures import ServiceDb, delete_namespace
 from common.testing.servers import test_servers
@@ -284,20 +290,9 @@ async def measure(
     prepared = time.perf_counter()
     payments = await bounded(needed, lambda: captured_payment(http, sandbox.url, tenant), 16)
     await write_captured(dbs["capture"], tenant, payments)
-    async with http.post(
-        f"{sandbox.url}/sandbox/merchant-accounts",
-        json={
-            "merchant_account": tenant.merchant_account,
-            "webhook_url": f"{webhooks.url}/v1/webhooks/psp/adyen",
-        },
-    ) as response:
-        hmac_key = (await response.json())["hmac_key"]
-    async with http.put(
-        f"{webhooks.url}/v1/admin/webhooks/hmac-keys",
-        json={"merchant_account": tenant.merchant_account, "key": hmac_key},
-        headers={"Authorization": f"Bearer {tenant.operator_key}"},
-    ) as response:
-        assert response.status == 201, await response.text()
+    await route_webhooks(
+        http, sandbox.url, webhooks.url, tenant.merchant_account, tenant.operator_key
+    )
     print(
         f"prepared {needed} captured payments in {time.perf_counter() - prepared:.1f} s",
         flush=True,
@@ -437,12 +432,7 @@ async def main() -> None:
                     print(f"  ({time.perf_counter() - started:.0f} s in all)", flush=True)
             finally:
                 with contextlib.suppress(Exception):
-                    connection = await aio_pika.connect(amqp, timeout=10)
-                    async with connection:
-                        channel = await connection.channel()
-                        for queue in QUEUES:
-                            for name in all_queue_names(names, QueueSpec(queue, [])):
-                                await channel.queue_delete(name)
+                    await delete_queues(amqp, names, QUEUES)
                 await delete_namespace(amqp, names)
 
 

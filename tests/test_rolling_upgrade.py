@@ -17,7 +17,6 @@ import sys
 from collections import Counter
 from typing import Any
 
-import aio_pika
 import aiohttp
 import pytest
 
@@ -31,11 +30,10 @@ from bench.capture_shipment import (
     until_paid,
     write_authorised,
 )
-from bench.processes import child, scratch_services, serve_service
-from common.broker import Names, QueueSpec
-from common.broker.topology import all_queue_names
+from bench.processes import child, delete_queues, route_webhooks, scratch_services, serve_service
+from common.broker import Names
 from common.testing.fixtures import delete_namespace
-from tests.test_scale_out import count, dead_lettered, metric
+from tests.test_scale_out import count, dead_lettered, metric, moves_to_paid, psp_captures
 
 PAYMENTS = 40
 ADDED_FIELD = "rolled_out_in"
@@ -90,20 +88,13 @@ async def test_old_and_new_versions_side_by_side(servers):
                     tenant = await new_tenant(amqp, names, dbs, http, sandbox.url)
                     payments = [await authorise(http, sandbox.url, tenant) for _ in range(PAYMENTS)]
                     await write_authorised(dbs, tenant, payments)
-                    async with http.post(
-                        f"{sandbox.url}/sandbox/merchant-accounts",
-                        json={
-                            "merchant_account": tenant.merchant_account,
-                            "webhook_url": f"{webhooks.url}/v1/webhooks/psp/adyen",
-                        },
-                    ) as response:
-                        hmac_key = (await response.json())["hmac_key"]
-                    async with http.put(
-                        f"{webhooks.url}/v1/admin/webhooks/hmac-keys",
-                        json={"merchant_account": tenant.merchant_account, "key": hmac_key},
-                        headers={"Authorization": f"Bearer {tenant.operator_key}"},
-                    ) as response:
-                        assert response.status == 201, await response.text()
+                    await route_webhooks(
+                        http,
+                        sandbox.url,
+                        webhooks.url,
+                        tenant.merchant_account,
+                        tenant.operator_key,
+                    )
 
                     # when a burst of SHIPPED arrives, each event twice
                     for _ in range(2):
@@ -116,21 +107,9 @@ async def test_old_and_new_versions_side_by_side(servers):
                     rows = await count(dbs["capture"], "SELECT payment_id, status FROM captures")
                     assert Counter(r["payment_id"] for r in rows) == Counter(ids), "captures"
                     assert {r["status"] for r in rows} == {"SUCCEEDED"}
-                    async with http.get(
-                        f"{sandbox.url}/sandbox/merchant-accounts/"
-                        f"{tenant.merchant_account}/requests"
-                    ) as response:
-                        entries = (await response.json())["data"]
-                    captured = Counter(
-                        e["path"].split("/")[2] for e in entries if e["path"].endswith("/captures")
-                    )
+                    captured = await psp_captures(http, sandbox.url, tenant)
                     assert captured == Counter(p.psp_reference for p in payments), "PSP requests"
-                    timeline = await count(
-                        dbs["checkout"],
-                        "SELECT payment_id FROM payment_timeline WHERE status_to = 'PAID'"
-                        " AND status_from IS DISTINCT FROM 'PAID'",  # moves to PAID, not notes
-                    )
-                    assert Counter(r["payment_id"] for r in timeline) == Counter(ids), "PAID"
+                    assert await moves_to_paid(dbs["checkout"]) == Counter(ids), "PAID"
                     # nothing dead-lettered: v1 read v2's events, ignoring the added field
                     assert await dead_lettered(amqp, names) == 0
                     v2_events = await count(
@@ -149,12 +128,7 @@ async def test_old_and_new_versions_side_by_side(servers):
                         done = await metric(http, replica, "consumer_messages", "checkout.captures")
                         assert done > 0
         finally:
-            connection = await aio_pika.connect(amqp, timeout=10)
-            async with connection:
-                channel = await connection.channel()
-                for queue in QUEUES:
-                    for name in all_queue_names(names, QueueSpec(queue, [])):
-                        await channel.queue_delete(name)
+            await delete_queues(amqp, names, QUEUES)
             await delete_namespace(amqp, names)
 
 

@@ -31,9 +31,8 @@ from bench.capture_shipment import (
     until_paid,
     write_authorised,
 )
-from bench.processes import Child, child, scratch_services
-from common.broker import Names, QueueSpec
-from common.broker.topology import all_queue_names
+from bench.processes import Child, child, delete_queues, route_webhooks, scratch_services
+from common.broker import Names
 from common.testing.fixtures import ServiceDb, delete_namespace
 
 PER_TENANT = 30
@@ -77,6 +76,27 @@ async def count(db: ServiceDb, sql: str, *args: object) -> list[asyncpg.Record]:
         return await conn.fetch(sql, *args)
     finally:
         await conn.close()
+
+
+async def psp_captures(
+    http: aiohttp.ClientSession, sandbox_url: str, tenant: Tenant
+) -> Counter[str]:
+    """PSP reference → how many capture requests the sandbox received for it."""
+    async with http.get(
+        f"{sandbox_url}/sandbox/merchant-accounts/{tenant.merchant_account}/requests"
+    ) as response:
+        entries = (await response.json())["data"]
+    return Counter(e["path"].split("/")[2] for e in entries if e["path"].endswith("/captures"))
+
+
+async def moves_to_paid(checkout: ServiceDb) -> Counter[str]:
+    """Payment id → how many times checkout's timeline moved it to PAID (not notes on PAID)."""
+    timeline = await count(
+        checkout,
+        "SELECT payment_id FROM payment_timeline WHERE status_to = 'PAID'"
+        " AND status_from IS DISTINCT FROM 'PAID'",
+    )
+    return Counter(r["payment_id"] for r in timeline)
 
 
 async def test_two_replicas_of_each_consumer_capture_every_payment_once(servers):
@@ -133,20 +153,13 @@ async def test_two_replicas_of_each_consumer_capture_every_payment_once(servers)
                         await authorise(http, sandbox.url, tenant) for _ in range(PER_TENANT)
                     ]
                     await write_authorised(dbs, tenant, payments)
-                    async with http.post(
-                        f"{sandbox.url}/sandbox/merchant-accounts",
-                        json={
-                            "merchant_account": tenant.merchant_account,
-                            "webhook_url": f"{replica.url}/v1/webhooks/psp/adyen",
-                        },
-                    ) as response:
-                        hmac_key = (await response.json())["hmac_key"]
-                    async with http.put(
-                        f"{replica.url}/v1/admin/webhooks/hmac-keys",
-                        json={"merchant_account": tenant.merchant_account, "key": hmac_key},
-                        headers={"Authorization": f"Bearer {tenant.operator_key}"},
-                    ) as response:
-                        assert response.status == 201, await response.text()
+                    await route_webhooks(
+                        http,
+                        sandbox.url,
+                        replica.url,
+                        tenant.merchant_account,
+                        tenant.operator_key,
+                    )
                     tenants.append((tenant, payments))
 
                 # when a burst of SHIPPED events arrives for all of them, each sent twice
@@ -163,21 +176,9 @@ async def test_two_replicas_of_each_consumer_capture_every_payment_once(servers)
                 assert Counter(r["payment_id"] for r in rows) == Counter(ids), "captures"
                 assert {r["status"] for r in rows} == {"SUCCEEDED"}
                 for tenant, payments in tenants:
-                    async with http.get(
-                        f"{sandbox.url}/sandbox/merchant-accounts/"
-                        f"{tenant.merchant_account}/requests"
-                    ) as response:
-                        entries = (await response.json())["data"]
-                    captured = Counter(
-                        e["path"].split("/")[2] for e in entries if e["path"].endswith("/captures")
-                    )
+                    captured = await psp_captures(http, sandbox.url, tenant)
                     assert captured == Counter(p.psp_reference for p in payments), "PSP requests"
-                timeline = await count(
-                    dbs["checkout"],
-                    "SELECT payment_id FROM payment_timeline WHERE status_to = 'PAID'"
-                    " AND status_from IS DISTINCT FROM 'PAID'",  # moves to PAID, not notes
-                )
-                assert Counter(r["payment_id"] for r in timeline) == Counter(ids), "PAID"
+                assert await moves_to_paid(dbs["checkout"]) == Counter(ids), "PAID"
                 assert await dead_lettered(amqp, names) == 0
                 # and both replicas of each service did some of the work
                 for replica in captures:
@@ -189,10 +190,5 @@ async def test_two_replicas_of_each_consumer_capture_every_payment_once(servers)
                 for replica in webhooks:
                     assert await metric(http, replica, "http_requests", "psp") > 0
         finally:
-            connection = await aio_pika.connect(amqp, timeout=10)
-            async with connection:
-                channel = await connection.channel()
-                for queue in QUEUES:
-                    for name in all_queue_names(names, QueueSpec(queue, [])):
-                        await channel.queue_delete(name)
+            await delete_queues(amqp, names, QUEUES)
             await delete_namespace(amqp, names)

@@ -242,6 +242,25 @@ SELECT created_at, updated_at FROM u
 """
 
 
+def _oms_event_values(
+    message_id: str, event: LogisticOrderStatusChanged, outcome: OmsOutcome
+) -> tuple[Any, ...]:
+    """A logistic_order_events row's columns id .. payment_id, in the statements' order."""
+    return (
+        message_id,
+        event.id,
+        event.tenant_id,
+        event.order_id,
+        event.logistic_order_id,
+        event.supplier_id,
+        event.status,
+        event.occurred_at,
+        outcome.outcome,
+        outcome.reason,
+        outcome.payment_id,
+    )
+
+
 def _change_args(change: CaptureChange) -> tuple[Any, ...]:
     c = change.capture
     a = change.attempt
@@ -506,17 +525,7 @@ class PgRepo:
         created = await self._insert_captures(
             [decision.capture],
             _INSERT_CAPTURE_AND_OMS_EVENT,
-            message_id,
-            event.id,
-            event.tenant_id,
-            event.order_id,
-            event.logistic_order_id,
-            event.supplier_id,
-            event.status,
-            event.occurred_at,
-            outcome.outcome,
-            outcome.reason,
-            outcome.payment_id,
+            *_oms_event_values(message_id, event, outcome),
         )
         if created:
             return outcome
@@ -742,17 +751,7 @@ class PgRepo:
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
             ON CONFLICT (id) DO NOTHING
             """,
-            message_id,
-            event.id,
-            event.tenant_id,
-            event.order_id,
-            event.logistic_order_id,
-            event.supplier_id,
-            event.status,
-            event.occurred_at,
-            outcome.outcome,
-            outcome.reason,
-            outcome.payment_id,
+            *_oms_event_values(message_id, event, outcome),
             outcome.capture_id,
         )
 

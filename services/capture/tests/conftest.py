@@ -38,7 +38,7 @@ from common.events import (
 from common.http.auth import generate_key
 from common.runtime import DB_POOL
 from common.testing.apps import running
-from common.testing.fixtures import ServiceDb, dsn_with
+from common.testing.fixtures import ServiceDb, dsn_with, service_settings_values
 from common.testing.tcpproxy import TcpProxy
 from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
 from common.testing.waiting import eventually
@@ -445,13 +445,6 @@ def capture_settings(
     servers: Any, service_db: Any, broker_names: Any, sandbox: Sandbox, **overrides: Any
 ) -> Settings:
     values: dict[str, Any] = {
-        "profile": "test",
-        "database_url": service_db.dsn,
-        "db_schema": service_db.schema,
-        "amqp_url": servers.amqp_url,
-        "broker_namespace": broker_names.namespace,
-        "broker_queue_expires_ms": broker_names.queue_expires_ms,
-        "outbox_poll_interval_s": 0.1,
         "psp_base_url": f"{sandbox.url}/v71",
         "psp_api_key": COMPANY_KEY,
         "psp_timeout_s": 1.0,
@@ -460,7 +453,9 @@ def capture_settings(
         "capture_poll_interval_s": 0.1,
         "scheduler_poll_interval_s": 0.1,
     }
-    return Settings(**{**values, **overrides})
+    return Settings(
+        **service_settings_values(servers, service_db, broker_names, **{**values, **overrides})
+    )
 
 
 @pytest_asyncio.fixture

@@ -114,29 +114,7 @@ def dataset(s1: str, s2: str) -> list[tuple[str, EventData, datetime]]:
                 supplier_id=s2,
                 amount=money(500),
                 reason='=HYPERLINK("http://evil.example","click")',
-                lines=[
-                    {
-                        "capture_id": "capture_2",
-                        "logistic_order_id": "lo_2",
-                        "supplier_id": s2,
-                        "party": "PLATFORM",
-                        "amount": 13,
-                    },
-                    {
-                        "capture_id": "capture_2",
-                        "logistic_order_id": "lo_2",
-                        "supplier_id": s2,
-                        "party": "MARKETPLACE",
-                        "amount": 63,
-                    },
-                    {
-                        "capture_id": "capture_2",
-                        "logistic_order_id": "lo_2",
-                        "supplier_id": s2,
-                        "party": "SUPPLIER",
-                        "amount": 424,
-                    },
-                ],
+                lines=_lines("capture_2", "lo_2", s2, 13, 63, 424),
                 psp_reference="PSP-REF-1",
             ),
             at(20),
@@ -153,29 +131,7 @@ def dataset(s1: str, s2: str) -> list[tuple[str, EventData, datetime]]:
                 supplier_id=s1,
                 amount=money(100),
                 reason="damaged",
-                lines=[
-                    {
-                        "capture_id": ret,
-                        "logistic_order_id": "lo_1",
-                        "supplier_id": s1,
-                        "party": "PLATFORM",
-                        "amount": 3,
-                    },
-                    {
-                        "capture_id": ret,
-                        "logistic_order_id": "lo_1",
-                        "supplier_id": s1,
-                        "party": "MARKETPLACE",
-                        "amount": 10,
-                    },
-                    {
-                        "capture_id": ret,
-                        "logistic_order_id": "lo_1",
-                        "supplier_id": s1,
-                        "party": "SUPPLIER",
-                        "amount": 87,
-                    },
-                ],
+                lines=_lines(ret, "lo_1", s1, 3, 10, 87),
                 code="refund_declined",
                 message="-1; refused by the PSP\nsecond line",
             ),
@@ -193,48 +149,8 @@ def dataset(s1: str, s2: str) -> list[tuple[str, EventData, datetime]]:
                 amount=money(10499),
                 reason="@SUM(A1:A9)",
                 lines=[
-                    {
-                        "capture_id": ret,
-                        "logistic_order_id": "lo_1",
-                        "supplier_id": s1,
-                        "party": "PLATFORM",
-                        "amount": 250,
-                    },
-                    {
-                        "capture_id": ret,
-                        "logistic_order_id": "lo_1",
-                        "supplier_id": s1,
-                        "party": "MARKETPLACE",
-                        "amount": 1000,
-                    },
-                    {
-                        "capture_id": ret,
-                        "logistic_order_id": "lo_1",
-                        "supplier_id": s1,
-                        "party": "SUPPLIER",
-                        "amount": 8750,
-                    },
-                    {
-                        "capture_id": "capture_2",
-                        "logistic_order_id": "lo_2",
-                        "supplier_id": s2,
-                        "party": "PLATFORM",
-                        "amount": 12,
-                    },
-                    {
-                        "capture_id": "capture_2",
-                        "logistic_order_id": "lo_2",
-                        "supplier_id": s2,
-                        "party": "MARKETPLACE",
-                        "amount": 62,
-                    },
-                    {
-                        "capture_id": "capture_2",
-                        "logistic_order_id": "lo_2",
-                        "supplier_id": s2,
-                        "party": "SUPPLIER",
-                        "amount": 425,
-                    },
+                    *_lines(ret, "lo_1", s1, 250, 1000, 8750),
+                    *_lines("capture_2", "lo_2", s2, 12, 62, 425),
                 ],
             ),
             at(30),
@@ -250,29 +166,7 @@ def dataset(s1: str, s2: str) -> list[tuple[str, EventData, datetime]]:
                 stage="CHARGEBACK_REVERSED",
                 amount=money(10000),
                 reason=None,
-                lines=[
-                    {
-                        "capture_id": ret,
-                        "logistic_order_id": "lo_1",
-                        "supplier_id": s1,
-                        "party": "PLATFORM",
-                        "amount": 250,
-                    },
-                    {
-                        "capture_id": ret,
-                        "logistic_order_id": "lo_1",
-                        "supplier_id": s1,
-                        "party": "MARKETPLACE",
-                        "amount": 1000,
-                    },
-                    {
-                        "capture_id": ret,
-                        "logistic_order_id": "lo_1",
-                        "supplier_id": s1,
-                        "party": "SUPPLIER",
-                        "amount": 8750,
-                    },
-                ],
+                lines=_lines(ret, "lo_1", s1, 250, 1000, 8750),
             ),
             at(40),
         ),
@@ -361,6 +255,31 @@ def _transfer(
             "reason": reason,
         }
     )
+
+
+def _lines(
+    capture_id: str,
+    logistic_order_id: str,
+    supplier_id: str,
+    platform: int,
+    marketplace: int,
+    supplier: int,
+) -> list[dict[str, object]]:
+    """The split lines (PLATFORM, MARKETPLACE, SUPPLIER) a refund or chargeback takes back."""
+    return [
+        {
+            "capture_id": capture_id,
+            "logistic_order_id": logistic_order_id,
+            "supplier_id": supplier_id,
+            "party": party,
+            "amount": amount,
+        }
+        for party, amount in (
+            ("PLATFORM", platform),
+            ("MARKETPLACE", marketplace),
+            ("SUPPLIER", supplier),
+        )
+    ]
 
 
 def parse_csv(raw: bytes) -> list[list[str]]:

@@ -23,6 +23,7 @@ from common.events import DOMAIN_EXCHANGE, Envelope, EventData, Role, make_envel
 from common.http.auth import generate_key
 from common.runtime import DB_POOL
 from common.testing.apps import running
+from common.testing.fixtures import service_settings_values
 from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
 from common.testing.waiting import eventually
 from exports.app import create_app
@@ -234,20 +235,15 @@ def exports_settings(
     servers: Any, service_db: Any, broker_names: Any, storage_dir: Path, **overrides: Any
 ) -> Settings:
     values: dict[str, Any] = {
-        "profile": "test",
-        "database_url": service_db.dsn,
-        "db_schema": service_db.schema,
-        "amqp_url": servers.amqp_url,
-        "broker_namespace": broker_names.namespace,
-        "broker_queue_expires_ms": broker_names.queue_expires_ms,
-        "outbox_poll_interval_s": 0.1,
         "storage_dir": str(storage_dir),
         "worker_poll_interval_s": 0.2,
         "heartbeat_s": 0.3,
         "lease_s": 3.0,
         "expiry_sweep_interval_s": 0.3,
     }
-    return Settings(**{**values, **overrides})
+    return Settings(
+        **service_settings_values(servers, service_db, broker_names, **{**values, **overrides})
+    )
 
 
 @pytest_asyncio.fixture

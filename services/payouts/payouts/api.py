@@ -15,12 +15,13 @@ payouts and funding transfers (another supplier's is a 404, as if it did not exi
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 from aiohttp import web
+from pydantic import BaseModel
 
 from common.db import snapshot
 from common.db.types import Conn
@@ -102,6 +103,39 @@ def _ids(query: Mapping[str, str], name: str) -> list[str] | None:
 
 def _supplier_scope(call: Call[Any]) -> str | None:
     return call.principal.supplier_id if call.principal.role == "supplier" else None
+
+
+async def _scoped(conn: Conn, call: Call[Any], table: str, id_: str) -> asyncpg.Record | None:
+    """The tenant's row `id_` of `table` (a constant), None if it is not the caller's to see
+    (another tenant's, or another supplier's when a supplier asks)."""
+    row = await conn.fetchrow(
+        f"SELECT * FROM {table} WHERE tenant_id = $1 AND id = $2", call.tenant_id, id_
+    )
+    scope = _supplier_scope(call)
+    if row is None or (scope is not None and row["supplier_id"] != scope):
+        return None
+    return row
+
+
+async def _listed(
+    request: web.Request,
+    call: Call[Any],
+    table: str,
+    where: list[str],
+    args: list[Any],
+    view: Callable[[asyncpg.Record], BaseModel],
+) -> web.Response:
+    """One page of `table`'s rows matching `where` (constants, values in `args`), each shown
+    by `view`, read from one snapshot."""
+    async with snapshot(request.app[DB_POOL]) as conn:
+        rows, info = await fetch_page(
+            conn,
+            table=table,
+            where=where,
+            args=args,
+            request=PageRequest.from_query(call.query),
+        )
+    return page([view(r) for r in rows], info)
 
 
 # -- ledger ---------------------------------------------------------------------------------
@@ -269,26 +303,20 @@ def transfer_filters(call: Call[Any]) -> tuple[list[str], list[Any]]:
     status = _choice(query, "status", TRANSFER_STATUSES)
     source = _choice(query, "source_account_type", ACCOUNT_TYPES)
     target = _choice(query, "target_account_type", ACCOUNT_TYPES)
-    suppliers = _ids(query, "supplier_ids")
-    if created_from is not None:
-        add("created_at >= ${n}", created_from)
-    if created_to is not None:
-        add("created_at <= ${n}", created_to)
-    if status is not None:
-        add("status = ${n}", status)
-    if amount_min is not None:
-        add("amount >= ${n}", amount_min)
-    if amount_max is not None:
-        add("amount <= ${n}", amount_max)
-    if source is not None:
-        add("source_account_type = ${n}", source)
-    if target is not None:
-        add("target_account_type = ${n}", target)
-    if suppliers is not None:
-        add("supplier_id = ANY(${n}::text[])", suppliers)
-    scope = _supplier_scope(call)
-    if scope is not None:
-        add("supplier_id = ${n}", scope)
+    filters: list[tuple[str, Any]] = [
+        ("created_at >= ${n}", created_from),
+        ("created_at <= ${n}", created_to),
+        ("status = ${n}", status),
+        ("amount >= ${n}", amount_min),
+        ("amount <= ${n}", amount_max),
+        ("source_account_type = ${n}", source),
+        ("target_account_type = ${n}", target),
+        ("supplier_id = ANY(${n}::text[])", _ids(query, "supplier_ids")),
+        ("supplier_id = ${n}", _supplier_scope(call)),
+    ]
+    for condition, value in filters:
+        if value is not None:
+            add(condition, value)
     return where, args
 
 
@@ -312,15 +340,7 @@ def transfer_filters(call: Call[Any]) -> tuple[list[str], list[Any]]:
 )
 async def list_funding_transfers(request: web.Request, call: Call[None]) -> web.Response:
     where, args = transfer_filters(call)
-    async with snapshot(request.app[DB_POOL]) as conn:
-        rows, info = await fetch_page(
-            conn,
-            table="funding_transfers",
-            where=where,
-            args=args,
-            request=PageRequest.from_query(call.query),
-        )
-    return page([transfer_view(r) for r in rows], info)
+    return await _listed(request, call, "funding_transfers", where, args, transfer_view)
 
 
 @api.get(
@@ -332,13 +352,8 @@ async def list_funding_transfers(request: web.Request, call: Call[None]) -> web.
 )
 async def get_funding_transfer(request: web.Request, call: Call[None]) -> web.Response:
     async with snapshot(request.app[DB_POOL]) as conn:
-        row = await conn.fetchrow(
-            "SELECT * FROM funding_transfers WHERE tenant_id = $1 AND id = $2",
-            call.tenant_id,
-            request.match_info["id"],
-        )
-    scope = _supplier_scope(call)
-    if row is None or (scope is not None and row["supplier_id"] != scope):
+        row = await _scoped(conn, call, "funding_transfers", request.match_info["id"])
+    if row is None:
         raise errors.not_found("funding_transfer")
     return ok("funding_transfer", transfer_view(row))
 
@@ -401,23 +416,12 @@ async def list_payouts(request: web.Request, call: Call[None]) -> web.Response:
         if value is not None:
             args.append(value)
             where.append(f"{column} = ${len(args)}")
-    async with snapshot(request.app[DB_POOL]) as conn:
-        rows, info = await fetch_page(
-            conn,
-            table="payouts",
-            where=where,
-            args=args,
-            request=PageRequest.from_query(call.query),
-        )
-    return page([payout_view(r) for r in rows], info)
+    return await _listed(request, call, "payouts", where, args, payout_view)
 
 
 async def _payout(conn: Conn, call: Call[Any], payout_id: str) -> asyncpg.Record:
-    row = await conn.fetchrow(
-        "SELECT * FROM payouts WHERE tenant_id = $1 AND id = $2", call.tenant_id, payout_id
-    )
-    scope = _supplier_scope(call)
-    if row is None or (scope is not None and row["supplier_id"] != scope):
+    row = await _scoped(conn, call, "payouts", payout_id)
+    if row is None:
         raise errors.not_found("payout")
     return row
 
@@ -549,15 +553,14 @@ api.post(
     tags=["payouts"],
 )
 async def list_interventions(request: web.Request, call: Call[None]) -> web.Response:
-    async with snapshot(request.app[DB_POOL]) as conn:
-        rows, info = await fetch_page(
-            conn,
-            table="payout_interventions",
-            where=["tenant_id = $1"],
-            args=[call.tenant_id],
-            request=PageRequest.from_query(call.query),
-        )
-    return page([Intervention(**{k: r[k] for k in Intervention.model_fields}) for r in rows], info)
+    return await _listed(
+        request,
+        call,
+        "payout_interventions",
+        ["tenant_id = $1"],
+        [call.tenant_id],
+        lambda r: Intervention(**{k: r[k] for k in Intervention.model_fields}),
+    )
 
 
 @api.put(

@@ -286,6 +286,24 @@ class PayoutsHarness:
         """Publish and wait until payouts applied it."""
         await self.applied(await self.publish(event_type, data, tenant_id))
 
+    async def request_refund(
+        self,
+        tenant: Tenant,
+        capture: CaptureSucceeded,
+        lines: list[ReturnLine],
+        *,
+        funds_check: bool,
+    ) -> str:
+        """Send a refund.requested of `lines` of `capture` and wait until payouts applied it;
+        the new refund's id."""
+        refund_id = new_id("ref")
+        await self.send(
+            "refund.requested",
+            refund_requested(capture, lines, refund_id=refund_id, funds_check=funds_check),
+            tenant.id,
+        )
+        return refund_id
+
     async def dead_letters(
         self, queue: str, count: int, within: float = 20
     ) -> list[tuple[bytes, dict[str, Any]]]:

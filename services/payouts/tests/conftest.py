@@ -23,7 +23,7 @@ from common.events import (
     DOMAIN_EXCHANGE,
     OMS_EXCHANGE,
 )
-from common.testing.fixtures import ServiceDb
+from common.testing.fixtures import ServiceDb, service_settings_values
 from payouts.app import create_app
 from payouts.settings import Settings
 from payouts.testing import MovableClock, PayoutsHarness
@@ -59,13 +59,6 @@ def payouts_settings(
     servers: Any, db: Any, names: Names, sandbox_url: str, port: int, **overrides: Any
 ) -> Settings:
     values: dict[str, Any] = {
-        "profile": "test",
-        "database_url": db.dsn,
-        "db_schema": db.schema,
-        "amqp_url": servers.amqp_url,
-        "broker_namespace": names.namespace,
-        "broker_queue_expires_ms": names.queue_expires_ms,
-        "outbox_poll_interval_s": 0.1,
         "http_port": port,
         "provider_base_url": f"{sandbox_url}/payout",
         "provider_api_key": PROVIDER_KEY,
@@ -77,7 +70,7 @@ def payouts_settings(
         "executor_poll_interval_s": 0.1,
         "scheduler_poll_interval_s": 3600,
     }
-    return Settings(**{**values, **overrides})
+    return Settings(**service_settings_values(servers, db, names, **{**values, **overrides}))
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -65,6 +66,24 @@ class ServiceDb:
     schema: str
     role: str
     dsn: str
+
+
+def service_settings_values(
+    servers: Servers, db: ServiceDb, names: Names, **more: Any
+) -> dict[str, Any]:
+    """What every service's settings in a test start from: the test profile, the service's
+    schema on this run's database, this test's broker names and a quick outbox relay; `more`
+    adds the service's own values or overrides these."""
+    return {
+        "profile": "test",
+        "database_url": db.dsn,
+        "db_schema": db.schema,
+        "amqp_url": servers.amqp_url,
+        "broker_namespace": names.namespace,
+        "broker_queue_expires_ms": names.queue_expires_ms,
+        "outbox_poll_interval_s": 0.1,
+        **more,
+    }
 
 
 @dataclass

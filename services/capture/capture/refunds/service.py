@@ -521,15 +521,8 @@ async def on_dispute_notification(
     if isinstance(change, NoChange):
         if current is None:  # cannot happen: a first notification always applies
             return
-        await repo.record_dispute_notification(
-            conn,
-            dispute_id,
-            notification_id=event.notification_id,
-            event_code=event.event_code,
-            amount=event.amount.value if event.amount else None,
-            currency=event.amount.currency if event.amount else None,
-            applied=False,
-            detail=change.reason,
+        await _record_dispute_notification(
+            conn, dispute_id, event, applied=False, detail=change.reason
         )
         log.info("dispute notification ignored", payment_id=payment_id, reason=change.reason)
         return
@@ -550,6 +543,21 @@ async def on_dispute_notification(
         reason=event.reason,
         now=now,
     )
+    await _record_dispute_notification(conn, dispute_id, event, applied=True, detail=change.emit)
+    if change.emit is None:
+        return
+    await _emit_chargeback(conn, payment, dispute_id, revision, event, change, books)
+
+
+async def _record_dispute_notification(
+    conn: Conn,
+    dispute_id: str,
+    event: PspNotificationReceived,
+    *,
+    applied: bool,
+    detail: str | None,
+) -> None:
+    """What the dispute made of one notification: applied, or ignored and why."""
     await repo.record_dispute_notification(
         conn,
         dispute_id,
@@ -557,12 +565,9 @@ async def on_dispute_notification(
         event_code=event.event_code,
         amount=event.amount.value if event.amount else None,
         currency=event.amount.currency if event.amount else None,
-        applied=True,
-        detail=change.emit,
+        applied=applied,
+        detail=detail,
     )
-    if change.emit is None:
-        return
-    await _emit_chargeback(conn, payment, dispute_id, revision, event, change, books)
 
 
 async def _emit_chargeback(

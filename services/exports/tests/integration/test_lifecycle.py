@@ -110,11 +110,10 @@ async def fed_tenant(exports: Any, extra_lines: int = 0) -> Any:
     return tenant
 
 
-@pytest.mark.parametrize("exports", [{"worker_poll_interval_s": 600}], indirect=True)
-async def test_a_worker_killed_mid_export_is_replaced_and_the_job_completes_once(
-    exports,
-) -> None:
-    # given: a replica run as a process, writing slowly (the in-process one stays idle)
+@contextlib.asynccontextmanager
+async def slow_export(exports: Any) -> AsyncIterator[tuple[Any, Any, str]]:
+    """A replica run as a process, writing slowly, with a big tenant's transactions export
+    under way (RUNNING, some rows written): (tenant, process, export id)."""
     tenant = await fed_tenant(exports, extra_lines=4000)
     env = service_env(exports, throttle_bytes_per_s=60_000, lease_s=2.0, heartbeat_s=0.3)
     async with service_process(env) as (process, url):
@@ -130,6 +129,26 @@ async def test_a_worker_killed_mid_export_is_replaced_and_the_job_completes_once
             return bool(data["status"] == "RUNNING" and data["rows_written"] > 0)
 
         await eventually(writing, within=30)
+        yield tenant, process, export_id
+
+
+async def ready_events(exports: Any, export_id: str) -> int:
+    """How many export.ready events the export's replicas enqueued for it."""
+    async with exports.main.pool.acquire() as conn:
+        published: int = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE routing_key = 'export.ready'"
+            " AND envelope->'data'->>'export_id' = $1",
+            export_id,
+        )
+    return published
+
+
+@pytest.mark.parametrize("exports", [{"worker_poll_interval_s": 600}], indirect=True)
+async def test_a_worker_killed_mid_export_is_replaced_and_the_job_completes_once(
+    exports,
+) -> None:
+    # given: a replica run as a process, writing slowly (the in-process one stays idle)
+    async with slow_export(exports) as (tenant, process, export_id):
         _, running = await exports.call("GET", f"/v1/exports/{export_id}", tenant.operator_key)
         assert running["data"]["rows_written"] < running["data"]["rows_total"] == 4009
         # when: the worker dies mid-export
@@ -145,13 +164,7 @@ async def test_a_worker_killed_mid_export_is_replaced_and_the_job_completes_once
     rows = parse_csv(raw)
     assert len(rows) == 4010
     assert [r[8] for r in rows if r[6] == "pay_big"] == [f"lo_big_{n:05d}" for n in range(4000)]
-    async with exports.main.pool.acquire() as conn:
-        published = await conn.fetchval(
-            "SELECT count(*) FROM outbox WHERE routing_key = 'export.ready'"
-            " AND envelope->'data'->>'export_id' = $1",
-            export_id,
-        )
-    assert published == 1
+    assert await ready_events(exports, export_id) == 1
     files = sorted(p.name for p in (exports.storage_dir / tenant.id / export_id).iterdir())
     assert files == ["2.csv"]  # the dead attempt's partial file is gone
 
@@ -341,25 +354,13 @@ async def test_files_in_s3_compatible_storage(exports) -> None:
 @pytest.mark.parametrize("exports", [{"worker_poll_interval_s": 600}], indirect=True)
 async def test_a_stalled_worker_that_lost_its_lease_never_completes_the_job(exports) -> None:
     # given: a replica run as a process, writing slowly
-    tenant = await fed_tenant(exports, extra_lines=4000)
-    env = service_env(exports, throttle_bytes_per_s=60_000, lease_s=2.0, heartbeat_s=0.3)
-    async with service_process(env) as (process, url):
-        status, body = await exports.call(
-            "POST", "/v1/exports", tenant.operator_key, {"type": "transactions"}, url=url
-        )
-        assert status == 202, body
-        export_id = body["data"]["id"]
+    async with slow_export(exports) as (tenant, process, export_id):
 
         async def job() -> dict[str, Any]:
             _, found = await exports.call("GET", f"/v1/exports/{export_id}", tenant.operator_key)
             data: dict[str, Any] = found["data"]
             return data
 
-        async def writing() -> bool:
-            data = await job()
-            return bool(data["status"] == "RUNNING" and data["rows_written"] > 0)
-
-        await eventually(writing, within=30)
         # when: it stalls (a long pause) past its lease, another replica takes the job over,
         # and then the stalled one wakes up and goes on
         process.send_signal(signal.SIGSTOP)
@@ -383,13 +384,7 @@ async def test_a_stalled_worker_that_lost_its_lease_never_completes_the_job(expo
         assert process.returncode is None  # the stalled replica lives on, and lets go
         _, raw, _ = await exports.download(tenant.operator_key, export_id)
         assert len(parse_csv(raw)) == 4010
-        async with exports.main.pool.acquire() as conn:
-            published = await conn.fetchval(
-                "SELECT count(*) FROM outbox WHERE routing_key = 'export.ready'"
-                " AND envelope->'data'->>'export_id' = $1",
-                export_id,
-            )
-        assert published == 1
+        assert await ready_events(exports, export_id) == 1
 
 
 @pytest.mark.parametrize("exports", [{"worker_poll_interval_s": 600}], indirect=True)

@@ -11,8 +11,6 @@ from payouts.testing import (
     PayoutsHarness,
     Tenant,
     capture_succeeded,
-    new_id,
-    refund_requested,
     return_lines,
 )
 
@@ -26,23 +24,11 @@ async def _transfers(harness: PayoutsHarness) -> tuple[Tenant, list[str]]:
         capture = capture_succeeded(supplier_id=supplier, amount=1000)  # supplier 875
         await harness.send("capture.succeeded", capture, tenant.id)
         # hold everything first, so that the next refund is short by its whole share
-        await harness.send(
-            "refund.requested",
-            refund_requested(
-                capture,
-                return_lines(capture, 0, 0, 875),
-                refund_id=new_id("ref"),
-                funds_check=False,
-            ),
-            tenant.id,
+        await harness.request_refund(
+            tenant, capture, return_lines(capture, 0, 0, 875), funds_check=False
         )
-        refund = new_id("ref")
-        await harness.send(
-            "refund.requested",
-            refund_requested(
-                capture, return_lines(capture, 0, 0, share), refund_id=refund, funds_check=False
-            ),
-            tenant.id,
+        refund = await harness.request_refund(
+            tenant, capture, return_lines(capture, 0, 0, share), funds_check=False
         )
         [answer] = await harness.published("refund.funds_reserved", refund_id=refund)
         made.append(answer["funding_transfer_id"])

@@ -51,12 +51,7 @@ async def test_refund_with_funds_check_is_reserved_settled_or_refused(
 
     # a refund of 500 (13 / 63 / 424): covered, the supplier's share held
     lines = return_lines(capture, 13, 63, 424)
-    first = new_id("ref")
-    await harness.send(
-        "refund.requested",
-        refund_requested(capture, lines, refund_id=first, funds_check=True),
-        tenant.id,
-    )
+    first = await harness.request_refund(tenant, capture, lines, funds_check=True)
     [answer] = await harness.published("refund.funds_reserved", refund_id=first)
     assert answer["supplier_amount"] == {"value": 424, "currency": "EUR"}
     assert answer["supplier_share_paid_out"] is False
@@ -64,13 +59,8 @@ async def test_refund_with_funds_check_is_reserved_settled_or_refused(
     assert await harness.available(tenant, supplier) == 849 - 424
 
     # a second refund whose share exceeds what is left available: refused, nothing held
-    too_big = new_id("ref")
-    await harness.send(
-        "refund.requested",
-        refund_requested(
-            capture, return_lines(capture, 12, 0, 487), refund_id=too_big, funds_check=True
-        ),
-        tenant.id,
+    too_big = await harness.request_refund(
+        tenant, capture, return_lines(capture, 12, 0, 487), funds_check=True
     )
     [refusal] = await harness.published("refund.funds_refused", refund_id=too_big)
     assert refusal["code"] == "insufficient_supplier_balance"
@@ -85,13 +75,8 @@ async def test_refund_with_funds_check_is_reserved_settled_or_refused(
     assert await harness.available(tenant, supplier) == 425
 
     # a third refund is reserved, then fails: its hold is released, nothing posted
-    third = new_id("ref")
     lines3 = return_lines(capture, 0, 0, 100)
-    await harness.send(
-        "refund.requested",
-        refund_requested(capture, lines3, refund_id=third, funds_check=True),
-        tenant.id,
-    )
+    third = await harness.request_refund(tenant, capture, lines3, funds_check=True)
     assert await harness.available(tenant, supplier) == 325
     await harness.send("refund.failed", refund_failed(capture, lines3, refund_id=third), tenant.id)
     assert await harness.available(tenant, supplier) == 425
@@ -110,22 +95,12 @@ async def test_marketplace_covers_a_short_supplier_with_a_funding_transfer(
     supplier, other = tenant.suppliers
     capture = capture_succeeded(supplier_id=supplier, amount=1000)  # 25 / 100 / 875
     await harness.send("capture.succeeded", capture, tenant.id)
-    hold = new_id("ref")
-    await harness.send(
-        "refund.requested",
-        refund_requested(
-            capture, return_lines(capture, 0, 0, 500), refund_id=hold, funds_check=False
-        ),
-        tenant.id,
+    await harness.request_refund(
+        tenant, capture, return_lines(capture, 0, 0, 500), funds_check=False
     )
     # a refund of everything while 500 is already held: the marketplace advances 500
-    refund = new_id("ref")
     lines = return_lines(capture, 25, 100, 875)
-    await harness.send(
-        "refund.requested",
-        refund_requested(capture, lines, refund_id=refund, funds_check=False),
-        tenant.id,
-    )
+    refund = await harness.request_refund(tenant, capture, lines, funds_check=False)
     [answer] = await harness.published("refund.funds_reserved", refund_id=refund)
     transfer_id = answer["funding_transfer_id"]
     assert transfer_id is not None
@@ -161,13 +136,8 @@ async def test_chargeback_drives_a_balance_negative_and_its_reversal_restores_it
     supplier = tenant.suppliers[0]
     capture = capture_succeeded(supplier_id=supplier, amount=1000)  # 25 / 100 / 875
     await harness.send("capture.succeeded", capture, tenant.id)
-    refund = new_id("ref")
-    await harness.send(
-        "refund.requested",
-        refund_requested(
-            capture, return_lines(capture, 0, 0, 800), refund_id=refund, funds_check=True
-        ),
-        tenant.id,
+    await harness.request_refund(
+        tenant, capture, return_lines(capture, 0, 0, 800), funds_check=True
     )
     # a chargeback cannot be refused: the supplier's balance goes below its holds
     lines = return_lines(capture, 25, 100, 875)

@@ -24,6 +24,18 @@ async def _computed(harness: PayoutsHarness, **tenant_args: Any) -> tuple[Tenant
     return tenant, payout
 
 
+async def _until_in_interventions(harness: PayoutsHarness, tenant: Tenant, payout_id: str) -> None:
+    """Until the intervention queue holds this payout, and only it."""
+
+    async def queued() -> bool:
+        status, body = await harness.call(
+            "GET", "/v1/admin/payouts-interventions", tenant.operator_key
+        )
+        return status == 200 and [i["payout_id"] for i in body["data"]] == [payout_id]
+
+    await eventually(queued)
+
+
 async def _settled_once(harness: PayoutsHarness, tenant: Tenant, payout: dict[str, Any]) -> None:
     orders = await harness.provider_orders()
     assert [o["orderId"] for o in orders["data"]] == [payout["id"]]
@@ -105,14 +117,7 @@ async def test_an_unknown_payout_is_never_failed_and_goes_to_a_person_after_its_
     await asyncio.sleep(1.5)  # several polls on the backoff, all unanswered
     assert (await harness.payout(tenant, payout["id"]))["status"] == "UNKNOWN"
     harness.clock.advance(timedelta(hours=2))
-
-    async def queued() -> bool:
-        status, body = await harness.call(
-            "GET", "/v1/admin/payouts-interventions", tenant.operator_key
-        )
-        return status == 200 and [i["payout_id"] for i in body["data"]] == [payout["id"]]
-
-    await eventually(queued)
+    await _until_in_interventions(harness, tenant, payout["id"])
     assert (await harness.payout(tenant, payout["id"]))["status"] == "UNKNOWN"
     assert await harness.available(tenant, tenant.suppliers[0]) == 0  # still held
 
@@ -155,12 +160,5 @@ async def test_a_payout_pending_at_the_provider_for_too_long_goes_to_a_person(
     await harness.execute(tenant, payout["id"])
     await harness.until_payout(tenant, payout["id"], "PENDING")
     harness.clock.advance(timedelta(hours=2))
-
-    async def queued() -> bool:
-        status, body = await harness.call(
-            "GET", "/v1/admin/payouts-interventions", tenant.operator_key
-        )
-        return status == 200 and [i["payout_id"] for i in body["data"]] == [payout["id"]]
-
-    await eventually(queued)
+    await _until_in_interventions(harness, tenant, payout["id"])
     assert (await harness.payout(tenant, payout["id"]))["status"] == "PENDING"

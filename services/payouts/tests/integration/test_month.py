@@ -32,7 +32,6 @@ from payouts.testing import (
     capture_succeeded,
     chargeback,
     new_id,
-    refund_requested,
     refund_succeeded,
     return_lines,
 )
@@ -74,12 +73,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
 async def _refund(
     harness: PayoutsHarness, tenant: Tenant, capture: Any, lines: Any, funds_check: bool
 ) -> bool:
-    refund = new_id("ref")
-    await harness.send(
-        "refund.requested",
-        refund_requested(capture, lines, refund_id=refund, funds_check=funds_check),
-        tenant.id,
-    )
+    refund = await harness.request_refund(tenant, capture, lines, funds_check=funds_check)
     if await harness.published("refund.funds_refused", refund_id=refund):
         return False
     await harness.send(

@@ -13,7 +13,6 @@ from payouts.testing import (
     PayoutsHarness,
     capture_succeeded,
     new_id,
-    refund_requested,
     return_lines,
 )
 
@@ -67,13 +66,8 @@ async def test_an_eligible_order_is_paid_out_once_and_settles_in_the_ledger(
     assert (await harness.execute(tenant, payout["id"]))["status"] == "SETTLED"
 
     # a refund requested after the payout learns that the share was paid out
-    refund = new_id("ref")
-    await harness.send(
-        "refund.requested",
-        refund_requested(
-            shipped, return_lines(shipped, 0, 0, 100), refund_id=refund, funds_check=True
-        ),
-        tenant.id,
+    refund = await harness.request_refund(
+        tenant, shipped, return_lines(shipped, 0, 0, 100), funds_check=True
     )
     [refusal] = await harness.published("refund.funds_refused", refund_id=refund)
     assert refusal["supplier_share_paid_out"] is True
