@@ -118,6 +118,39 @@ def populate(base: str, tenant_id: str, operator: str) -> dict[str, Any]:
     }
 
 
+def recover(base: str, admin_key: str) -> dict[str, Any]:
+    """The keys of a demo tenant that exists while this machine has no keys file (another
+    checkout's `make up` made it, or the file was removed): the platform admin issues it a new
+    operator key, which issues the storefront and supplier keys."""
+    found = call(
+        base, "GET", f"/v1/platform/tenants?merchant_account={MERCHANT_ACCOUNT}", admin_key
+    )
+    tenant_id = found[0]["id"]
+    issued = call(
+        base,
+        "POST",
+        f"/v1/platform/tenants/{tenant_id}/api-keys",
+        admin_key,
+        {"role": "operator", "name": "demo operator (recovered)"},
+    )
+    operator = issued["key"]
+    listed = call(base, "GET", "/v1/admin/suppliers?limit=100", operator)
+    rates = {name: rate for name, _, rate in SUPPLIERS}
+    suppliers = [
+        {"id": s["id"], "name": s["name"], "commission_rate": rates.get(s["name"])}
+        for s in reversed(listed)  # oldest first, as seeded
+    ]
+    return {
+        "tenant_id": tenant_id,
+        "merchant_account": MERCHANT_ACCOUNT,
+        "operator_key": operator,
+        "storefront_key": new_key(base, operator, "storefront", "demo shop"),
+        "supplier_key": new_key(base, operator, f"supplier:{suppliers[0]['id']}", "demo supplier"),
+        "supplier_id": suppliers[0]["id"],
+        "suppliers": suppliers,
+    }
+
+
 def new_key(base: str, operator: str, role: str, name: str) -> str:
     key: str = call(base, "POST", "/v1/admin/api-keys", operator, {"role": role, "name": name})[
         "key"
@@ -234,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
             keys, replaced = repair(args.url, args.admin_key, earlier)
         else:
             keys = seed(args.url, args.admin_key)
+            if keys is None and args.out:  # the tenant exists, its keys are not here
+                keys = recover(args.url, args.admin_key)
+                replaced = ["every key (no keys file)"]
         if args.republish:
             call(args.url, "POST", "/v1/platform/replicas/republish", args.admin_key)
         if keys is not None and args.sandbox_url and args.webhooks_url:

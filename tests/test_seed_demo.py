@@ -179,3 +179,42 @@ async def test_seed_demo_recreates_the_demo_after_a_database_reset(tenants_servi
     assert await status_of(url, "/v1/admin/tenant", keys["operator_key"]) == 200
     supplier = f"/v1/admin/suppliers/{keys['supplier_id']}"
     assert await status_of(url, supplier, keys["supplier_key"]) == 200
+
+
+async def test_seed_demo_recovers_keys_of_a_demo_made_elsewhere(tenants_service, tmp_path):
+    # given a demo tenant made by another checkout (its keys file is not on this machine)
+    url, admin_key = tenants_service
+    seed = load_script()
+    elsewhere = tmp_path / "elsewhere.json"
+    assert (
+        await asyncio.to_thread(
+            seed.main, ["--url", url, "--admin-key", admin_key, "--out", str(elsewhere)]
+        )
+        == 0
+    )
+    made = json.loads(elsewhere.read_text())
+    out = tmp_path / "keys.json"
+
+    # when this checkout's make up seeds
+    code = await asyncio.to_thread(
+        seed.main, ["--url", url, "--admin-key", admin_key, "--out", str(out)]
+    )
+
+    # then it writes new working keys of the same tenant and the same first supplier
+    assert code == 0
+    keys = json.loads(out.read_text())
+    assert (keys["tenant_id"], keys["supplier_id"]) == (made["tenant_id"], made["supplier_id"])
+    assert keys["operator_key"] != made["operator_key"]
+    assert await status_of(url, "/v1/admin/tenant", keys["operator_key"]) == 200
+    supplier = f"/v1/admin/suppliers/{keys['supplier_id']}"
+    assert await status_of(url, supplier, keys["supplier_key"]) == 200
+    assert await status_of(url, supplier, keys["storefront_key"]) == 403
+    # and the platform admin finds the tenant by its merchant account, nobody else does
+    query = "/v1/platform/tenants?merchant_account=DemoMarketplaceECOM"
+    assert await status_of(url, query, keys["operator_key"]) in (401, 403)
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin_key}"}) as http,
+        http.get(url + query) as response,
+    ):
+        assert response.status == 200
+        assert [t["id"] for t in (await response.json())["data"]] == [made["tenant_id"]]

@@ -121,6 +121,21 @@ async def create_tenant(request: web.Request, call: Call[TenantCreate]) -> web.R
     return ok("tenant", body, status=201)
 
 
+@api.get(
+    "/v1/platform/tenants",
+    summary="Every tenant, newest first (e.g. the tenant of a merchant account)",
+    roles=PLATFORM_ADMIN,
+    response=Tenant,
+    list_response=True,
+    query=repo.TENANT_LIST,
+    tags=["platform"],
+)
+async def list_tenants(request: web.Request, call: Call[None]) -> web.Response:
+    async with request.app[DB_POOL].acquire() as conn:
+        found, info = await repo.tenant_page(conn, call.query)
+    return page([tenant_out(t) for t in found], info)
+
+
 @api.post(
     "/v1/platform/tenants/{id}/api-keys",
     summary="Issue an API key of a tenant, e.g. an operator key for a tenant that lost its own;"

@@ -209,6 +209,23 @@ async def save_supplier(conn: Conn, decision: SupplierDecision) -> Supplier:
     return supplier_from_row(row)
 
 
+TENANT_LIST = ListSpec(
+    table="tenants",
+    filters=(
+        Filter("merchant_account", "merchant_account = {}", "only the tenant of this account"),
+        Filter(
+            "status", "status = {}", "only tenants in this status", "choice", ("active", "disabled")
+        ),
+    ),
+)
+
+
+async def tenant_page(conn: Conn, query: Mapping[str, str]) -> tuple[list[Tenant], PageInfo]:
+    """A page of every tenant (the platform admin's view)."""
+    rows, info = await fetch_list(conn, TENANT_LIST, query, scope=[])
+    return [tenant_from_row(row) for row in rows], info
+
+
 SUPPLIER_LIST = ListSpec(
     table="suppliers",
     filters=(
