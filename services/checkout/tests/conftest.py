@@ -121,7 +121,7 @@ async def checkout(servers, service_db, broker_names, sandbox) -> AsyncIterator[
         outbox_poll_interval_s=0.2,
         psp_base_url=f"{sandbox.url}/v71",
         psp_api_key=COMPANY_KEY,
-        psp_timeout_s=2.0,
+        psp_timeout_s=1.0,  # the PSP-timeout tests wait three attempts of it
     )
     app = create_app(settings)
     async with running(app) as url, aiohttp.ClientSession() as http:
