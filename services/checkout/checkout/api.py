@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
 from checkout import (
@@ -19,6 +18,7 @@ from checkout import (
     service,
 )
 from checkout.app import PSP, SETTINGS
+from checkout.domain import StoredPayment
 from checkout.schemas import (
     DetailsRequestIn,
     Payment,
@@ -76,12 +76,12 @@ async def client_token(request: web.Request) -> Principal:
         row = await repo.payment_by_token(conn, hash_key(token))
     if row is None:
         raise errors.client_token_invalid()
-    if row["client_token_expires_at"] <= datetime.now(UTC):
+    if row.client_token_expires_at <= datetime.now(UTC):
         raise errors.client_token_expired()
-    return Principal(role="client", tenant_id=row["tenant_id"], subject=row["id"])
+    return Principal(role="client", tenant_id=row.tenant_id, subject=row.id)
 
 
-async def _bound_payment(request: web.Request, call: Call[Any]) -> asyncpg.Record:
+async def _bound_payment(request: web.Request, call: Call[Any]) -> StoredPayment:
     async with request.app[DB_POOL].acquire() as conn:
         row = await repo.get_payment(conn, call.tenant_id, str(call.principal.subject))
     if row is None:
@@ -103,7 +103,7 @@ async def shop_payment_methods(request: web.Request, call: Call[None]) -> web.Re
     except PspError as exc:
         raise ApiError(exc.message, code=exc.code) from None
     return ok(
-        "payment_methods", PaymentMethods(payment_methods=found.payment_methods), id_=payment["id"]
+        "payment_methods", PaymentMethods(payment_methods=found.payment_methods), id_=payment.id
     )
 
 
@@ -164,15 +164,15 @@ async def shop_payment(request: web.Request, call: Call[None]) -> web.Response:
         raise errors.client_token_invalid()
     row = await _bound_payment(request, call)
     async with request.app[DB_POOL].acquire() as conn:
-        transfer = (await bank_transfer_repo.of_payments(conn, [row["id"]])).get(row["id"])
+        transfer = (await bank_transfer_repo.of_payments(conn, [row.id])).get(row.id)
     return ok(
         "payment",
         ShopPaymentStatus(
-            id=row["id"],
-            status=row["status"],
-            result_code=row["result_code"],
-            refusal_reason=row["refusal_reason"],
-            amount=Money(value=row["amount"], currency=row["currency"]),
+            id=row.id,
+            status=row.status,
+            result_code=row.result_code,
+            refusal_reason=row.refusal_reason,
+            amount=Money(value=row.amount, currency=row.currency),
             bank_transfer=bank_transfers.instructions_of(transfer) if transfer else None,
         ),
     )
@@ -190,11 +190,12 @@ async def shop_payment(request: web.Request, call: Call[None]) -> web.Response:
 async def list_payments(request: web.Request, call: Call[None]) -> web.Response:
     supplier_id = call.principal.supplier_id if call.principal.role == "supplier" else None
     async with snapshot(request.app[DB_POOL]) as conn:
-        rows, info = await repo.payment_page(conn, call.tenant_id, supplier_id, call.query)
-        lines = await repo.lines_of(conn, [r["id"] for r in rows], supplier_id)
-        transfers = await bank_transfer_repo.of_payments(conn, [r["id"] for r in rows])
+        found, info = await repo.payment_page(conn, call.tenant_id, supplier_id, call.query)
+        rows = [repo.payment_of(r) for r in found]
+        lines = await repo.lines_of(conn, [r.id for r in rows], supplier_id)
+        transfers = await bank_transfer_repo.of_payments(conn, [r.id for r in rows])
     return page(
-        [service.to_payment(r, lines.get(r["id"], []), None, transfers.get(r["id"])) for r in rows],
+        [service.to_payment(r, lines.get(r.id, []), None, transfers.get(r.id)) for r in rows],
         info,
     )
 

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from checkout import domain, errors, repo, service
-from checkout.domain import Fact, Status
+from checkout.domain import Fact, Status, StoredPayment
 from checkout.schemas import Level3In, PayRequest, PayResult
 from common.http.errors import Conflict, PaymentRequired, Unprocessable
 from common.logging import get_logger
@@ -38,12 +38,12 @@ from common.psp.port import (
 log = get_logger("checkout.payments")
 
 
-async def payment_methods(psp: PspPort, payment: asyncpg.Record) -> PaymentMethodsResult:
+async def payment_methods(psp: PspPort, payment: StoredPayment) -> PaymentMethodsResult:
     return await psp.payment_methods(
         PaymentMethodsRequest(
-            amount=Money(value=payment["amount"], currency=payment["currency"]),
-            country_code=payment["country_code"],
-            merchant_account=payment["merchant_account"],
+            amount=Money(value=payment.amount, currency=payment.currency),
+            country_code=payment.country_code,
+            merchant_account=payment.merchant_account,
         )
     )
 
@@ -63,29 +63,29 @@ async def pay(
         payment = await repo.get_payment(conn, tenant_id, payment_id, for_update=True)
         if payment is None:
             raise errors.payment_not_found()
-        status = Status(payment["status"])
+        status = Status(payment.status)
         if status is Status.INIT_PAYMENT:
             await service.change_status(conn, payment, Fact.AUTHORISATION_REQUESTED, source="api")
-        elif not (status is Status.AUTHORIZATION_PENDING and payment["result_code"] is None):
+        elif not (status is Status.AUTHORIZATION_PENDING and payment.result_code is None):
             raise Conflict(
                 f"this payment was already attempted and is {status}; start a new session",
                 code="payment_not_payable",
             )
-        return_url = str(body.return_url) if body.return_url else payment["return_url"]
+        return_url = str(body.return_url) if body.return_url else payment.return_url
         if return_url is None:
             raise Unprocessable(
                 "a return_url is required", code="parameter_missing", param="return_url"
             )
     request = AuthoriseRequest(
         reference=payment_id,
-        amount=Money(value=payment["amount"], currency=payment["currency"]),
+        amount=Money(value=payment.amount, currency=payment.currency),
         payment_method=body.payment_method,
         return_url=return_url,
         browser_info=body.browser_info,
         additional_data=_level3_data(payment),
-        shopper_reference=payment["buyer_account"],
-        country_code=payment["country_code"],
-        merchant_account=payment["merchant_account"],
+        shopper_reference=payment.buyer_account,
+        country_code=payment.country_code,
+        merchant_account=payment.merchant_account,
     )
     try:
         result = await psp.authorise(request, idempotency_key=f"authorise:{payment_id}")
@@ -111,7 +111,7 @@ async def submit_details(
         payment = await repo.get_payment(conn, tenant_id, payment_id)
     if payment is None:
         raise errors.payment_not_found()
-    if payment["status"] != Status.AUTHORIZATION_PENDING or payment["result_code"] not in (
+    if payment.status != Status.AUTHORIZATION_PENDING or payment.result_code not in (
         "ChallengeShopper",
         "IdentifyShopper",
         "RedirectShopper",
@@ -139,17 +139,17 @@ async def cancel(pool: asyncpg.Pool, psp: PspPort, payment_id: str, tenant_id: s
         payment = await repo.get_payment(conn, tenant_id, payment_id)
     if payment is None:
         raise errors.payment_not_found()
-    if payment["status"] != Status.AUTHORIZED or payment["psp_reference"] is None:
+    if payment.status != Status.AUTHORIZED or payment.psp_reference is None:
         raise Conflict(
-            f"only an authorised payment can be cancelled; this one is {payment['status']}",
+            f"only an authorised payment can be cancelled; this one is {payment.status}",
             code="payment_not_cancellable",
         )
     try:
         received = await psp.cancel(
             CancelRequest(
-                psp_reference=payment["psp_reference"],
+                psp_reference=payment.psp_reference,
                 reference=payment_id,
-                merchant_account=payment["merchant_account"],
+                merchant_account=payment.merchant_account,
             ),
             idempotency_key=f"cancel:{payment_id}",
         )
@@ -162,16 +162,16 @@ async def cancel(pool: asyncpg.Pool, psp: PspPort, payment_id: str, tenant_id: s
             conn,
             payment_id,
             "cancel_requested",
-            status_from=payment["status"],
+            status_from=payment.status,
             detail={"psp_reference": received.psp_reference, "status": received.status},
         )
-    return Status(payment["status"])
+    return Status(payment.status)
 
 
-def _level3_data(payment: asyncpg.Record) -> dict[str, str] | None:
-    if payment["level3"] is None:
+def _level3_data(payment: StoredPayment) -> dict[str, str] | None:
+    if payment.level3 is None:
         return None
-    level3 = service.level3_of(Level3In.model_validate(payment["level3"]))
+    level3 = service.level3_of(Level3In.model_validate(payment.level3))
     return domain.level3_additional_data(level3)
 
 
@@ -240,14 +240,14 @@ async def _settle(
 
 
 def _result(
-    payment: asyncpg.Record, action: dict[str, Any] | None = None, decline_code: str | None = None
+    payment: StoredPayment, action: dict[str, Any] | None = None, decline_code: str | None = None
 ) -> PayResult:
     return PayResult(
-        id=payment["id"],
-        status=payment["status"],
-        result_code=payment["result_code"],
+        id=payment.id,
+        status=payment.status,
+        result_code=payment.result_code,
         action=action,
-        refusal_reason=payment["refusal_reason"],
+        refusal_reason=payment.refusal_reason,
         decline_code=decline_code,
-        business_card=payment["business_card"],
+        business_card=payment.business_card,
     )
