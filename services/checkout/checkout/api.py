@@ -3,9 +3,11 @@ the admin routes (operator; a supplier key sees only payments with its lines, an
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from checkout import (
@@ -32,10 +34,10 @@ from checkout.schemas import (
 from common.db import snapshot
 from common.http.auth import Principal, hash_key
 from common.http.envelope import ok, page
-from common.http.errors import ApiError
+from common.http.errors import ApiError, Unprocessable
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, STOREFRONT, Api, Call
 from common.money import Money
-from common.psp.port import PspError
+from common.psp.port import AuthorisationResult, DetailsRequest, PspError, PspUnavailable
 from common.runtime import DB_POOL
 
 api = Api("Marketpay checkout")
@@ -89,6 +91,33 @@ async def _bound_payment(request: web.Request, call: Call[Any]) -> StoredPayment
     return row
 
 
+async def _psp_step(
+    pool: asyncpg.Pool,
+    payment_id: str,
+    tenant_id: str,
+    psp_call: Awaitable[AuthorisationResult],
+    *,
+    param: str,
+    source: str,
+) -> PayResult:
+    """PAY-101/102 around the PSP call: no transaction is open (nor connection held) while it
+    runs; its answer, its silence or its error is recorded in a short transaction of its own,
+    and a refusal is raised only after that transaction committed."""
+    try:
+        result = await psp_call
+    except PspUnavailable as exc:
+        async with pool.acquire() as conn, conn.transaction():
+            return await payments.pending(conn, payment_id, tenant_id, exc)
+    except PspError as exc:
+        async with pool.acquire() as conn, conn.transaction():
+            await payments.record_failure(conn, payment_id, tenant_id, exc)
+        raise Unprocessable(exc.message, code=exc.code, param=exc.param or param) from None
+    async with pool.acquire() as conn, conn.transaction():
+        outcome = await payments.settle(conn, payment_id, tenant_id, result, source=source)
+    payments.raise_if_refused(outcome, result)
+    return outcome
+
+
 @api.get(
     "/v1/shop/payment-methods",
     summary="PAY-501: the payment methods for this session, in the PSP's shape",
@@ -117,12 +146,18 @@ async def shop_payment_methods(request: web.Request, call: Call[None]) -> web.Re
     tags=["shop"],
 )
 async def shop_pay(request: web.Request, call: Call[PayRequest]) -> web.Response:
-    result = await payments.pay(
-        request.app[DB_POOL],
-        request.app[PSP],
-        str(call.principal.subject),
-        call.tenant_id,
-        call.body,
+    pool, payment_id, tenant_id = request.app[DB_POOL], str(call.principal.subject), call.tenant_id
+    payments.refuse_raw_card_data(call.body.payment_method)
+    async with pool.acquire() as conn, conn.transaction():
+        payment, return_url = await payments.start_payment(conn, payment_id, tenant_id, call.body)
+    psp_request = payments.authorise_request(payment, call.body, return_url)
+    result = await _psp_step(
+        pool,
+        payment_id,
+        tenant_id,
+        request.app[PSP].authorise(psp_request, idempotency_key=f"authorise:{payment_id}"),
+        param="payment_method",
+        source="psp_response",
     )
     return ok(
         "payment",
@@ -141,13 +176,19 @@ async def shop_pay(request: web.Request, call: Call[PayRequest]) -> web.Response
     tags=["shop"],
 )
 async def shop_details(request: web.Request, call: Call[DetailsRequestIn]) -> web.Response:
-    result = await payments.submit_details(
-        request.app[DB_POOL],
-        request.app[PSP],
-        str(call.principal.subject),
-        call.tenant_id,
-        call.body.details,
-        call.body.payment_data,
+    pool, payment_id, tenant_id = request.app[DB_POOL], str(call.principal.subject), call.tenant_id
+    async with pool.acquire() as conn:
+        await payments.awaiting_details(conn, payment_id, tenant_id)
+    result = await _psp_step(
+        pool,
+        payment_id,
+        tenant_id,
+        request.app[PSP].submit_details(
+            DetailsRequest(details=call.body.details, payment_data=call.body.payment_data),
+            idempotency_key=payments.details_idempotency_key(payment_id, call.body.details),
+        ),
+        param="details",
+        source="psp_details_response",
     )
     return ok("payment", result, status=202 if result.status == "AUTHORIZATION_PENDING" else 200)
 
@@ -230,11 +271,15 @@ async def get_payment(request: web.Request, call: Call[None]) -> web.Response:
 )
 async def cancel_payment(request: web.Request, call: Call[None]) -> web.Response:
     pool = request.app[DB_POOL]
-    await payments.cancel(pool, request.app[PSP], request.match_info["id"], call.tenant_id)
-    async with snapshot(pool) as conn:
-        row = await repo.get_payment(conn, call.tenant_id, request.match_info["id"])
+    async with pool.acquire() as conn:
+        payment = await payments.cancellable(conn, request.match_info["id"], call.tenant_id)
+    received = await payments.request_cancel(request.app[PSP], payment)
+    async with pool.acquire() as conn, conn.transaction():
+        await payments.cancel(conn, payment, received)
+    async with snapshot(pool) as snap:
+        row = await repo.get_payment(snap, call.tenant_id, request.match_info["id"])
         assert row is not None
-        view = await service.payment_view(conn, row, with_timeline=True)
+        view = await service.payment_view(snap, row, with_timeline=True)
     return ok("payment", view, status=202)
 
 
