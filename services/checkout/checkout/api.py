@@ -3,6 +3,7 @@ the admin routes (operator; a supplier key sees only payments with its lines, an
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from checkout import (
     service,
 )
 from checkout.app import PSP, SETTINGS
+from checkout.domain import StoredPayment
 from checkout.schemas import (
     DetailsRequestIn,
     Payment,
@@ -32,10 +34,10 @@ from checkout.schemas import (
 from common.db import snapshot
 from common.http.auth import Principal, hash_key
 from common.http.envelope import ok, page
-from common.http.errors import ApiError
+from common.http.errors import ApiError, Unprocessable
 from common.http.routing import OPERATOR, OPERATOR_OR_SUPPLIER, STOREFRONT, Api, Call
 from common.money import Money
-from common.psp.port import PspError
+from common.psp.port import AuthorisationResult, DetailsRequest, PspError, PspUnavailable
 from common.runtime import DB_POOL
 
 api = Api("Marketpay checkout")
@@ -76,17 +78,44 @@ async def client_token(request: web.Request) -> Principal:
         row = await repo.payment_by_token(conn, hash_key(token))
     if row is None:
         raise errors.client_token_invalid()
-    if row["client_token_expires_at"] <= datetime.now(UTC):
+    if row.client_token_expires_at <= datetime.now(UTC):
         raise errors.client_token_expired()
-    return Principal(role="client", tenant_id=row["tenant_id"], subject=row["id"])
+    return Principal(role="client", tenant_id=row.tenant_id, subject=row.id)
 
 
-async def _bound_payment(request: web.Request, call: Call[Any]) -> asyncpg.Record:
+async def _bound_payment(request: web.Request, call: Call[Any]) -> StoredPayment:
     async with request.app[DB_POOL].acquire() as conn:
         row = await repo.get_payment(conn, call.tenant_id, str(call.principal.subject))
     if row is None:
         raise errors.payment_not_found()
     return row
+
+
+async def _psp_step(
+    pool: asyncpg.Pool,
+    payment_id: str,
+    tenant_id: str,
+    psp_call: Awaitable[AuthorisationResult],
+    *,
+    param: str,
+    source: str,
+) -> PayResult:
+    """PAY-101/102 around the PSP call: no transaction is open (nor connection held) while it
+    runs; its answer, its silence or its error is recorded in a short transaction of its own,
+    and a refusal is raised only after that transaction committed."""
+    try:
+        result = await psp_call
+    except PspUnavailable as exc:
+        async with pool.acquire() as conn, conn.transaction():
+            return await payments.pending(conn, payment_id, tenant_id, exc)
+    except PspError as exc:
+        async with pool.acquire() as conn, conn.transaction():
+            await payments.record_failure(conn, payment_id, tenant_id, exc)
+        raise Unprocessable(exc.message, code=exc.code, param=exc.param or param) from None
+    async with pool.acquire() as conn, conn.transaction():
+        outcome = await payments.settle(conn, payment_id, tenant_id, result, source=source)
+    payments.raise_if_refused(outcome, result)
+    return outcome
 
 
 @api.get(
@@ -103,7 +132,7 @@ async def shop_payment_methods(request: web.Request, call: Call[None]) -> web.Re
     except PspError as exc:
         raise ApiError(exc.message, code=exc.code) from None
     return ok(
-        "payment_methods", PaymentMethods(payment_methods=found.payment_methods), id_=payment["id"]
+        "payment_methods", PaymentMethods(payment_methods=found.payment_methods), id_=payment.id
     )
 
 
@@ -117,12 +146,18 @@ async def shop_payment_methods(request: web.Request, call: Call[None]) -> web.Re
     tags=["shop"],
 )
 async def shop_pay(request: web.Request, call: Call[PayRequest]) -> web.Response:
-    result = await payments.pay(
-        request.app[DB_POOL],
-        request.app[PSP],
-        str(call.principal.subject),
-        call.tenant_id,
-        call.body,
+    pool, payment_id, tenant_id = request.app[DB_POOL], str(call.principal.subject), call.tenant_id
+    payments.refuse_raw_card_data(call.body.payment_method)
+    async with pool.acquire() as conn, conn.transaction():
+        payment, return_url = await payments.start_payment(conn, payment_id, tenant_id, call.body)
+    psp_request = payments.authorise_request(payment, call.body, return_url)
+    result = await _psp_step(
+        pool,
+        payment_id,
+        tenant_id,
+        request.app[PSP].authorise(psp_request, idempotency_key=f"authorise:{payment_id}"),
+        param="payment_method",
+        source="psp_response",
     )
     return ok(
         "payment",
@@ -141,13 +176,19 @@ async def shop_pay(request: web.Request, call: Call[PayRequest]) -> web.Response
     tags=["shop"],
 )
 async def shop_details(request: web.Request, call: Call[DetailsRequestIn]) -> web.Response:
-    result = await payments.submit_details(
-        request.app[DB_POOL],
-        request.app[PSP],
-        str(call.principal.subject),
-        call.tenant_id,
-        call.body.details,
-        call.body.payment_data,
+    pool, payment_id, tenant_id = request.app[DB_POOL], str(call.principal.subject), call.tenant_id
+    async with pool.acquire() as conn:
+        await payments.awaiting_details(conn, payment_id, tenant_id)
+    result = await _psp_step(
+        pool,
+        payment_id,
+        tenant_id,
+        request.app[PSP].submit_details(
+            DetailsRequest(details=call.body.details, payment_data=call.body.payment_data),
+            idempotency_key=payments.details_idempotency_key(payment_id, call.body.details),
+        ),
+        param="details",
+        source="psp_details_response",
     )
     return ok("payment", result, status=202 if result.status == "AUTHORIZATION_PENDING" else 200)
 
@@ -164,15 +205,15 @@ async def shop_payment(request: web.Request, call: Call[None]) -> web.Response:
         raise errors.client_token_invalid()
     row = await _bound_payment(request, call)
     async with request.app[DB_POOL].acquire() as conn:
-        transfer = (await bank_transfer_repo.of_payments(conn, [row["id"]])).get(row["id"])
+        transfer = (await bank_transfer_repo.of_payments(conn, [row.id])).get(row.id)
     return ok(
         "payment",
         ShopPaymentStatus(
-            id=row["id"],
-            status=row["status"],
-            result_code=row["result_code"],
-            refusal_reason=row["refusal_reason"],
-            amount=Money(value=row["amount"], currency=row["currency"]),
+            id=row.id,
+            status=row.status,
+            result_code=row.result_code,
+            refusal_reason=row.refusal_reason,
+            amount=Money(value=row.amount, currency=row.currency),
             bank_transfer=bank_transfers.instructions_of(transfer) if transfer else None,
         ),
     )
@@ -190,11 +231,12 @@ async def shop_payment(request: web.Request, call: Call[None]) -> web.Response:
 async def list_payments(request: web.Request, call: Call[None]) -> web.Response:
     supplier_id = call.principal.supplier_id if call.principal.role == "supplier" else None
     async with snapshot(request.app[DB_POOL]) as conn:
-        rows, info = await repo.payment_page(conn, call.tenant_id, supplier_id, call.query)
-        lines = await repo.lines_of(conn, [r["id"] for r in rows], supplier_id)
-        transfers = await bank_transfer_repo.of_payments(conn, [r["id"] for r in rows])
+        found, info = await repo.payment_page(conn, call.tenant_id, supplier_id, call.query)
+        rows = [repo.payment_of(r) for r in found]
+        lines = await repo.lines_of(conn, [r.id for r in rows], supplier_id)
+        transfers = await bank_transfer_repo.of_payments(conn, [r.id for r in rows])
     return page(
-        [service.to_payment(r, lines.get(r["id"], []), None, transfers.get(r["id"])) for r in rows],
+        [service.to_payment(r, lines.get(r.id, []), None, transfers.get(r.id)) for r in rows],
         info,
     )
 
@@ -229,11 +271,15 @@ async def get_payment(request: web.Request, call: Call[None]) -> web.Response:
 )
 async def cancel_payment(request: web.Request, call: Call[None]) -> web.Response:
     pool = request.app[DB_POOL]
-    await payments.cancel(pool, request.app[PSP], request.match_info["id"], call.tenant_id)
-    async with snapshot(pool) as conn:
-        row = await repo.get_payment(conn, call.tenant_id, request.match_info["id"])
+    async with pool.acquire() as conn:
+        payment = await payments.cancellable(conn, request.match_info["id"], call.tenant_id)
+    received = await payments.request_cancel(request.app[PSP], payment)
+    async with pool.acquire() as conn, conn.transaction():
+        await payments.cancel(conn, payment, received)
+    async with snapshot(pool) as snap:
+        row = await repo.get_payment(snap, call.tenant_id, request.match_info["id"])
         assert row is not None
-        view = await service.payment_view(conn, row, with_timeline=True)
+        view = await service.payment_view(snap, row, with_timeline=True)
     return ok("payment", view, status=202)
 
 

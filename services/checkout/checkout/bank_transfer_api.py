@@ -93,14 +93,12 @@ def register(api: Api) -> None:
     )
     async def list_overdue(request: web.Request, call: Call[None]) -> web.Response:
         async with snapshot(request.app[DB_POOL]) as conn:
-            rows, info = await btrepo.overdue_page(conn, call.tenant_id, call.query)
-            ids = [r["id"] for r in rows]
+            found, info = await btrepo.overdue_page(conn, call.tenant_id, call.query)
+            rows = [repo.payment_of(r) for r in found]
+            ids = [r.id for r in rows]
             lines = await repo.lines_of(conn, ids)
             transfers = await btrepo.of_payments(conn, ids)
         return page(
-            [
-                service.to_payment(r, lines.get(r["id"], []), None, transfers.get(r["id"]))
-                for r in rows
-            ],
+            [service.to_payment(r, lines.get(r.id, []), None, transfers.get(r.id)) for r in rows],
             info,
         )

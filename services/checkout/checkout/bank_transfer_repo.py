@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 
 from checkout.bank_transfer_domain import BankTransferFacts, TransferStatus
+from checkout.domain import StoredPayment
+from checkout.repo import payment_of
 from common.db.types import Conn
 from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
 
@@ -55,7 +57,7 @@ async def of_payments(conn: Conn, payment_ids: list[str]) -> dict[str, asyncpg.R
 
 async def lock_by_reference(
     conn: Conn, tenant_id: str, reference: str
-) -> tuple[asyncpg.Record, asyncpg.Record] | None:
+) -> tuple[StoredPayment, asyncpg.Record] | None:
     """The payment row and its bank transfer, both locked (payment first, as every other
     writer of a payment locks it)."""
     payment_id = await conn.fetchval(
@@ -70,26 +72,26 @@ async def lock_by_reference(
 
 async def lock_by_payment(
     conn: Conn, tenant_id: str, payment_id: str
-) -> tuple[asyncpg.Record, asyncpg.Record] | None:
-    payment = await conn.fetchrow(
+) -> tuple[StoredPayment, asyncpg.Record] | None:
+    row = await conn.fetchrow(
         "SELECT * FROM payments WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
         tenant_id,
         payment_id,
     )
-    if payment is None:
+    if row is None:
         return None
     transfer = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM bank_transfers WHERE payment_id = $1 FOR UPDATE", payment_id
     )
     if transfer is None:
         return None
-    return payment, transfer
+    return payment_of(row), transfer
 
 
-def facts_of(payment: asyncpg.Record, transfer: asyncpg.Record) -> BankTransferFacts:
+def facts_of(payment: StoredPayment, transfer: asyncpg.Record) -> BankTransferFacts:
     return BankTransferFacts(
-        payment_id=payment["id"],
-        status=payment["status"],
+        payment_id=payment.id,
+        status=payment.status,
         amount=transfer["amount"],
         currency=transfer["currency"].strip(),
         received=transfer["received"],

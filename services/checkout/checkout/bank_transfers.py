@@ -31,6 +31,7 @@ from checkout.bank_transfer_domain import (
     normalise_reference,
     valid_time_zone,
 )
+from checkout.domain import StoredPayment
 from checkout.schemas import BankTransferInstructions, IncomingTransfer
 from common.broker import publish_event
 from common.db.types import Conn
@@ -147,7 +148,7 @@ async def _move(
 
 async def _apply(
     conn: Conn,
-    payment: asyncpg.Record,
+    payment: StoredPayment,
     applied: Applied,
     *,
     now: datetime,
@@ -155,32 +156,32 @@ async def _apply(
 ) -> None:
     """Save a reconciliation: the amounts, the payment's status (when it changes), and
     `payment.bank_transfer_paid` the first time the payment is fully paid."""
-    transfer = (await btrepo.of_payments(conn, [payment["id"]]))[payment["id"]]
+    transfer = (await btrepo.of_payments(conn, [payment.id]))[payment.id]
     paid = applied.status in ("PAID", "OVER_PAID")
     await btrepo.save_received(
         conn,
-        payment["id"],
+        payment.id,
         received=applied.received,
         excess=applied.excess,
         paid_at=now if paid else None,
     )
-    currency = payment["currency"].strip()
+    currency = payment.currency.strip()
     detail = {
         **detail,
         "received": applied.received,
         "remaining": applied.remaining,
         "excess": applied.excess,
     }
-    if applied.status == payment["status"]:
+    if applied.status == payment.status:
         await repo.note(conn, payment, SOURCE, detail)
     else:
         await _move(
             conn,
-            payment_id=payment["id"],
-            tenant_id=payment["tenant_id"],
-            order_id=payment["order_id"],
-            amount=Money(value=payment["amount"], currency=currency),
-            status_from=payment["status"],
+            payment_id=payment.id,
+            tenant_id=payment.tenant_id,
+            order_id=payment.order_id,
+            amount=Money(value=payment.amount, currency=currency),
+            status_from=payment.status,
             status_to=applied.status,
             detail=detail,
         )
@@ -189,18 +190,18 @@ async def _apply(
             conn,
             EventType.PAYMENT_BANK_TRANSFER_PAID,
             BankTransferPaid(
-                payment_id=payment["id"],
-                order_id=payment["order_id"],
-                payment_option=payment["payment_option"],
-                merchant_account=payment["merchant_account"],
+                payment_id=payment.id,
+                order_id=payment.order_id,
+                payment_option=payment.payment_option,
+                merchant_account=payment.merchant_account,
                 reference=transfer["reference"],
-                amount=Money(value=payment["amount"], currency=currency),
+                amount=Money(value=payment.amount, currency=currency),
                 received=Money(value=applied.received, currency=currency),
-                lines=await repo.event_lines(conn, payment["id"]),
+                lines=await repo.event_lines(conn, payment.id),
                 paid_at=now,
             ),
-            tenant_id=payment["tenant_id"],
-            aggregate_id=payment["id"],
+            tenant_id=payment.tenant_id,
+            aggregate_id=payment.id,
         )
 
 
@@ -231,7 +232,7 @@ async def receive(
         currency=currency,
         status=decision_status,
         reason=reason,
-        payment_id=found[0]["id"] if found is not None else None,
+        payment_id=found[0].id if found is not None else None,
     )
     if transfer_id is None:
         log.info("incoming transfer delivered again", psp_reference=event.psp_reference)
@@ -346,7 +347,7 @@ async def record_shipment(conn: Conn, event: LogisticOrderStatusChanged) -> str:
     found = await btrepo.lock_by_payment(conn, event.tenant_id, payment_id)
     assert found is not None
     payment, transfer = found
-    if payment["payment_option"] != "BANK_WIRE_ON_DUE_DATE":
+    if payment.payment_option != "BANK_WIRE_ON_DUE_DATE":
         return "not_on_due_date"  # ON_ACCEPTANCE: the order waits for the money, no terms
     if transfer["due_date"] is not None:
         return "due_date_known"

@@ -71,11 +71,11 @@ async def on_psp_notification(conn: Conn, envelope: Envelope) -> None:
         event.event_code == "AUTHORISATION"
         and event.amount is not None
         and (event.amount.value, event.amount.currency)
-        != (payment["amount"], payment["currency"].strip())
+        != (payment.amount, payment.currency.strip())
     ):
         log.warning(
             "psp notification amount differs from the payment's",
-            payment_id=payment["id"],
+            payment_id=payment.id,
             notification_id=event.notification_id,
         )
         await repo.note(
@@ -148,7 +148,7 @@ async def on_capture_event(conn: Conn, envelope: Envelope) -> None:
             if hasattr(event, name)
         },
     }
-    line = await repo.line_for_update(conn, payment["id"], event.logistic_order_id)
+    line = await repo.line_for_update(conn, payment.id, event.logistic_order_id)
     status = domain.line_capture_of(envelope.type)
     unchanged = None
     if line is None:
@@ -162,15 +162,15 @@ async def on_capture_event(conn: Conn, envelope: Envelope) -> None:
         return
     await repo.set_line_capture(
         conn,
-        payment["id"],
+        payment.id,
         event.logistic_order_id,
         status=status.value,
         capture_id=event.capture_id,
         revision=event.revision,
     )
-    lines = (await repo.lines_of(conn, [payment["id"]])).get(payment["id"], [])
+    lines = (await repo.lines_of(conn, [payment.id])).get(payment.id, [])
     decided = domain.capture_fact(
-        [domain.LineCapture(x["status"]) for x in lines],
+        [domain.LineCapture(x.status) for x in lines],
         failed=status in (domain.LineCapture.CAPTURE_FAILED, domain.LineCapture.CAPTURE_BLOCKED),
     )
     if decided is None:
@@ -232,7 +232,7 @@ async def on_refund_event(conn: Conn, envelope: Envelope) -> None:
         detail.update(refund_id=event.refund_id, logistic_order_id=event.logistic_order_id)
     else:
         detail.update(chargeback_id=event.chargeback_id, stage=event.stage)
-    decided = domain.refund_fact(envelope.type, payment["amount"], refunded)
+    decided = domain.refund_fact(envelope.type, payment.amount, refunded)
     if decided is None:
         await repo.note(conn, payment, REFUND_SOURCE, detail)
         return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -202,6 +203,55 @@ def apply(
     if _STAGE[current] > _STAGE[target]:
         return Unchanged(f"{fact} is older than {current}")
     return Illegal(f"{fact} cannot apply to a payment in {current}")
+
+
+@dataclass(frozen=True)
+class StoredPayment:
+    """A payment as the repo loads it (its row, without the client token's hash)."""
+
+    id: str
+    tenant_id: str
+    order_id: str
+    buyer_account: str
+    payment_option: str
+    capture_mode: str | None
+    amount: int
+    currency: str
+    country_code: str | None
+    status: str
+    merchant_account: str
+    return_url: str | None
+    psp_reference: str | None
+    result_code: str | None
+    refusal_reason: str | None
+    refusal_reason_code: str | None
+    level3: dict[str, Any] | None
+    business_card: bool | None
+    client_token_expires_at: datetime
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredLine:
+    """One of a payment's lines, with the state of its capture."""
+
+    payment_id: str
+    logistic_order_id: str
+    supplier_id: str
+    amount: int
+    status: str
+    capture_id: str | None
+
+
+@dataclass(frozen=True)
+class StoredTimelineEntry:
+    occurred_at: datetime
+    kind: str
+    status_from: str | None
+    status_to: str | None
+    detail: dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,15 @@ from typing import Any
 
 import asyncpg
 
-from checkout.domain import Line, PaymentFacts, Status, Transition
+from checkout.domain import (
+    Line,
+    PaymentFacts,
+    Status,
+    StoredLine,
+    StoredPayment,
+    StoredTimelineEntry,
+    Transition,
+)
 from common.broker import publish_events
 from common.db.types import Conn
 from common.events import PaymentLine
@@ -96,50 +104,85 @@ async def add_timeline(
     )
 
 
-async def note(conn: Conn, payment: asyncpg.Record, kind: str, detail: dict[str, Any]) -> None:
+async def note(conn: Conn, payment: StoredPayment, kind: str, detail: dict[str, Any]) -> None:
     """A timeline entry for what happened to `payment` without moving it."""
     await add_timeline(
         conn,
-        payment["id"],
+        payment.id,
         kind,
-        status_from=payment["status"],
-        status_to=payment["status"],
+        status_from=payment.status,
+        status_to=payment.status,
         detail=detail,
     )
 
 
+def payment_of(row: asyncpg.Record) -> StoredPayment:
+    """A payments row (selected with at least `_PAYMENT_COLUMNS`) as the typed payment."""
+    return StoredPayment(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        order_id=row["order_id"],
+        buyer_account=row["buyer_account"],
+        payment_option=row["payment_option"],
+        capture_mode=row["capture_mode"],
+        amount=row["amount"],
+        currency=row["currency"],
+        country_code=row["country_code"],
+        status=row["status"],
+        merchant_account=row["merchant_account"],
+        return_url=row["return_url"],
+        psp_reference=row["psp_reference"],
+        result_code=row["result_code"],
+        refusal_reason=row["refusal_reason"],
+        refusal_reason_code=row["refusal_reason_code"],
+        level3=row["level3"],
+        business_card=row["business_card"],
+        client_token_expires_at=row["client_token_expires_at"],
+        revision=row["revision"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _payment_or_none(row: asyncpg.Record | None) -> StoredPayment | None:
+    return payment_of(row) if row is not None else None
+
+
 async def get_payment(
     conn: Conn, tenant_id: str, payment_id: str, *, for_update: bool = False
-) -> asyncpg.Record | None:
+) -> StoredPayment | None:
     lock = " FOR UPDATE" if for_update else ""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE tenant_id = $1 AND id = $2{lock}",
         tenant_id,
         payment_id,
     )
+    return _payment_or_none(row)
 
 
 async def payment_by_psp_reference(
     conn: Conn, tenant_id: str, psp_reference: str, *, for_update: bool = False
-) -> asyncpg.Record | None:
+) -> StoredPayment | None:
     lock = " FOR UPDATE" if for_update else ""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE tenant_id = $1 AND psp_reference = $2"
         f" ORDER BY created_at LIMIT 1{lock}",
         tenant_id,
         psp_reference,
     )
+    return _payment_or_none(row)
 
 
-async def payment_by_token(conn: Conn, token_hash: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+async def payment_by_token(conn: Conn, token_hash: str) -> StoredPayment | None:
+    row = await conn.fetchrow(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE client_token_hash = $1", token_hash
     )
+    return _payment_or_none(row)
 
 
 async def lines_of(
     conn: Conn, payment_ids: Sequence[str], supplier_id: str | None = None
-) -> dict[str, list[asyncpg.Record]]:
+) -> dict[str, list[StoredLine]]:
     rows = await conn.fetch(
         "SELECT payment_id, logistic_order_id, supplier_id, amount, status, capture_id"
         " FROM payment_lines"
@@ -148,18 +191,37 @@ async def lines_of(
         list(payment_ids),
         supplier_id,
     )
-    found: dict[str, list[asyncpg.Record]] = {}
+    found: dict[str, list[StoredLine]] = {}
     for row in rows:
-        found.setdefault(row["payment_id"], []).append(row)
+        found.setdefault(row["payment_id"], []).append(
+            StoredLine(
+                payment_id=row["payment_id"],
+                logistic_order_id=row["logistic_order_id"],
+                supplier_id=row["supplier_id"],
+                amount=row["amount"],
+                status=row["status"],
+                capture_id=row["capture_id"],
+            )
+        )
     return found
 
 
-async def timeline_of(conn: Conn, payment_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
+async def timeline_of(conn: Conn, payment_id: str) -> list[StoredTimelineEntry]:
+    rows = await conn.fetch(
         "SELECT occurred_at, kind, status_from, status_to, detail FROM payment_timeline"
         " WHERE payment_id = $1 ORDER BY seq",
         payment_id,
     )
+    return [
+        StoredTimelineEntry(
+            occurred_at=r["occurred_at"],
+            kind=r["kind"],
+            status_from=r["status_from"],
+            status_to=r["status_to"],
+            detail=r["detail"],
+        )
+        for r in rows
+    ]
 
 
 _UPDATABLE = frozenset(
@@ -274,20 +336,20 @@ async def payment_page(
     return await fetch_list(conn, PAYMENT_LIST, query, scope=scope)
 
 
-def facts_of(row: asyncpg.Record) -> PaymentFacts:
-    """The payment row as the transition decision reads it."""
+def facts_of(payment: StoredPayment) -> PaymentFacts:
+    """The payment as the transition decision reads it."""
     return PaymentFacts(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        order_id=row["order_id"],
-        status=Status(row["status"]),
-        amount=row["amount"],
-        currency=row["currency"],
-        psp_reference=row["psp_reference"],
-        payment_option=row["payment_option"],
-        capture_mode=row["capture_mode"],
-        merchant_account=row["merchant_account"],
-        level3=row["level3"],
+        id=payment.id,
+        tenant_id=payment.tenant_id,
+        order_id=payment.order_id,
+        status=Status(payment.status),
+        amount=payment.amount,
+        currency=payment.currency,
+        psp_reference=payment.psp_reference,
+        payment_option=payment.payment_option,
+        capture_mode=payment.capture_mode,
+        merchant_account=payment.merchant_account,
+        level3=payment.level3,
     )
 
 
@@ -295,9 +357,9 @@ async def event_lines(conn: Conn, payment_id: str) -> list[PaymentLine]:
     """The payment's lines as `payment.authorised` carries them."""
     return [
         PaymentLine(
-            logistic_order_id=line["logistic_order_id"],
-            supplier_id=line["supplier_id"],
-            amount=line["amount"],
+            logistic_order_id=line.logistic_order_id,
+            supplier_id=line.supplier_id,
+            amount=line.amount,
         )
         for line in (await lines_of(conn, [payment_id])).get(payment_id, [])
     ]

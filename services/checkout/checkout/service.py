@@ -3,6 +3,7 @@ transaction; state changes and their `payment.*` events commit together."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,7 +12,7 @@ import asyncpg
 
 from checkout import bank_transfer_repo, bank_transfers, domain, errors, repo
 from checkout.bank_transfer_domain import BANK_WIRE_OPTIONS, payment_option_refusal
-from checkout.domain import Fact, Status
+from checkout.domain import Fact, Status, StoredLine, StoredPayment
 from checkout.schemas import (
     Level3In,
     LineOut,
@@ -175,7 +176,7 @@ def level3_of(l3: Level3In) -> domain.Level3:
 
 async def change_status(
     conn: Conn,
-    payment: asyncpg.Record,
+    payment: StoredPayment,
     fact: Fact,
     *,
     source: str,
@@ -207,40 +208,42 @@ async def change_status(
 
 async def payment_view(
     conn: Conn,
-    row: asyncpg.Record,
+    row: StoredPayment,
     *,
     supplier_id: str | None = None,
     with_timeline: bool = False,
 ) -> Payment:
-    lines = (await repo.lines_of(conn, [row["id"]], supplier_id)).get(row["id"], [])
+    lines = (await repo.lines_of(conn, [row.id], supplier_id)).get(row.id, [])
     timeline = None
     if with_timeline:
-        timeline = [TimelineEntry(**dict(t)) for t in await repo.timeline_of(conn, row["id"])]
-    transfer = (await bank_transfer_repo.of_payments(conn, [row["id"]])).get(row["id"])
+        timeline = [
+            TimelineEntry(**dataclasses.asdict(t)) for t in await repo.timeline_of(conn, row.id)
+        ]
+    transfer = (await bank_transfer_repo.of_payments(conn, [row.id])).get(row.id)
     return to_payment(row, lines, timeline, transfer)
 
 
 def to_payment(
-    row: asyncpg.Record,
-    lines: list[asyncpg.Record],
+    row: StoredPayment,
+    lines: list[StoredLine],
     timeline: list[TimelineEntry] | None,
     transfer: asyncpg.Record | None = None,
 ) -> Payment:
     return Payment(
-        id=row["id"],
-        order_id=row["order_id"],
-        buyer_account=row["buyer_account"],
-        payment_option=row["payment_option"],
-        capture_mode=row["capture_mode"],
-        amount=Money(value=row["amount"], currency=row["currency"]),
-        status=row["status"],
-        psp_reference=row["psp_reference"],
-        result_code=row["result_code"],
-        refusal_reason=row["refusal_reason"],
-        business_card=row["business_card"],
-        lines=[LineOut(**{k: line[k] for k in LineOut.model_fields}) for line in lines],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        id=row.id,
+        order_id=row.order_id,
+        buyer_account=row.buyer_account,
+        payment_option=row.payment_option,
+        capture_mode=row.capture_mode,
+        amount=Money(value=row.amount, currency=row.currency),
+        status=row.status,
+        psp_reference=row.psp_reference,
+        result_code=row.result_code,
+        refusal_reason=row.refusal_reason,
+        business_card=row.business_card,
+        lines=[LineOut(**{k: getattr(line, k) for k in LineOut.model_fields}) for line in lines],
+        created_at=row.created_at,
+        updated_at=row.updated_at,
         timeline=timeline,
         bank_transfer=bank_transfers.instructions_of(transfer) if transfer is not None else None,
     )
