@@ -334,7 +334,7 @@ PAYMENT_LIST = ListSpec(
 
 async def payment_page(
     conn: Conn, tenant_id: str, supplier_id: str | None, query: Mapping[str, str]
-) -> tuple[list[asyncpg.Record], PageInfo]:
+) -> tuple[list[StoredPayment], PageInfo]:
     """A page of the tenant's payments (a supplier's: those with one of its lines)."""
     scope: list[tuple[str, Any]] = [("tenant_id = {}", tenant_id)]
     if supplier_id is not None:
@@ -345,7 +345,8 @@ async def payment_page(
                 supplier_id,
             )
         )
-    return await fetch_list(conn, PAYMENT_LIST, query, scope=scope)
+    rows, info = await fetch_list(conn, PAYMENT_LIST, query, scope=scope)
+    return [payment_of(r) for r in rows], info
 
 
 def facts_of(payment: StoredPayment) -> PaymentFacts:
