@@ -231,8 +231,7 @@ async def shop_payment(request: web.Request, call: Call[None]) -> web.Response:
 async def list_payments(request: web.Request, call: Call[None]) -> web.Response:
     supplier_id = call.principal.supplier_id if call.principal.role == "supplier" else None
     async with snapshot(request.app[DB_POOL]) as conn:
-        found, info = await repo.payment_page(conn, call.tenant_id, supplier_id, call.query)
-        rows = [repo.payment_of(r) for r in found]
+        rows, info = await repo.payment_page(conn, call.tenant_id, supplier_id, call.query)
         lines = await repo.lines_of(conn, [r.id for r in rows], supplier_id)
         transfers = await bank_transfer_repo.of_payments(conn, [r.id for r in rows])
     return page(

@@ -93,8 +93,7 @@ def register(api: Api) -> None:
     )
     async def list_overdue(request: web.Request, call: Call[None]) -> web.Response:
         async with snapshot(request.app[DB_POOL]) as conn:
-            found, info = await btrepo.overdue_page(conn, call.tenant_id, call.query)
-            rows = [repo.payment_of(r) for r in found]
+            rows, info = await btrepo.overdue_page(conn, call.tenant_id, call.query)
             ids = [r.id for r in rows]
             lines = await repo.lines_of(conn, ids)
             transfers = await btrepo.of_payments(conn, ids)

@@ -111,6 +111,63 @@ def due_date(shipped_at: datetime, delay_days: int, mode: str, time_zone: str = 
 
 
 @dataclass(frozen=True)
+class StoredBankTransfer:
+    """A bank-transfer payment's transfer instructions and what arrived, as the repo loads
+    them (`currency` without char(3) padding)."""
+
+    payment_id: str
+    tenant_id: str
+    reference: str
+    iban: str
+    amount: int
+    currency: str
+    received: int
+    excess: int
+    shipped_at: datetime | None
+    time_zone: str
+    due_date: date | None
+    overdue_for: date | None
+    paid_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredIncomingTransfer:
+    """An incoming transfer the PSP reported, as the repo loads it."""
+
+    id: str
+    tenant_id: str
+    psp_reference: str
+    notification_id: str
+    reference: str
+    amount: int
+    currency: str
+    status: str
+    reason: str | None
+    payment_id: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_note: str | None
+
+
+@dataclass(frozen=True)
+class OverdueCandidate:
+    """A bank-transfer payment claimed by the overdue scheduler, with `today` in its
+    tenant's calendar."""
+
+    payment_id: str
+    tenant_id: str
+    order_id: str
+    buyer_account: str
+    status: str
+    amount: int
+    currency: str
+    received: int
+    due_date: date
+    today: date
+
+
+@dataclass(frozen=True)
 class BankTransferFacts:
     """A bank-transfer payment as reconciliation reads it."""
 

@@ -10,7 +10,13 @@ from typing import Any
 
 import asyncpg
 
-from checkout.bank_transfer_domain import BankTransferFacts, TransferStatus
+from checkout.bank_transfer_domain import (
+    BankTransferFacts,
+    OverdueCandidate,
+    StoredBankTransfer,
+    StoredIncomingTransfer,
+    TransferStatus,
+)
 from checkout.domain import StoredPayment
 from checkout.repo import payment_of
 from common.db.types import Conn
@@ -48,16 +54,55 @@ async def insert(
     )
 
 
-async def of_payments(conn: Conn, payment_ids: list[str]) -> dict[str, asyncpg.Record]:
+def _transfer_of(row: asyncpg.Record) -> StoredBankTransfer:
+    """A bank_transfers row (selected with `_COLUMNS`) as the typed transfer."""
+    return StoredBankTransfer(
+        payment_id=row["payment_id"],
+        tenant_id=row["tenant_id"],
+        reference=row["reference"],
+        iban=row["iban"],
+        amount=row["amount"],
+        currency=row["currency"].strip(),
+        received=row["received"],
+        excess=row["excess"],
+        shipped_at=row["shipped_at"],
+        time_zone=row["time_zone"],
+        due_date=row["due_date"],
+        overdue_for=row["overdue_for"],
+        paid_at=row["paid_at"],
+        created_at=row["created_at"],
+    )
+
+
+def _incoming_of(row: asyncpg.Record) -> StoredIncomingTransfer:
+    """An incoming_transfers row as the typed transfer."""
+    return StoredIncomingTransfer(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        psp_reference=row["psp_reference"],
+        notification_id=row["notification_id"],
+        reference=row["reference"],
+        amount=row["amount"],
+        currency=row["currency"].strip(),
+        status=row["status"],
+        reason=row["reason"],
+        payment_id=row["payment_id"],
+        created_at=row["created_at"],
+        resolved_at=row["resolved_at"],
+        resolved_note=row["resolved_note"],
+    )
+
+
+async def of_payments(conn: Conn, payment_ids: list[str]) -> dict[str, StoredBankTransfer]:
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM bank_transfers WHERE payment_id = ANY($1::text[])", payment_ids
     )
-    return {r["payment_id"]: r for r in rows}
+    return {r["payment_id"]: _transfer_of(r) for r in rows}
 
 
 async def lock_by_reference(
     conn: Conn, tenant_id: str, reference: str
-) -> tuple[StoredPayment, asyncpg.Record] | None:
+) -> tuple[StoredPayment, StoredBankTransfer] | None:
     """The payment row and its bank transfer, both locked (payment first, as every other
     writer of a payment locks it)."""
     payment_id = await conn.fetchval(
@@ -72,7 +117,7 @@ async def lock_by_reference(
 
 async def lock_by_payment(
     conn: Conn, tenant_id: str, payment_id: str
-) -> tuple[StoredPayment, asyncpg.Record] | None:
+) -> tuple[StoredPayment, StoredBankTransfer] | None:
     row = await conn.fetchrow(
         "SELECT * FROM payments WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
         tenant_id,
@@ -85,16 +130,16 @@ async def lock_by_payment(
     )
     if transfer is None:
         return None
-    return payment_of(row), transfer
+    return payment_of(row), _transfer_of(transfer)
 
 
-def facts_of(payment: StoredPayment, transfer: asyncpg.Record) -> BankTransferFacts:
+def facts_of(payment: StoredPayment, transfer: StoredBankTransfer) -> BankTransferFacts:
     return BankTransferFacts(
         payment_id=payment.id,
         status=payment.status,
-        amount=transfer["amount"],
-        currency=transfer["currency"].strip(),
-        received=transfer["received"],
+        amount=transfer.amount,
+        currency=transfer.currency,
+        received=transfer.received,
     )
 
 
@@ -132,18 +177,22 @@ async def record_incoming(
     return found
 
 
-async def incoming_for_update(conn: Conn, tenant_id: str, id_: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+async def incoming_for_update(
+    conn: Conn, tenant_id: str, id_: str
+) -> StoredIncomingTransfer | None:
+    row = await conn.fetchrow(
         "SELECT * FROM incoming_transfers WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
         tenant_id,
         id_,
     )
+    return _incoming_of(row) if row is not None else None
 
 
-async def incoming(conn: Conn, tenant_id: str, id_: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+async def incoming(conn: Conn, tenant_id: str, id_: str) -> StoredIncomingTransfer | None:
+    row = await conn.fetchrow(
         "SELECT * FROM incoming_transfers WHERE tenant_id = $1 AND id = $2", tenant_id, id_
     )
+    return _incoming_of(row) if row is not None else None
 
 
 async def resolve_incoming(
@@ -209,10 +258,10 @@ async def supplier_terms(conn: Conn, tenant_id: str, supplier_id: str) -> Mappin
     return dict(data) if data is not None else None
 
 
-async def claim_overdue(conn: Conn, limit: int) -> list[asyncpg.Record]:
+async def claim_overdue(conn: Conn, limit: int) -> list[OverdueCandidate]:
     """Bank-transfer payments past their due date in their tenant's calendar, not flagged for
     that due date yet, locked for this transaction; rows another replica holds are skipped."""
-    return await conn.fetch(
+    rows = await conn.fetch(
         "SELECT b.payment_id, b.tenant_id, b.amount, b.currency, b.received, b.due_date,"
         " (now() AT TIME ZONE b.time_zone)::date AS today, p.status, p.order_id,"
         " p.buyer_account"
@@ -225,6 +274,21 @@ async def claim_overdue(conn: Conn, limit: int) -> list[asyncpg.Record]:
         " FOR UPDATE OF b, p SKIP LOCKED",
         limit,
     )
+    return [
+        OverdueCandidate(
+            payment_id=r["payment_id"],
+            tenant_id=r["tenant_id"],
+            order_id=r["order_id"],
+            buyer_account=r["buyer_account"],
+            status=r["status"],
+            amount=r["amount"],
+            currency=r["currency"].strip(),
+            received=r["received"],
+            due_date=r["due_date"],
+            today=r["today"],
+        )
+        for r in rows
+    ]
 
 
 async def mark_overdue(conn: Conn, payment_id: str, due: date) -> None:
@@ -259,14 +323,16 @@ OVERDUE_LIST = ListSpec(
 
 async def incoming_page(
     conn: Conn, tenant_id: str, query: Mapping[str, str]
-) -> tuple[list[asyncpg.Record], PageInfo]:
-    return await fetch_list(conn, INCOMING_LIST, query, scope=[("tenant_id = {}", tenant_id)])
+) -> tuple[list[StoredIncomingTransfer], PageInfo]:
+    rows, info = await fetch_list(conn, INCOMING_LIST, query, scope=[("tenant_id = {}", tenant_id)])
+    return [_incoming_of(r) for r in rows], info
 
 
 async def overdue_page(
     conn: Conn, tenant_id: str, query: Mapping[str, str]
-) -> tuple[list[asyncpg.Record], PageInfo]:
-    return await fetch_list(conn, OVERDUE_LIST, query, scope=[("tenant_id = {}", tenant_id)])
+) -> tuple[list[StoredPayment], PageInfo]:
+    rows, info = await fetch_list(conn, OVERDUE_LIST, query, scope=[("tenant_id = {}", tenant_id)])
+    return [payment_of(r) for r in rows], info
 
 
 async def buyer_account_option(conn: Conn, tenant_id: str, buyer_account: str) -> str | None:

@@ -17,12 +17,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from checkout import bank_transfer_repo as btrepo
 from checkout import repo
 from checkout.bank_transfer_domain import (
     Applied,
+    StoredBankTransfer,
+    StoredIncomingTransfer,
     TransferStatus,
     apply_transfer,
     creditor_reference,
@@ -94,19 +94,19 @@ async def open_payment(
     )
 
 
-def instructions_of(row: asyncpg.Record) -> BankTransferInstructions:
-    currency = row["currency"].strip()
+def instructions_of(transfer: StoredBankTransfer) -> BankTransferInstructions:
+    currency = transfer.currency
     return BankTransferInstructions(
-        iban=row["iban"],
-        reference=row["reference"],
-        amount=Money(value=row["amount"], currency=currency),
-        received=Money(value=row["received"], currency=currency),
-        remaining=Money(value=max(row["amount"] - row["received"], 0), currency=currency),
-        excess=Money(value=row["excess"], currency=currency),
-        due_date=row["due_date"],
-        overdue=row["overdue_for"] is not None
-        and row["overdue_for"] == row["due_date"]
-        and row["paid_at"] is None,
+        iban=transfer.iban,
+        reference=transfer.reference,
+        amount=Money(value=transfer.amount, currency=currency),
+        received=Money(value=transfer.received, currency=currency),
+        remaining=Money(value=max(transfer.amount - transfer.received, 0), currency=currency),
+        excess=Money(value=transfer.excess, currency=currency),
+        due_date=transfer.due_date,
+        overdue=transfer.overdue_for is not None
+        and transfer.overdue_for == transfer.due_date
+        and transfer.paid_at is None,
     )
 
 
@@ -185,7 +185,7 @@ async def _apply(
             status_to=applied.status,
             detail=detail,
         )
-    if paid and transfer["paid_at"] is None:
+    if paid and transfer.paid_at is None:
         await publish_event(
             conn,
             EventType.PAYMENT_BANK_TRANSFER_PAID,
@@ -194,7 +194,7 @@ async def _apply(
                 order_id=payment.order_id,
                 payment_option=payment.payment_option,
                 merchant_account=payment.merchant_account,
-                reference=transfer["reference"],
+                reference=transfer.reference,
                 amount=Money(value=payment.amount, currency=currency),
                 received=Money(value=applied.received, currency=currency),
                 lines=await repo.event_lines(conn, payment.id),
@@ -262,9 +262,9 @@ async def assign(
     incoming = await btrepo.incoming_for_update(conn, tenant_id, transfer_id)
     if incoming is None:
         raise NotFound("no such incoming transfer", code="transfer_not_found", param="id")
-    if incoming["status"] != TransferStatus.UNMATCHED:
+    if incoming.status != TransferStatus.UNMATCHED:
         raise Conflict(
-            f"the transfer is {incoming['status']}, only an UNMATCHED one can be assigned",
+            f"the transfer is {incoming.status}, only an UNMATCHED one can be assigned",
             code="transfer_not_unmatched",
         )
     found = await btrepo.lock_by_payment(conn, tenant_id, payment_id)
@@ -273,7 +273,7 @@ async def assign(
             "no bank-transfer payment with this id", code="payment_not_found", param="payment_id"
         )
     decision = apply_transfer(
-        btrepo.facts_of(*found), value=incoming["amount"], currency=incoming["currency"].strip()
+        btrepo.facts_of(*found), value=incoming.amount, currency=incoming.currency
     )
     if not isinstance(decision, Applied):
         raise Unprocessable(
@@ -290,8 +290,8 @@ async def assign(
         detail={
             "source": "operator",
             "transfer_id": transfer_id,
-            "psp_reference": incoming["psp_reference"],
-            "amount": {"value": incoming["amount"], "currency": incoming["currency"].strip()},
+            "psp_reference": incoming.psp_reference,
+            "amount": {"value": incoming.amount, "currency": incoming.currency},
         },
     )
     row = await btrepo.incoming(conn, tenant_id, transfer_id)
@@ -307,9 +307,9 @@ async def return_transfer(
     incoming = await btrepo.incoming_for_update(conn, tenant_id, transfer_id)
     if incoming is None:
         raise NotFound("no such incoming transfer", code="transfer_not_found", param="id")
-    if incoming["status"] != TransferStatus.UNMATCHED:
+    if incoming.status != TransferStatus.UNMATCHED:
         raise Conflict(
-            f"the transfer is {incoming['status']}, only an UNMATCHED one can be returned",
+            f"the transfer is {incoming.status}, only an UNMATCHED one can be returned",
             code="transfer_not_unmatched",
         )
     await btrepo.resolve_incoming(conn, transfer_id, TransferStatus.RETURNED, None, note)
@@ -318,19 +318,19 @@ async def return_transfer(
     return incoming_of(row)
 
 
-def incoming_of(row: asyncpg.Record) -> IncomingTransfer:
+def incoming_of(transfer: StoredIncomingTransfer) -> IncomingTransfer:
     return IncomingTransfer(
-        id=row["id"],
-        psp_reference=row["psp_reference"],
-        reference=row["reference"],
-        amount=row["amount"],
-        currency=row["currency"].strip(),
-        status=row["status"],
-        reason=row["reason"],
-        payment_id=row["payment_id"],
-        created_at=row["created_at"],
-        resolved_at=row["resolved_at"],
-        resolved_note=row["resolved_note"],
+        id=transfer.id,
+        psp_reference=transfer.psp_reference,
+        reference=transfer.reference,
+        amount=transfer.amount,
+        currency=transfer.currency,
+        status=transfer.status,
+        reason=transfer.reason,
+        payment_id=transfer.payment_id,
+        created_at=transfer.created_at,
+        resolved_at=transfer.resolved_at,
+        resolved_note=transfer.resolved_note,
     )
 
 
@@ -349,7 +349,7 @@ async def record_shipment(conn: Conn, event: LogisticOrderStatusChanged) -> str:
     payment, transfer = found
     if payment.payment_option != "BANK_WIRE_ON_DUE_DATE":
         return "not_on_due_date"  # ON_ACCEPTANCE: the order waits for the money, no terms
-    if transfer["due_date"] is not None:
+    if transfer.due_date is not None:
         return "due_date_known"
     terms = await btrepo.supplier_terms(conn, event.tenant_id, event.supplier_id)
     if terms is None:
@@ -387,31 +387,31 @@ async def flag_overdue(conn: Conn, *, limit: int = 100) -> int:
     their `payment.overdue`, so replicas running this at once never flag one twice."""
     flagged = 0
     for row in await btrepo.claim_overdue(conn, limit):
-        if not is_overdue(row["due_date"], row["today"], row["status"]):
+        if not is_overdue(row.due_date, row.today, row.status):
             continue
-        currency = row["currency"].strip()
-        await btrepo.mark_overdue(conn, row["payment_id"], row["due_date"])
+        currency = row.currency
+        await btrepo.mark_overdue(conn, row.payment_id, row.due_date)
         await repo.add_timeline(
             conn,
-            row["payment_id"],
+            row.payment_id,
             "bank_transfer_overdue",
-            status_from=row["status"],
-            status_to=row["status"],
-            detail={"due_date": row["due_date"].isoformat()},
+            status_from=row.status,
+            status_to=row.status,
+            detail={"due_date": row.due_date.isoformat()},
         )
         await publish_event(
             conn,
             EventType.PAYMENT_OVERDUE,
             PaymentOverdue(
-                payment_id=row["payment_id"],
-                order_id=row["order_id"],
-                buyer_account=row["buyer_account"],
-                due_date=row["due_date"],
-                amount=Money(value=row["amount"], currency=currency),
-                remaining=Money(value=max(row["amount"] - row["received"], 0), currency=currency),
+                payment_id=row.payment_id,
+                order_id=row.order_id,
+                buyer_account=row.buyer_account,
+                due_date=row.due_date,
+                amount=Money(value=row.amount, currency=currency),
+                remaining=Money(value=max(row.amount - row.received, 0), currency=currency),
             ),
-            tenant_id=row["tenant_id"],
-            aggregate_id=row["payment_id"],
+            tenant_id=row.tenant_id,
+            aggregate_id=row.payment_id,
         )
         flagged += 1
     return flagged

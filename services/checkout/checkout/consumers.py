@@ -153,8 +153,8 @@ async def on_capture_event(conn: Conn, envelope: Envelope) -> None:
     unchanged = None
     if line is None:
         unchanged = "the payment has no such logistic order"
-    elif event.revision <= line["capture_revision"]:
-        unchanged = f"older than the capture's revision {line['capture_revision']} applied"
+    elif event.revision <= line.capture_revision:
+        unchanged = f"older than the capture's revision {line.capture_revision} applied"
     if unchanged is not None or status is None:
         await repo.note(
             conn, payment, CAPTURE_SOURCE, {**detail, "applied": False, "reason": unchanged}

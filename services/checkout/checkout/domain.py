@@ -246,6 +246,13 @@ class StoredLine:
 
 
 @dataclass(frozen=True)
+class LockedLine(StoredLine):
+    """A line locked to apply a capture event: with the capture's revision last applied."""
+
+    capture_revision: int
+
+
+@dataclass(frozen=True)
 class StoredTimelineEntry:
     occurred_at: datetime
     kind: str

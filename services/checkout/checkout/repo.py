@@ -10,6 +10,7 @@ import asyncpg
 
 from checkout.domain import (
     Line,
+    LockedLine,
     PaymentFacts,
     Status,
     StoredLine,
@@ -279,13 +280,24 @@ async def move_payment(
     )
 
 
-async def line_for_update(
-    conn: Conn, payment_id: str, logistic_order_id: str
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT * FROM payment_lines WHERE payment_id = $1 AND logistic_order_id = $2 FOR UPDATE",
+async def line_for_update(conn: Conn, payment_id: str, logistic_order_id: str) -> LockedLine | None:
+    row = await conn.fetchrow(
+        "SELECT payment_id, logistic_order_id, supplier_id, amount, status, capture_id,"
+        " capture_revision FROM payment_lines"
+        " WHERE payment_id = $1 AND logistic_order_id = $2 FOR UPDATE",
         payment_id,
         logistic_order_id,
+    )
+    if row is None:
+        return None
+    return LockedLine(
+        payment_id=row["payment_id"],
+        logistic_order_id=row["logistic_order_id"],
+        supplier_id=row["supplier_id"],
+        amount=row["amount"],
+        status=row["status"],
+        capture_id=row["capture_id"],
+        capture_revision=row["capture_revision"],
     )
 
 
@@ -322,7 +334,7 @@ PAYMENT_LIST = ListSpec(
 
 async def payment_page(
     conn: Conn, tenant_id: str, supplier_id: str | None, query: Mapping[str, str]
-) -> tuple[list[asyncpg.Record], PageInfo]:
+) -> tuple[list[StoredPayment], PageInfo]:
     """A page of the tenant's payments (a supplier's: those with one of its lines)."""
     scope: list[tuple[str, Any]] = [("tenant_id = {}", tenant_id)]
     if supplier_id is not None:
@@ -333,7 +345,8 @@ async def payment_page(
                 supplier_id,
             )
         )
-    return await fetch_list(conn, PAYMENT_LIST, query, scope=scope)
+    rows, info = await fetch_list(conn, PAYMENT_LIST, query, scope=scope)
+    return [payment_of(r) for r in rows], info
 
 
 def facts_of(payment: StoredPayment) -> PaymentFacts:

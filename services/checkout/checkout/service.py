@@ -8,10 +8,12 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
-
 from checkout import bank_transfer_repo, bank_transfers, domain, errors, repo
-from checkout.bank_transfer_domain import BANK_WIRE_OPTIONS, payment_option_refusal
+from checkout.bank_transfer_domain import (
+    BANK_WIRE_OPTIONS,
+    StoredBankTransfer,
+    payment_option_refusal,
+)
 from checkout.domain import Fact, Status, StoredLine, StoredPayment
 from checkout.schemas import (
     Level3In,
@@ -227,7 +229,7 @@ def to_payment(
     row: StoredPayment,
     lines: list[StoredLine],
     timeline: list[TimelineEntry] | None,
-    transfer: asyncpg.Record | None = None,
+    transfer: StoredBankTransfer | None = None,
 ) -> Payment:
     return Payment(
         id=row.id,
