@@ -747,3 +747,56 @@ async def test_without_funds_check_a_later_decision_still_records_the_paid_out_s
     [now] = await refunds_of(capture, tenant, payment)
     assert now["status"] == "REFUNDED"
     assert len(await psp_refund_requests(capture, tenant)) == 1
+
+
+@pytest.mark.parametrize("capture", [{"proxied": True, "psp_timeout_s": 2.5}], indirect=True)
+async def test_a_replica_that_dies_after_the_psp_refunded_leaves_one_refund(capture):
+    # given a captured payment on replica A (cut off from PostgreSQL on demand, waiting up to
+    # 2.5 s for the PSP) and a PSP that takes 1.5 s per call and confirms late
+    a = capture.main
+    tenant, payment = await captured(capture, [10000])
+    async with a.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE replica_tenants SET data = jsonb_set(data, '{funding_policy}',"
+            " '\"MARKETPLACE_COVERS\"') WHERE tenant_id = $1",
+            tenant.id,
+        )
+    await capture.sandbox.faults(tenant.merchant_account, latency_ms=1500, webhook_delay_ms=4000)
+    status, body = await refund(
+        capture, tenant, payment, {"amount": {"value": 4000, "currency": "EUR"}}
+    )
+    assert status == 201, body
+    [created] = body["data"]["refunds"]
+
+    async def psp_holds_the_call() -> bool:
+        return len(await psp_refund_requests(capture, tenant)) == 1
+
+    await eventually(psp_holds_the_call)
+    # when A loses its database while the PSP refunds (A gets the answer but cannot record
+    # it), then is stopped for good
+    await a.proxy.sever()
+    b = await capture.start()
+    await capture.sandbox.faults(tenant.merchant_account, webhook_delay_ms=4000)
+    await a.stop()
+
+    # then B, once A's lease expired, sends the same request again under the same key: the PSP
+    # answers it with its first answer, and one refund was made
+    async def resent() -> bool:
+        return len(await psp_refund_requests(capture, tenant)) == 2
+
+    await eventually(resent, within=15)
+    first, second = await psp_refund_requests(capture, tenant)
+    assert first["idempotencyKey"] == second["idempotencyKey"] == f"refund:{created['id']}"
+    assert second.get("replayed") is True
+
+    async def refunded() -> bool:
+        status, body = await capture.call(
+            "GET", f"/v1/admin/refunds/{created['id']}", tenant.operator_key, url=b.url
+        )
+        assert status == 200, body
+        return bool(body["data"]["status"] == "REFUNDED")
+
+    await eventually(refunded, within=20)
+    held = await capture.sandbox.get(f"/sandbox/payments/{payment.psp_reference}")
+    assert held["refunded"] == 4000
+    assert len([m for m in held["modifications"] if m["kind"] == "refund"]) == 1
