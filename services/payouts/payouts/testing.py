@@ -22,7 +22,6 @@ from common.events import (
     BankingMode,
     CaptureSucceeded,
     ChargebackEvent,
-    Envelope,
     EventData,
     EventType,
     FundingPolicy,
@@ -236,17 +235,10 @@ class PayoutsHarness:
 
     # -- the bus ------------------------------------------------------------------------
 
-    async def publish(
-        self, event_type: str, data: EventData | dict[str, Any], tenant_id: str
-    ) -> uuid.UUID:
-        if isinstance(data, EventData):
-            envelope = make_envelope(
-                EventType(event_type), data, tenant_id=tenant_id, correlation_id="test"
-            )
-        else:  # a producer's bug, played on purpose: a payload no model would let through
-            envelope = Envelope(
-                type=event_type, tenant_id=tenant_id, correlation_id="test", data=data
-            )
+    async def publish(self, event_type: str, data: EventData, tenant_id: str) -> uuid.UUID:
+        envelope = make_envelope(
+            EventType(event_type), data, tenant_id=tenant_id, correlation_id="test"
+        )
         await self.exchange.publish(
             aio_pika.Message(
                 envelope.model_dump_json().encode(),

@@ -8,6 +8,7 @@ import asyncio
 import json
 import uuid
 
+from common.events import Envelope
 from payouts.testing import (
     PayoutsHarness,
     capture_succeeded,
@@ -187,7 +188,12 @@ async def test_events_no_retry_can_fix_are_dead_lettered_with_their_reason(
         capture, return_lines(capture, 0, 0, 10), refund_id=new_id("ref"), funds_check=True
     ).model_dump(mode="json")
     bad["amount"]["value"] = 11
-    await harness.publish("refund.requested", bad, tenant.id)
+    await harness.publish_raw(
+        "refund.requested",
+        Envelope(
+            type="refund.requested", tenant_id=tenant.id, correlation_id="t", data=bad
+        ).model_dump(mode="json"),
+    )
 
     parked = await harness.dead_letters("payouts.ledger", 3)
     reasons = sorted(h["x-error"] for _, h in parked)
