@@ -19,13 +19,14 @@ from aiohttp import web
 
 from capture.app import create_app as create_capture_app
 from capture.settings import Settings as CaptureSettings
-from capture.testing import MovableClock, logistic_order_event, publish_oms
+from capture.testing import logistic_order_event, publish_oms
 from checkout.app import create_app as create_checkout_app
 from checkout.settings import Settings as CheckoutSettings
 from common.broker import Names
 from common.events import OMS_EXCHANGE, OMS_STATUS_CHANGED
 from common.runtime import DB_POOL
 from common.testing.apps import running
+from common.testing.clock import MovableClock
 from common.testing.waiting import eventually
 from payouts.app import create_app as create_payouts_app
 from payouts.settings import Settings as PayoutsSettings

@@ -5,24 +5,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-
-
-@dataclass
-class MovableClock:
-    """Wall time plus an offset the test moves forward (DELAYED captures without sleeping)."""
-
-    offset: timedelta = field(default_factory=timedelta)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, by: timedelta) -> None:
-        self.offset += by
 
 
 def logistic_order_event(

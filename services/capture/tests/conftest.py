@@ -22,7 +22,7 @@ from aiohttp import web
 
 from capture.app import create_app
 from capture.settings import Settings
-from capture.testing import MovableClock, logistic_order_event, publish_oms
+from capture.testing import logistic_order_event, publish_oms
 from common.broker import Names
 from common.events import (
     DOMAIN_EXCHANGE,
@@ -38,6 +38,7 @@ from common.events import (
 from common.http.auth import generate_key
 from common.runtime import DB_POOL
 from common.testing.apps import running
+from common.testing.clock import MovableClock
 from common.testing.fixtures import ServiceDb, dsn_with, service_settings_values
 from common.testing.tcpproxy import TcpProxy
 from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted

@@ -7,7 +7,7 @@ import json
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -192,19 +192,6 @@ def logistic_status(
 
 
 VALID_IBAN = "DE89370400440532013000"
-
-
-class MovableClock:
-    """A clock tests move forward (schedules, the age of UNKNOWN payouts)."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, delta: timedelta) -> None:
-        self.offset += delta
 
 
 @dataclass

@@ -23,10 +23,11 @@ from common.events import (
     DOMAIN_EXCHANGE,
     OMS_EXCHANGE,
 )
+from common.testing.clock import MovableClock
 from common.testing.fixtures import ServiceDb, service_settings_values
 from payouts.app import create_app
 from payouts.settings import Settings
-from payouts.testing import MovableClock, PayoutsHarness
+from payouts.testing import PayoutsHarness
 from psp_sandbox.testing import Sandbox, running_sandbox
 
 MIGRATIONS = payouts.__path__[0] + "/migrations"
