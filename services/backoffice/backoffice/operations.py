@@ -14,16 +14,18 @@ routes = web.RouteTableDef()
 INTERVENTION_STATUSES = ["OPEN", "RETRIED", "RESOLVED"]
 
 
-@routes.get("/interventions")
-@logged_in
-async def interventions(request: web.Request, login: Login) -> web.StreamResponse:
+async def intervention_queue(
+    request: web.Request, login: Login, path: str, template: str, title: str
+) -> web.StreamResponse:
+    """One page of an intervention queue of the capture service (captures' or refunds'), each
+    row with the Idempotency-Keys of its retry, resolve and resend forms."""
     status = request.query.get("status", "OPEN")
     answer = await call(
         request,
         login,
         "capture",
         "GET",
-        "/v1/admin/interventions",
+        path,
         params={
             "status": status,
             "after_cursor": request.query.get("after_cursor", ""),
@@ -32,10 +34,10 @@ async def interventions(request: web.Request, login: Login) -> web.StreamRespons
         },
     )
     if not answer.ok:
-        return refused(request, answer, "Interventions")
+        return refused(request, answer, title)
     return render(
         request,
-        "interventions.html",
+        template,
         {
             "interventions": [
                 {
@@ -50,6 +52,14 @@ async def interventions(request: web.Request, login: Login) -> web.StreamRespons
             "statuses": INTERVENTION_STATUSES,
             "page_info": answer.page_info,
         },
+    )
+
+
+@routes.get("/interventions")
+@logged_in
+async def interventions(request: web.Request, login: Login) -> web.StreamResponse:
+    return await intervention_queue(
+        request, login, "/v1/admin/interventions", "interventions.html", "Interventions"
     )
 
 

@@ -10,14 +10,14 @@ from typing import Any
 
 from aiohttp import web
 
+from backoffice.operations import intervention_queue
 from backoffice.sessions import Login, visit_of
-from backoffice.web import call, logged_in, new_idempotency_key, refused, render
+from backoffice.web import call, logged_in
 from common.money import currency_exponent
 
 routes = web.RouteTableDef()
 
 REASONS = ["customer_request", "goods_returned", "order_cancelled", "duplicate", "fraudulent"]
-INTERVENTION_STATUSES = ["OPEN", "RETRIED", "RESOLVED"]
 
 
 def minor_units(text: str, currency: str) -> int | None:
@@ -95,39 +95,12 @@ async def refund(request: web.Request, login: Login) -> web.StreamResponse:
 @routes.get("/refund-interventions")
 @logged_in
 async def refund_interventions(request: web.Request, login: Login) -> web.StreamResponse:
-    status = request.query.get("status", "OPEN")
-    answer = await call(
+    return await intervention_queue(
         request,
         login,
-        "capture",
-        "GET",
         "/v1/admin/refund-interventions",
-        params={
-            "status": status,
-            "after_cursor": request.query.get("after_cursor", ""),
-            "before_cursor": request.query.get("before_cursor", ""),
-            "limit": "25",
-        },
-    )
-    if not answer.ok:
-        return refused(request, answer, "Refund interventions")
-    return render(
-        request,
         "refund_interventions.html",
-        {
-            "interventions": [
-                {
-                    **row,
-                    "idempotency_key": new_idempotency_key(),
-                    "resolve_key": new_idempotency_key(),
-                    "resend_key": new_idempotency_key(),
-                }
-                for row in answer.data
-            ],
-            "status": status,
-            "statuses": INTERVENTION_STATUSES,
-            "page_info": answer.page_info,
-        },
+        "Refund interventions",
     )
 
 
