@@ -10,6 +10,7 @@ import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from common.testing.waiting import eventually
 
@@ -127,9 +128,16 @@ async def test_a_failed_capture_sends_the_payment_back_until_the_operator_retrie
         return bool(interventions)
 
     await eventually(queued, within=20)
-    # then checkout has the payment authorised again, the line's capture failed
-    payment = await stack.until_status(shop, session["id"], "AUTHORIZED")
-    assert payment["lines"][0]["status"] == "CAPTURE_FAILED"
+    # then checkout (once capture.failed reached it: the queue is capture's, checkout follows)
+    # has the payment authorised again, the line's capture failed
+    seen: dict[str, Any] = {}
+
+    async def followed() -> bool:
+        seen.update(await stack.payment(shop, session["id"]))
+        return bool(seen["lines"][0]["status"] == "CAPTURE_FAILED")
+
+    await eventually(followed, within=20)
+    assert seen["status"] == "AUTHORIZED"
     # when the PSP is fixed and the operator retries
     await stack.sandbox.faults(shop.merchant_account)
     status, body = await stack.call(
