@@ -18,6 +18,7 @@ from collections import Counter
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from bench.capture_shipment import (
@@ -32,7 +33,8 @@ from bench.capture_shipment import (
 )
 from bench.processes import child, delete_queues, route_webhooks, scratch_services, serve_service
 from common.broker import Names
-from common.testing.fixtures import delete_namespace
+from common.testing.fixtures import ServiceDb, delete_namespace
+from common.testing.outbox import record_outbox
 from tests.test_scale_out import count, dead_lettered, metric, moves_to_paid, psp_captures
 
 PAYMENTS = 40
@@ -56,6 +58,14 @@ def run_next_version(service: str) -> None:
 
     outbox.make_envelope = make_envelope  # type: ignore[assignment]
     asyncio.run(serve_service(service))
+
+
+async def record_outbox_of(db: ServiceDb) -> None:
+    conn = await asyncpg.connect(db.dsn, server_settings={"search_path": db.schema})
+    try:
+        assert await record_outbox(conn)
+    finally:
+        await conn.close()
 
 
 async def test_old_and_new_versions_side_by_side(servers):
@@ -84,6 +94,8 @@ async def test_old_and_new_versions_side_by_side(servers):
                     child(module, "checkout-v2", checkout_env) as checkout_v2,
                     aiohttp.ClientSession() as http,
                 ):
+                    # (the relay deletes what it published: keep a copy of what each writes)
+                    await record_outbox_of(dbs["capture"])
                     # given a tenant with authorised payments, its webhooks to the service
                     tenant = await new_tenant(amqp, names, dbs, http, sandbox.url)
                     payments = [await authorise(http, sandbox.url, tenant) for _ in range(PAYMENTS)]
@@ -114,7 +126,7 @@ async def test_old_and_new_versions_side_by_side(servers):
                     assert await dead_lettered(amqp, names) == 0
                     v2_events = await count(
                         dbs["capture"],
-                        "SELECT envelope FROM outbox WHERE envelope->'data' ? $1",
+                        "SELECT envelope FROM outbox_log WHERE envelope->'data' ? $1",
                         ADDED_FIELD,
                     )
                     assert v2_events, "the next version published nothing"

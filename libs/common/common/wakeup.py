@@ -21,9 +21,13 @@ class Wakeup:
         """Cut the current (or next) sleep short; usable as a LISTEN or done callback."""
         self._event.set()
 
-    async def sleep(self, timeout_s: float) -> None:
-        """Sleep until `set` or for `timeout_s`, whichever comes first."""
+    async def sleep(self, timeout_s: float) -> bool:
+        """Sleep until `set` or for `timeout_s`, whichever comes first; True when `set` cut
+        it short."""
+        woken = False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._event.wait()
+                woken = True
         self._event.clear()
+        return woken

@@ -386,10 +386,10 @@ class CaptureHarness:
         return [r for r in requests["data"] if r["path"].endswith("/captures")]
 
     async def events(self, event_type: str, payment: Payment) -> list[dict[str, Any]]:
-        """What capture published about the payment (its outbox: every event it wrote)."""
+        """What capture published about the payment (every event it wrote to its outbox)."""
         async with self.main.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT envelope FROM outbox WHERE routing_key = $1"
+                "SELECT envelope FROM outbox_log WHERE routing_key = $1"
                 " AND envelope->'data'->>'payment_id' = $2 ORDER BY seq",
                 event_type,
                 payment.id,

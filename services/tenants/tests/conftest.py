@@ -94,10 +94,11 @@ class TenantsHarness:
         return key
 
     async def events(self, aggregate_id: str | None = None) -> list[dict[str, Any]]:
-        """The envelopes written to the outbox, oldest first (optionally of one aggregate)."""
+        """The envelopes written to the outbox (`outbox_log`: the relay deletes what it
+        published), oldest first (optionally of one aggregate)."""
         async with self.app[DB_POOL].acquire() as conn:
             rows = await conn.fetch(
-                "SELECT envelope FROM outbox WHERE $1::text IS NULL OR aggregate_id = $1"
+                "SELECT envelope FROM outbox_log WHERE $1::text IS NULL OR aggregate_id = $1"
                 " ORDER BY seq",
                 aggregate_id,
             )
@@ -105,7 +106,7 @@ class TenantsHarness:
 
     async def outbox_count(self) -> int:
         async with self.app[DB_POOL].acquire() as conn:
-            count: int = await conn.fetchval("SELECT count(*) FROM outbox")
+            count: int = await conn.fetchval("SELECT count(*) FROM outbox_log")
         return count
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:

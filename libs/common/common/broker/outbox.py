@@ -4,17 +4,27 @@
 caller's transaction: the event exists exactly when the state change it describes commits.
 
 `OutboxRelay` publishes pending rows in `seq` order with publisher confirms, a batch at a time,
-and sets `published_at` only for the prefix the broker acknowledged. Only one relay per schema
-publishes at a time (a session advisory lock), so a payment's events leave in the order they
-were written. Writers lock the aggregate's row before enqueueing, so two transactions on the
-same aggregate commit in `seq` order. If the relay dies between the broker's ack and the
-UPDATE, the next relay publishes those rows again: consumers' inboxes make that harmless, and
-a consumer sees each aggregate's events first in the order they were written.
+and deletes the prefix the broker acknowledged: the table holds what is still to publish, not
+the history, so its cost does not grow with time. The delete rides on the next pass's claim (one
+statement: delete what was confirmed, read what is next), or runs on its own once the relay has
+been idle for `delete_delay` seconds; and it commits asynchronously (`synchronous_commit = off`
+on the relay's own connection). Losing it in a crash loses nothing: the rows are published
+again and the consumers' inboxes skip the copies, exactly as when a relay dies between the
+broker's ack and the delete.
+
+Only one relay per schema publishes at a time (a session advisory lock), so a payment's events
+leave in the order they were written. Writers lock the aggregate's row before enqueueing, so
+two transactions on the same aggregate commit in `seq` order, and a consumer sees each
+aggregate's events first in the order they were written.
+
+Rows marked `published_at` were left by relays of earlier versions (they marked rather than
+deleted); the relay deletes them a batch at a time, and never publishes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,11 +81,27 @@ async def enqueue_many(
         raise RuntimeError("enqueue must run inside the transaction that changes the state")
     if not events:
         return
-    await conn.execute(
+    await conn.execute(outbox_insert(1), *outbox_values(events, exchange=exchange))
+
+
+def outbox_insert(first: int) -> str:
+    """`enqueue_many`'s INSERT, to embed in a statement that also changes the state (as a
+    data-modifying CTE: one round trip for both), with its five parameters numbered from
+    `$first`: `outbox_values` gives them."""
+    p = first
+    return (
         "INSERT INTO outbox (id, exchange, routing_key, aggregate_id, envelope)"
-        " SELECT e.id, $1, e.type, e.aggregate_id, e.envelope::jsonb"
-        " FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[])"
-        " WITH ORDINALITY AS e(id, type, aggregate_id, envelope, n) ORDER BY e.n",
+        f" SELECT e.id, ${p}, e.type, e.aggregate_id, e.envelope::jsonb"
+        f" FROM unnest(${p + 1}::uuid[], ${p + 2}::text[], ${p + 3}::text[], ${p + 4}::text[])"
+        " WITH ORDINALITY AS e(id, type, aggregate_id, envelope, n) ORDER BY e.n"
+    )
+
+
+def outbox_values(
+    events: Sequence[tuple[Envelope, str | None]], *, exchange: str = DOMAIN_EXCHANGE
+) -> tuple[str, list[uuid.UUID], list[str], list[str | None], list[str]]:
+    """The parameters of `outbox_insert` for `(envelope, aggregate_id)` pairs, in order."""
+    return (
         exchange,
         [envelope.id for envelope, _ in events],
         [envelope.type for envelope, _ in events],
@@ -118,6 +144,17 @@ async def publish_event(
     return envelope
 
 
+def new_envelopes(
+    events: Sequence[tuple[EventType, EventData]], *, tenant_id: str | None
+) -> list[Envelope]:
+    """`new_envelope` for several events of one change (one correlation id), in order."""
+    correlation_id = current_correlation_id() or new_correlation_id()
+    return [
+        new_envelope(event_type, data, tenant_id=tenant_id, correlation_id=correlation_id)
+        for event_type, data in events
+    ]
+
+
 async def publish_events(
     conn: Conn,
     events: Sequence[tuple[EventType, EventData]],
@@ -127,11 +164,7 @@ async def publish_events(
 ) -> list[Envelope]:
     """`publish_event` for several events of one aggregate (one correlation id), in order, in
     one statement."""
-    correlation_id = current_correlation_id() or new_correlation_id()
-    envelopes = [
-        new_envelope(event_type, data, tenant_id=tenant_id, correlation_id=correlation_id)
-        for event_type, data in events
-    ]
+    envelopes = new_envelopes(events, tenant_id=tenant_id)
     await enqueue_many(conn, [(envelope, aggregate_id) for envelope in envelopes])
     return envelopes
 
@@ -157,7 +190,7 @@ class OutboxRelay:
         batch_size: int = 100,
         poll_interval: float = 1.0,
         publish_timeout: float = 10.0,
-        retention_days: int = 7,
+        delete_delay: float = 0.2,
     ) -> None:
         self._pool = pool
         self._connection = connection
@@ -167,7 +200,8 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._publish_timeout = publish_timeout
-        self._retention_days = retention_days
+        self._delete_delay = delete_delay
+        self._published: list[int] = []  # confirmed by the broker, not yet deleted
         self._wakeup = Wakeup()
         self._channel: AbstractRobustChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
@@ -206,10 +240,14 @@ class OutboxRelay:
                     await self._sleep()
                 self.is_leader = True
                 log.info("outbox relay leading", schema=self._schema)
+                # Deleting published rows is bookkeeping that a crash may undo harmlessly (they
+                # are published again, the inboxes skip them): no need to wait for the WAL flush.
+                await conn.execute("SET synchronous_commit = off")
                 await self._publish_loop(conn)
             finally:
                 self.is_leader = False
-                await reset_session(conn)  # the lock and the LISTEN go
+                await self._delete_before_leaving(conn)
+                await reset_session(conn)  # the lock, the LISTEN and the SET go
 
     async def _publish_loop(self, conn: Conn) -> None:
         passes = 0
@@ -217,33 +255,77 @@ class OutboxRelay:
             published = await self.publish_pending(conn)
             passes += 1
             if passes % 1000 == 0:
-                await self.purge_published(conn)
+                await self.purge_marked(conn)
             if published < self._batch_size:
+                if self._published and not await self._wakeup.sleep(self._delete_delay):
+                    await self.delete_published(conn)  # idle: nothing to ride on
                 await self._sleep()
 
     async def _sleep(self) -> None:
         await self._wakeup.sleep(self._poll_interval)
 
     async def publish_pending(self, conn: Conn) -> int:
-        """One pass: claim a batch, publish it, mark what the broker confirmed."""
+        """One pass: delete what the previous pass published and claim a batch (one
+        statement), publish it, remember what the broker confirmed."""
         batch = await self.claim(conn)
         if self._metrics:
             self._metrics.outbox_pending.set(len(batch))
         if not batch:
             return 0
         confirmed, error = await self.publish(batch)
-        await self.mark_sent(conn, confirmed)
+        self._confirmed(confirmed)
         if error is not None:
             raise error
         return len(confirmed)
 
     async def claim(self, conn: Conn) -> list[PendingEvent]:
-        rows = await conn.fetch(
-            "SELECT seq, id, exchange, routing_key, envelope FROM outbox"
-            " WHERE published_at IS NULL ORDER BY seq LIMIT $1",
-            self._batch_size,
-        )
+        """The next batch to publish, in `seq` order; in the same statement, the rows already
+        published are deleted (they are left out of the batch: the statement's snapshot still
+        sees them)."""
+        done = self._published
+        if done:
+            rows = await conn.fetch(
+                "WITH gone AS (DELETE FROM outbox WHERE seq = ANY($1::bigint[]))"
+                " SELECT seq, id, exchange, routing_key, envelope FROM outbox"
+                " WHERE published_at IS NULL AND seq <> ALL($1::bigint[]) ORDER BY seq LIMIT $2",
+                done,
+                self._batch_size,
+            )
+            self._published = []
+        else:
+            rows = await conn.fetch(
+                "SELECT seq, id, exchange, routing_key, envelope FROM outbox"
+                " WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+                self._batch_size,
+            )
         return [PendingEvent(**dict(row)) for row in rows]
+
+    def _confirmed(self, seqs: Sequence[int]) -> None:
+        self._published.extend(seqs)
+        if self._metrics and seqs:
+            self._metrics.outbox_published.inc(len(seqs))
+
+    async def delete_published(self, conn: Conn) -> None:
+        """Delete the rows published since the last claim."""
+        if not self._published:
+            return
+        await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", self._published)
+        self._published = []
+
+    async def _delete_before_leaving(self, conn: Conn) -> None:
+        """A relay that stops deletes what it published, so that the next one does not publish
+        it again; bounded, and harmless when it cannot (the copies are skipped)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await self.delete_published(conn)
+        self._published = []
+
+    async def purge_marked(self, conn: Conn) -> None:
+        """Delete a batch of the rows that relays of earlier versions marked published."""
+        await conn.execute(
+            "DELETE FROM outbox WHERE seq IN"
+            " (SELECT seq FROM outbox WHERE published_at IS NOT NULL LIMIT 5000)"
+        )
 
     async def publish(self, batch: Sequence[PendingEvent]) -> tuple[list[int], Exception | None]:
         """Publish all, await the confirms together; return the confirmed prefix's seqs."""
@@ -266,21 +348,6 @@ class OutboxRelay:
                 return confirmed, error
             confirmed.append(event.seq)
         return confirmed, None
-
-    async def mark_sent(self, conn: Conn, seqs: Sequence[int]) -> None:
-        if not seqs:
-            return
-        await conn.execute(
-            "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])", list(seqs)
-        )
-        if self._metrics:
-            self._metrics.outbox_published.inc(len(seqs))
-
-    async def purge_published(self, conn: Conn) -> None:
-        await conn.execute(
-            "DELETE FROM outbox WHERE published_at < now() - make_interval(days => $1)",
-            self._retention_days,
-        )
 
     async def _publish_one(self, event: PendingEvent) -> None:
         exchange = await self._exchange(event.exchange)

@@ -7,12 +7,19 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
+from common.runtime import DB_POOL
+from common.testing.outbox import record_outbox
+
 
 @asynccontextmanager
 async def running(app: web.Application) -> AsyncIterator[str]:
-    """Start `app` (its cleanup contexts included) and yield its base URL."""
+    """Start `app` (its cleanup contexts included) and yield its base URL. A service with an
+    outbox gets its `outbox_log` (`common.testing.outbox`) before the first request."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    if DB_POOL in app:
+        async with app[DB_POOL].acquire() as conn:
+            await record_outbox(conn)
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]

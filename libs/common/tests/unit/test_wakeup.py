@@ -53,3 +53,10 @@ async def test_a_set_while_asleep_wakes_it(delay):
     asyncio.get_running_loop().call_later(delay, wakeup.set)
     async with asyncio.timeout(1):
         await wakeup.sleep(5)
+
+
+async def test_a_sleep_says_whether_it_was_woken():
+    wakeup = Wakeup()
+    assert await wakeup.sleep(0.01) is False
+    wakeup.set()
+    assert await wakeup.sleep(5) is True

@@ -243,7 +243,7 @@ async def test_a_shipment_decided_on_a_stale_read_records_capture_exists_and_enq
         # this line's capture.requested events only: the executor commits the manual
         # capture's own events meanwhile
         requested = (
-            "SELECT count(*) FROM outbox WHERE envelope->>'type' = 'capture.requested'"
+            "SELECT count(*) FROM outbox_log WHERE envelope->>'type' = 'capture.requested'"
             " AND envelope->'data'->>'payment_id' = $1"
         )
         outbox_before = await conn.fetchval(requested, payment.id)

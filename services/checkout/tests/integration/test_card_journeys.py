@@ -56,7 +56,7 @@ async def admin_payment(checkout, tenant, payment_id):
 async def outbox_types(checkout, payment_id):
     async with checkout.app[DB_POOL].acquire() as conn:
         rows = await conn.fetch(
-            "SELECT envelope->>'type' AS type FROM outbox WHERE aggregate_id = $1 ORDER BY seq",
+            "SELECT envelope->>'type' AS type FROM outbox_log WHERE aggregate_id = $1 ORDER BY seq",
             payment_id,
         )
     return [r["type"] for r in rows]

@@ -136,7 +136,7 @@ async def ready_events(exports: Any, export_id: str) -> int:
     """How many export.ready events the export's replicas enqueued for it."""
     async with exports.main.pool.acquire() as conn:
         published: int = await conn.fetchval(
-            "SELECT count(*) FROM outbox WHERE routing_key = 'export.ready'"
+            "SELECT count(*) FROM outbox_log WHERE routing_key = 'export.ready'"
             " AND envelope->'data'->>'export_id' = $1",
             export_id,
         )
@@ -196,7 +196,7 @@ async def test_an_expired_export_is_gone(exports) -> None:
     await eventually(deleted)
     async with exports.main.pool.acquire() as conn:
         ready_events = await conn.fetch(
-            "SELECT envelope FROM outbox WHERE routing_key = 'export.ready'"
+            "SELECT envelope FROM outbox_log WHERE routing_key = 'export.ready'"
         )
     assert [e["envelope"]["data"]["export_id"] for e in ready_events] == [export["id"]]
     assert ready_events[0]["envelope"]["data"]["rows"] == 2

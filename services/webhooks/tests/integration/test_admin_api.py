@@ -24,7 +24,9 @@ async def test_an_hmac_key_is_write_only_encrypted_and_never_logged_or_published
     assert key not in str(body)
     async with webhooks.app[DB_POOL].acquire() as conn:
         dump = await conn.fetchval("SELECT string_agg(t::text, '|') FROM hmac_keys t")
-        outbox = await conn.fetchval("SELECT coalesce(string_agg(o::text, '|'), '') FROM outbox o")
+        outbox = await conn.fetchval(
+            "SELECT coalesce(string_agg(o::text, '|'), '') FROM outbox_log o"
+        )
     assert key not in dump
     assert key.encode().hex() not in dump
     assert key not in outbox
