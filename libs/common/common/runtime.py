@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from pydantic import SecretStr
 
-from common.broker.consumer import Handler, InboxConsumer, Parser, parse_envelope
+from common.broker.consumer import Accepts, Handler, InboxConsumer, Parser, parse_envelope
 from common.broker.outbox import OutboxRelay
 from common.broker.topology import Names, QueueSpec, connect, declare_exchanges
 from common.config import ServiceSettings
@@ -53,6 +53,7 @@ class Consumption:
     spec: QueueSpec
     handlers: Mapping[str, Handler] | Mapping[EventType, Handler]
     parser: Parser = parse_envelope  # e.g. the OMS's bare JSON events
+    accepts: Accepts | None = None  # the messages the handlers act on (the rest: acked)
 
 
 def database(
@@ -140,6 +141,7 @@ def broker(
                 prefetch=settings.consumer_prefetch,
                 batch_size=settings.consumer_batch_size,
                 metrics=app[METRICS],
+                accepts=c.accepts,
             )
             for c in consumptions
         ]

@@ -30,6 +30,7 @@ from capture.repo import PgRepo
 from common.broker.consumer import (
     Handler,
     PoisonMessageError,
+    event_codes,
     tenant_payload,
     validation_summary,
 )
@@ -175,6 +176,7 @@ def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
                 bindings=[(DOMAIN_EXCHANGE, t) for t in notifications],
             ),
             handlers=notifications,
+            accepts=event_codes(*psp_notifications.CAPTURE_CODES),
         ),
         Consumption(
             spec=QueueSpec(

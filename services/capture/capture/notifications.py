@@ -25,6 +25,8 @@ from common.logging import get_logger
 
 log = get_logger("capture.service")
 
+CAPTURE_CODES = ("CAPTURE", "CAPTURE_FAILED")
+
 
 async def on_psp_notification(
     repo: PgRepo,
@@ -39,7 +41,7 @@ async def on_psp_notification(
     capture id (what we send as `reference`), or, failing that, the payment's PSP reference
     and the amount name exactly one capture waiting for the PSP. Anything else is not about a
     capture of ours and is ignored."""
-    if event.event_code not in ("CAPTURE", "CAPTURE_FAILED"):
+    if event.event_code not in CAPTURE_CODES:
         return None
     capture = None
     if event.merchant_reference.startswith("cap_"):

@@ -53,6 +53,7 @@ log = get_logger("marketpay.consumer")
 
 Handler = Callable[[Conn, Envelope], Awaitable[None]]
 Parser = Callable[[AbstractIncomingMessage], Envelope]
+Accepts = Callable[[Envelope], bool]
 
 ATTEMPT_HEADER = "x-attempt"
 _INSERT_INBOX = (
@@ -123,7 +124,11 @@ class InboxConsumer:
         prefetch: int = 50,
         metrics: Metrics | None = None,
         batch_size: int = 1,
+        accepts: Accepts | None = None,
     ) -> None:
+        """`accepts`, when given, says which parsed messages the handlers act on: the others
+        are acknowledged without touching the database (no transaction, no inbox row), for a
+        queue that receives a type of which it uses only some (a PSP notification's codes)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._pool = pool
@@ -132,6 +137,7 @@ class InboxConsumer:
         self._spec = spec
         self._handlers: dict[str, Handler] = {str(k): v for k, v in handlers.items()}
         self._parser = parser
+        self._accepts = accepts
         self._prefetch = max(prefetch, batch_size)
         self._batch_size = batch_size
         self._metrics = metrics
@@ -246,6 +252,10 @@ class InboxConsumer:
             log.warning("poison message", queue=self._spec.name, reason=str(exc))
             await self._dead_letter(message, str(exc), kind="poison")
             self._count("dead_lettered", time.perf_counter(), 1)
+            return None
+        if self._accepts is not None and not self._accepts(envelope):
+            await message.ack()
+            self._count("not_for_us", time.perf_counter(), 1)
             return None
         return _Parsed(message, envelope, handler)
 
@@ -391,6 +401,18 @@ def _channel_closed(message: AbstractIncomingMessage) -> bool:
         return bool(message.channel.is_closed)
     except ChannelInvalidStateError:
         return True
+
+
+def event_codes(*codes: str) -> Accepts:
+    """`accepts` for a queue of PSP notifications: those whose `event_code` is one of `codes`
+    (read tolerantly: a payload without one is left to the handler, which refuses it)."""
+    wanted = frozenset(codes)
+
+    def accepts(envelope: Envelope) -> bool:
+        code = envelope.data.get("event_code")
+        return not isinstance(code, str) or code in wanted
+
+    return accepts
 
 
 def validation_summary(exc: ValidationError) -> str:

@@ -15,6 +15,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from common.broker import InboxConsumer, Names, QueueSpec
+from common.broker.consumer import event_codes
 from common.events import DOMAIN_EXCHANGE, Envelope, EventType, make_envelope
 from common.metrics import Metrics
 from common.testing.events import Probe, probe_type
@@ -78,7 +79,9 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def harness(pool, connection, names, *, batch_size: int = 1) -> AsyncIterator[Harness]:
+async def harness(
+    pool, connection, names, *, batch_size: int = 1, accepts=None
+) -> AsyncIterator[Harness]:
     await pool.execute("CREATE TABLE effects (id bigserial PRIMARY KEY, label text NOT NULL)")
     channel = await connection.channel()
     result = Harness(pool, channel, names)
@@ -90,6 +93,7 @@ async def harness(pool, connection, names, *, batch_size: int = 1) -> AsyncItera
         handlers={EVENT: result.handle},
         metrics=result.metrics,
         batch_size=batch_size,
+        accepts=accepts,
     )
     await consumer.start()
     try:
@@ -222,9 +226,52 @@ async def test_a_batch_applies_messages_in_delivery_order_in_one_go(
         await eventually(lambda: _true(h.count("duplicate") == 1))
 
 
+@pytest.mark.parametrize("batch_size", [1, 10])
+async def test_messages_the_queue_does_not_accept_are_acked_without_touching_the_database(
+    service_pool, amqp_connection, broker_names, batch_size
+):
+    def wanted(envelope: Envelope) -> bool:
+        return str(envelope.data["label"]).startswith("keep")
+
+    async with harness(
+        service_pool, amqp_connection, broker_names, batch_size=batch_size, accepts=wanted
+    ) as h:
+        # given messages of which the queue wants only some
+        labels = ["keep-1", "skip-1", "keep-2", "skip-2", "skip-3", "keep-3"]
+
+        # when they arrive
+        for label in labels:
+            await h.send(event(label))
+
+        # then the wanted ones are applied in order, the others only acknowledged: no handler
+        # call, no inbox row, nothing left in the queue or parked
+        await eventually(lambda: _true(h.count("applied") + h.count("not_for_us") == 6))
+        assert (h.count("applied"), h.count("not_for_us")) == (3, 3)
+        assert h.calls == {"keep-1": 1, "keep-2": 1, "keep-3": 1}
+        assert await service_pool.fetchval("SELECT count(*) FROM inbox") == 3
+        assert await h.dlq_depth() == 0
+
+
 async def _true(value: bool) -> bool:
     return value
 
 
 async def _eq(value: Awaitable[object], expected: object) -> bool:
     return await value == expected
+
+
+def test_event_codes_accepts_the_named_codes_and_leaves_a_payload_without_one_to_the_handler():
+    accepts = event_codes("REFUND", "REFUND_FAILED")
+
+    def notification(data: dict[str, object]) -> Envelope:
+        return Envelope.model_validate(
+            {
+                **event("x").model_dump(mode="json"),
+                "type": "psp.notification.received",
+                "data": data,
+            }
+        )
+
+    assert accepts(notification({"event_code": "REFUND"}))
+    assert not accepts(notification({"event_code": "CAPTURE"}))
+    assert accepts(notification({}))  # the handler refuses it, to the DLQ with the reason

@@ -24,10 +24,10 @@ from datetime import datetime, timedelta
 import asyncpg
 from aiohttp import web
 
-from capture.refunds import service
+from capture.refunds import domain, service
 from capture.settings import Settings
 from common import runtime
-from common.broker.consumer import Handler, tenant_payload
+from common.broker.consumer import Handler, event_codes, tenant_payload
 from common.broker.topology import QueueSpec
 from common.db.types import Conn
 from common.events import (
@@ -183,6 +183,7 @@ def refund_consumptions(clock: Clock, wake: Callable[[], None]) -> list[Consumpt
                 bindings=[(DOMAIN_EXCHANGE, t) for t in notifications],
             ),
             handlers=notifications,
+            accepts=event_codes(*service.REFUND_CODES, *domain.DISPUTE_CODES),
         ),
         Consumption(
             spec=QueueSpec(
