@@ -35,7 +35,7 @@ from asyncpg.connection import Connection, LoggedQuery
 from prometheus_client.parser import text_string_to_metric_families
 
 STATS_FILE_ENV = "BENCH_STATEMENTS_FILE"
-TOP = 10
+TOP = int(os.environ.get("BENCH_PROFILE_TOP", "10"))
 
 
 # -- in a service child --------------------------------------------------------------------

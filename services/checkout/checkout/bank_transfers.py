@@ -33,7 +33,7 @@ from checkout.bank_transfer_domain import (
 )
 from checkout.domain import StoredPayment
 from checkout.schemas import BankTransferInstructions, IncomingTransfer
-from common.broker import publish_event
+from common.broker import new_envelope, publish_event
 from common.db.types import Conn
 from common.events import (
     BankTransferPaid,
@@ -129,20 +129,20 @@ async def _move(
         status_from=status_from,
         status_to=status_to,
         detail=detail,
-    )
-    await publish_event(
-        conn,
-        EventType.PAYMENT_STATUS_CHANGED,
-        PaymentStatusChanged(
-            payment_id=payment_id,
-            order_id=order_id,
-            status_from=status_from,
-            status=status_to,
-            amount=amount,
-            psp_reference=None,
-        ),
-        tenant_id=tenant_id,
-        aggregate_id=payment_id,
+        events=[
+            new_envelope(
+                EventType.PAYMENT_STATUS_CHANGED,
+                PaymentStatusChanged(
+                    payment_id=payment_id,
+                    order_id=order_id,
+                    status_from=status_from,
+                    status=status_to,
+                    amount=amount,
+                    psp_reference=None,
+                ),
+                tenant_id=tenant_id,
+            )
+        ],
     )
 
 

@@ -148,27 +148,26 @@ async def on_capture_event(conn: Conn, envelope: Envelope) -> None:
             if hasattr(event, name)
         },
     }
-    line = await repo.line_for_update(conn, payment.id, event.logistic_order_id)
     status = domain.line_capture_of(envelope.type)
+    lines = await repo.apply_line_capture(
+        conn,
+        payment.id,
+        event.logistic_order_id,
+        status=status.value if status is not None else None,
+        capture_id=event.capture_id,
+        revision=event.revision,
+    )
+    line = next((x for x in lines if x.logistic_order_id == event.logistic_order_id), None)
     unchanged = None
     if line is None:
         unchanged = "the payment has no such logistic order"
-    elif event.revision <= line.capture_revision:
+    elif status is not None and not line.applied:
         unchanged = f"older than the capture's revision {line.capture_revision} applied"
     if unchanged is not None or status is None:
         await repo.note(
             conn, payment, CAPTURE_SOURCE, {**detail, "applied": False, "reason": unchanged}
         )
         return
-    await repo.set_line_capture(
-        conn,
-        payment.id,
-        event.logistic_order_id,
-        status=status.value,
-        capture_id=event.capture_id,
-        revision=event.revision,
-    )
-    lines = (await repo.lines_of(conn, [payment.id])).get(payment.id, [])
     decided = domain.capture_fact(
         [domain.LineCapture(x.status) for x in lines],
         failed=status in (domain.LineCapture.CAPTURE_FAILED, domain.LineCapture.CAPTURE_BLOCKED),

@@ -246,10 +246,12 @@ class StoredLine:
 
 
 @dataclass(frozen=True)
-class LockedLine(StoredLine):
-    """A line locked to apply a capture event: with the capture's revision last applied."""
+class AppliedLine(StoredLine):
+    """A line after a capture event was applied to its payment: with the capture revision it
+    had before, and whether this event changed it."""
 
     capture_revision: int
+    applied: bool
 
 
 @dataclass(frozen=True)

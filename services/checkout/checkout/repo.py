@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 
 from checkout.domain import (
+    AppliedLine,
     Line,
-    LockedLine,
     PaymentFacts,
     Status,
     StoredLine,
@@ -18,9 +18,9 @@ from checkout.domain import (
     StoredTimelineEntry,
     Transition,
 )
-from common.broker import publish_events
+from common.broker.outbox import new_envelopes, outbox_insert, outbox_values
 from common.db.types import Conn
-from common.events import PaymentLine
+from common.events import Envelope, PaymentLine
 from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
 
 _PAYMENT_COLUMNS = (
@@ -259,16 +259,21 @@ async def move_payment(
     status_from: str,
     status_to: str,
     detail: dict[str, Any],
+    events: Sequence[Envelope] = (),
 ) -> None:
-    """`update_payment` and the timeline entry that records it, in one statement."""
+    """`update_payment`, the timeline entry that records it and the events it publishes (to
+    the outbox), in one statement."""
     unknown = set(values) - _UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
+    if not conn.is_in_transaction():
+        raise RuntimeError("a payment moves inside the transaction that publishes its events")
     assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(values))
     n = len(values) + 2
+    outbox = f", o AS ({outbox_insert(n + 4)})" if events else ""
     await conn.execute(
         f"WITH moved AS (UPDATE payments SET {assignments}, revision = revision + 1,"
-        f" updated_at = now() WHERE id = $1 RETURNING id)"
+        f" updated_at = now() WHERE id = $1 RETURNING id){outbox}"
         f" INSERT INTO payment_timeline (payment_id, kind, status_from, status_to, detail)"
         f" SELECT id, ${n}, ${n + 1}, ${n + 2}, ${n + 3} FROM moved",
         payment_id,
@@ -277,48 +282,51 @@ async def move_payment(
         status_from,
         status_to,
         detail,
+        *(outbox_values([(e, payment_id) for e in events]) if events else ()),
     )
 
 
-async def line_for_update(conn: Conn, payment_id: str, logistic_order_id: str) -> LockedLine | None:
-    row = await conn.fetchrow(
-        "SELECT payment_id, logistic_order_id, supplier_id, amount, status, capture_id,"
-        " capture_revision FROM payment_lines"
-        " WHERE payment_id = $1 AND logistic_order_id = $2 FOR UPDATE",
-        payment_id,
-        logistic_order_id,
-    )
-    if row is None:
-        return None
-    return LockedLine(
-        payment_id=row["payment_id"],
-        logistic_order_id=row["logistic_order_id"],
-        supplier_id=row["supplier_id"],
-        amount=row["amount"],
-        status=row["status"],
-        capture_id=row["capture_id"],
-        capture_revision=row["capture_revision"],
-    )
-
-
-async def set_line_capture(
+async def apply_line_capture(
     conn: Conn,
     payment_id: str,
     logistic_order_id: str,
     *,
-    status: str,
+    status: str | None,
     capture_id: str,
     revision: int,
-) -> None:
-    await conn.execute(
-        "UPDATE payment_lines SET status = $3, capture_id = $4, capture_revision = $5"
-        " WHERE payment_id = $1 AND logistic_order_id = $2",
+) -> list[AppliedLine]:
+    """Set a line's capture status, unless `status` is None or the line already applied this
+    capture revision or a later one; return all the payment's lines as they now are, with the
+    revision each had before (one statement: the caller holds the payment's lock)."""
+    rows = await conn.fetch(
+        "WITH u AS (UPDATE payment_lines SET status = $3, capture_id = $4, capture_revision = $5"
+        " WHERE payment_id = $1 AND logistic_order_id = $2 AND $3::text IS NOT NULL"
+        " AND capture_revision < $5 RETURNING logistic_order_id)"
+        " SELECT l.payment_id, l.logistic_order_id, l.supplier_id, l.amount, l.capture_revision,"
+        " u.logistic_order_id IS NOT NULL AS applied,"
+        " CASE WHEN u.logistic_order_id IS NULL THEN l.status ELSE $3 END AS status,"
+        " CASE WHEN u.logistic_order_id IS NULL THEN l.capture_id ELSE $4 END AS capture_id"
+        " FROM payment_lines l LEFT JOIN u ON u.logistic_order_id = l.logistic_order_id"
+        " WHERE l.payment_id = $1 ORDER BY l.logistic_order_id",
         payment_id,
         logistic_order_id,
         status,
         capture_id,
         revision,
     )
+    return [
+        AppliedLine(
+            payment_id=row["payment_id"],
+            logistic_order_id=row["logistic_order_id"],
+            supplier_id=row["supplier_id"],
+            amount=row["amount"],
+            status=row["status"],
+            capture_id=row["capture_id"],
+            capture_revision=row["capture_revision"],
+            applied=row["applied"],
+        )
+        for row in rows
+    ]
 
 
 PAYMENT_LIST = ListSpec(
@@ -401,7 +409,5 @@ async def save_transition(conn: Conn, payment: PaymentFacts, transition: Transit
         status_from=entry.status_from,
         status_to=entry.status_to,
         detail=entry.detail,
-    )
-    await publish_events(
-        conn, transition.events, tenant_id=payment.tenant_id, aggregate_id=payment.id
+        events=new_envelopes(transition.events, tenant_id=payment.tenant_id),
     )
