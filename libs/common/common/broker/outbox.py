@@ -257,7 +257,9 @@ class OutboxRelay:
             if passes % 1000 == 0:
                 await self.purge_marked(conn)
             if published < self._batch_size:
-                if self._published and not await self._wakeup.sleep(self._delete_delay):
+                if self._published:
+                    if await self._wakeup.sleep(self._delete_delay):
+                        continue  # more to publish: the next claim deletes them
                     await self.delete_published(conn)  # idle: nothing to ride on
                 await self._sleep()
 

@@ -101,9 +101,8 @@ async def running(*relays: OutboxRelay) -> AsyncIterator[list[asyncio.Task[None]
 
 
 def relay_for(pool, connection, names, schema, **kwargs) -> OutboxRelay:
-    return OutboxRelay(
-        pool=pool, connection=connection, names=names, schema=schema, poll_interval=0.2, **kwargs
-    )
+    kwargs.setdefault("poll_interval", 0.2)
+    return OutboxRelay(pool=pool, connection=connection, names=names, schema=schema, **kwargs)
 
 
 async def write(pool: asyncpg.Pool, aggregate: str, n: int, *, then_fail: bool = False) -> None:
@@ -344,3 +343,24 @@ async def _true(value: bool) -> bool:
 
 async def _eq(value: Awaitable[object], expected: object) -> bool:
     return await value == expected
+
+
+async def test_an_event_written_while_the_relay_waits_to_delete_is_published_at_once(
+    service_pool, service_db, amqp_connection, broker_names
+):
+    # given a relay that polls rarely and has just published an event
+    relay = relay_for(
+        service_pool, amqp_connection, broker_names, service_db.schema, poll_interval=30
+    )
+    async with sink(service_pool, amqp_connection, broker_names) as seen, running(relay):
+        await eventually(lambda: _true(relay.is_leader))
+        await write(service_pool, "a", 0)
+        await eventually(lambda: _true(seen.first_arrivals().get("a") == [0]))
+
+        # when the next event is written at once, while the delete of the first still waits
+        started = time.monotonic()
+        await write(service_pool, "a", 1)
+
+        # then its commit's notification wakes the relay: published well before a poll
+        await eventually(lambda: _true(seen.first_arrivals().get("a") == [0, 1]))
+        assert time.monotonic() - started < 5
