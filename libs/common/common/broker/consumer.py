@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 import traceback
 import uuid
@@ -56,10 +57,7 @@ Parser = Callable[[AbstractIncomingMessage], Envelope]
 Accepts = Callable[[Envelope], bool]
 
 ATTEMPT_HEADER = "x-attempt"
-_INSERT_INBOX = (
-    "INSERT INTO inbox (message_id, queue, event_type) VALUES ($1, $2, $3)"
-    " ON CONFLICT DO NOTHING RETURNING true"
-)
+_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 _INSERT_INBOX_BATCH = (
     "INSERT INTO inbox (message_id, queue, event_type)"
     " SELECT m.id, $2, m.type FROM unnest($1::uuid[], $3::text[]) AS m(id, type)"
@@ -279,13 +277,24 @@ class InboxConsumer:
             return "applied"
 
     async def _apply(self, envelope: Envelope, handler: Handler) -> bool:
-        async with self._connection_for_work() as conn, conn.transaction():
-            inserted = await conn.fetchval(
-                _INSERT_INBOX, envelope.id, self._spec.name, envelope.type
+        """Insert the inbox row and run the handler in one transaction. The transaction's
+        BEGIN travels with the inbox INSERT (one round trip, in the simple query protocol, so
+        with literal values: a UUID and two names checked here)."""
+        async with self._connection_for_work() as conn:
+            status = await conn.execute(
+                "BEGIN; " + _inbox_insert(envelope.id, self._spec.name, envelope.type)
             )
-            if not inserted:
-                return False
-            await handler(conn, envelope)
+            try:
+                if status == "INSERT 0 0":  # applied before
+                    await conn.execute("ROLLBACK")
+                    return False
+                await handler(conn, envelope)
+                await conn.execute("COMMIT")
+            except BaseException:
+                if conn.is_in_transaction() and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.execute("ROLLBACK")
+                raise
             return True
 
     async def _apply_batch(self, items: Sequence[_Parsed]) -> list[str]:
@@ -394,6 +403,18 @@ class InboxConsumer:
         )
         await target.publish(copy, routing_key=routing_key, timeout=10)
         await message.ack()
+
+
+def _inbox_insert(message_id: uuid.UUID, queue: str, event_type: str) -> str:
+    """The inbox INSERT with literal values, for a statement sent with its BEGIN."""
+    for name in (queue, event_type):
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"not a queue or event type name: {name!r}")
+    return (
+        "INSERT INTO inbox (message_id, queue, event_type)"
+        f" VALUES ('{uuid.UUID(str(message_id))}', '{queue}', '{event_type}')"
+        " ON CONFLICT DO NOTHING"
+    )
 
 
 def _channel_closed(message: AbstractIncomingMessage) -> bool:
