@@ -4,9 +4,9 @@
 (`FOR UPDATE SKIP LOCKED`, a lease), calls the PSP outside any transaction with the capture's
 deterministic idempotency key, and records the answer in a second transaction (the answers
 that arrived meanwhile together, one commit for all). It wakes on `NOTIFY captures_<schema>`
-(sent by a trigger when a capture becomes due, from any replica) and when one of its own calls
-finishes, and polls as a fallback; up to `capture_concurrency` PSP calls are in flight per
-replica.
+(sent by a trigger when a capture becomes due, from any replica) and, when all its slots were
+taken, when one of its own calls finishes; it polls as a fallback. Up to `capture_concurrency`
+PSP calls are in flight per replica.
 
 `Scheduler` turns due DELAYED schedules into captures, a batch per transaction, also with
 `FOR UPDATE SKIP LOCKED`, so replicas share the schedules and none is done twice.
@@ -64,6 +64,7 @@ class CaptureExecutor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._answers: list[tuple[Claim, PspAnswer]] = []
         self._answered = asyncio.Event()
+        self._full = False  # every slot was taken when the loop last went to sleep
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -106,6 +107,7 @@ class CaptureExecutor:
                             task.add_done_callback(self._finished)
                         if len(claims) == free:
                             continue  # more may be due: claim again once a slot frees up
+                    self._full = free <= 0
                     await self._sleep()
             finally:
                 # no LISTEN left on a pooled connection (common.db is typed for a Connection;
@@ -114,7 +116,8 @@ class CaptureExecutor:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._wakeup.set()
+        if self._full:  # captures may be waiting for this slot; else nothing new is due
+            self._wakeup.set()
 
     async def _sleep(self) -> None:
         await self._wakeup.sleep(self._poll_interval)
