@@ -42,6 +42,7 @@ from capture.shipment_domain import (
     WaitingShipment,
 )
 from common.broker import enqueue_many, new_envelope
+from common.broker.outbox import outbox_insert, outbox_values
 from common.events import (
     Level3Data,
     LogisticOrderStatusChanged,
@@ -210,6 +211,14 @@ SELECT id, created_at, updated_at FROM c
 capture already (a trigger that committed while this one waited for the payment's lock), the
 event is recorded as `capture_exists`, as the decision would have said had it seen it."""
 
+_INSERT_CAPTURE_OMS_EVENT_AND_EVENTS = _INSERT_CAPTURE_AND_OMS_EVENT.replace(
+    "\nSELECT id, created_at, updated_at FROM c\n",
+    f", o AS ({outbox_insert(38, where='WHERE EXISTS (SELECT 1 FROM c)')})"
+    "\nSELECT id, created_at, updated_at FROM c\n",
+)
+"""`_INSERT_CAPTURE_AND_OMS_EVENT` for one capture, with its events ($38-$42) written only if
+the capture was."""
+
 _SAVE_CHANGE = """
 WITH u AS (
     UPDATE captures
@@ -240,6 +249,12 @@ WITH u AS (
 )
 SELECT created_at, updated_at FROM u
 """
+
+_SAVE_CHANGE_AND_EVENTS = _SAVE_CHANGE.replace(
+    "\nSELECT created_at, updated_at FROM u\n",
+    f", o AS ({outbox_insert(34)})\nSELECT created_at, updated_at FROM u\n",
+)
+"""`_SAVE_CHANGE` with the change's events ($34-$38), in the same statement."""
 
 
 def _oms_event_values(
@@ -309,6 +324,13 @@ class PgRepo:
         self._conn = conn
 
     # -- events --------------------------------------------------------------------------
+
+    @staticmethod
+    def _outbox_values(events: Sequence[DomainEvent]) -> tuple[Any, ...]:
+        """`outbox_insert`'s parameters for `events` (new envelopes)."""
+        return outbox_values(
+            [(new_envelope(e.type, e.data, tenant_id=e.tenant_id), e.aggregate_id) for e in events]
+        )
 
     async def _enqueue(self, events: Sequence[DomainEvent]) -> None:
         await enqueue_many(
@@ -524,15 +546,17 @@ class PgRepo:
             return outcome
         created = await self._insert_captures(
             [decision.capture],
-            _INSERT_CAPTURE_AND_OMS_EVENT,
+            _INSERT_CAPTURE_OMS_EVENT_AND_EVENTS,
             *_oms_event_values(message_id, event, outcome),
+            *self._outbox_values(decision.capture.events),
+            events_written=True,
         )
         if created:
             return outcome
         return replace(outcome, outcome="ignored", reason="capture_exists", capture_id=None)
 
     async def _insert_captures(
-        self, new: Sequence[NewCapture], sql: str, *extra: Any
+        self, new: Sequence[NewCapture], sql: str, *extra: Any, events_written: bool = False
     ) -> list[Capture]:
         columns: list[list[Any]] = [[] for _ in range(26)]
         for n in new:
@@ -569,25 +593,37 @@ class PgRepo:
                 column.append(value)
         rows = await self._conn.fetch(sql, *columns, *extra)
         stamps = {r["id"]: (r["created_at"], r["updated_at"]) for r in rows}
-        await self._enqueue([e for n in new if n.capture.id in stamps for e in n.events])
+        if not events_written:
+            await self._enqueue([e for n in new if n.capture.id in stamps for e in n.events])
         return [_stamped(n.capture, *stamps[n.capture.id]) for n in new if n.capture.id in stamps]
 
     async def save_change(self, change: CaptureChange) -> Capture:
         """The capture's new columns, its history entry, the PSP attempt it finishes (the
         lease released only if that attempt still holds it), its interventions: one
         statement; then its events."""
-        row = await self._conn.fetchrow(_SAVE_CHANGE, *_change_args(change))
+        if change.events:
+            row = await self._conn.fetchrow(
+                _SAVE_CHANGE_AND_EVENTS,
+                *_change_args(change),
+                *self._outbox_values(change.events),
+            )
+        else:
+            row = await self._conn.fetchrow(_SAVE_CHANGE, *_change_args(change))
         if row is None:
             raise LookupError(f"no capture {change.capture.id}")
-        await self._enqueue(change.events)
         return _stamped(change.capture, row["created_at"], row["updated_at"])
 
     async def save_changes(self, changes: Sequence[CaptureChange]) -> None:
-        """`save_change` for a batch: one pipelined round trip, then one for the events."""
+        """`save_change` for a batch: one pipelined round trip, events included."""
         if not changes:
             return
-        await self._conn.executemany(_SAVE_CHANGE, [_change_args(c) for c in changes])
-        await self._enqueue([e for c in changes for e in c.events])
+        if any(c.events for c in changes):
+            await self._conn.executemany(
+                _SAVE_CHANGE_AND_EVENTS,
+                [(*_change_args(c), *self._outbox_values(c.events)) for c in changes],
+            )
+        else:
+            await self._conn.executemany(_SAVE_CHANGE, [_change_args(c) for c in changes])
 
     async def captures_of_payment(
         self, tenant_id: str, payment_id: str, *, lock: bool = False

@@ -84,16 +84,17 @@ async def enqueue_many(
     await conn.execute(outbox_insert(1), *outbox_values(events, exchange=exchange))
 
 
-def outbox_insert(first: int) -> str:
+def outbox_insert(first: int, *, where: str = "") -> str:
     """`enqueue_many`'s INSERT, to embed in a statement that also changes the state (as a
     data-modifying CTE: one round trip for both), with its five parameters numbered from
-    `$first`: `outbox_values` gives them."""
+    `$first`: `outbox_values` gives them. `where`, if given, is a WHERE clause that decides
+    whether the events are written (e.g. only if the CTE that inserts their aggregate did)."""
     p = first
     return (
         "INSERT INTO outbox (id, exchange, routing_key, aggregate_id, envelope)"
         f" SELECT e.id, ${p}, e.type, e.aggregate_id, e.envelope::jsonb"
         f" FROM unnest(${p + 1}::uuid[], ${p + 2}::text[], ${p + 3}::text[], ${p + 4}::text[])"
-        " WITH ORDINALITY AS e(id, type, aggregate_id, envelope, n) ORDER BY e.n"
+        f" WITH ORDINALITY AS e(id, type, aggregate_id, envelope, n) {where} ORDER BY e.n"
     )
 
 
