@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from common.broker.outbox import enqueue_many, new_envelope
+from common.broker.outbox import enqueue_many, new_envelope, outbox_insert, outbox_values
 from common.db.types import Conn
 from common.events import Envelope, EventType, PspNotificationReceived
 from common.http.pagination import Filter, ListSpec, PageInfo, fetch_list
@@ -110,22 +110,18 @@ async def save_notifications(
     conn: Conn, rows: Sequence[tuple[str, str, str, Item]], events: Mapping[str, Envelope]
 ) -> set[str]:
     """Insert `(notification id, tenant id, psp, item)` rows and enqueue the event (`events`,
-    by notification id) of each that was new, in the caller's transaction; return the ids of
-    those (a duplicate of a stored notification, or of an earlier row, is skipped)."""
-    fresh = await _insert_notifications(conn, rows)
-    await enqueue_many(
-        conn,
-        [(events[id_], item.merchant_reference) for id_, _, _, item in rows if id_ in fresh],
-    )
-    return fresh
-
-
-async def _insert_notifications(conn: Conn, rows: Sequence[tuple[str, str, str, Item]]) -> set[str]:
+    by notification id) of each that was new, in the caller's transaction and in one
+    statement; return the ids of those (a duplicate of a stored notification, or of an
+    earlier row, is skipped)."""
     if not rows:
         return set()
+    if not conn.is_in_transaction():
+        raise RuntimeError("notifications are saved in the transaction that enqueues them")
+    ids = [r[0] for r in rows]
     inserted = await conn.fetch(
-        "INSERT INTO notifications (id, tenant_id, psp, merchant_account, event_code, success,"
-        " psp_reference, original_reference, merchant_reference, amount, currency, raw)"
+        "WITH ins AS (INSERT INTO notifications (id, tenant_id, psp, merchant_account,"
+        " event_code, success, psp_reference, original_reference, merchant_reference, amount,"
+        " currency, raw)"
         " SELECT r.id, r.tenant_id, r.psp, r.merchant_account, r.event_code, r.success,"
         " r.psp_reference, r.original_reference, r.merchant_reference, r.amount, r.currency,"
         " r.raw::jsonb"
@@ -134,8 +130,11 @@ async def _insert_notifications(conn: Conn, rows: Sequence[tuple[str, str, str, 
         " WITH ORDINALITY AS r(id, tenant_id, psp, merchant_account, event_code, success,"
         " psp_reference, original_reference, merchant_reference, amount, currency, raw, n)"
         " ORDER BY r.n"
-        " ON CONFLICT ON CONSTRAINT notifications_dedupe DO NOTHING RETURNING id",
-        [r[0] for r in rows],
+        " ON CONFLICT ON CONSTRAINT notifications_dedupe DO NOTHING RETURNING id),"
+        # the event of row n is written only if row n was: its id ($1[n]) came back
+        f" o AS ({outbox_insert(13, where='WHERE ($1::text[])[e.n] IN (SELECT id FROM ins)')})"
+        " SELECT id FROM ins",
+        ids,
         [r[1] for r in rows],
         [r[2] for r in rows],
         [r[3].merchant_account for r in rows],
@@ -147,6 +146,7 @@ async def _insert_notifications(conn: Conn, rows: Sequence[tuple[str, str, str, 
         [r[3].amount_value for r in rows],
         [r[3].currency for r in rows],
         [json.dumps(r[3].raw) for r in rows],
+        *outbox_values([(events[id_], item.merchant_reference) for id_, _, _, item in rows]),
     )
     return {row["id"] for row in inserted}
 
