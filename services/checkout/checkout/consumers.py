@@ -46,9 +46,11 @@ async def on_psp_notification(conn: Conn, envelope: Envelope) -> None:
     if event.event_code == TRANSFER_EVENT_CODE:
         await bank_transfers.receive(conn, envelope.tenant_id, event, now=envelope.occurred_at)
         return
-    payment = await repo.get_payment(
-        conn, envelope.tenant_id, event.merchant_reference, for_update=True
-    )
+    payment = None
+    if event.merchant_reference.startswith(service.PAYMENT_ID_PREFIX):
+        payment = await repo.get_payment(
+            conn, envelope.tenant_id, event.merchant_reference, for_update=True
+        )
     if payment is None and event.original_reference:
         # a modification (CAPTURE, REFUND, ...) names our capture or refund as its merchant
         # reference, and the payment by the PSP's reference of the authorisation

@@ -38,8 +38,11 @@ from common.money import Money
 log = get_logger("checkout.service")
 
 
+PAYMENT_ID_PREFIX = "pay_"  # a merchant reference without it names a capture or a refund
+
+
 def new_payment_id() -> str:
-    return f"pay_{secrets.token_hex(12)}"
+    return f"{PAYMENT_ID_PREFIX}{secrets.token_hex(12)}"
 
 
 def new_client_token() -> str:
