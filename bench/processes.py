@@ -62,7 +62,7 @@ async def serve_service(service: str) -> None:
     settings = importlib.import_module(f"{service}.settings").Settings()
     configure_logging(settings.service_name, settings.log_level)
     try:
-        async with running(create_app(settings)) as url:
+        async with running(create_app(settings), outbox_log=False) as url:
             tell_url(url)
             await until_terminated()
     finally:

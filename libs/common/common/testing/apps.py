@@ -12,12 +12,13 @@ from common.testing.outbox import record_outbox
 
 
 @asynccontextmanager
-async def running(app: web.Application) -> AsyncIterator[str]:
+async def running(app: web.Application, *, outbox_log: bool = True) -> AsyncIterator[str]:
     """Start `app` (its cleanup contexts included) and yield its base URL. A service with an
-    outbox gets its `outbox_log` (`common.testing.outbox`) before the first request."""
+    outbox gets its `outbox_log` (`common.testing.outbox`) before the first request, unless
+    `outbox_log` is False (a benchmark runs the service as deployed)."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    if DB_POOL in app:
+    if outbox_log and DB_POOL in app:
         async with app[DB_POOL].acquire() as conn:
             await record_outbox(conn)
     site = web.TCPSite(runner, "127.0.0.1", 0)
