@@ -12,7 +12,7 @@ from aiohttp import web
 
 from capture.clock import Clock
 from capture.consumers import consumptions
-from capture.executor import CaptureExecutor, Scheduler
+from capture.executor import CaptureExecutor, Scheduler, SendAfterCommit
 from capture.metrics import CaptureMetrics
 from capture.refunds.worker import RefundWiring
 from capture.settings import Settings
@@ -45,6 +45,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
     app[CLOCK] = clock
     app.cleanup_ctx.append(runtime.database(settings, "capture", MIGRATIONS))
     refunds = RefundWiring(settings, clock)
+    sender = SendAfterCommit(settings)  # the executor, once it runs
 
     app.cleanup_ctx.append(replica_authentication())
     app.cleanup_ctx.append(
@@ -52,7 +53,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
             settings,
             [
                 tenancy_consumption("capture.tenancy"),
-                *consumptions(clock, metrics),
+                *consumptions(clock, metrics, sender),
                 *refunds.consumptions(),
             ],
         )
@@ -73,7 +74,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
             asyncio.create_task(executor.run(), name="capture-executor"),
             asyncio.create_task(scheduler.run(), name="capture-scheduler"),
         ]
+        sender.executor = executor
         yield
+        sender.executor = None
         for task in tasks:
             task.cancel()
             await runtime.bounded(task, task.get_name())

@@ -102,7 +102,9 @@ def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
     )
 
 
-def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
+def consumptions(
+    clock: Clock, metrics: CaptureMetrics, sender: oms.Sender | None = None
+) -> list[Consumption]:
     async def on_payment_created(conn: Conn, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, PaymentCreated)
         await payments_replica.record_payment_created(PgRepo(conn), tenant_id, event)
@@ -123,7 +125,7 @@ def consumptions(clock: Clock, metrics: CaptureMetrics) -> list[Consumption]:
     async def on_logistic_order_event(conn: Conn, envelope: Envelope) -> None:
         event = LogisticOrderStatusChanged.model_validate(envelope.data)
         result = await oms.on_logistic_order_event(
-            PgRepo(conn), str(envelope.id), event, now=clock()
+            PgRepo(conn), str(envelope.id), event, now=clock(), sender=sender
         )
         metrics.oms_events.labels(result.outcome, result.reason or "").inc()
         if result.outcome == "ignored":

@@ -986,6 +986,16 @@ def psp_capture_request(capture: Capture) -> CaptureRequest:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """A lease taken in the statement that creates a capture, by the replica that will send
+    it right after the commit (its first attempt, started at `started_at`)."""
+
+    token: uuid.UUID
+    until: datetime
+    started_at: datetime
+
+
+@dataclass(frozen=True)
 class Claim:
     """A capture leased by this replica for one PSP attempt."""
 
@@ -999,6 +1009,18 @@ class Claim:
     @property
     def idempotency_key(self) -> str:
         return idempotency_key(self.capture_id, self.generation)
+
+
+def first_claim(capture: Capture, lease: Lease) -> Claim:
+    """The claim of a capture created with `lease`: its first attempt."""
+    return Claim(
+        capture_id=capture.id,
+        tenant_id=capture.tenant_id,
+        attempt=1,
+        generation=capture.generation,
+        lease_token=lease.token,
+        request=psp_capture_request(capture),
+    )
 
 
 def attempt_of(claim: Claim, answer: PspAnswer, now: datetime) -> FinishedAttempt:

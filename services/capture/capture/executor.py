@@ -19,17 +19,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 from typing import cast
 
 import asyncpg
 
 from capture import schedules, sending
 from capture.clock import Clock
-from capture.domain import Claim, PspAnswer
+from capture.domain import Claim, Lease, PspAnswer
 from capture.metrics import CaptureMetrics
 from capture.repo import PgRepo
 from capture.settings import Settings
+from common.broker.consumer import after_commit, can_defer_after_commit
 from common.db.pool import reset_session
 from common.logging import correlation, get_logger, new_correlation_id
 from common.psp.port import PspPort
@@ -65,14 +67,26 @@ class CaptureExecutor:
         self._answers: list[tuple[Claim, PspAnswer]] = []
         self._answered = asyncio.Event()
         self._full = False  # every slot was taken when the loop last went to sleep
+        self._running = False
 
     def wake(self) -> None:
         self._wakeup.set()
+
+    def send(self, claim: Claim) -> None:
+        """Send a capture leased elsewhere on this replica (created leased by a consumer, after
+        its commit), as if this executor had claimed it. Not running: nothing is done, the
+        lease expires and a claim sends it then."""
+        if not self._running:
+            return
+        task = asyncio.create_task(self._process(claim))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
 
     async def run(self) -> None:
         """Send forever; on a failure (the database gone) back off and start again."""
         backoff = 0.2
         recorder = asyncio.create_task(self._recorder(), name="capture-recorder")
+        self._running = True
         try:
             while True:
                 try:
@@ -86,6 +100,7 @@ class CaptureExecutor:
                 else:
                     backoff = 0.2
         finally:
+            self._running = False
             for task in [*self._tasks, recorder]:
                 task.cancel()
             for task in [*self._tasks, recorder]:
@@ -192,6 +207,28 @@ class CaptureExecutor:
                 log.warning("recording a PSP answer failed, retrying", error=repr(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RECORD_BACKOFF_MAX_S)
+
+
+class SendAfterCommit:
+    """`oms.Sender` for the consumers: a capture created inside a consumer's transaction is
+    leased to this replica's executor and sent once that transaction commits. The executor is
+    set when it starts and unset before it stops; without it, nothing is leased."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.executor: CaptureExecutor | None = None
+        self._lease = timedelta(seconds=settings.capture_lease_s)
+
+    def lease(self, now: datetime) -> Lease | None:
+        if self.executor is None or not can_defer_after_commit():
+            return None
+        return Lease(token=uuid.uuid4(), until=now + self._lease, started_at=now)
+
+    def send_after_commit(self, claim: Claim) -> None:
+        after_commit(lambda: self._send(claim))
+
+    def _send(self, claim: Claim) -> None:
+        if self.executor is not None:  # else the lease expires and a claim sends it
+            self.executor.send(claim)
 
 
 class Scheduler:

@@ -16,6 +16,7 @@ from capture.domain import (
     CaptureChange,
     DomainEvent,
     HistoryEntry,
+    Lease,
     Line,
     NewCapture,
     Payment,
@@ -182,10 +183,18 @@ class InMemoryRepo:
         return found
 
     async def save_shipment(
-        self, message_id: str, event: LogisticOrderStatusChanged, decision: ShipmentDecision
+        self,
+        message_id: str,
+        event: LogisticOrderStatusChanged,
+        decision: ShipmentDecision,
+        *,
+        lease: Lease | None = None,
     ) -> OmsOutcome:
         outcome = decision.outcome
-        if decision.capture is not None and not await self.save_new_captures([decision.capture]):
+        new = decision.capture
+        if new is not None and lease is not None:  # its first attempt is under way
+            new = replace(new, capture=replace(new.capture, attempts=1, round_attempts=1))
+        if new is not None and not await self.save_new_captures([new]):
             outcome = replace(outcome, outcome="ignored", reason="capture_exists", capture_id=None)
         self.oms_events.setdefault(message_id, (event, outcome))
         return outcome

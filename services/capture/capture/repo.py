@@ -26,6 +26,7 @@ from capture.domain import (
     CaptureChange,
     CaptureStatus,
     DomainEvent,
+    Lease,
     Line,
     NewCapture,
     Payment,
@@ -178,7 +179,7 @@ WITH v AS (
            block_code, block_message, next_attempt_at, succeeded_at
       FROM v
     ON CONFLICT (tenant_id, payment_id, logistic_order_id) DO NOTHING
-    RETURNING id, created_at, updated_at
+    RETURNING id, generation, created_at, updated_at
 ), h AS (
     INSERT INTO capture_history (capture_id, status_from, status_to, source, detail)
     SELECT v.id, NULL, v.status, v.source, v.detail::jsonb FROM v JOIN c USING (id)
@@ -218,6 +219,32 @@ _INSERT_CAPTURE_OMS_EVENT_AND_EVENTS = _INSERT_CAPTURE_AND_OMS_EVENT.replace(
 )
 """`_INSERT_CAPTURE_AND_OMS_EVENT` for one capture, with its events ($38-$42) written only if
 the capture was."""
+
+_INSERT_LEASED_CAPTURE_OMS_EVENT_AND_EVENTS = (
+    _INSERT_CAPTURE_OMS_EVENT_AND_EVENTS.replace(
+        "block_code, block_message, next_attempt_at, succeeded_at)",
+        "block_code, block_message, next_attempt_at, succeeded_at, lease_until, lease_token,"
+        " attempts, round_attempts)",
+        1,
+    )
+    .replace(
+        "block_code, block_message, next_attempt_at, succeeded_at\n      FROM v",
+        "block_code, block_message, next_attempt_at, succeeded_at, $43::timestamptz,"
+        " $44::uuid, 1, 1\n      FROM v",
+        1,
+    )
+    .replace(
+        "\nSELECT id, created_at, updated_at FROM c\n",
+        """, l AS (
+    INSERT INTO capture_attempts (capture_id, attempt, generation, idempotency_key, started_at)
+    SELECT id, 1, generation, format($46, id, generation), $45 FROM c
+)
+SELECT id, created_at, updated_at FROM c
+""",
+    )
+)
+"""`_INSERT_CAPTURE_OMS_EVENT_AND_EVENTS` for a capture leased as it is created (`Lease`:
+$43-$45; $46 the key format): its first attempt recorded, as `claim_due` would have."""
 
 _SAVE_CHANGE = """
 WITH u AS (
@@ -536,19 +563,31 @@ class PgRepo:
         return await self._insert_captures(new, _INSERT_CAPTURES)
 
     async def save_shipment(
-        self, message_id: str, event: LogisticOrderStatusChanged, decision: ShipmentDecision
+        self,
+        message_id: str,
+        event: LogisticOrderStatusChanged,
+        decision: ShipmentDecision,
+        *,
+        lease: Lease | None = None,
     ) -> OmsOutcome:
-        """The OMS event with what it did and, when it made one, its capture (one statement),
-        then the capture's event. Returns the outcome as recorded."""
+        """The OMS event with what it did and, when it made one, its capture with its event
+        (and, given a `lease`, leased for its first attempt): one statement. Returns the
+        outcome as recorded."""
         outcome = decision.outcome
         if decision.capture is None:
             await self.record_logistic_order_event(message_id, event, outcome)
             return outcome
+        leased: tuple[Any, ...] = ()
+        if lease is not None:
+            leased = (lease.until, lease.token, lease.started_at, IDEMPOTENCY_KEY_FORMAT)
         created = await self._insert_captures(
             [decision.capture],
-            _INSERT_CAPTURE_OMS_EVENT_AND_EVENTS,
+            _INSERT_LEASED_CAPTURE_OMS_EVENT_AND_EVENTS
+            if lease is not None
+            else _INSERT_CAPTURE_OMS_EVENT_AND_EVENTS,
             *_oms_event_values(message_id, event, outcome),
             *self._outbox_values(decision.capture.events),
+            *leased,
             events_written=True,
         )
         if created:

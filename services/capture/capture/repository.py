@@ -17,6 +17,7 @@ from capture.domain import (
     Capture,
     CaptureChange,
     DomainEvent,
+    Lease,
     Line,
     NewCapture,
     Payment,
@@ -86,11 +87,17 @@ class ShipmentRepo(CaptureSaves, Protocol):
         ...
 
     async def save_shipment(
-        self, message_id: str, event: LogisticOrderStatusChanged, decision: ShipmentDecision
+        self,
+        message_id: str,
+        event: LogisticOrderStatusChanged,
+        decision: ShipmentDecision,
+        *,
+        lease: Lease | None = None,
     ) -> OmsOutcome:
-        """The OMS event with what it did, and the capture it made (with its event). Should
-        the line have its capture already after all, the capture is skipped and the event
-        recorded as `capture_exists`; returns the outcome as recorded."""
+        """The OMS event with what it did, and the capture it made (with its event; leased
+        for its first attempt if `lease`). Should the line have its capture already after
+        all, the capture is skipped and the event recorded as `capture_exists`; returns the
+        outcome as recorded."""
         ...
 
 

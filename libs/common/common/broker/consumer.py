@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import re
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -55,6 +56,47 @@ log = get_logger("marketpay.consumer")
 Handler = Callable[[Conn, Envelope], Awaitable[None]]
 Parser = Callable[[AbstractIncomingMessage], Envelope]
 Accepts = Callable[[Envelope], bool]
+
+# Work a handler wants done once its message's transaction has committed (see `after_commit`).
+_AFTER_COMMIT: contextvars.ContextVar[list[Callable[[], None]] | None] = contextvars.ContextVar(
+    "after_commit", default=None
+)
+
+
+def can_defer_after_commit() -> bool:
+    """Whether the running handler's transaction takes `after_commit` callbacks (inside an
+    inbox consumer: yes; anywhere else: no)."""
+    return _AFTER_COMMIT.get() is not None
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """Run `callback` once the consumer's transaction that runs this handler has committed;
+    never if it rolls back (a failing batch is applied again message by message, each with
+    callbacks of its own). For work that must not start before the state it reads is durable,
+    e.g. sending a capture the handler created. Raises outside an inbox consumer."""
+    pending = _AFTER_COMMIT.get()
+    if pending is None:
+        raise RuntimeError("after_commit outside an inbox consumer's transaction")
+    pending.append(callback)
+
+
+@contextlib.contextmanager
+def _collecting_after_commit() -> Iterator[list[Callable[[], None]]]:
+    pending: list[Callable[[], None]] = []
+    token = _AFTER_COMMIT.set(pending)
+    try:
+        yield pending
+    finally:
+        _AFTER_COMMIT.reset(token)
+
+
+def _run_after_commit(pending: list[Callable[[], None]]) -> None:
+    for callback in pending:
+        try:
+            callback()
+        except Exception:  # the transaction is committed: a callback's failure is its own
+            log.exception("after-commit callback failed")
+
 
 ATTEMPT_HEADER = "x-attempt"
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
@@ -288,17 +330,25 @@ class InboxConsumer:
                 if status == "INSERT 0 0":  # applied before
                     await conn.execute("ROLLBACK")
                     return False
-                await handler(conn, envelope)
+                with _collecting_after_commit() as pending:
+                    await handler(conn, envelope)
                 await conn.execute("COMMIT")
             except BaseException:
                 if conn.is_in_transaction() and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.execute("ROLLBACK")
                 raise
-            return True
+        _run_after_commit(pending)
+        return True
 
     async def _apply_batch(self, items: Sequence[_Parsed]) -> list[str]:
         """Apply every message of `items` in one transaction, or none if a handler raises."""
+        with _collecting_after_commit() as pending:
+            outcomes = await self._apply_batch_in_transaction(items)
+        _run_after_commit(pending)
+        return outcomes
+
+    async def _apply_batch_in_transaction(self, items: Sequence[_Parsed]) -> list[str]:
         async with self._connection_for_work() as conn, conn.transaction():
             rows = await conn.fetch(
                 _INSERT_INBOX_BATCH,

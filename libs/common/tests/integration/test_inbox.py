@@ -15,7 +15,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from common.broker import InboxConsumer, Names, QueueSpec
-from common.broker.consumer import event_codes
+from common.broker.consumer import after_commit, can_defer_after_commit, event_codes
 from common.events import DOMAIN_EXCHANGE, Envelope, EventType, make_envelope
 from common.metrics import Metrics
 from common.testing.events import Probe, probe_type
@@ -35,10 +35,13 @@ class Harness:
     calls: dict[str, int] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)  # label → times to raise first
 
+    committed: list[str] = field(default_factory=list)  # after_commit callbacks run
+
     async def handle(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
         label = envelope.data["label"]
         self.calls[label] = self.calls.get(label, 0) + 1
         await conn.execute("INSERT INTO effects (label) VALUES ($1)", label)
+        after_commit(lambda: self.committed.append(label))
         if self.failures.get(label, 0) > 0:
             self.failures[label] -= 1
             raise RuntimeError(f"handler broke on {label}")
@@ -250,6 +253,25 @@ async def test_messages_the_queue_does_not_accept_are_acked_without_touching_the
         assert h.calls == {"keep-1": 1, "keep-2": 1, "keep-3": 1}
         assert await service_pool.fetchval("SELECT count(*) FROM inbox") == 3
         assert await h.dlq_depth() == 0
+
+
+@pytest.mark.parametrize("batch_size", [1, 10])
+async def test_after_commit_callbacks_run_once_the_transaction_committed_never_after_a_rollback(
+    service_pool, amqp_connection, broker_names, batch_size
+):
+    async with harness(service_pool, amqp_connection, broker_names, batch_size=batch_size) as h:
+        # given a handler that fails once on one message of three
+        h.failures["b"] = 1
+        for label in ("a", "b", "c"):
+            await h.send(event(label))
+
+        # then each message's callback ran once, after its commit: b's failed attempt (and,
+        # in a batch, the rolled-back batch) ran none
+        await eventually(lambda: _true(sorted(h.committed) == ["a", "b", "c"]))
+        await asyncio.sleep(0.3)
+        assert sorted(h.committed) == ["a", "b", "c"]
+        assert h.calls["b"] == 2
+        assert not can_defer_after_commit()  # outside a consumer's transaction
 
 
 async def _true(value: bool) -> bool:
