@@ -196,11 +196,11 @@ async def backlog(dsn: str, schema: str) -> tuple[int, float]:
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
     try:
         started = time.perf_counter()
-        first = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        first = await conn.fetchval("SELECT count(*) FROM outbox")
         pending = first
         while pending:
             await asyncio.sleep(0.1)
-            pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            pending = await conn.fetchval("SELECT count(*) FROM outbox")
         return int(first), time.perf_counter() - started
     finally:
         await conn.close()

@@ -301,10 +301,10 @@ class PayoutsHarness:
         return found
 
     async def published(self, event_type: str, **match: str) -> list[dict[str, Any]]:
-        """What payouts published (its outbox) of `event_type` whose data matches."""
+        """What payouts wrote to its outbox (`outbox_log`) of `event_type` whose data matches."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT envelope FROM outbox WHERE routing_key = $1 ORDER BY seq", event_type
+                "SELECT envelope FROM outbox_log WHERE routing_key = $1 ORDER BY seq", event_type
             )
         datas = [r["envelope"]["data"] for r in rows]
         return [d for d in datas if all(d.get(k) == v for k, v in match.items())]

@@ -23,8 +23,10 @@ from common.events import (
     DOMAIN_EXCHANGE,
     OMS_EXCHANGE,
 )
+from common.runtime import DB_POOL
 from common.testing.clock import MovableClock
 from common.testing.fixtures import ServiceDb, service_settings_values
+from common.testing.outbox import record_outbox
 from payouts.app import create_app
 from payouts.settings import Settings
 from payouts.testing import PayoutsHarness
@@ -78,6 +80,8 @@ def payouts_settings(
 async def serving(app: web.Application, port: int) -> AsyncIterator[str]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    async with app[DB_POOL].acquire() as conn:
+        await record_outbox(conn)  # the relay deletes what it published: keep a copy
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         yield f"http://127.0.0.1:{port}"
