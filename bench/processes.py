@@ -103,9 +103,14 @@ class Child:
 async def child(
     module: str, role: str, env: dict[str, str], *, statements: bool = False
 ) -> AsyncIterator[Child]:
-    """`python -m module role` as a child; its logs go to /dev/null, its URL comes back in a
-    file. `BENCH_PROFILE_<ROLE>=path` runs it under cProfile. `statements`: a service child
-    counts its SQL statements (`Child.statements`, see bench.profile)."""
+    """`python -m module role` as a child; its logs go to /dev/null (to `<role>.log` in
+    `BENCH_LOG_DIR` when set), its URL comes back in a file. `BENCH_PROFILE_<ROLE>=path` runs
+    it under cProfile. `statements`: a service child counts its SQL statements
+    (`Child.statements`, see bench.profile)."""
+    log_dir = os.environ.get("BENCH_LOG_DIR")
+    logs = asyncio.subprocess.DEVNULL
+    if log_dir:
+        logs = os.open(Path(log_dir) / f"{role}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     with tempfile.TemporaryDirectory(prefix="bench_") as scratch:
         url_file = Path(scratch) / "url"
         statements_file = Path(scratch) / "statements.json" if statements else None
@@ -119,7 +124,7 @@ async def child(
             module,
             role,
             env={**os.environ, **env, "BENCH_URL_FILE": str(url_file)},
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=logs,
         )
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
@@ -129,6 +134,8 @@ async def child(
                 await asyncio.sleep(0.05)
             yield Child(process, url_file.read_text().strip(), statements_file)
         finally:
+            if log_dir:
+                os.close(logs)
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
                 try:

@@ -155,7 +155,8 @@ class CaptureExecutor:
 
     async def _recorder(self) -> None:
         """Record the answers gathered while the previous batch committed, one transaction
-        for a batch; if the batch fails, each answer on its own (with retries)."""
+        for a batch, skipping the captures another transaction holds; those, and every
+        answer of a batch that failed, are recorded each on its own (with retries)."""
         while True:
             await self._answered.wait()
             self._answered.clear()
@@ -164,18 +165,21 @@ class CaptureExecutor:
                 del self._answers[:RECORD_BATCH]
                 try:
                     async with self._pool.acquire() as conn, conn.transaction():
-                        await sending.record_answers(
+                        busy = await sending.record_answers(
                             PgRepo(conn),
                             batch,
                             now=self._clock(),
                             retry_delays=self._retry_delays,
                             metrics=self._metrics,
+                            skip_busy=True,
                         )
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.warning("recording a batch of answers failed", error=repr(exc))
-                    await asyncio.gather(*(self._record(c, a) for c, a in batch))
+                    busy = batch
+                # one capture per transaction: waiting for its lock cannot close a cycle
+                await asyncio.gather(*(self._record(c, a) for c, a in busy))
 
     async def _record(self, claim: Claim, answer: PspAnswer) -> None:
         """Record the answer; while the database is unreachable keep trying until the lease

@@ -687,11 +687,14 @@ class PgRepo:
         )
         return capture_of(row) if row is not None else None
 
-    async def lock_captures(self, capture_ids: Sequence[str]) -> dict[str, Capture]:
-        """The captures named, locked in id order (a batch of PSP answers)."""
+    async def lock_captures(
+        self, capture_ids: Sequence[str], *, skip_locked: bool = False
+    ) -> dict[str, Capture]:
+        """The captures named, locked in id order (a batch of PSP answers); with
+        `skip_locked`, without those another transaction holds (no wait, so no deadlock)."""
         rows = await self._conn.fetch(
             f"SELECT {_CAPTURE} FROM captures c WHERE c.id = ANY($1::text[])"
-            " ORDER BY c.id FOR UPDATE OF c",
+            " ORDER BY c.id FOR UPDATE OF c" + (" SKIP LOCKED" if skip_locked else ""),
             list(capture_ids),
         )
         return {r["id"]: capture_of(r) for r in rows}

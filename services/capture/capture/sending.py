@@ -74,14 +74,22 @@ async def record_answers(
     retry_delays: Sequence[timedelta],
     metrics: CaptureMetrics | None = None,
     ids: Ids = RANDOM_IDS,
-) -> list[CaptureChange]:
-    """Record a batch of PSP answers in the caller's transaction."""
+    skip_busy: bool = False,
+) -> list[tuple[Claim, PspAnswer]]:
+    """Record a batch of PSP answers in the caller's transaction. With `skip_busy`, the
+    answers whose capture another transaction holds (a notification about it being applied)
+    are not recorded but returned, to record in the next batch: a batch that waited for those
+    locks while that transaction waited for one of the batch's could deadlock (PostgreSQL
+    breaks a deadlock only after `deadlock_timeout`, a second)."""
     ordered = sorted(answers, key=lambda item: item[0].capture_id)  # a fixed lock order
-    captures = await repo.lock_captures([c.capture_id for c, _ in ordered])
+    captures = await repo.lock_captures([c.capture_id for c, _ in ordered], skip_locked=skip_busy)
     changes: list[CaptureChange] = []
+    busy: list[tuple[Claim, PspAnswer]] = []
     for claim_, answer in ordered:
         capture = captures.get(claim_.capture_id)
         if capture is None:
+            if skip_busy:
+                busy.append((claim_, answer))
             continue
         change = decide_change(
             capture,
@@ -99,4 +107,4 @@ async def record_answers(
     await repo.save_changes(changes)
     for change in changes:
         observe(change, metrics)
-    return changes
+    return busy
