@@ -119,7 +119,7 @@ async def lock_by_payment(
     conn: Conn, tenant_id: str, payment_id: str
 ) -> tuple[StoredPayment, StoredBankTransfer] | None:
     row = await conn.fetchrow(
-        "SELECT * FROM payments WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        "SELECT * FROM payments WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE",
         tenant_id,
         payment_id,
     )

@@ -46,16 +46,22 @@ async def on_psp_notification(conn: Conn, envelope: Envelope) -> None:
     if event.event_code == TRANSFER_EVENT_CODE:
         await bank_transfers.receive(conn, envelope.tenant_id, event, now=envelope.occurred_at)
         return
+    fact = domain.notification_fact(event.event_code, event.success)
+    # Only a notification that may move the payment locks it. One that is only recorded (a
+    # CAPTURE, a REFUND: the capture service applies those) must not: in a batch it would
+    # lock payments in delivery order while the capture events' batch locks them in its own,
+    # a deadlock that PostgreSQL breaks only after a second.
+    lock = fact is not None or event.event_code == "AUTHORISATION"
     payment = None
     if event.merchant_reference.startswith(service.PAYMENT_ID_PREFIX):
         payment = await repo.get_payment(
-            conn, envelope.tenant_id, event.merchant_reference, for_update=True
+            conn, envelope.tenant_id, event.merchant_reference, for_update=lock
         )
     if payment is None and event.original_reference:
         # a modification (CAPTURE, REFUND, ...) names our capture or refund as its merchant
         # reference, and the payment by the PSP's reference of the authorisation
         payment = await repo.payment_by_psp_reference(
-            conn, envelope.tenant_id, event.original_reference, for_update=True
+            conn, envelope.tenant_id, event.original_reference, for_update=lock
         )
     if payment is None:
         # not one of checkout's payments (a payout's, another service's reference)
@@ -87,7 +93,6 @@ async def on_psp_notification(conn: Conn, envelope: Envelope) -> None:
             {**detail, "reason": "amount differs from the payment's"},
         )
         return
-    fact = domain.notification_fact(event.event_code, event.success)
     if fact is None:
         await repo.note(conn, payment, SOURCE, {**detail, "applied": False})
         return

@@ -149,10 +149,16 @@ def _payment_or_none(row: asyncpg.Record | None) -> StoredPayment | None:
     return payment_of(row) if row is not None else None
 
 
+# A payment is locked to change its status, never its id: NO KEY UPDATE leaves the rows that
+# reference it (timeline entries, lines) free to be inserted meanwhile, where FOR UPDATE would
+# make every such insert wait, and two consumers' batches deadlock on each other.
+_PAYMENT_LOCK = " FOR NO KEY UPDATE"
+
+
 async def get_payment(
     conn: Conn, tenant_id: str, payment_id: str, *, for_update: bool = False
 ) -> StoredPayment | None:
-    lock = " FOR UPDATE" if for_update else ""
+    lock = _PAYMENT_LOCK if for_update else ""
     row = await conn.fetchrow(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE tenant_id = $1 AND id = $2{lock}",
         tenant_id,
@@ -164,7 +170,7 @@ async def get_payment(
 async def payment_by_psp_reference(
     conn: Conn, tenant_id: str, psp_reference: str, *, for_update: bool = False
 ) -> StoredPayment | None:
-    lock = " FOR UPDATE" if for_update else ""
+    lock = _PAYMENT_LOCK if for_update else ""
     row = await conn.fetchrow(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE tenant_id = $1 AND psp_reference = $2"
         f" ORDER BY created_at LIMIT 1{lock}",
