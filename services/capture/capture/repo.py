@@ -484,7 +484,7 @@ class PgRepo:
 
     async def lock_payment(self, tenant_id: str, payment_id: str) -> Payment | None:
         row = await self._conn.fetchrow(
-            "SELECT * FROM payments WHERE tenant_id = $1 AND payment_id = $2 FOR UPDATE",
+            "SELECT * FROM payments WHERE tenant_id = $1 AND payment_id = $2 FOR NO KEY UPDATE",
             tenant_id,
             payment_id,
         )
@@ -523,7 +523,7 @@ class PgRepo:
                      WHERE l.tenant_id = $1 AND l.order_id = $2 AND l.logistic_order_id = $3
                        AND $5::boolean AND t.tenant_id IS NOT NULL
                      ORDER BY p.payment_id
-                       FOR UPDATE OF p
+                       FOR NO KEY UPDATE OF p
                    ) x ON true
             """,
             event.tenant_id,
@@ -669,7 +669,7 @@ class PgRepo:
     ) -> dict[str, Capture]:
         rows = await self._conn.fetch(
             f"SELECT {_CAPTURE} FROM captures c WHERE c.tenant_id = $1 AND c.payment_id = $2"
-            " ORDER BY c.id" + (" FOR UPDATE OF c" if lock else ""),
+            " ORDER BY c.id" + (" FOR NO KEY UPDATE OF c" if lock else ""),
             tenant_id,
             payment_id,
         )
@@ -681,7 +681,7 @@ class PgRepo:
         row = await self._conn.fetchrow(
             f"SELECT {_CAPTURE} FROM captures c"
             " WHERE c.id = $1 AND ($2::text IS NULL OR c.tenant_id = $2)"
-            + (" FOR UPDATE OF c" if lock else ""),
+            + (" FOR NO KEY UPDATE OF c" if lock else ""),
             capture_id,
             tenant_id,
         )
@@ -694,7 +694,7 @@ class PgRepo:
         `skip_locked`, without those another transaction holds (no wait, so no deadlock)."""
         rows = await self._conn.fetch(
             f"SELECT {_CAPTURE} FROM captures c WHERE c.id = ANY($1::text[])"
-            " ORDER BY c.id FOR UPDATE OF c" + (" SKIP LOCKED" if skip_locked else ""),
+            " ORDER BY c.id FOR NO KEY UPDATE OF c" + (" SKIP LOCKED" if skip_locked else ""),
             list(capture_ids),
         )
         return {r["id"]: capture_of(r) for r in rows}
@@ -705,7 +705,7 @@ class PgRepo:
         rows = await self._conn.fetch(
             f"SELECT {_CAPTURE} FROM captures c WHERE c.tenant_id = $1"
             " AND c.payment_psp_reference = $2 AND c.amount = $3"
-            " AND c.status IN ('PENDING', 'SENT') ORDER BY c.id FOR UPDATE OF c",
+            " AND c.status IN ('PENDING', 'SENT') ORDER BY c.id FOR NO KEY UPDATE OF c",
             tenant_id,
             payment_psp_reference,
             amount,
@@ -733,7 +733,7 @@ class PgRepo:
     ) -> list[tuple[Capture, uuid.UUID]]:
         """Lease up to `limit` due captures and record the attempt each is about to make
         (its PSP key formatted from `domain.IDEMPOTENCY_KEY_FORMAT`), in one statement
-        (FOR UPDATE SKIP LOCKED: replicas never claim the same one)."""
+        (FOR NO KEY UPDATE SKIP LOCKED: replicas never claim the same one)."""
         rows = await self._conn.fetch(
             """
             WITH due AS (
@@ -742,7 +742,7 @@ class PgRepo:
                    AND (lease_until IS NULL OR lease_until <= $1)
                  ORDER BY next_attempt_at
                  LIMIT $3
-                   FOR UPDATE SKIP LOCKED
+                   FOR NO KEY UPDATE SKIP LOCKED
             ), claimed AS (
                 UPDATE captures c
                    SET lease_until = $2, lease_token = gen_random_uuid(),
