@@ -320,19 +320,7 @@ async def apply_line_capture(
         capture_id,
         revision,
     )
-    return [
-        AppliedLine(
-            payment_id=row["payment_id"],
-            logistic_order_id=row["logistic_order_id"],
-            supplier_id=row["supplier_id"],
-            amount=row["amount"],
-            status=row["status"],
-            capture_id=row["capture_id"],
-            capture_revision=row["capture_revision"],
-            applied=row["applied"],
-        )
-        for row in rows
-    ]
+    return [AppliedLine(**dict(row)) for row in rows]  # the columns are its fields
 
 
 PAYMENT_LIST = ListSpec(
