@@ -6,8 +6,9 @@ Usage:
 
 Publishes one JSON body to the durable topic exchange `oms.events` with routing key
 `logistic_order.status_changed`, persistent, and waits for the broker's confirm. The broker is
-MARKETPAY_AMQP_URL (default: the local RabbitMQ of `make up`). Sending the same --id again is
-how an OMS redelivers: the capture service applies each event id once.
+MARKETPAY_AMQP_URL (default: the local RabbitMQ of `make up`), and the exchange's name starts
+with MARKETPAY_BROKER_NAMESPACE when that is set, as the services' do. Sending the same --id
+again is how an OMS redelivers: the capture service applies each event id once.
 """
 
 from __future__ import annotations
@@ -61,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--supplier", required=True, help="the line's supplier_id")
     parser.add_argument("--status", default="SHIPPED", help=f"e.g. {', '.join(STATUSES)}")
     parser.add_argument("--id", default=None, help="the event id (default: a new UUID)")
-    parser.add_argument("--exchange", default=EXCHANGE, help=f"default {EXCHANGE}")
+    namespaced = os.environ.get("MARKETPAY_BROKER_NAMESPACE", "") + EXCHANGE
+    parser.add_argument(
+        "--exchange",
+        default=namespaced,
+        help=f"default {EXCHANGE}, after MARKETPAY_BROKER_NAMESPACE as the services name it",
+    )
     parser.add_argument(
         "--amqp-url",
         default=os.environ.get("MARKETPAY_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),

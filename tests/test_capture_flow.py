@@ -6,6 +6,7 @@ admin API shows the split lines."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import uuid
 from datetime import timedelta
@@ -159,7 +160,8 @@ async def test_the_example_oms_publisher_script_triggers_the_capture(stack):
     session = await stack.session(shop, 15000)
     assert (await stack.pay(session))[0] == 200
     payment = await stack.payment(shop, session["id"])
-    # when the documented publisher script reports the logistic order SHIPPED
+    # when the documented publisher script reports the logistic order SHIPPED, on the broker
+    # namespace the services were given (their MARKETPAY_BROKER_NAMESPACE)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(PUBLISHER),
@@ -171,11 +173,10 @@ async def test_the_example_oms_publisher_script_triggers_the_capture(stack):
         "lo_1",
         "--supplier",
         shop.supplier_id,
-        "--exchange",
-        stack.names.exchange("oms.events"),
         "--amqp-url",
         stack.amqp_url,
         stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "MARKETPAY_BROKER_NAMESPACE": stack.names.namespace},
     )
     output, _ = await process.communicate()
     # then
