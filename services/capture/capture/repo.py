@@ -45,6 +45,7 @@ from capture.shipment_domain import (
 from common.broker import enqueue_many, new_envelope
 from common.broker.outbox import outbox_insert, outbox_values
 from common.events import (
+    Envelope,
     Level3Data,
     LogisticOrderStatusChanged,
     SupplierUpserted,
@@ -303,6 +304,11 @@ def _oms_event_values(
     )
 
 
+def _envelopes(events: Sequence[DomainEvent]) -> list[tuple[Envelope, str | None]]:
+    """Each event as a new envelope with its aggregate, for the outbox."""
+    return [(new_envelope(e.type, e.data, tenant_id=e.tenant_id), e.aggregate_id) for e in events]
+
+
 def _change_args(change: CaptureChange) -> tuple[Any, ...]:
     c = change.capture
     a = change.attempt
@@ -355,15 +361,13 @@ class PgRepo:
     @staticmethod
     def _outbox_values(events: Sequence[DomainEvent]) -> tuple[Any, ...]:
         """`outbox_insert`'s parameters for `events` (new envelopes)."""
-        return outbox_values(
-            [(new_envelope(e.type, e.data, tenant_id=e.tenant_id), e.aggregate_id) for e in events]
-        )
+        return outbox_values(_envelopes(events))
 
     async def _enqueue(self, events: Sequence[DomainEvent]) -> None:
         await enqueue_many(
             # common.broker is typed for a Connection; the pool's proxy behaves as one
             cast("asyncpg.Connection[asyncpg.Record]", self._conn),
-            [(new_envelope(e.type, e.data, tenant_id=e.tenant_id), e.aggregate_id) for e in events],
+            _envelopes(events),
         )
 
     # -- replicas ------------------------------------------------------------------------

@@ -171,6 +171,9 @@ class InboxConsumer:
         queue that receives a type of which it uses only some (a PSP notification's codes)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        for name in (spec.name, *map(str, handlers)):  # written as literals (`_inbox_insert`)
+            if not _NAME.fullmatch(name):
+                raise ValueError(f"not a queue or event type name: {name!r}")
         self._pool = pool
         self._connection = connection
         self._names = names
@@ -321,7 +324,7 @@ class InboxConsumer:
     async def _apply(self, envelope: Envelope, handler: Handler) -> bool:
         """Insert the inbox row and run the handler in one transaction. The transaction's
         BEGIN travels with the inbox INSERT (one round trip, in the simple query protocol, so
-        with literal values: a UUID and two names checked here)."""
+        with literal values)."""
         async with self._connection_for_work() as conn:
             status = await conn.execute(
                 "BEGIN; " + _inbox_insert(envelope.id, self._spec.name, envelope.type)
@@ -456,14 +459,12 @@ class InboxConsumer:
 
 
 def _inbox_insert(message_id: uuid.UUID, queue: str, event_type: str) -> str:
-    """The inbox INSERT with literal values, for a statement sent with its BEGIN."""
-    for name in (queue, event_type):
-        if not _NAME.fullmatch(name):
-            raise ValueError(f"not a queue or event type name: {name!r}")
+    """The inbox INSERT with literal values, for a statement sent with its BEGIN: a UUID, and
+    the queue's name and a handler's event type, both checked against `_NAME` by the
+    consumer's constructor."""
     return (
         "INSERT INTO inbox (message_id, queue, event_type)"
-        f" VALUES ('{uuid.UUID(str(message_id))}', '{queue}', '{event_type}')"
-        " ON CONFLICT DO NOTHING"
+        f" VALUES ('{message_id}', '{queue}', '{event_type}') ON CONFLICT DO NOTHING"
     )
 
 

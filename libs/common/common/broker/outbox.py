@@ -285,22 +285,14 @@ class OutboxRelay:
         """The next batch to publish, in `seq` order; in the same statement, the rows already
         published are deleted (they are left out of the batch: the statement's snapshot still
         sees them)."""
-        done = self._published
-        if done:
-            rows = await conn.fetch(
-                "WITH gone AS (DELETE FROM outbox WHERE seq = ANY($1::bigint[]))"
-                " SELECT seq, id, exchange, routing_key, envelope FROM outbox"
-                " WHERE published_at IS NULL AND seq <> ALL($1::bigint[]) ORDER BY seq LIMIT $2",
-                done,
-                self._batch_size,
-            )
-            self._published = []
-        else:
-            rows = await conn.fetch(
-                "SELECT seq, id, exchange, routing_key, envelope FROM outbox"
-                " WHERE published_at IS NULL ORDER BY seq LIMIT $1",
-                self._batch_size,
-            )
+        rows = await conn.fetch(
+            "WITH gone AS (DELETE FROM outbox WHERE seq = ANY($1::bigint[]))"
+            " SELECT seq, id, exchange, routing_key, envelope FROM outbox"
+            " WHERE published_at IS NULL AND seq <> ALL($1::bigint[]) ORDER BY seq LIMIT $2",
+            self._published,
+            self._batch_size,
+        )
+        self._published = []
         return [PendingEvent(**dict(row)) for row in rows]
 
     def _confirmed(self, seqs: Sequence[int]) -> None:
