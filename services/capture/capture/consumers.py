@@ -9,17 +9,14 @@
 - `capture.psp-notifications` (`psp.notification.received`): CAPTURE / CAPTURE_FAILED
   confirm or fail a capture.
 
-The OMS publishes bare JSON, not Marketpay envelopes: `parse_oms_event` validates it (anything
-malformed goes to `capture.oms.dlq` with the reason) and wraps it so that the OMS event's `id`
-is the inbox message id: the same event delivered again is applied once.
+The OMS publishes bare JSON, not Marketpay envelopes: `common.broker.consumer.oms_parser`
+validates it (anything malformed goes to `capture.oms.dlq` with the reason) and wraps it so that
+the OMS event's `id` is the inbox message id: the same event delivered again is applied once.
 """
 
 from __future__ import annotations
 
 import uuid
-
-from aio_pika.abc import AbstractIncomingMessage
-from pydantic import ValidationError
 
 from capture import bank_transfers, oms
 from capture import notifications as psp_notifications
@@ -29,10 +26,9 @@ from capture.metrics import CaptureMetrics
 from capture.repo import PgRepo
 from common.broker.consumer import (
     Handler,
-    PoisonMessageError,
     event_codes,
+    oms_parser,
     tenant_payload,
-    validation_summary,
 )
 from common.broker.topology import QueueSpec
 from common.db.types import Conn
@@ -55,51 +51,6 @@ from common.runtime import Consumption
 log = get_logger("capture.consumers")
 
 OMS_ID_NAMESPACE = uuid.UUID("6f0e3c52-6a5e-4c38-9d55-2b8f0a1c9e77")
-
-
-def oms_message_id(oms_id: str) -> uuid.UUID:
-    """The inbox id of an OMS event: its `id` when that is a UUID, else a UUIDv5 of it."""
-    try:
-        return uuid.UUID(oms_id)
-    except ValueError:
-        return uuid.uuid5(OMS_ID_NAMESPACE, oms_id)
-
-
-def _unstorable(text: str) -> bool:
-    """NUL and lone surrogates are valid JSON but no PostgreSQL text can hold them."""
-    if "\x00" in text:
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
-    """The OMS body validated, or a `PoisonMessageError` with the reason: no retry can fix a
-    malformed event, nor one whose ids hold characters PostgreSQL cannot store (it would fail
-    the same way on every attempt), so both go straight to `capture.oms.dlq`."""
-    try:
-        event = LogisticOrderStatusChanged.model_validate_json(message.body)
-    except ValidationError as exc:
-        raise PoisonMessageError(
-            f"not a valid logistic_order.status_changed event: {validation_summary(exc)}"
-        ) from exc
-    for name, value in event.model_dump().items():
-        if isinstance(value, str) and _unstorable(value):
-            raise PoisonMessageError(
-                f"not a valid logistic_order.status_changed event: {name}: contains"
-                " characters that are not allowed (NUL or a lone surrogate)"
-            )
-    return Envelope(
-        id=oms_message_id(event.id),
-        type=OMS_STATUS_CHANGED,
-        occurred_at=event.occurred_at,
-        tenant_id=event.tenant_id,
-        correlation_id=message.correlation_id or f"oms:{event.id}",
-        data=event.model_dump(mode="json"),
-    )
 
 
 def consumptions(
@@ -170,7 +121,7 @@ def consumptions(
         Consumption(
             spec=QueueSpec(name="capture.oms", bindings=[(OMS_EXCHANGE, OMS_STATUS_CHANGED)]),
             handlers={OMS_STATUS_CHANGED: on_logistic_order_event},
-            parser=parse_oms_event,
+            parser=oms_parser(OMS_ID_NAMESPACE),
         ),
         Consumption(
             spec=QueueSpec(

@@ -14,13 +14,11 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 
-from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
-from pydantic import ValidationError
 
 from checkout import bank_transfer_repo as btrepo
 from checkout import bank_transfers
-from common.broker.consumer import PoisonMessageError, tenant_payload
+from common.broker.consumer import oms_parser, tenant_payload
 from common.broker.topology import QueueSpec
 from common.db.types import Conn
 from common.events import (
@@ -41,29 +39,6 @@ log = get_logger("checkout.bank_transfer_consumers")
 OMS_ID_NAMESPACE = uuid.UUID("0b6c2f4e-93a1-4f57-8a0e-7d1f5c3e2b90")
 
 
-def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
-    try:
-        event = LogisticOrderStatusChanged.model_validate_json(message.body)
-    except ValidationError as exc:
-        raise PoisonMessageError(
-            f"not a valid logistic_order.status_changed event: {exc.errors()[0]['msg']}"
-        ) from exc
-    if any(isinstance(v, str) and "\x00" in v for v in event.model_dump().values()):
-        raise PoisonMessageError("not a valid logistic_order.status_changed event: NUL")
-    try:
-        message_id = uuid.UUID(event.id)
-    except ValueError:
-        message_id = uuid.uuid5(OMS_ID_NAMESPACE, event.id)
-    return Envelope(
-        id=message_id,
-        type=OMS_STATUS_CHANGED,
-        occurred_at=event.occurred_at,
-        tenant_id=event.tenant_id,
-        correlation_id=message.correlation_id or f"oms:{event.id}",
-        data=event.model_dump(mode="json"),
-    )
-
-
 async def on_logistic_order_event(conn: Conn, envelope: Envelope) -> None:
     event = LogisticOrderStatusChanged.model_validate(envelope.data)
     outcome = await bank_transfers.record_shipment(conn, event)
@@ -75,7 +50,7 @@ def shipments_consumption() -> Consumption:
     return Consumption(
         spec=QueueSpec(name="checkout.shipments", bindings=[(OMS_EXCHANGE, OMS_STATUS_CHANGED)]),
         handlers={OMS_STATUS_CHANGED: on_logistic_order_event},
-        parser=parse_oms_event,
+        parser=oms_parser(OMS_ID_NAMESPACE),
     )
 
 

@@ -18,10 +18,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from aio_pika.abc import AbstractIncomingMessage
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from common.broker.consumer import Handler, PoisonMessageError, tenant_payload, validation_summary
+from common.broker.consumer import Handler, PoisonMessageError, oms_parser, tenant_payload
 from common.broker.topology import QueueSpec
 from common.db.types import Conn
 from common.events import (
@@ -45,29 +44,6 @@ from payouts.domain import InvalidEventError
 
 OMS_ID_NAMESPACE = uuid.UUID("0d7f5f6e-3b9e-4d0e-8a6c-3f1c2b7a9e55")
 M = TypeVar("M", bound=BaseModel)
-
-
-def parse_oms_event(message: AbstractIncomingMessage) -> Envelope:
-    """The OMS publishes bare JSON: validated here and wrapped so that the OMS event's `id` is
-    the inbox message id (a UUIDv5 of it when it is not a UUID)."""
-    try:
-        event = LogisticOrderStatusChanged.model_validate_json(message.body)
-    except ValidationError as exc:
-        raise PoisonMessageError(
-            f"not a valid logistic_order.status_changed event: {validation_summary(exc)}"
-        ) from exc
-    try:
-        message_id = uuid.UUID(event.id)
-    except ValueError:
-        message_id = uuid.uuid5(OMS_ID_NAMESPACE, event.id)
-    return Envelope(
-        id=message_id,
-        type=OMS_STATUS_CHANGED,
-        occurred_at=event.occurred_at,
-        tenant_id=event.tenant_id,
-        correlation_id=message.correlation_id or f"oms:{event.id}",
-        data=event.model_dump(mode="json"),
-    )
 
 
 def _handler(model: type[M], apply: Callable[[Conn, str, M], Awaitable[None]]) -> Handler:
@@ -129,6 +105,6 @@ def consumptions() -> list[Consumption]:
         Consumption(
             spec=QueueSpec(name="payouts.oms", bindings=[(OMS_EXCHANGE, OMS_STATUS_CHANGED)]),
             handlers={OMS_STATUS_CHANGED: _logistic_order},
-            parser=parse_oms_event,
+            parser=oms_parser(OMS_ID_NAMESPACE),
         ),
     ]

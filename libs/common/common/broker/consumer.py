@@ -47,7 +47,7 @@ from common.broker.topology import (
 )
 from common.db.pool import CONNECTION_ERRORS, connection_lost
 from common.db.types import Conn
-from common.events import Envelope, EventType
+from common.events import OMS_STATUS_CHANGED, Envelope, EventType, LogisticOrderStatusChanged
 from common.logging import correlation, get_logger
 from common.metrics import Metrics
 
@@ -122,6 +122,54 @@ def parse_envelope(message: AbstractIncomingMessage) -> Envelope:
         raise PoisonMessageError(
             f"not a Marketpay event envelope: {validation_summary(exc)}"
         ) from exc
+
+
+def oms_parser(id_namespace: uuid.UUID) -> Parser:
+    """The parser of a queue of the OMS's `logistic_order.status_changed` (bare JSON, not a
+    Marketpay envelope): the body validated, or a `PoisonMessageError` with the reason (no
+    retry can fix a malformed event, nor one holding text PostgreSQL cannot store: NUL or a
+    lone surrogate), wrapped so that the OMS event's `id` is the inbox message id (a UUIDv5 of
+    it in `id_namespace`, the consuming service's own, when it is not a UUID): the same event
+    delivered again is applied once."""
+
+    def parse(message: AbstractIncomingMessage) -> Envelope:
+        try:
+            event = LogisticOrderStatusChanged.model_validate_json(message.body)
+        except ValidationError as exc:
+            raise PoisonMessageError(
+                f"not a valid logistic_order.status_changed event: {validation_summary(exc)}"
+            ) from exc
+        for name, value in event.model_dump().items():
+            if isinstance(value, str) and _unstorable(value):
+                raise PoisonMessageError(
+                    f"not a valid logistic_order.status_changed event: {name}: contains"
+                    " characters that are not allowed (NUL or a lone surrogate)"
+                )
+        try:
+            message_id = uuid.UUID(event.id)
+        except ValueError:
+            message_id = uuid.uuid5(id_namespace, event.id)
+        return Envelope(
+            id=message_id,
+            type=OMS_STATUS_CHANGED,
+            occurred_at=event.occurred_at,
+            tenant_id=event.tenant_id,
+            correlation_id=message.correlation_id or f"oms:{event.id}",
+            data=event.model_dump(mode="json"),
+        )
+
+    return parse
+
+
+def _unstorable(text: str) -> bool:
+    """NUL and lone surrogates are valid JSON but no PostgreSQL text can hold them."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 M = TypeVar("M", bound=BaseModel)
