@@ -148,14 +148,14 @@ def _notified(payment: dict) -> int:
 
 async def test_the_same_hundred_shuffled_items_five_times_apply_each_effect_once(stack):
     # given 50 payments and 100 notifications about them: 30 authorised then cancelled, 10
-    # refused (with a refused cancellation), 10 authorised (with a capture, which checkout
-    # only records)
+    # refused (with a refused cancellation), 10 authorised (with an authorisation
+    # adjustment, which checkout only records)
     shop = await stack.new_shop()
     payments = await _sessions(stack, shop, 50)
     plan = (
         [("AUTHORISATION", True), ("CANCELLATION", True)] * 30
         + [("AUTHORISATION", False), ("CANCELLATION", False)] * 10
-        + [("AUTHORISATION", True), ("CAPTURE", True)] * 10
+        + [("AUTHORISATION", True), ("AUTHORISATION_ADJUSTMENT", True)] * 10
     )
     items = [
         _item(shop, payments[i // 2], code, success, AMOUNT)
@@ -192,7 +192,7 @@ async def test_two_thousand_notifications_from_fifty_clients_are_all_applied(sta
     items = [
         _item(shop, payment_id, code, True, AMOUNT)
         for payment_id in payments
-        for code in ("AUTHORISATION", "CANCELLATION", "CAPTURE", "REFUND")
+        for code in ("AUTHORISATION", "AUTHORISATION_ADJUSTMENT", "CANCELLATION", "OFFER_CLOSED")
     ]
     random.Random(7).shuffle(items)
     queue: asyncio.Queue[dict] = asyncio.Queue()

@@ -105,8 +105,9 @@ async def test_operator_finds_captures_once_and_sees_the_timeline(stack: Any, we
     assert again.status == 200
     assert "Capture requested already" in await again.text()
 
-    # the timeline takes the PSP's CAPTURE notification by itself (htmx refresh)
-    await expect(page.locator("#timeline")).to_contain_text("PSP CAPTURE", timeout=30_000)
+    # the timeline takes the capture's success by itself (htmx refresh); the PSP's CAPTURE
+    # notification goes to the capture service alone, which reports it as its own event
+    await expect(page.locator("#timeline")).to_contain_text("capture.succeeded", timeout=30_000)
     await expect(page.locator("#captures")).to_contain_text("SUCCEEDED", timeout=30_000)
     await expect(page.locator("#payment-status")).to_have_text("PAID", timeout=30_000)
     await shot(page, "backoffice-3-captured-timeline")
@@ -223,7 +224,7 @@ async def test_operator_retries_and_resolves_failed_captures_in_the_queue(
 
     await stack.until_status(shop, payment["id"], "PAID")
     await page.goto(f"{web_ui.url}/payments/{payment['id']}")
-    await expect(page.locator("#timeline")).to_contain_text("PSP CAPTURE_FAILED")
+    await expect(page.locator("#timeline")).to_contain_text("capture.failed")
     await expect(page.locator("#payment-status")).to_have_text("PAID")
     captures = await stack.captures(shop, payment["id"])
     assert [c["status"] for c in captures] == ["SUCCEEDED"]

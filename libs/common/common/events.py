@@ -9,6 +9,7 @@ and get their model in the issue that first publishes them.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -61,6 +62,38 @@ class EventType(StrEnum):
     PAYMENT_OVERDUE = "payment.overdue"
     BUYER_ACCOUNT_UPSERTED = "buyer_account.upserted"
     PAYMENT_BANK_TRANSFER_PAID = "payment.bank_transfer_paid"
+
+
+_ROUTABLE_CODE = re.compile(r"[A-Z0-9_]{1,64}")
+
+
+def routing_key(event_type: str, data: Mapping[str, Any]) -> str:
+    """The routing key an event is published under on `marketpay.events`: its type, and for a
+    PSP notification also its event code (`psp.notification.received.CAPTURE`), so that each
+    queue binds the codes its service acts on (`notification_bindings`) and the broker never
+    delivers the others. A code that is not a plain word (`[A-Z0-9_]{1,64}`) keeps the bare
+    type, which every notification queue still binds: it reaches them all, as before."""
+    if event_type == EventType.PSP_NOTIFICATION_RECEIVED:
+        code = data.get("event_code")
+        if isinstance(code, str) and _ROUTABLE_CODE.fullmatch(code):
+            return f"{event_type}.{code}"
+    return event_type
+
+
+def notification_bindings(*codes: str) -> list[tuple[str, str]]:
+    """The bindings of a queue of PSP notifications that acts on `codes`: one per code, and the
+    bare `psp.notification.received`, under which notifications were published before they
+    named their code (rows of that era may still be in an outbox when a service is upgraded)
+    and those whose code is not a plain word still are. What comes under the bare key is
+    filtered by the queue's `accepts` (`common.broker.consumer.event_codes`)."""
+    for code in codes:
+        if not _ROUTABLE_CODE.fullmatch(code):
+            raise ValueError(f"not a routable event code: {code!r}")
+    legacy = (DOMAIN_EXCHANGE, str(EventType.PSP_NOTIFICATION_RECEIVED))
+    return [
+        legacy,
+        *((DOMAIN_EXCHANGE, f"{EventType.PSP_NOTIFICATION_RECEIVED}.{c}") for c in codes),
+    ]
 
 
 def utcnow() -> datetime:

@@ -44,6 +44,7 @@ from common.events import (
     PaymentCreated,
     PaymentOutcome,
     PspNotificationReceived,
+    notification_bindings,
 )
 from common.logging import get_logger
 from common.runtime import Consumption
@@ -126,7 +127,7 @@ def consumptions(
         Consumption(
             spec=QueueSpec(
                 name="capture.psp-notifications",
-                bindings=[(DOMAIN_EXCHANGE, t) for t in notifications],
+                bindings=notification_bindings(*psp_notifications.CAPTURE_CODES),
             ),
             handlers=notifications,
             accepts=event_codes(*psp_notifications.CAPTURE_CODES),

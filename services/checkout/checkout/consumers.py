@@ -1,9 +1,14 @@
 """Checkout's event handlers: PSP notifications and the capture service's events drive a
 payment's status.
 
-Each notification, whatever its effect (applied, unchanged, or an anomaly), is recorded in the
-payment's timeline. The status machine makes a late or repeated fact a no-op, so notifications
-may arrive in any order and any number of times; the inbox makes a redelivered message a no-op.
+Checkout's queue of PSP notifications is bound to the event codes checkout acts on
+(AUTHORISATION, CANCELLATION, BANK_TRANSFER_RECEIVED) and to those about a payment that no
+other service applies (`RECORDED_CODES`); the broker never delivers it a CAPTURE, a REFUND or a
+dispute, which the capture service applies and reports to checkout as its own events. Each
+notification checkout receives, whatever its effect (applied, unchanged, or an anomaly), is
+recorded in the payment's timeline. The status machine makes a late or repeated fact a no-op,
+so notifications may arrive in any order and any number of times; the inbox makes a
+redelivered message a no-op.
 An AUTHORISATION whose amount is not the payment's is an anomaly: recorded, never applied.
 """
 
@@ -13,7 +18,7 @@ from typing import Any
 
 from checkout import bank_transfers, domain, repo, service
 from checkout.bank_transfer_domain import TRANSFER_EVENT_CODE
-from common.broker.consumer import Handler, tenant_payload
+from common.broker.consumer import Handler, event_codes, tenant_payload
 from common.broker.topology import QueueSpec
 from common.db.types import Conn
 from common.events import (
@@ -28,6 +33,7 @@ from common.events import (
     RefundEvent,
     RefundFailed,
     RefundSucceeded,
+    notification_bindings,
     read_data,
 )
 from common.logging import get_logger
@@ -36,6 +42,25 @@ from common.runtime import Consumption
 log = get_logger("checkout.consumers")
 
 SOURCE = "psp_notification"
+
+APPLIED_CODES = ("AUTHORISATION", "CANCELLATION", TRANSFER_EVENT_CODE)
+"""The PSP notifications that move a checkout payment (or its bank transfer)."""
+RECORDED_CODES = (
+    "AUTHORISATION_ADJUSTMENT",
+    "CANCEL_OR_REFUND",
+    "EXPIRE",
+    "HANDLED_EXTERNALLY",
+    "MANUAL_REVIEW_ACCEPT",
+    "MANUAL_REVIEW_REJECT",
+    "NOTIFICATION_OF_FRAUD",
+    "OFFER_CLOSED",
+    "ORDER_CLOSED",
+    "ORDER_OPENED",
+    "PENDING",
+    "TECHNICAL_CANCEL",
+)
+"""Notifications about a payment that no service applies: recorded in its timeline only."""
+NOTIFICATION_CODES = (*APPLIED_CODES, *RECORDED_CODES)
 
 
 async def on_psp_notification(conn: Conn, envelope: Envelope) -> None:
@@ -47,10 +72,9 @@ async def on_psp_notification(conn: Conn, envelope: Envelope) -> None:
         await bank_transfers.receive(conn, envelope.tenant_id, event, now=envelope.occurred_at)
         return
     fact = domain.notification_fact(event.event_code, event.success)
-    # Only a notification that may move the payment locks it. One that is only recorded (a
-    # CAPTURE, a REFUND: the capture service applies those) must not: in a batch it would
-    # lock payments in delivery order while the capture events' batch locks them in its own,
-    # a deadlock that PostgreSQL breaks only after a second.
+    # Only a notification that may move the payment locks it. One that is only recorded must
+    # not: in a batch it would lock payments in delivery order while the capture events'
+    # batch locks them in its own, a deadlock that PostgreSQL breaks only after a second.
     lock = fact is not None or event.event_code == "AUTHORISATION"
     payment = None
     if event.merchant_reference.startswith(service.PAYMENT_ID_PREFIX):
@@ -113,9 +137,10 @@ def psp_notifications_consumption() -> Consumption:
     return Consumption(
         spec=QueueSpec(
             name="checkout.psp-notifications",
-            bindings=[(DOMAIN_EXCHANGE, t) for t in PSP_NOTIFICATION_HANDLERS],
+            bindings=notification_bindings(*NOTIFICATION_CODES),
         ),
         handlers=PSP_NOTIFICATION_HANDLERS,
+        accepts=event_codes(*NOTIFICATION_CODES),
     )
 
 

@@ -40,6 +40,7 @@ class Bus:
     """Every `psp.notification.received` the service publishes, as it arrives."""
 
     received: list[dict[str, Any]] = field(default_factory=list)
+    routing_keys: list[str] = field(default_factory=list)
 
     async def settle(self, expected: int, quiet_s: float = 0.6, within_s: float = 10.0) -> None:
         """Wait for `expected` messages, then a little longer to see any extra one."""
@@ -158,11 +159,12 @@ async def webhooks_service(
             channel = await amqp.channel()
             # exclusive and auto-deleted: gone with this connection, whatever happens
             queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-            await queue.bind(exchange_name, routing_key="psp.notification.received")
+            await queue.bind(exchange_name, routing_key="psp.notification.received.#")
 
             async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
                 async with message.process():
                     bus.received.append(json.loads(message.body))
+                    bus.routing_keys.append(message.routing_key or "")
 
             await queue.consume(on_message)
             yield WebhooksHarness(

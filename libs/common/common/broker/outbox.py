@@ -41,6 +41,7 @@ from common.broker.topology import Names, declare_exchanges
 from common.db.pool import reset_session
 from common.db.types import Conn
 from common.events import DOMAIN_EXCHANGE, Envelope, EventData, EventType, make_envelope
+from common.events import routing_key as routing_key_of
 from common.logging import current_correlation_id, get_logger, new_correlation_id
 from common.metrics import Metrics
 from common.wakeup import Wakeup
@@ -64,7 +65,7 @@ async def enqueue(
         " VALUES ($1, $2, $3, $4, $5)",
         envelope.id,
         exchange,
-        routing_key or envelope.type,
+        routing_key or routing_key_of(envelope.type, envelope.data),
         aggregate_id,
         envelope.model_dump(mode="json"),
     )
@@ -92,9 +93,9 @@ def outbox_insert(first: int, *, where: str = "") -> str:
     p = first
     return (
         "INSERT INTO outbox (id, exchange, routing_key, aggregate_id, envelope)"
-        f" SELECT e.id, ${p}, e.type, e.aggregate_id, e.envelope::jsonb"
+        f" SELECT e.id, ${p}, e.routing_key, e.aggregate_id, e.envelope::jsonb"
         f" FROM unnest(${p + 1}::uuid[], ${p + 2}::text[], ${p + 3}::text[], ${p + 4}::text[])"
-        f" WITH ORDINALITY AS e(id, type, aggregate_id, envelope, n) {where} ORDER BY e.n"
+        f" WITH ORDINALITY AS e(id, routing_key, aggregate_id, envelope, n) {where} ORDER BY e.n"
     )
 
 
@@ -105,7 +106,7 @@ def outbox_values(
     return (
         exchange,
         [envelope.id for envelope, _ in events],
-        [envelope.type for envelope, _ in events],
+        [routing_key_of(envelope.type, envelope.data) for envelope, _ in events],
         [aggregate_id for _, aggregate_id in events],
         [envelope.model_dump_json() for envelope, _ in events],
     )

@@ -17,6 +17,7 @@ from common.events import (
     SupplierUpserted,
     TenantUpserted,
     make_envelope,
+    routing_key,
 )
 from common.http.auth import hash_key
 
@@ -104,8 +105,9 @@ async def publish(
 async def publish_envelopes(
     amqp_url: str, exchange_name: str, envelopes: Sequence[Envelope]
 ) -> None:
-    """Publish ready-made envelopes with confirms, routed by their type (a test may build one
-    that no producer would, e.g. with a field a newer producer adds)."""
+    """Publish ready-made envelopes with confirms, under the routing key their producer would
+    use (`common.events.routing_key`; a test may build an envelope that no producer would,
+    e.g. with a field a newer producer adds)."""
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -117,5 +119,5 @@ async def publish_envelopes(
                     message_id=str(envelope.id),
                     content_type="application/json",
                 ),
-                routing_key=envelope.type,
+                routing_key=routing_key(envelope.type, envelope.data),
             )

@@ -8,14 +8,17 @@ from pydantic import ValidationError
 
 from common.events import (
     CATALOGUE,
+    DOMAIN_EXCHANGE,
     Envelope,
     EventType,
     SupplierUpserted,
     TenantUpserted,
     UnknownEventError,
     make_envelope,
+    notification_bindings,
     parse_data,
     read_data,
+    routing_key,
 )
 from common.testing.events import Probe, probe_type
 
@@ -213,3 +216,27 @@ def test_consumers_ignore_fields_a_newer_producer_added_but_producers_stay_stric
         TenantUpserted.model_validate(data)
     with pytest.raises(TypeError, match="carries TenantUpserted, not dict"):
         make_envelope(EventType.TENANT_UPSERTED, data, tenant_id="ten_1", correlation_id="c")
+
+
+def test_a_psp_notification_is_routed_under_its_event_code() -> None:
+    assert routing_key("psp.notification.received", {"event_code": "CAPTURE"}) == (
+        "psp.notification.received.CAPTURE"
+    )
+    # a code that is not a plain word would split or widen the key: the bare type instead
+    for odd in ("capture", "CAP.TURE", "CAP*", "#", "", "X" * 65, None, 7):
+        assert routing_key("psp.notification.received", {"event_code": odd}) == (
+            "psp.notification.received"
+        )
+    assert routing_key("psp.notification.received", {}) == "psp.notification.received"
+    # every other event keeps its type, whatever its payload
+    assert routing_key("capture.succeeded", {"event_code": "CAPTURE"}) == "capture.succeeded"
+
+
+def test_a_notification_queue_binds_its_codes_and_the_bare_type() -> None:
+    assert notification_bindings("REFUND", "REFUND_FAILED") == [
+        (DOMAIN_EXCHANGE, "psp.notification.received"),
+        (DOMAIN_EXCHANGE, "psp.notification.received.REFUND"),
+        (DOMAIN_EXCHANGE, "psp.notification.received.REFUND_FAILED"),
+    ]
+    with pytest.raises(ValueError, match="not a routable event code"):
+        notification_bindings("REFUND.*")

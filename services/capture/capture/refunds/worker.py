@@ -36,12 +36,16 @@ from common.events import (
     EventType,
     PspNotificationReceived,
     RefundFundsDecision,
+    notification_bindings,
 )
 from common.logging import correlation, get_logger, new_correlation_id
 from common.psp.adyen import AdyenAdapter, AdyenConfig
 from common.psp.port import PspPort
 from common.runtime import Consumption
 from common.wakeup import Wakeup
+
+REFUND_NOTIFICATION_CODES = (*sorted(service.REFUND_CODES), *sorted(domain.DISPUTE_CODES))
+"""The PSP notifications the refund worker acts on; the only ones its queue is bound to."""
 
 log = get_logger("capture.refunds.worker")
 Clock = Callable[[], datetime]
@@ -180,10 +184,10 @@ def refund_consumptions(clock: Clock, wake: Callable[[], None]) -> list[Consumpt
         Consumption(
             spec=QueueSpec(
                 name="capture.refund-notifications",
-                bindings=[(DOMAIN_EXCHANGE, t) for t in notifications],
+                bindings=notification_bindings(*REFUND_NOTIFICATION_CODES),
             ),
             handlers=notifications,
-            accepts=event_codes(*service.REFUND_CODES, *domain.DISPUTE_CODES),
+            accepts=event_codes(*REFUND_NOTIFICATION_CODES),
         ),
         Consumption(
             spec=QueueSpec(

@@ -2,6 +2,7 @@
 drive a payment's status through the status machine, idempotently and in any order; each one
 appears in the payment's timeline."""
 
+import asyncio
 import secrets
 import uuid
 
@@ -226,7 +227,7 @@ async def test_a_webhook_for_another_tenants_payment_changes_nothing(checkout):
     payment_id = await pending_payment(checkout, tenant)
     # when the other tenant's notification names this payment, then this tenant's own arrives
     await notify(checkout, other, payment_id)
-    await notify(checkout, tenant, payment_id, event_code="REPORT_AVAILABLE")
+    await notify(checkout, tenant, payment_id, event_code="PENDING")
     # then only the tenant's own is recorded, and it applied nothing
     payment = await wait_for_notifications(checkout, tenant, payment_id, 1)
     assert payment["status"] == "AUTHORIZATION_PENDING"
@@ -241,20 +242,41 @@ async def test_a_modification_webhook_is_found_by_the_payments_psp_reference(che
     payment_id = await pending_payment(checkout, tenant)
     await notify(checkout, tenant, payment_id, psp_reference="PSPAUTH0003")
     await wait_for_notifications(checkout, tenant, payment_id, 1)
-    # when a CAPTURE names the capture as merchant reference and the payment as original
+    # when a CANCELLATION names another merchant reference and the payment as original
     await notify(
         checkout,
         tenant,
         payment_id,
-        event_code="CAPTURE",
-        psp_reference="PSPCAPT0003",
-        merchant_reference="cap_0003",
+        event_code="CANCELLATION",
+        psp_reference="PSPCANC0003",
+        merchant_reference="cancel_0003",
         original_reference="PSPAUTH0003",
     )
-    # then it is in the payment's timeline; the capture service, not checkout, applies it
+    # then it is found by the PSP's reference of the authorisation, and applied
     payment = await wait_for_notifications(checkout, tenant, payment_id, 2)
     last = payment["timeline"][-1]
-    assert last["detail"]["event_code"] == "CAPTURE"
+    assert last["detail"]["event_code"] == "CANCELLATION"
     assert last["detail"]["original_reference"] == "PSPAUTH0003"
-    assert (last["status_from"], last["status_to"]) == ("AUTHORIZED", "AUTHORIZED")
-    assert payment["status"] == "AUTHORIZED"
+    assert (last["status_from"], last["status_to"]) == ("AUTHORIZED", "CANCELLED")
+    assert payment["status"] == "CANCELLED"
+
+
+async def test_a_capture_or_refund_notification_is_not_checkouts_to_receive(checkout):
+    # given an authorised payment
+    tenant = await checkout.new_tenant()
+    payment_id = await pending_payment(checkout, tenant)
+    await notify(checkout, tenant, payment_id, psp_reference="PSPAUTH0004")
+    await wait_for_notifications(checkout, tenant, payment_id, 1)
+    # when the PSP's CAPTURE and REFUND arrive (published as webhooks does, under their
+    # codes), then a notification checkout records
+    for code in ("CAPTURE", "REFUND"):
+        await notify(
+            checkout, tenant, payment_id, event_code=code, original_reference="PSPAUTH0004"
+        )
+    await notify(checkout, tenant, payment_id, event_code="PENDING")
+    # then only the last reaches the payment's timeline: the capture service applies the others
+    await wait_for_notifications(checkout, tenant, payment_id, 2)
+    await asyncio.sleep(0.5)  # anything extra would arrive now
+    payment = await admin_payment(checkout, tenant, payment_id)
+    codes = [e["detail"]["event_code"] for e in payment["timeline"] if "event_code" in e["detail"]]
+    assert codes == ["AUTHORISATION", "PENDING"]

@@ -37,6 +37,28 @@ async def test_a_signed_batch_is_accepted_stored_and_published_once(webhooks):
     assert await webhooks.count("notifications") == 2
 
 
+async def test_each_notification_is_routed_under_its_event_code(webhooks):
+    # given notifications of three codes, one of which is not a plain word
+    tenant = await webhooks.new_tenant()
+    codes = ["AUTHORISATION", "CAPTURE", "odd.code"]
+    body = batch(*(signed(item(tenant, event_code=c), tenant.hmac_key) for c in codes))
+    # when
+    assert await webhooks.notify(body) == (200, "[accepted]")
+    # then each is published under `psp.notification.received.<code>`, so a queue bound to
+    # the codes its service acts on receives only those; the odd one keeps the bare type,
+    # which every notification queue binds
+    await webhooks.bus.settle(3)
+    by_code = {
+        e["data"]["event_code"]: key
+        for e, key in zip(webhooks.bus.received, webhooks.bus.routing_keys, strict=True)
+    }
+    assert by_code == {
+        "AUTHORISATION": "psp.notification.received.AUTHORISATION",
+        "CAPTURE": "psp.notification.received.CAPTURE",
+        "odd.code": "psp.notification.received",
+    }
+
+
 async def test_the_same_batch_five_times_is_published_once(webhooks):
     # given
     tenant = await webhooks.new_tenant()
