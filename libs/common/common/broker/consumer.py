@@ -316,8 +316,11 @@ class InboxConsumer:
             except Exception as exc:
                 log.info("batch failed, applying one by one", error=repr(exc), size=len(parsed))
             else:
-                for item, outcome in zip(parsed, outcomes, strict=True):
-                    await item.message.ack()
+                # One frame acknowledges the batch: every earlier delivery on this channel
+                # was settled before it (one worker, in delivery order), those of the batch
+                # that were not parsed included.
+                await parsed[-1].message.ack(multiple=True)
+                for outcome in outcomes:
                     self._count(outcome, started, len(parsed))
                 return
         for item in parsed:

@@ -36,6 +36,7 @@ class Harness:
     failures: dict[str, int] = field(default_factory=dict)  # label → times to raise first
 
     committed: list[str] = field(default_factory=list)  # after_commit callbacks run
+    consumer: InboxConsumer | None = None
 
     async def handle(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
         label = envelope.data["label"]
@@ -98,6 +99,7 @@ async def harness(
         batch_size=batch_size,
         accepts=accepts,
     )
+    result.consumer = consumer
     await consumer.start()
     try:
         yield result
@@ -232,6 +234,35 @@ async def test_a_batch_applies_messages_in_delivery_order_in_one_go(
         order = await service_pool.fetch("SELECT label FROM effects ORDER BY id")
         assert [r["label"] for r in order] == labels
         await eventually(lambda: _true(h.count("duplicate") == 1))
+
+
+async def test_a_batch_is_acknowledged_whole_and_nothing_comes_back_after_a_restart(
+    service_pool, amqp_connection, broker_names
+):
+    def wanted(envelope: Envelope) -> bool:
+        return not str(envelope.data["label"]).startswith("skip")
+
+    async with harness(
+        service_pool, amqp_connection, broker_names, batch_size=10, accepts=wanted
+    ) as h:
+        # given batches acknowledged with one `multiple` ack each, with messages acknowledged
+        # on their own (not accepted) between them
+        labels = [f"{'skip' if i % 7 == 3 else 'm'}{i:03d}" for i in range(95)]
+        for label in labels:
+            await h.send(event(label))
+        await eventually(lambda: _true(h.count("applied") + h.count("not_for_us") == 95))
+        # when the consumer stops (its channel closes: what it did not acknowledge goes back
+        # to the queue) and starts again
+        assert h.consumer is not None
+        await h.consumer.stop()
+        queue = await h.channel.declare_queue(h.names.queue(SPEC.name), passive=True)
+        assert queue.declaration_result.message_count == 0
+        await h.consumer.start()
+        await asyncio.sleep(0.5)
+        # then nothing was delivered again: every message was acknowledged once
+        assert h.count("duplicate") == 0
+        assert h.count("applied") == sum(not x.startswith("skip") for x in labels)
+        assert sum(h.calls.values()) == h.count("applied")
 
 
 @pytest.mark.parametrize("batch_size", [1, 10])
