@@ -52,6 +52,7 @@ format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff format .
 
 bench: install servers ## benchmarks; figures go to docs/benchmarks.md by hand
+	bash scripts/pg-stat-statements.sh
 	$(RUN) python -m bench
 
 openapi: install ## write docs/openapi/<service>.json from the running code

@@ -28,8 +28,12 @@ Before the ramp, a phase one at a time (each SHIPPED once the previous payment i
 nothing batches, so its counts are the code's per-event cost whatever the machine's load. Each
 phase ends with its profile per SHIPPED (`bench.profile`: statements and transactions per
 service, the benchmark database's commits and rows, WAL flushes, broker messages, the top
-statements by time). `BENCH_HISTORY=N` preloads N earlier payments after the warm-up
-(`bench.history`).
+statements by time, as the services waited for them and as PostgreSQL executed them).
+`BENCH_HISTORY=N` preloads N earlier payments after the warm-up (`bench.history`).
+
+PostgreSQL runs as in production: autovacuum on for the run (`bench.processes.autovacuum_on`),
+and the tables analyzed after the bulk load and after the warm-up, as autovacuum would have
+them in a running system.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 import asyncpg
+from yarl import URL
 
 from bench.checkout_pay import bounded
 from bench.history import HISTORY, preload_history
@@ -63,7 +68,13 @@ from bench.processes import (
     serve_sandbox,
     serve_service,
 )
-from bench.profile import Profile, Snapshot, broker_counters, database_counters
+from bench.profile import (
+    Profile,
+    Snapshot,
+    broker_counters,
+    database_counters,
+    server_statements,
+)
 from common.broker import Names, QueueSpec
 from common.broker.topology import all_queue_names
 from common.events import (
@@ -73,7 +84,7 @@ from common.events import (
     EventType,
 )
 from common.http.auth import generate_key
-from common.testing.fixtures import ServiceDb, delete_namespace
+from common.testing.fixtures import ServiceDb, delete_namespace, dsn_with
 from common.testing.servers import test_servers
 from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
 from psp_sandbox.testing import authorise as authorise_at_sandbox
@@ -538,9 +549,10 @@ async def run_phase(
     processes: dict[str, Any],
     services: dict[str, Child],
     grace: float,
+    admin_dsn: str,
     one_at_a_time: bool = False,
 ) -> Phase:
-    counted = await snapshot(http, services, dbs["capture"].dsn)
+    counted = await snapshot(http, services, dbs["capture"].dsn, admin_dsn)
     jiffies = machine_cpu()
     before = {name: cpu() for name, cpu in processes.items()}
     async with settling(dbs["checkout"]) as (settle, polls):
@@ -555,7 +567,7 @@ async def run_phase(
         len(payments),
         len(payments),
         counted,
-        await snapshot(http, services, dbs["capture"].dsn),
+        await snapshot(http, services, dbs["capture"].dsn, admin_dsn),
         load_commits=polls[0],
     )
     flushes = profile.database("wal_sync")
@@ -585,13 +597,26 @@ async def run_phase(
     return phase
 
 
-async def snapshot(http: aiohttp.ClientSession, services: dict[str, Child], dsn: str) -> Snapshot:
-    """The services' statement and broker counters and the database's, now."""
+async def analyze(admin_dsn: str, dsn: str) -> None:
+    """ANALYZE every table of the benchmark's database (`dsn`: a service's in it)."""
+    conn = await asyncpg.connect(dsn_with(admin_dsn, database=URL(dsn).path.lstrip("/")))
+    try:
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def snapshot(
+    http: aiohttp.ClientSession, services: dict[str, Child], dsn: str, admin_dsn: str
+) -> Snapshot:
+    """The services' statement and broker counters and the database's, now (`dsn`: a service's
+    in the benchmark's database; `admin_dsn`: the server's administrator)."""
     database = await database_counters(dsn)  # waits for the statistics to be reported
     return Snapshot(
         statements={name: await c.statements() for name, c in services.items()},
         broker={name: await broker_counters(http, c.url) for name, c in services.items()},
         database=database,
+        server=await server_statements(dsn_with(admin_dsn, database=URL(dsn).path.lstrip("/"))),
     )
 
 
@@ -742,6 +767,7 @@ async def measure_all(
             processes=processes,
             services={"capture": capture, "checkout": checkout, "webhooks": webhooks},
             grace=grace,
+            admin_dsn=admin_dsn,
             one_at_a_time=one_at_a_time,
         )
 
@@ -755,6 +781,10 @@ async def measure_all(
     if HISTORY:
         await asyncio.sleep(3)  # the last outbox rows of the warm-up published
         await preload_history(dbs, warmup[0].id, HISTORY)
+    else:
+        # statistics of the tables the warm-up filled, as a running system has them: the
+        # plans cached while captures was empty would scan it until autovacuum's next round
+        await analyze(admin_dsn, dbs["capture"].dsn)
     if ONE_AT_A_TIME:
         await phase(
             f"one at a time ({ONE_AT_A_TIME} SHIPPED, each once the previous is PAID)",

@@ -21,7 +21,7 @@ import aio_pika
 import aiohttp
 import asyncpg
 
-from bench.profile import STATS_FILE_ENV, Statements, read_statements
+from bench.profile import STATS_FILE_ENV, Statements, enable_server_statements, read_statements
 from common.broker import Names, QueueSpec
 from common.broker.topology import all_queue_names
 from common.testing.fixtures import ServiceDb, TestDatabase, dsn_with
@@ -182,14 +182,54 @@ async def delete_queues(amqp_url: str, names: Names, queues: Iterable[str]) -> N
 
 
 @contextlib.asynccontextmanager
+async def autovacuum_on(admin_dsn: str) -> AsyncIterator[None]:
+    """Autovacuum on while a benchmark runs, as PostgreSQL ships it and production runs it. A
+    server configured without it (test servers often are) never refreshes the statistics of
+    the tables a benchmark fills, so cached plans chosen while they were empty keep scanning
+    them as they grow, and deleted rows (the outbox's) are never reclaimed: costs that grow
+    with the run, not with the code. The server's own setting is put back at the end."""
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        turned_on = False
+        if await admin.fetchval("SHOW autovacuum") != "on":
+            try:
+                await admin.execute("ALTER SYSTEM SET autovacuum = on")
+                await admin.execute("SELECT pg_reload_conf()")
+                turned_on = True
+                print("  autovacuum: on for the benchmark (the server has it off)", flush=True)
+            except asyncpg.InsufficientPrivilegeError:
+                print("  autovacuum: off on this server, and not ours to turn on", flush=True)
+    finally:
+        await admin.close()
+    try:
+        yield
+    finally:
+        if turned_on:
+            admin = await asyncpg.connect(admin_dsn)
+            try:
+                await admin.execute("ALTER SYSTEM RESET autovacuum")
+                await admin.execute("SELECT pg_reload_conf()")
+            finally:
+                await admin.close()
+
+
+@contextlib.asynccontextmanager
 async def scratch_services(admin_dsn: str, *labels: str) -> AsyncIterator[dict[str, ServiceDb]]:
-    """A database of its own with a schema and role per label, dropped at the end."""
+    """A database of its own with a schema and role per label, dropped at the end, with
+    autovacuum on meanwhile (`autovacuum_on`)."""
+    async with autovacuum_on(admin_dsn), _scratch_services(admin_dsn, *labels) as services:
+        yield services
+
+
+@contextlib.asynccontextmanager
+async def _scratch_services(admin_dsn: str, *labels: str) -> AsyncIterator[dict[str, ServiceDb]]:
     name = f"marketpay_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
+    await enable_server_statements(admin_dsn, name)
     database = TestDatabase(name=name, admin_dsn=dsn_with(admin_dsn, database=name))
     try:
         yield {label: await database.new_service_db(label) for label in labels}

@@ -2,15 +2,18 @@
 services sent, the commits and rows of the benchmark's own database, WAL flushes, broker
 messages, and the statements that took the most time.
 
-The PostgreSQL here has no `pg_stat_statements` in `shared_preload_libraries`, and loading it
-needs a server restart, which a shared server can't take. So statements are counted where they
-are sent: each service child (`bench.processes.serve_service`) registers an asyncpg query logger
+Statements are counted twice. On the server, by `pg_stat_statements`, when it is loaded
+(`make bench` loads it into a local cluster: `scripts/pg-stat-statements.sh`; it tracks only
+the benchmark's scratch database, `enable_server_statements`): the time PostgreSQL spent
+executing each statement, per role, so per service. And where they are sent: each service child
+(`bench.processes.serve_service`) registers an asyncpg query logger
 (`Connection.add_query_logger`, a public asyncpg API) on every connection it opens. The logger
 sees every `execute`, `fetch*` and `executemany` call, i.e. every round trip but the statement
 preparations asyncpg caches; `BEGIN`/`COMMIT` of `conn.transaction()` are such calls too. The
 time it records is the wall time the service waited for the answer (the server's work, its lock
-waits and the network), so "top statements by time" is what the services waited for, not the
-server's CPU. The child writes its counters to a file when sent SIGUSR1.
+waits and the network), so "top statements by time waited for" is what the services waited
+for, and the server's own list says what of it was execution. The child writes its counters
+to a file when sent SIGUSR1.
 
 Beside it, from the server: `pg_stat_database` of the benchmark's database (`xact_commit`
 counts explicit transactions and single-statement ones alike; rows inserted, updated and
@@ -35,7 +38,12 @@ import asyncpg
 from asyncpg.connection import Connection, LoggedQuery
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.testing.fixtures import dsn_with
+
 STATS_FILE_ENV = "BENCH_STATEMENTS_FILE"
+ServerStatements = dict[tuple[str, str], tuple[int, float, float]]
+"""pg_stat_statements of one database: (role, normalised query) → (calls, execution ms,
+planning ms)."""
 TOP = int(os.environ.get("BENCH_PROFILE_TOP", "10"))
 
 
@@ -143,11 +151,56 @@ async def database_counters(dsn: str) -> dict[str, int]:
     return {key: int(value) for key, value in row.items()}
 
 
+async def enable_server_statements(admin_dsn: str, database: str) -> bool:
+    """Have `pg_stat_statements` track `database` (and only it: the server-wide setting stays
+    `none`), if the server has loaded it; whether it does."""
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        libraries = str(await admin.fetchval("SHOW shared_preload_libraries"))
+        if "pg_stat_statements" not in libraries.replace(" ", "").split(","):
+            return False
+        for setting, value in (("track", "top"), ("track_planning", "on")):
+            await admin.execute(
+                f"ALTER DATABASE \"{database}\" SET pg_stat_statements.{setting} = '{value}'"
+            )
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(dsn_with(admin_dsn, database=database))
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    finally:
+        await conn.close()
+    return True
+
+
+async def server_statements(database_admin_dsn: str) -> ServerStatements:
+    """What `pg_stat_statements` counted in the database the DSN names; empty without it."""
+    conn = await asyncpg.connect(database_admin_dsn)
+    try:
+        if await conn.fetchval("SELECT to_regclass('pg_stat_statements')") is None:
+            return {}
+        rows = await conn.fetch(
+            "SELECT r.rolname AS role, s.query, sum(s.calls)::bigint AS calls,"
+            " sum(s.total_exec_time) AS ms, sum(s.total_plan_time) AS plan_ms"
+            " FROM pg_stat_statements s"
+            " JOIN pg_roles r ON r.oid = s.userid"
+            " WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " GROUP BY 1, 2"
+        )
+    finally:
+        await conn.close()
+    return {
+        (row["role"], row["query"]): (int(row["calls"]), float(row["ms"]), float(row["plan_ms"]))
+        for row in rows
+    }
+
+
 @dataclass
 class Snapshot:
     statements: dict[str, Statements]  # service → its statements
     broker: dict[str, tuple[float, float]]  # service → (published, delivered)
     database: dict[str, int]
+    server: ServerStatements = field(default_factory=dict)
 
 
 @dataclass
@@ -233,5 +286,49 @@ class Profile:
             print(
                 f"        {seconds / total:4.0%} {service:<8} {calls_ / n:5.2f}"
                 f" {seconds / calls_ * 1000:6.2f} ms  {text[:110]}",
+                flush=True,
+            )
+        self._show_server(list(per_service))
+
+    def server(self) -> ServerStatements:
+        """What `pg_stat_statements` counted during the phase."""
+        out: ServerStatements = {}
+        for key, (calls, ms, plan) in self.after.server.items():
+            c0, ms0, plan0 = self.before.server.get(key, (0, 0.0, 0.0))
+            if calls > c0:
+                out[key] = (calls - c0, ms - ms0, plan - plan0)
+        return out
+
+    def _show_server(self, services: list[str]) -> None:
+        counted = self.server()
+        if not counted:
+            print("      (no pg_stat_statements: scripts/pg-stat-statements.sh loads it)")
+            return
+        n = self.events
+
+        def service_of(role: str) -> str:
+            return next((s for s in services if f"_{s}_" in role), role)
+
+        by_query: dict[tuple[str, str], tuple[int, float, float]] = {}
+        for (role, query), (calls, ms, plan) in counted.items():
+            key = (service_of(role), " ".join(query.split()))
+            c0, ms0, plan0 = by_query.get(key, (0, 0.0, 0.0))
+            by_query[key] = (c0 + calls, ms0 + ms, plan0 + plan)
+        executed = sum(calls for calls, _, _ in by_query.values())
+        exec_ms = sum(ms for _, ms, _ in by_query.values())
+        plan_ms = sum(plan for _, _, plan in by_query.values())
+        total_ms = (exec_ms + plan_ms) or 1.0
+        print(
+            f"      PostgreSQL's own count (pg_stat_statements): {executed / n:.1f} statements"
+            f" executing {exec_ms / n:.2f} ms and planning {plan_ms / n:.2f} ms per SHIPPED;"
+            " top by execution and planning time (service, calls/SHIPPED, mean, of which"
+            " planning):",
+            flush=True,
+        )
+        ranked = sorted(by_query.items(), key=lambda item: -(item[1][1] + item[1][2]))
+        for (service, query), (calls, ms, plan) in ranked[:TOP]:
+            print(
+                f"        {(ms + plan) / total_ms:4.0%} {service:<8} {calls / n:5.2f}"
+                f" {(ms + plan) / calls:6.3f} ms {plan / calls:6.3f} ms  {query[:100]}",
                 flush=True,
             )

@@ -12,10 +12,20 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from yarl import URL
 
 from bench.history import formats
-from bench.profile import STATS_FILE_ENV, Profile, Snapshot, install_statement_log, read_statements
-from common.testing.fixtures import ServiceDb
+from bench.processes import scratch_services
+from bench.profile import (
+    STATS_FILE_ENV,
+    Profile,
+    Snapshot,
+    install_statement_log,
+    read_statements,
+    server_statements,
+)
+from common.testing.fixtures import ServiceDb, dsn_with
+from common.testing.servers import Servers
 
 
 async def test_the_statement_log_counts_every_round_trip_of_every_new_connection(
@@ -62,6 +72,61 @@ def test_a_profile_is_the_difference_of_two_snapshots_per_event() -> None:
     }
     assert profile.database("xact_commit") == 8.0  # (30 - 10 - the load's 4) / 2
     assert profile.database("wal_sync") == 2.0
+
+
+def test_the_servers_count_is_per_event_and_per_service(capsys: pytest.CaptureFixture[str]) -> None:
+    database = {"xact_commit": 0, "xact_rollback": 0, "wal_sync": 0, "tup_inserted": 0}
+    database |= {"tup_updated": 0, "tup_deleted": 0}
+    role = "mp_1a2b3c4d_capture_5e6f70"
+    before = Snapshot(
+        {"capture": {}}, {"capture": (0.0, 0.0)}, database, {(role, "SELECT $1"): (3, 1.5, 0.0)}
+    )
+    after = Snapshot(
+        {"capture": {}},
+        {"capture": (0.0, 0.0)},
+        database,
+        {
+            (role, "SELECT $1"): (7, 3.0, 0.5),
+            ("mp_1a2b3c4d_checkout_90ab12", "COMMIT"): (2, 6.0, 0.0),
+        },
+    )
+    profile = Profile(2, 2, before, after)
+    assert profile.server() == {
+        (role, "SELECT $1"): (4, 1.5, 0.5),
+        ("mp_1a2b3c4d_checkout_90ab12", "COMMIT"): (2, 6.0, 0.0),
+    }
+    profile.show()
+    shown = capsys.readouterr().out
+    assert "3.0 statements executing 3.75 ms and planning 0.25 ms per SHIPPED" in shown
+    assert re.search(r"75% mp_1a2b3c4d_checkout_90ab12\s+1.00\s+3.000 ms\s+0.000 ms  COMMIT", shown)
+    assert re.search(r"25% capture\s+2.00\s+0.500 ms\s+0.125 ms  SELECT \$1", shown)
+
+
+async def test_pg_stat_statements_counts_the_statements_of_the_scratch_database(
+    servers: Servers,
+) -> None:
+    async with scratch_services(servers.pg_admin_dsn, "probe") as dbs:
+        database = URL(dbs["probe"].dsn).path.lstrip("/")
+        admin = dsn_with(servers.pg_admin_dsn, database=database)
+        conn = await asyncpg.connect(dbs["probe"].dsn)
+        try:
+            for _ in range(3):
+                await conn.fetchval("SELECT 41 + 1")
+        finally:
+            await conn.close()
+        counted = await server_statements(admin)
+        libraries = await asyncpg.connect(servers.pg_admin_dsn)
+        try:
+            loaded = "pg_stat_statements" in str(
+                await libraries.fetchval("SHOW shared_preload_libraries")
+            )
+        finally:
+            await libraries.close()
+    if not loaded:  # the benchmark says so and shows the services' own count only
+        assert counted == {}
+        return
+    calls = {q: c for (role, q), (c, _, _) in counted.items() if role == dbs["probe"].role}
+    assert calls.get("SELECT $1 + $2") == 3
 
 
 def test_each_copy_of_the_history_gets_ids_of_its_own_and_keeps_the_tenants() -> None:
