@@ -46,11 +46,18 @@ async def on_logistic_order_event(conn: Conn, envelope: Envelope) -> None:
         log.info("bank transfer due date set", logistic_order_id=event.logistic_order_id)
 
 
+def shipped(envelope: Envelope) -> bool:
+    """Only a SHIPPED fixes a due date: the OMS's other statuses are acknowledged without a
+    transaction."""
+    return envelope.data.get("status") == "SHIPPED"
+
+
 def shipments_consumption() -> Consumption:
     return Consumption(
         spec=QueueSpec(name="checkout.shipments", bindings=[(OMS_EXCHANGE, OMS_STATUS_CHANGED)]),
         handlers={OMS_STATUS_CHANGED: on_logistic_order_event},
         parser=oms_parser(OMS_ID_NAMESPACE),
+        accepts=shipped,
     )
 
 
