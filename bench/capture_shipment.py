@@ -509,7 +509,9 @@ async def psp_requests(
 
 def server_cpu(command: str) -> Callable[[], float]:
     """CPU seconds used so far by the local processes named `command` (PostgreSQL's backends,
-    RabbitMQ's Erlang VM); backends that exit meanwhile are not counted."""
+    RabbitMQ's Erlang VM), and by their children that have exited: a process's own time and
+    its waited-for children's, so a backend or autovacuum worker that exits during a phase
+    moves its time to the postmaster's count instead of taking it out of the sum."""
 
     def seconds() -> float:
         total = 0
@@ -522,7 +524,7 @@ def server_cpu(command: str) -> Callable[[], float]:
             name = raw[raw.index("(") + 1 : raw.rindex(")")]
             if name == command:
                 fields = raw.rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
+                total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
         return total / CLK_TCK
 
     return seconds
