@@ -55,6 +55,7 @@ async def serve_service(service: str) -> None:
     from bench.profile import install_statement_log
     from common.broker import Names
     from common.logging import configure_logging
+    from common.runtime import freeze_startup_objects
     from common.testing.apps import running
     from common.testing.fixtures import delete_namespace
 
@@ -64,6 +65,7 @@ async def serve_service(service: str) -> None:
     configure_logging(settings.service_name, settings.log_level)
     try:
         async with running(create_app(settings), outbox_log=False) as url:
+            freeze_startup_objects()  # as `common.runtime.serve` does in a deployed service
             tell_url(url)
             await until_terminated()
     finally:

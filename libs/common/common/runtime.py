@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,7 +238,24 @@ def main(settings_type: Callable[[], S], create_app: Callable[[S], web.Applicati
     serve(create_app(settings), settings)
 
 
+def freeze_startup_objects() -> None:
+    """Put what start-up left alive (modules, models, routes, pools: ~95,000 objects in a
+    service) out of the cyclic garbage collector's reach. A full collection otherwise walks
+    them all every time, 40-70 ms during which every request and message in flight waits.
+    After this it walks only what the service allocated since. Once per service process,
+    after start-up; not in a process that starts many applications (a test run), where
+    what it froze would never be collected."""
+    gc.collect()
+    gc.freeze()
+
+
+async def _freeze_after_startup(app: web.Application) -> None:
+    freeze_startup_objects()
+
+
 def serve(app: web.Application, settings: HttpSettings) -> None:
+    # after the cleanup contexts' start-up (pools, broker, replicas), which run first
+    app.on_startup.append(_freeze_after_startup)
     web.run_app(
         app,
         host=settings.http_host,
