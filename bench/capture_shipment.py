@@ -551,10 +551,10 @@ async def run_phase(
     processes: dict[str, Any],
     services: dict[str, Child],
     grace: float,
-    admin_dsn: str,
+    database_admin_dsn: str,
     one_at_a_time: bool = False,
 ) -> Phase:
-    counted = await snapshot(http, services, dbs["capture"].dsn, admin_dsn)
+    counted = await snapshot(http, services, dbs["capture"].dsn, database_admin_dsn)
     jiffies = machine_cpu()
     before = {name: cpu() for name, cpu in processes.items()}
     async with settling(dbs["checkout"]) as (settle, polls):
@@ -569,7 +569,7 @@ async def run_phase(
         len(payments),
         len(payments),
         counted,
-        await snapshot(http, services, dbs["capture"].dsn, admin_dsn),
+        await snapshot(http, services, dbs["capture"].dsn, database_admin_dsn),
         load_commits=polls[0],
     )
     flushes = profile.database("wal_sync")
@@ -599,9 +599,9 @@ async def run_phase(
     return phase
 
 
-async def analyze(admin_dsn: str, dsn: str) -> None:
-    """ANALYZE every table of the benchmark's database (`dsn`: a service's in it)."""
-    conn = await asyncpg.connect(dsn_with(admin_dsn, database=URL(dsn).path.lstrip("/")))
+async def analyze(database_admin_dsn: str) -> None:
+    """ANALYZE every table of the benchmark's database."""
+    conn = await asyncpg.connect(database_admin_dsn)
     try:
         await conn.execute("ANALYZE")
     finally:
@@ -609,16 +609,16 @@ async def analyze(admin_dsn: str, dsn: str) -> None:
 
 
 async def snapshot(
-    http: aiohttp.ClientSession, services: dict[str, Child], dsn: str, admin_dsn: str
+    http: aiohttp.ClientSession, services: dict[str, Child], dsn: str, database_admin_dsn: str
 ) -> Snapshot:
     """The services' statement and broker counters and the database's, now (`dsn`: a service's
-    in the benchmark's database; `admin_dsn`: the server's administrator)."""
+    in the benchmark's database; `database_admin_dsn`: the administrator's in it)."""
     database = await database_counters(dsn)  # waits for the statistics to be reported
     return Snapshot(
         statements={name: await c.statements() for name, c in services.items()},
         broker={name: await broker_counters(http, c.url) for name, c in services.items()},
         database=database,
-        server=await server_statements(dsn_with(admin_dsn, database=URL(dsn).path.lstrip("/"))),
+        server=await server_statements(database_admin_dsn),
     )
 
 
@@ -749,6 +749,9 @@ async def measure_all(
         "rabbitmq": server_cpu("beam.smp"),
     }
 
+    # the administrator's connection to the benchmark's own database (its statistics)
+    database_admin_dsn = dsn_with(admin_dsn, database=URL(dbs["capture"].dsn).path.lstrip("/"))
+
     async def phase(
         label: str,
         rate: float,
@@ -769,7 +772,7 @@ async def measure_all(
             processes=processes,
             services={"capture": capture, "checkout": checkout, "webhooks": webhooks},
             grace=grace,
-            admin_dsn=admin_dsn,
+            database_admin_dsn=database_admin_dsn,
             one_at_a_time=one_at_a_time,
         )
 
@@ -786,7 +789,7 @@ async def measure_all(
     else:
         # statistics of the tables the warm-up filled, as a running system has them: the
         # plans cached while captures was empty would scan it until autovacuum's next round
-        await analyze(admin_dsn, dbs["capture"].dsn)
+        await analyze(database_admin_dsn)
     if ONE_AT_A_TIME:
         await phase(
             f"one at a time ({ONE_AT_A_TIME} SHIPPED, each once the previous is PAID)",

@@ -26,13 +26,20 @@ from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from pydantic import SecretStr
 
-from common.broker.consumer import Accepts, Handler, InboxConsumer, Parser, parse_envelope
+from common.broker.consumer import (
+    Accepts,
+    Handler,
+    InboxConsumer,
+    Parser,
+    event_codes,
+    parse_envelope,
+)
 from common.broker.outbox import OutboxRelay
 from common.broker.topology import Names, QueueSpec, connect, declare_exchanges
 from common.config import ServiceSettings
 from common.db.migrations import COMMON_MIGRATIONS, apply_migrations
 from common.db.pool import create_pool, reset_session
-from common.events import EventType
+from common.events import EventType, notification_bindings
 from common.http.app import METRICS, READINESS
 from common.http.idempotency import IdempotencyStore
 from common.http.routing import IDEMPOTENCY
@@ -55,6 +62,17 @@ class Consumption:
     handlers: Mapping[str, Handler] | Mapping[EventType, Handler]
     parser: Parser = parse_envelope  # e.g. the OMS's bare JSON events
     accepts: Accepts | None = None  # the messages the handlers act on (the rest: acked)
+
+
+def notification_consumption(name: str, handler: Handler, codes: Sequence[str]) -> Consumption:
+    """A queue of the PSP notifications whose event codes are `codes`: bound to those codes
+    (`notification_bindings`) and to the bare key, whose messages it filters by the same codes
+    (`event_codes`), so that the two lists can't drift apart."""
+    return Consumption(
+        spec=QueueSpec(name=name, bindings=notification_bindings(*codes)),
+        handlers={EventType.PSP_NOTIFICATION_RECEIVED: handler},
+        accepts=event_codes(*codes),
+    )
 
 
 def database(

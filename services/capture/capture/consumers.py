@@ -6,7 +6,7 @@
   replica; IMMEDIATE captures, DELAYED schedules, SHIPPED events that came first.
 - `capture.oms` (`logistic_order.status_changed` on `oms.events`): SHIPPED → capture in
   ON_SHIPMENT mode; every event recorded with its outcome.
-- `capture.psp-notifications` (`psp.notification.received`): CAPTURE / CAPTURE_FAILED
+- `capture.psp-notifications` (`psp.notification.received.CAPTURE`, `.CAPTURE_FAILED`): they
   confirm or fail a capture.
 
 The OMS publishes bare JSON, not Marketpay envelopes: `common.broker.consumer.oms_parser`
@@ -26,7 +26,6 @@ from capture.metrics import CaptureMetrics
 from capture.repo import PgRepo
 from common.broker.consumer import (
     Handler,
-    event_codes,
     oms_parser,
     tenant_payload,
 )
@@ -44,10 +43,9 @@ from common.events import (
     PaymentCreated,
     PaymentOutcome,
     PspNotificationReceived,
-    notification_bindings,
 )
 from common.logging import get_logger
-from common.runtime import Consumption
+from common.runtime import Consumption, notification_consumption
 
 log = get_logger("capture.consumers")
 
@@ -103,7 +101,6 @@ def consumptions(
         EventType.PAYMENT_CANCELLED: on_payment_closed("CANCELLED"),
         EventType.PAYMENT_REFUSED: on_payment_closed("REFUSED"),
     }
-    notifications: dict[str, Handler] = {EventType.PSP_NOTIFICATION_RECEIVED: on_psp_notification}
 
     async def on_bank_transfer_paid(conn: Conn, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, BankTransferPaid)
@@ -124,13 +121,8 @@ def consumptions(
             handlers={OMS_STATUS_CHANGED: on_logistic_order_event},
             parser=oms_parser(OMS_ID_NAMESPACE),
         ),
-        Consumption(
-            spec=QueueSpec(
-                name="capture.psp-notifications",
-                bindings=notification_bindings(*psp_notifications.CAPTURE_CODES),
-            ),
-            handlers=notifications,
-            accepts=event_codes(*psp_notifications.CAPTURE_CODES),
+        notification_consumption(
+            "capture.psp-notifications", on_psp_notification, psp_notifications.CAPTURE_CODES
         ),
         Consumption(
             spec=QueueSpec(

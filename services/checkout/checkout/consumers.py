@@ -18,7 +18,7 @@ from typing import Any
 
 from checkout import bank_transfers, domain, repo, service
 from checkout.bank_transfer_domain import TRANSFER_EVENT_CODE
-from common.broker.consumer import Handler, event_codes, tenant_payload
+from common.broker.consumer import Handler, tenant_payload
 from common.broker.topology import QueueSpec
 from common.db.types import Conn
 from common.events import (
@@ -33,11 +33,10 @@ from common.events import (
     RefundEvent,
     RefundFailed,
     RefundSucceeded,
-    notification_bindings,
     read_data,
 )
 from common.logging import get_logger
-from common.runtime import Consumption
+from common.runtime import Consumption, notification_consumption
 
 log = get_logger("checkout.consumers")
 
@@ -128,19 +127,9 @@ async def on_psp_notification(conn: Conn, envelope: Envelope) -> None:
     await service.change_status(conn, payment, fact, source=SOURCE, detail=detail, updates=updates)
 
 
-PSP_NOTIFICATION_HANDLERS: dict[str, Handler] = {
-    EventType.PSP_NOTIFICATION_RECEIVED: on_psp_notification,
-}
-
-
 def psp_notifications_consumption() -> Consumption:
-    return Consumption(
-        spec=QueueSpec(
-            name="checkout.psp-notifications",
-            bindings=notification_bindings(*NOTIFICATION_CODES),
-        ),
-        handlers=PSP_NOTIFICATION_HANDLERS,
-        accepts=event_codes(*NOTIFICATION_CODES),
+    return notification_consumption(
+        "checkout.psp-notifications", on_psp_notification, NOTIFICATION_CODES
     )
 
 

@@ -27,7 +27,7 @@ from aiohttp import web
 from capture.refunds import domain, service
 from capture.settings import Settings
 from common import runtime
-from common.broker.consumer import Handler, event_codes, tenant_payload
+from common.broker.consumer import Handler, tenant_payload
 from common.broker.topology import QueueSpec
 from common.db.types import Conn
 from common.events import (
@@ -36,12 +36,11 @@ from common.events import (
     EventType,
     PspNotificationReceived,
     RefundFundsDecision,
-    notification_bindings,
 )
 from common.logging import correlation, get_logger, new_correlation_id
 from common.psp.adyen import AdyenAdapter, AdyenConfig
 from common.psp.port import PspPort
-from common.runtime import Consumption
+from common.runtime import Consumption, notification_consumption
 from common.wakeup import Wakeup
 
 REFUND_NOTIFICATION_CODES = (*sorted(service.REFUND_CODES), *sorted(domain.DISPUTE_CODES))
@@ -175,19 +174,13 @@ def refund_consumptions(clock: Clock, wake: Callable[[], None]) -> list[Consumpt
 
         return handle
 
-    notifications: dict[str, Handler] = {EventType.PSP_NOTIFICATION_RECEIVED: on_notification}
     funds: dict[str, Handler] = {
         EventType.REFUND_FUNDS_RESERVED: on_funds(True),
         EventType.REFUND_FUNDS_REFUSED: on_funds(False),
     }
     return [
-        Consumption(
-            spec=QueueSpec(
-                name="capture.refund-notifications",
-                bindings=notification_bindings(*REFUND_NOTIFICATION_CODES),
-            ),
-            handlers=notifications,
-            accepts=event_codes(*REFUND_NOTIFICATION_CODES),
+        notification_consumption(
+            "capture.refund-notifications", on_notification, REFUND_NOTIFICATION_CODES
         ),
         Consumption(
             spec=QueueSpec(
