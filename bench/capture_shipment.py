@@ -84,6 +84,7 @@ from common.events import (
     EventType,
 )
 from common.http.auth import generate_key
+from common.runtime import run_on_service_loop
 from common.testing.fixtures import ServiceDb, delete_namespace, dsn_with
 from common.testing.servers import test_servers
 from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
@@ -831,6 +832,6 @@ if __name__ == "__main__":
     if role == "sandbox":
         asyncio.run(serve_sandbox())
     elif role in ("webhooks", "capture", "checkout"):
-        asyncio.run(serve_service(role))
+        run_on_service_loop(serve_service(role))
     else:
         sys.exit("usage: python -m bench.capture_shipment sandbox|webhooks|capture|checkout")

@@ -45,6 +45,7 @@ from common.events import (
     EventType,
 )
 from common.http.auth import generate_key
+from common.runtime import run_on_service_loop
 from common.testing.fixtures import delete_namespace
 from common.testing.servers import test_servers
 from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
@@ -402,6 +403,6 @@ if __name__ == "__main__":
     if role == "sandbox":
         asyncio.run(serve_sandbox())
     elif role == "checkout":
-        asyncio.run(serve_service("checkout"))
+        run_on_service_loop(serve_service("checkout"))
     else:
         sys.exit("usage: python -m bench.checkout_pay sandbox|checkout (run by the benchmark)")

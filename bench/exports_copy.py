@@ -28,6 +28,7 @@ from bench.processes import Child, child, scratch_services, serve_service
 from common.broker import Names
 from common.events import DOMAIN_EXCHANGE, EventType
 from common.http.auth import generate_key
+from common.runtime import run_on_service_loop
 from common.testing.fixtures import ServiceDb, delete_namespace
 from common.testing.servers import test_servers
 from common.testing.tenancy import api_key_upserted, publish, tenant_upserted
@@ -267,6 +268,6 @@ async def run(db: ServiceDb, amqp: str, names: Names, storage: str) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["exports"]:
-        asyncio.run(serve_service("exports"))
+        run_on_service_loop(serve_service("exports"))
     else:
         sys.exit("usage: python -m bench.exports_copy exports")

@@ -59,6 +59,7 @@ from bench.processes import (
 )
 from common.broker import Names
 from common.events import DOMAIN_EXCHANGE, EventType
+from common.runtime import run_on_service_loop
 from common.testing.fixtures import ServiceDb, delete_namespace
 from common.testing.servers import test_servers
 from common.testing.tenancy import publish, tenant_upserted
@@ -441,6 +442,6 @@ if __name__ == "__main__":
     if role == "sandbox":
         asyncio.run(serve_sandbox())
     elif role in ("webhooks", "capture"):
-        asyncio.run(serve_service(role))
+        run_on_service_loop(serve_service(role))
     else:
         sys.exit("usage: python -m bench.refunds sandbox|webhooks|capture")

@@ -48,6 +48,7 @@ from common.events import (
 )
 from common.http.auth import generate_key
 from common.psp.hmac import sign_item
+from common.runtime import run_on_service_loop
 from common.testing.fixtures import delete_namespace
 from common.testing.servers import test_servers
 from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
@@ -437,8 +438,8 @@ async def ingestion(bare: Child, webhooks: Child, tenant: Tenant, dsn: str, sche
 if __name__ == "__main__":
     role = sys.argv[1] if len(sys.argv) > 1 else ""
     if role == "bare":
-        asyncio.run(_serve_bare())
+        run_on_service_loop(_serve_bare())
     elif role == "webhooks":
-        asyncio.run(serve_service("webhooks"))
+        run_on_service_loop(serve_service("webhooks"))
     else:
         sys.exit("usage: python -m bench.webhooks_ingest bare|webhooks (run by the benchmark)")

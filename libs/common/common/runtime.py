@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
+import uvloop
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from pydantic import SecretStr
@@ -247,6 +248,7 @@ class HttpSettings(Protocol):
 
 
 S = TypeVar("S", bound=HttpSettings)
+T = TypeVar("T")
 
 
 def main(settings_type: Callable[[], S], create_app: Callable[[S], web.Application]) -> None:
@@ -271,14 +273,31 @@ async def _freeze_after_startup(app: web.Application) -> None:
     freeze_startup_objects()
 
 
-def serve(app: web.Application, settings: HttpSettings) -> None:
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The event loop a service process runs on: uvloop's (libuv, in C). Every message and
+    request goes through the loop's scheduling and its transports several times (a consumed
+    message: the broker's frames, the statements' round trips, the relay's publish and
+    confirm), and uvloop does that work in C where asyncio's default loop does it in Python.
+    Tests run the services in-process on pytest's loop, the default one; the deployed
+    processes and the benchmarks' service children run on this one."""
+    return uvloop.new_event_loop()
+
+
+def run_on_service_loop(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on the loop a service process runs on (`new_event_loop`)."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main)
+
+
+def serve(app: web.Application, settings: HttpSettings, *, shutdown_timeout: float = 10) -> None:
     # after the cleanup contexts' start-up (pools, broker, replicas), which run first
     app.on_startup.append(_freeze_after_startup)
     web.run_app(
         app,
+        loop=new_event_loop(),
         host=settings.http_host,
         port=settings.http_port,
         access_log=None,
         print=None,
-        shutdown_timeout=10,
+        shutdown_timeout=shutdown_timeout,
     )

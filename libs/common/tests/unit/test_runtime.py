@@ -1,12 +1,15 @@
-"""A service process's start-up: what it leaves alive is kept out of full collections."""
+"""A service process's start-up: what it leaves alive is kept out of full collections, and it
+runs on uvloop's event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import uvloop
 from aiohttp import web
 
 from common import runtime
@@ -38,9 +41,12 @@ def test_a_served_application_freezes_after_its_own_start_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     served: list[web.Application] = []
+    loops: list[asyncio.AbstractEventLoop] = []
 
-    def run_app(app: web.Application, **_: Any) -> None:
+    def run_app(app: web.Application, *, loop: asyncio.AbstractEventLoop, **_: Any) -> None:
         served.append(app)
+        loops.append(loop)
+        loop.close()
 
     monkeypatch.setattr(web, "run_app", run_app)
     app = web.Application()
@@ -48,3 +54,14 @@ def test_a_served_application_freezes_after_its_own_start_up(
     # the hook comes after everything the application registered, cleanup contexts first
     assert served == [app]
     assert list(app.on_startup)[-1] is runtime._freeze_after_startup
+    assert isinstance(loops[0], uvloop.Loop)
+
+
+def test_a_service_loop_runs_a_coroutine_to_its_result() -> None:
+    async def which_loop() -> asyncio.AbstractEventLoop:
+        await asyncio.sleep(0)
+        return asyncio.get_running_loop()
+
+    loop = runtime.run_on_service_loop(which_loop())
+    assert isinstance(loop, uvloop.Loop)
+    assert loop.is_closed()  # as asyncio.run leaves it
