@@ -257,20 +257,27 @@ async def test_a_transfer_before_shipment_is_applied_and_shipment_sets_the_due_d
     await transfer(stack, shop, paid["bank_transfer"]["reference"], 5000)
     await stack.until_status(shop, paid["id"], "PAID")
     waiting = await bank_session(stack, shop, 5000, option="BANK_WIRE_ON_DUE_DATE")
-    # when both ship at 23:30 UTC on 31 January, 1 February in Athens (terms: 30 days, SIMPLE)
+    # when both ship at 23:30 UTC on 31 January, 1 February in Athens (terms: 30 days, SIMPLE),
+    # with an order checkout doesn't know between them, the last two taken by checkout in one
+    # batch (the first payment is held meanwhile, so they gather behind it)
     shipped_at = datetime(2026, 1, 31, 23, 30, tzinfo=UTC)
-    for session in (paid, waiting):
-        payment = await stack.payment(shop, session["id"])
-        event = logistic_order_event(
-            tenant_id=shop.tenant_id,
-            order_id=payment["order_id"],
-            logistic_order_id="lo_1",
-            supplier_id=shop.supplier_id,
-        )
-        event["occurred_at"] = shipped_at.isoformat()
-        await publish_oms(
-            stack.amqp_url, stack.names.exchange(OMS_EXCHANGE), event, OMS_STATUS_CHANGED
-        )
+    orders = [(await stack.payment(shop, s["id"]))["order_id"] for s in (paid, waiting)]
+    async with stack.checkout_app[DB_POOL].acquire() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE", paid["id"])
+        for order_id in (orders[0], "ord_unknown", orders[1]):
+            event = logistic_order_event(
+                tenant_id=shop.tenant_id,
+                order_id=order_id,
+                logistic_order_id="lo_1",
+                supplier_id=shop.supplier_id,
+            )
+            # (the unknown order's shipment later: a mix-up would show in a due date)
+            at = shipped_at if order_id != "ord_unknown" else datetime(2026, 6, 1, tzinfo=UTC)
+            event["occurred_at"] = at.isoformat()
+            await publish_oms(
+                stack.amqp_url, stack.names.exchange(OMS_EXCHANGE), event, OMS_STATUS_CHANGED
+            )
+        await asyncio.sleep(0.5)
 
     # then each has its due date, 1 February + 30 days; the paid one stays PAID
     async def due_dates_known() -> bool:

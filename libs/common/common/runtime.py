@@ -29,6 +29,7 @@ from pydantic import SecretStr
 
 from common.broker.consumer import (
     Accepts,
+    Batched,
     Handler,
     InboxConsumer,
     Parser,
@@ -60,7 +61,7 @@ SHUTDOWN_TIMEOUT_S = 10.0
 @dataclass(frozen=True)
 class Consumption:
     spec: QueueSpec
-    handlers: Mapping[str, Handler] | Mapping[EventType, Handler]
+    handlers: Mapping[str, Handler | Batched] | Mapping[EventType, Handler | Batched]
     parser: Parser = parse_envelope  # e.g. the OMS's bare JSON events
     accepts: Accepts | None = None  # the messages the handlers act on (the rest: acked)
 

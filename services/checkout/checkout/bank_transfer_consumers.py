@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
 from checkout import bank_transfer_repo as btrepo
 from checkout import bank_transfers
-from common.broker.consumer import oms_parser, tenant_payload
+from common.broker.consumer import Batched, oms_parser, one_by_one, tenant_payload
 from common.broker.topology import QueueSpec
 from common.db.types import Conn
 from common.events import (
@@ -39,11 +39,15 @@ log = get_logger("checkout.bank_transfer_consumers")
 OMS_ID_NAMESPACE = uuid.UUID("0b6c2f4e-93a1-4f57-8a0e-7d1f5c3e2b90")
 
 
-async def on_logistic_order_event(conn: Conn, envelope: Envelope) -> None:
-    event = LogisticOrderStatusChanged.model_validate(envelope.data)
-    outcome = await bank_transfers.record_shipment(conn, event)
-    if outcome == "due_date_set":
-        log.info("bank transfer due date set", logistic_order_id=event.logistic_order_id)
+async def on_logistic_order_events(conn: Conn, envelopes: Sequence[Envelope]) -> None:
+    """A batch of SHIPPED events: their bank-transfer payments looked up in one statement,
+    then each event's due date fixed in delivery order."""
+    events = [LogisticOrderStatusChanged.model_validate(e.data) for e in envelopes]
+    payments = await bank_transfers.bank_transfer_payments(conn, events)
+    for _, event, payment_id in zip(one_by_one(envelopes), events, payments, strict=True):
+        outcome = await bank_transfers.record_shipment(conn, event, payment_id)
+        if outcome == "due_date_set":
+            log.info("bank transfer due date set", logistic_order_id=event.logistic_order_id)
 
 
 def shipped(envelope: Envelope) -> bool:
@@ -55,7 +59,7 @@ def shipped(envelope: Envelope) -> bool:
 def shipments_consumption() -> Consumption:
     return Consumption(
         spec=QueueSpec(name="checkout.shipments", bindings=[(OMS_EXCHANGE, OMS_STATUS_CHANGED)]),
-        handlers={OMS_STATUS_CHANGED: on_logistic_order_event},
+        handlers={OMS_STATUS_CHANGED: Batched(on_logistic_order_events)},
         parser=oms_parser(OMS_ID_NAMESPACE),
         accepts=shipped,
     )

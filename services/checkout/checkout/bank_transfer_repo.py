@@ -4,7 +4,7 @@ connection of the caller's transaction."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -234,18 +234,26 @@ async def save_due_date(
     )
 
 
-async def payment_of_line(
-    conn: Conn, tenant_id: str, order_id: str, logistic_order_id: str
-) -> str | None:
-    found: str | None = await conn.fetchval(
-        "SELECT p.id FROM payments p JOIN bank_transfers b ON b.payment_id = p.id"
+async def payments_of_lines(conn: Conn, lines: Sequence[tuple[str, str, str]]) -> list[str | None]:
+    """For each `(tenant id, order id, logistic order id)`, the latest bank-transfer payment
+    with that line, or None (a card payment's line, or one checkout doesn't know): one
+    statement for all, each looked up through the indexes as alone (LATERAL, LIMIT 1)."""
+    rows = await conn.fetch(
+        "SELECT k.n, f.id FROM unnest($1::text[], $2::text[], $3::text[])"
+        " WITH ORDINALITY AS k(tenant_id, order_id, logistic_order_id, n)"
+        " CROSS JOIN LATERAL (SELECT p.id FROM payments p"
+        " JOIN bank_transfers b ON b.payment_id = p.id"
         " JOIN payment_lines l ON l.payment_id = p.id"
-        " WHERE p.tenant_id = $1 AND p.order_id = $2 AND l.logistic_order_id = $3"
-        " ORDER BY p.created_at DESC LIMIT 1",
-        tenant_id,
-        order_id,
-        logistic_order_id,
+        " WHERE p.tenant_id = k.tenant_id AND p.order_id = k.order_id"
+        " AND l.logistic_order_id = k.logistic_order_id"
+        " ORDER BY p.created_at DESC LIMIT 1) f",
+        [tenant for tenant, _, _ in lines],
+        [order for _, order, _ in lines],
+        [line for _, _, line in lines],
     )
+    found: list[str | None] = [None] * len(lines)
+    for row in rows:
+        found[row["n"] - 1] = row["id"]
     return found
 
 

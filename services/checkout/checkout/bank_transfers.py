@@ -4,8 +4,8 @@ their events commit together.
 
 - `open_payment`: a BANK_WIRE_* session's payment waits in WAITING_PAYMENT with its transfer
   instructions (beneficiary IBAN, ISO 11649 reference, amount).
-- `record_shipment`: the OMS's SHIPPED for one of its lines fixes the due date (the first
-  shipment does; later ones leave it).
+- `bank_transfer_payments` / `record_shipment`: the OMS's SHIPPED for one of its lines fixes
+  the due date (the first shipment does; later ones leave it).
 - `receive`: the PSP's BANK_TRANSFER_RECEIVED notification, reconciled by reference, once per
   PSP reference; unmatched transfers are parked, non-positive ones rejected.
 - `assign` / `return_transfer`: an operator resolves a parked transfer.
@@ -14,6 +14,7 @@ their events commit together.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -334,14 +335,32 @@ def incoming_of(transfer: StoredIncomingTransfer) -> IncomingTransfer:
     )
 
 
-async def record_shipment(conn: Conn, event: LogisticOrderStatusChanged) -> str:
+async def bank_transfer_payments(
+    conn: Conn, events: Sequence[LogisticOrderStatusChanged]
+) -> list[str | None]:
+    """The bank-transfer payment each SHIPPED is about (None for any other event, and for a
+    card payment's line: most of them), looked up for a batch of events in one statement."""
+    shipped = [i for i, e in enumerate(events) if e.status == "SHIPPED"]
+    found: list[str | None] = [None] * len(events)
+    if not shipped:
+        return found
+    payments = await btrepo.payments_of_lines(
+        conn,
+        [(events[i].tenant_id, events[i].order_id, events[i].logistic_order_id) for i in shipped],
+    )
+    for i, payment_id in zip(shipped, payments, strict=True):
+        found[i] = payment_id
+    return found
+
+
+async def record_shipment(
+    conn: Conn, event: LogisticOrderStatusChanged, payment_id: str | None
+) -> str:
     """The due date of the bank-transfer payment one of whose lines shipped (the first
-    shipment fixes it); the outcome for logs and metrics."""
+    shipment fixes it), `payment_id` as `bank_transfer_payments` found it; the outcome for
+    logs and metrics."""
     if event.status != "SHIPPED":
         return "ignored_status"
-    payment_id = await btrepo.payment_of_line(
-        conn, event.tenant_id, event.order_id, event.logistic_order_id
-    )
     if payment_id is None:
         return "not_a_bank_transfer"
     found = await btrepo.lock_by_payment(conn, event.tenant_id, payment_id)

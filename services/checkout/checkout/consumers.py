@@ -14,11 +14,13 @@ An AUTHORISATION whose amount is not the payment's is an anomaly: recorded, neve
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from checkout import bank_transfers, domain, repo, service
 from checkout.bank_transfer_domain import TRANSFER_EVENT_CODE
-from common.broker.consumer import Handler, tenant_payload
+from common.broker.consumer import Batched, Handler, one_by_one, tenant_payload
 from common.broker.topology import QueueSpec
 from common.db.types import Conn
 from common.events import (
@@ -138,27 +140,50 @@ def psp_notifications_consumption() -> Consumption:
 CAPTURE_SOURCE = "capture"
 
 
-async def on_capture_event(conn: Conn, envelope: Envelope) -> None:
-    """A capture's progress, applied to its line and, through the status machine, to the
-    payment; recorded in the payment's timeline whatever it changes. Each line keeps the
-    revision of the capture event it last applied, so events may arrive in any order and any
-    number of times: an older one is recorded and changes nothing."""
+async def on_capture_events(conn: Conn, envelopes: Sequence[Envelope]) -> None:
+    """Captures' progress, applied to their lines and, through the status machine, to their
+    payments; each recorded in its payment's timeline whatever it changes. The payments of
+    the whole batch are locked first, in one statement and in id order (two batches never
+    wait on each other's locks crosswise); then each event is applied in delivery order.
+    Each line keeps the revision of the capture event it last applied, so events may arrive
+    in any order and any number of times: an older one is recorded and changes nothing."""
+    events = [_capture_event(envelope) for envelope in envelopes]
+    payments = await repo.lock_payments(conn, [(t, e.payment_id) for e, t in events])
+    for envelope, (event, tenant_id) in zip(one_by_one(envelopes), events, strict=True):
+        key = (tenant_id, event.payment_id)
+        payment = payments.get(key)
+        if payment is None:
+            log.warning("capture event for an unknown payment", payment_id=event.payment_id)
+            continue
+        status = await _apply_capture_event(conn, payment, envelope.type, event)
+        if status is not None:  # a later event of this batch sees the payment as it now is
+            payments[key] = dataclasses.replace(payment, status=status.value)
+
+
+def _capture_event(envelope: Envelope) -> tuple[CaptureEvent | CaptureScheduled, str]:
     event, tenant_id = tenant_payload(envelope, CATALOGUE[envelope.type])
     assert isinstance(event, CaptureEvent | CaptureScheduled)
-    payment = await repo.get_payment(conn, tenant_id, event.payment_id, for_update=True)
-    if payment is None:
-        log.warning("capture event for an unknown payment", payment_id=event.payment_id)
-        return
+    return event, tenant_id
+
+
+async def _apply_capture_event(
+    conn: Conn,
+    payment: domain.StoredPayment,
+    event_type: str,
+    event: CaptureEvent | CaptureScheduled,
+) -> domain.Status | None:
+    """One capture event applied to its payment, locked by the caller; the payment's status
+    when the status machine decided on it (None: only recorded)."""
     if isinstance(event, CaptureScheduled):
         await repo.note(
             conn,
             payment,
             CAPTURE_SOURCE,
-            {"event": envelope.type, "due_at": event.due_at.isoformat()},
+            {"event": event_type, "due_at": event.due_at.isoformat()},
         )
-        return
+        return None
     detail: dict[str, Any] = {
-        "event": envelope.type,
+        "event": event_type,
         "capture_id": event.capture_id,
         "revision": event.revision,
         "logistic_order_id": event.logistic_order_id,
@@ -169,7 +194,7 @@ async def on_capture_event(conn: Conn, envelope: Envelope) -> None:
             if hasattr(event, name)
         },
     }
-    status = domain.line_capture_of(envelope.type)
+    status = domain.line_capture_of(event_type)
     lines = await repo.apply_line_capture(
         conn,
         payment.id,
@@ -188,15 +213,15 @@ async def on_capture_event(conn: Conn, envelope: Envelope) -> None:
         await repo.note(
             conn, payment, CAPTURE_SOURCE, {**detail, "applied": False, "reason": unchanged}
         )
-        return
+        return None
     decided = domain.capture_fact(
         [domain.LineCapture(x.status) for x in lines],
         failed=status in (domain.LineCapture.CAPTURE_FAILED, domain.LineCapture.CAPTURE_BLOCKED),
     )
     if decided is None:
         await repo.note(conn, payment, CAPTURE_SOURCE, detail)
-        return
-    await service.change_status(
+        return None
+    return await service.change_status(
         conn,
         payment,
         decided.fact,
@@ -206,12 +231,13 @@ async def on_capture_event(conn: Conn, envelope: Envelope) -> None:
     )
 
 
-CAPTURE_HANDLERS: dict[str, Handler] = {
-    EventType.CAPTURE_SCHEDULED: on_capture_event,
-    EventType.CAPTURE_REQUESTED: on_capture_event,
-    EventType.CAPTURE_SUCCEEDED: on_capture_event,
-    EventType.CAPTURE_FAILED: on_capture_event,
-    EventType.CAPTURE_BLOCKED: on_capture_event,
+_CAPTURE_EVENTS = Batched(on_capture_events)
+CAPTURE_HANDLERS: dict[str, Handler | Batched] = {
+    EventType.CAPTURE_SCHEDULED: _CAPTURE_EVENTS,
+    EventType.CAPTURE_REQUESTED: _CAPTURE_EVENTS,
+    EventType.CAPTURE_SUCCEEDED: _CAPTURE_EVENTS,
+    EventType.CAPTURE_FAILED: _CAPTURE_EVENTS,
+    EventType.CAPTURE_BLOCKED: _CAPTURE_EVENTS,
 }
 
 

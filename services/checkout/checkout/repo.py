@@ -167,6 +167,22 @@ async def get_payment(
     return _payment_or_none(row)
 
 
+async def lock_payments(
+    conn: Conn, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], StoredPayment]:
+    """Lock the payments of `keys` (tenant id, payment id) in one statement, in id order, and
+    return those that exist by their key. One order for every batch that locks several: two
+    of them never hold one each of two payments and wait for the other's."""
+    rows = await conn.fetch(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments"
+        " WHERE (tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+        f" ORDER BY id{_PAYMENT_LOCK}",
+        [tenant for tenant, _ in keys],
+        [payment for _, payment in keys],
+    )
+    return {(row["tenant_id"], row["id"]): payment_of(row) for row in rows}
+
+
 async def payment_by_psp_reference(
     conn: Conn, tenant_id: str, psp_reference: str, *, for_update: bool = False
 ) -> StoredPayment | None:

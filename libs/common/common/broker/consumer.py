@@ -14,8 +14,11 @@ included, would be applied in whatever order their transactions happened to fini
 `batch_size > 1` the messages already prefetched are applied in one transaction (one commit for
 up to `batch_size` messages); if any handler of a batch raises, the batch is rolled back and
 its messages are applied again one transaction each, so a failing message never takes the
-others' effects with it. When the database is unreachable the messages are held and retried
-with a back-off: an outage neither burns retry attempts nor parks messages in the DLQ.
+others' effects with it. A handler wrapped in `Batched` receives the batch's messages of its
+types together (consecutive ones, in delivery order), so that it can load what they all need
+in one statement, and lock it in a fixed order, instead of once per message. When the
+database is unreachable the messages are held and retried with a back-off: an outage neither
+burns retry attempts nor parks messages in the DLQ.
 """
 
 from __future__ import annotations
@@ -54,6 +57,28 @@ from common.metrics import Metrics
 log = get_logger("marketpay.consumer")
 
 Handler = Callable[[Conn, Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Batched:
+    """A handler of several messages at once: `apply` receives, in delivery order, every
+    consecutive message of a batch that maps to this same `Batched` (one message when the
+    consumer applies them one by one), inside the batch's transaction, after their inbox rows.
+    It must give each message the effect it would have alone, in that order: a later message
+    of one aggregate sees what an earlier one did. Bind each message's correlation id while
+    handling it (`one_by_one`)."""
+
+    apply: Callable[[Conn, Sequence[Envelope]], Awaitable[None]]
+
+
+def one_by_one(envelopes: Sequence[Envelope]) -> Iterator[Envelope]:
+    """The envelopes of a `Batched` call, each with its correlation and message ids bound
+    to the log lines written while the loop's body handles it."""
+    for envelope in envelopes:
+        with correlation(envelope.correlation_id, message_id=str(envelope.id)):
+            yield envelope
+
+
 Parser = Callable[[AbstractIncomingMessage], Envelope]
 Accepts = Callable[[Envelope], bool]
 
@@ -196,7 +221,7 @@ def tenant_payload(envelope: Envelope, model: type[M]) -> tuple[M, str]:
 class _Parsed:
     message: AbstractIncomingMessage
     envelope: Envelope
-    handler: Handler
+    handler: Handler | Batched
 
 
 class InboxConsumer:
@@ -207,7 +232,7 @@ class InboxConsumer:
         connection: AbstractRobustConnection,
         names: Names,
         spec: QueueSpec,
-        handlers: Mapping[str, Handler] | Mapping[EventType, Handler],
+        handlers: Mapping[str, Handler | Batched] | Mapping[EventType, Handler | Batched],
         parser: Parser = parse_envelope,
         prefetch: int = 50,
         metrics: Metrics | None = None,
@@ -226,7 +251,7 @@ class InboxConsumer:
         self._connection = connection
         self._names = names
         self._spec = spec
-        self._handlers: dict[str, Handler] = {str(k): v for k, v in handlers.items()}
+        self._handlers: dict[str, Handler | Batched] = {str(k): v for k, v in handlers.items()}
         self._parser = parser
         self._accepts = accepts
         self._prefetch = max(prefetch, batch_size)
@@ -372,7 +397,7 @@ class InboxConsumer:
                 return "duplicate"
             return "applied"
 
-    async def _apply(self, envelope: Envelope, handler: Handler) -> bool:
+    async def _apply(self, envelope: Envelope, handler: Handler | Batched) -> bool:
         """Insert the inbox row and run the handler in one transaction. The transaction's
         BEGIN travels with the inbox INSERT (one round trip, in the simple query protocol, so
         with literal values)."""
@@ -385,7 +410,10 @@ class InboxConsumer:
                     await conn.execute("ROLLBACK")
                     return False
                 with _collecting_after_commit() as pending:
-                    await handler(conn, envelope)
+                    if isinstance(handler, Batched):
+                        await handler.apply(conn, [envelope])
+                    else:
+                        await handler(conn, envelope)
                 await conn.execute("COMMIT")
             except BaseException:
                 if conn.is_in_transaction() and not conn.is_closed():
@@ -412,15 +440,24 @@ class InboxConsumer:
             )
             fresh = {row["message_id"] for row in rows}
             outcomes: list[str] = []
+            run: list[_Parsed] = []  # consecutive messages of one `Batched`, not applied yet
             for item in items:
                 envelope = item.envelope
                 if envelope.id not in fresh:  # applied before, or earlier in this batch
                     outcomes.append("duplicate")
                     continue
                 fresh.discard(envelope.id)
+                outcomes.append("applied")
+                if run and item.handler is not run[0].handler:
+                    await _apply_run(conn, run)
+                    run = []
+                if isinstance(item.handler, Batched):
+                    run.append(item)
+                    continue
                 with correlation(envelope.correlation_id, message_id=str(envelope.id)):
                     await item.handler(conn, envelope)
-                outcomes.append("applied")
+            if run:
+                await _apply_run(conn, run)
             return outcomes
 
     @contextlib.asynccontextmanager
@@ -507,6 +544,12 @@ class InboxConsumer:
         )
         await target.publish(copy, routing_key=routing_key, timeout=10)
         await message.ack()
+
+
+async def _apply_run(conn: Conn, run: Sequence[_Parsed]) -> None:
+    handler = run[0].handler
+    assert isinstance(handler, Batched)
+    await handler.apply(conn, [item.envelope for item in run])
 
 
 def _inbox_insert(message_id: uuid.UUID, queue: str, event_type: str) -> str:

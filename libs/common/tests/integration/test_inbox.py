@@ -15,14 +15,22 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from common.broker import InboxConsumer, Names, QueueSpec
-from common.broker.consumer import after_commit, can_defer_after_commit, event_codes
+from common.broker.consumer import (
+    Batched,
+    after_commit,
+    can_defer_after_commit,
+    event_codes,
+    one_by_one,
+)
 from common.events import DOMAIN_EXCHANGE, Envelope, EventType, make_envelope
+from common.logging import current_correlation_id
 from common.metrics import Metrics
 from common.testing.events import Probe, probe_type
 from common.testing.waiting import eventually
 
 EVENT = probe_type("probe.happened")
 OTHER = probe_type("probe.unhandled")
+SINGLE = probe_type("probe.single")
 SPEC = QueueSpec("probe", [(DOMAIN_EXCHANGE, "probe.*")], retry_delays_ms=(200, 400))
 
 
@@ -37,6 +45,14 @@ class Harness:
 
     committed: list[str] = field(default_factory=list)  # after_commit callbacks run
     consumer: InboxConsumer | None = None
+    batches: list[list[str]] = field(default_factory=list)  # the labels of each `Batched` call
+    correlations: list[str | None] = field(default_factory=list)
+
+    async def handle_together(self, conn: asyncpg.Connection, envelopes: list[Envelope]) -> None:
+        self.batches.append([e.data["label"] for e in envelopes])
+        for envelope in one_by_one(envelopes):
+            self.correlations.append(current_correlation_id())
+            await self.handle(conn, envelope)
 
     async def handle(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
         label = envelope.data["label"]
@@ -84,7 +100,7 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def harness(
-    pool, connection, names, *, batch_size: int = 1, accepts=None
+    pool, connection, names, *, batch_size: int = 1, accepts=None, batched: bool = False
 ) -> AsyncIterator[Harness]:
     await pool.execute("CREATE TABLE effects (id bigserial PRIMARY KEY, label text NOT NULL)")
     channel = await connection.channel()
@@ -94,7 +110,11 @@ async def harness(
         connection=connection,
         names=names,
         spec=SPEC,
-        handlers={EVENT: result.handle},
+        handlers=(
+            {EVENT: Batched(result.handle_together), SINGLE: result.handle}
+            if batched
+            else {EVENT: result.handle}
+        ),
         metrics=result.metrics,
         batch_size=batch_size,
         accepts=accepts,
@@ -108,8 +128,10 @@ async def harness(
         await channel.close()
 
 
-def event(label: str, event_type: EventType = EVENT) -> Envelope:
-    return make_envelope(event_type, Probe(label=label), tenant_id="t1", correlation_id="c1")
+def event(label: str, event_type: EventType = EVENT, correlation_id: str = "c1") -> Envelope:
+    return make_envelope(
+        event_type, Probe(label=label), tenant_id="t1", correlation_id=correlation_id
+    )
 
 
 @pytest.mark.parametrize("batch_size", [1, 10])
@@ -289,6 +311,65 @@ async def test_messages_the_queue_does_not_accept_are_acked_without_touching_the
         assert h.calls == {"keep-1": 1, "keep-2": 1, "keep-3": 1}
         assert await service_pool.fetchval("SELECT count(*) FROM inbox") == 3
         assert await h.dlq_depth() == 0
+
+
+async def test_a_batched_handler_gets_consecutive_messages_together_in_delivery_order(
+    service_pool, amqp_connection, broker_names
+):
+    async with harness(
+        service_pool, amqp_connection, broker_names, batch_size=50, batched=True
+    ) as h:
+        # given messages waiting in the queue: batched ones, a duplicate, and every tenth of
+        # a type with a plain handler between them
+        assert h.consumer is not None
+        await h.consumer.stop()
+        kinds = [(f"m{i:03d}", SINGLE if i % 10 == 9 else EVENT) for i in range(120)]
+        envelopes = [event(label, kind, correlation_id=f"c-{label}") for label, kind in kinds]
+        for envelope in [*envelopes[:60], envelopes[30], *envelopes[60:]]:
+            await h.send(envelope)
+
+        # when the consumer takes them
+        await h.consumer.start()
+
+        # then each is applied once, in the order sent
+        await eventually(lambda: _true(h.count("applied") == 120))
+        order = await service_pool.fetch("SELECT label FROM effects ORDER BY id")
+        assert [r["label"] for r in order] == [label for label, _ in kinds]
+        await eventually(lambda: _true(h.count("duplicate") == 1))
+        # the batched ones in runs of up to nine (a plain message ends a run), never the
+        # duplicate, each under its own correlation id
+        batched = [label for label, kind in kinds if kind == EVENT]
+        assert [label for run in h.batches for label in run] == batched
+        assert max(len(run) for run in h.batches) == 9
+        assert len(h.batches) < len(batched) / 2
+        assert h.correlations == [f"c-{label}" for label in batched]
+
+
+async def test_a_failing_batched_message_is_retried_alone_and_the_others_applied_once(
+    service_pool, amqp_connection, broker_names
+):
+    async with harness(
+        service_pool, amqp_connection, broker_names, batch_size=50, batched=True
+    ) as h:
+        # given a batch with one message whose handling fails once
+        assert h.consumer is not None
+        await h.consumer.stop()
+        labels = [f"m{i:02d}" for i in range(20)]
+        h.failures["m07"] = 2  # in the batch, then alone; its retry succeeds
+        for label in labels:
+            await h.send(event(label))
+
+        # when the consumer takes them
+        await h.consumer.start()
+
+        # then the batch was rolled back and applied one message at a time, the failing
+        # one again after its delay: every message has exactly one effect
+        await eventually(lambda: _true(h.count("applied") == 20))
+        assert h.count("retried") == 1
+        for label in labels:
+            assert await h.effects(label) == 1
+        assert ["m07"] in h.batches[1:]
+        assert h.committed.count("m07") == 1
 
 
 async def _true(value: bool) -> bool:

@@ -2,10 +2,13 @@
 status: CAPTURE_PENDING, PARTIALLY_PAID, PAID; a failure goes back; each in the timeline,
 idempotently and in any order."""
 
+import asyncio
 import secrets
 import uuid
 
 from common.events import CaptureFailed, CaptureRequested, CaptureSucceeded
+from common.runtime import DB_POOL
+from common.testing.tenancy import publish
 from common.testing.waiting import eventually
 
 SPLITS = [
@@ -207,3 +210,66 @@ async def test_capture_events_out_of_order_or_twice_change_nothing_the_second_ti
     late = [e for e in now["timeline"] if e["kind"] == "capture"][1:]
     assert [e["detail"]["applied"] for e in late] == [False, False]
     assert all("older than" in e["detail"]["reason"] for e in late)
+
+
+async def test_capture_events_arriving_together_are_applied_in_order_to_each_payment(checkout):
+    # given several payments of two lines each
+    tenant = await checkout.new_tenant()
+    payments = [await authorised_payment(checkout, tenant) for _ in range(4)]
+    captures = [
+        (
+            Capture(checkout, tenant, p, "lo_1", 6000).base,
+            Capture(checkout, tenant, p, "lo_2", 4000).base,
+        )
+        for p in payments
+    ]
+
+    # when their capture events arrive back to back (so consumed in batches that hold several
+    # events of one payment), each step of every payment before the next step of any
+    def requested(base):
+        return "capture.requested", CaptureRequested(
+            **base, revision=1, splits=SPLITS, platform_rate="2.5", marketplace_rate="10"
+        )
+
+    def succeeded(base):
+        return "capture.succeeded", CaptureSucceeded(
+            **base,
+            revision=3,
+            psp_reference=secrets.token_hex(8).upper(),
+            splits=SPLITS,
+            platform_rate="2.5",
+            marketplace_rate="10",
+        )
+
+    events = [
+        step(pair[line])
+        for step, line in ((requested, 0), (requested, 1), (succeeded, 0), (succeeded, 1))
+        for pair in captures
+    ]
+    pool = checkout.app[DB_POOL]
+    async with pool.acquire() as holder, holder.transaction():
+        # the first payment is held, so that the consumer's first transaction waits and the
+        # rest gather behind it, to be taken in batches
+        await holder.execute("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE", payments[0]["id"])
+        await publish(checkout.amqp_url, checkout.exchange_name, events, tenant_id=tenant.id)
+        await asyncio.sleep(0.5)
+
+    # then each payment went through the same moves as if its events had come one by one
+    for payment in payments:
+        now = await until(checkout, tenant, payment["id"], "PAID", 4)
+        moves = [
+            (
+                e["status_from"],
+                e["status_to"],
+                e["detail"]["event"],
+                e["detail"]["logistic_order_id"],
+            )
+            for e in now["timeline"]
+            if e["kind"] == "capture"
+        ]
+        assert moves == [
+            ("AUTHORIZED", "CAPTURE_PENDING", "capture.requested", "lo_1"),
+            ("CAPTURE_PENDING", "CAPTURE_PENDING", "capture.requested", "lo_2"),
+            ("CAPTURE_PENDING", "CAPTURE_PENDING", "capture.succeeded", "lo_1"),
+            ("CAPTURE_PENDING", "PAID", "capture.succeeded", "lo_2"),
+        ]
