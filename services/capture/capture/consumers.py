@@ -17,6 +17,7 @@ the OMS event's `id` is the inbox message id: the same event delivered again is 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from capture import bank_transfers, oms
 from capture import notifications as psp_notifications
@@ -25,8 +26,10 @@ from capture.clock import Clock
 from capture.metrics import CaptureMetrics
 from capture.repo import PgRepo
 from common.broker.consumer import (
+    Batched,
     Handler,
     oms_parser,
+    one_by_one,
     tenant_payload,
 )
 from common.broker.topology import QueueSpec
@@ -72,22 +75,25 @@ def consumptions(
 
         return handle
 
-    async def on_logistic_order_event(conn: Conn, envelope: Envelope) -> None:
-        event = LogisticOrderStatusChanged.model_validate(envelope.data)
-        result = await oms.on_logistic_order_event(
-            PgRepo(conn), str(envelope.id), event, now=clock(), sender=sender
-        )
-        metrics.oms_events.labels(result.outcome, result.reason or "").inc()
-        if result.outcome == "ignored":
-            log.warning(
-                "OMS event ignored",
-                reason=result.reason,
-                oms_event_id=event.id,
-                tenant_id=event.tenant_id,
-                order_id=event.order_id,
-                logistic_order_id=event.logistic_order_id,
-                status=event.status,
+    async def on_logistic_order_events(conn: Conn, envelopes: Sequence[Envelope]) -> None:
+        repo = PgRepo(conn)
+        events = [LogisticOrderStatusChanged.model_validate(e.data) for e in envelopes]
+        loaded = await oms.loaded_for_batch(repo, events)
+        for envelope, event, found in zip(one_by_one(envelopes), events, loaded, strict=True):
+            result = await oms.on_logistic_order_event(
+                repo, str(envelope.id), event, now=clock(), sender=sender, loaded=found
             )
+            metrics.oms_events.labels(result.outcome, result.reason or "").inc()
+            if result.outcome == "ignored":
+                log.warning(
+                    "OMS event ignored",
+                    reason=result.reason,
+                    oms_event_id=event.id,
+                    tenant_id=event.tenant_id,
+                    order_id=event.order_id,
+                    logistic_order_id=event.logistic_order_id,
+                    status=event.status,
+                )
 
     async def on_psp_notification(conn: Conn, envelope: Envelope) -> None:
         event, tenant_id = tenant_payload(envelope, PspNotificationReceived)
@@ -118,7 +124,7 @@ def consumptions(
         ),
         Consumption(
             spec=QueueSpec(name="capture.oms", bindings=[(OMS_EXCHANGE, OMS_STATUS_CHANGED)]),
-            handlers={OMS_STATUS_CHANGED: on_logistic_order_event},
+            handlers={OMS_STATUS_CHANGED: Batched(on_logistic_order_events)},
             parser=oms_parser(OMS_ID_NAMESPACE),
         ),
         notification_consumption(

@@ -151,7 +151,12 @@ class InMemoryRepo:
 
     # -- ShipmentRepo --------------------------------------------------------------------
 
-    async def load_shipment(
+    async def load_shipments(
+        self, events: Sequence[LogisticOrderStatusChanged]
+    ) -> list[tuple[Tenancy, list[ShipmentLine]]]:
+        return [await self._load_shipment(event) for event in events]
+
+    async def _load_shipment(
         self, event: LogisticOrderStatusChanged
     ) -> tuple[Tenancy, list[ShipmentLine]]:
         tenancy = await self.tenancy(event.tenant_id, [event.supplier_id])

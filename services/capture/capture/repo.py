@@ -350,6 +350,29 @@ def _change_args(change: CaptureChange) -> tuple[Any, ...]:
     )
 
 
+def _shipment(
+    event: LogisticOrderStatusChanged, rows: Sequence[asyncpg.Record]
+) -> tuple[Tenancy, list[ShipmentLine]]:
+    """One event's rows of `PgRepo.load_shipments` (at least one: the joins are outer)."""
+    first = rows[0]
+    if first["tenant_data"] is None:
+        return Tenancy(None, {}), []
+    supplier = first["supplier_data"]
+    tenancy = Tenancy(
+        tenant_settings(first["tenant_data"]),
+        {event.supplier_id: SupplierUpserted.model_validate(supplier)} if supplier else {},
+    )
+    return tenancy, [
+        ShipmentLine(
+            _payment(r),
+            Line(r["logistic_order_id"], r["line_supplier_id"], r["line_amount"]),
+            r["capture_id"],
+        )
+        for r in rows
+        if r["payment_id"] is not None
+    ]
+
+
 class PgRepo:
     """The repository on one connection, inside the caller's transaction."""
 
@@ -503,19 +526,23 @@ class PgRepo:
         )
         return [Line(r["logistic_order_id"], r["supplier_id"], r["amount"]) for r in rows]
 
-    async def load_shipment(
-        self, event: LogisticOrderStatusChanged
-    ) -> tuple[Tenancy, list[ShipmentLine]]:
-        """The tenancy replicas (tenant, the event's supplier) and, for a SHIPPED of a known
-        tenant, every payment line of the logistic order with its payment (locked) and the
-        line's capture: all an OMS event needs, in one query."""
+    async def load_shipments(
+        self, events: Sequence[LogisticOrderStatusChanged]
+    ) -> list[tuple[Tenancy, list[ShipmentLine]]]:
+        """For each event: the tenancy replicas (tenant, the event's supplier) and, for a
+        SHIPPED of a known tenant, every payment line of the logistic order with its payment
+        (locked) and the line's capture. All an OMS event needs, for a batch of them in one
+        query; each event's lines are found through the indexes as alone (LATERAL), and
+        their payments locked in the events' order."""
         rows = await self._conn.fetch(
             """
-            SELECT t.data AS tenant_data, s.data AS supplier_data, x.*
-              FROM (SELECT $1::text AS tenant_id) k
+            SELECT k.n, t.data AS tenant_data, s.data AS supplier_data, x.*
+              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[])
+                   WITH ORDINALITY AS k(tenant_id, order_id, logistic_order_id, supplier_id,
+                                        shipped, n)
               LEFT JOIN replica_tenants t ON t.tenant_id = k.tenant_id
               LEFT JOIN replica_suppliers s
-                ON s.tenant_id = k.tenant_id AND s.supplier_id = $4
+                ON s.tenant_id = k.tenant_id AND s.supplier_id = k.supplier_id
               LEFT JOIN LATERAL (
                     SELECT p.*, l.logistic_order_id, l.supplier_id AS line_supplier_id,
                            l.amount AS line_amount, c.id AS capture_id
@@ -524,35 +551,24 @@ class PgRepo:
                       LEFT JOIN captures c
                         ON c.tenant_id = l.tenant_id AND c.payment_id = l.payment_id
                        AND c.logistic_order_id = l.logistic_order_id
-                     WHERE l.tenant_id = $1 AND l.order_id = $2 AND l.logistic_order_id = $3
-                       AND $5::boolean AND t.tenant_id IS NOT NULL
+                     WHERE l.tenant_id = k.tenant_id AND l.order_id = k.order_id
+                       AND l.logistic_order_id = k.logistic_order_id
+                       AND k.shipped AND t.tenant_id IS NOT NULL
                      ORDER BY p.payment_id
                        FOR NO KEY UPDATE OF p
                    ) x ON true
+             ORDER BY k.n, x.payment_id
             """,
-            event.tenant_id,
-            event.order_id,
-            event.logistic_order_id,
-            event.supplier_id,
-            event.status == "SHIPPED",
+            [e.tenant_id for e in events],
+            [e.order_id for e in events],
+            [e.logistic_order_id for e in events],
+            [e.supplier_id for e in events],
+            [e.status == "SHIPPED" for e in events],
         )
-        first = rows[0]
-        if first["tenant_data"] is None:
-            return Tenancy(None, {}), []
-        supplier = first["supplier_data"]
-        tenancy = Tenancy(
-            tenant_settings(first["tenant_data"]),
-            {event.supplier_id: SupplierUpserted.model_validate(supplier)} if supplier else {},
-        )
-        return tenancy, [
-            ShipmentLine(
-                _payment(r),
-                Line(r["logistic_order_id"], r["line_supplier_id"], r["line_amount"]),
-                r["capture_id"],
-            )
-            for r in rows
-            if r["payment_id"] is not None
-        ]
+        by_event: list[list[asyncpg.Record]] = [[] for _ in events]
+        for row in rows:
+            by_event[row["n"] - 1].append(row)
+        return [_shipment(event, found) for event, found in zip(events, by_event, strict=True)]
 
     # -- captures ------------------------------------------------------------------------
 

@@ -79,11 +79,11 @@ class CaptureSaves(Protocol):
 class ShipmentRepo(CaptureSaves, Protocol):
     """What an OMS event needs."""
 
-    async def load_shipment(
-        self, event: LogisticOrderStatusChanged
-    ) -> tuple[Tenancy, list[ShipmentLine]]:
-        """The tenancy replicas and, for a SHIPPED of a known tenant, every payment line of
-        the logistic order with its payment (locked) and its capture."""
+    async def load_shipments(
+        self, events: Sequence[LogisticOrderStatusChanged]
+    ) -> list[tuple[Tenancy, list[ShipmentLine]]]:
+        """For each event, the tenancy replicas and, for a SHIPPED of a known tenant, every
+        payment line of the logistic order with its payment (locked) and its capture."""
         ...
 
     async def save_shipment(

@@ -168,3 +168,44 @@ async def test_a_replica_that_dies_after_the_psp_call_leaves_one_capture(capture
         (None, f"capture:{capture_id}:1"),  # A's: the answer never recorded
         ("received", f"capture:{capture_id}:1"),  # B's
     ]
+
+
+async def test_shipped_events_taken_in_one_batch_capture_each_line_once(capture):
+    # given payments of two lines and one of one line, ON_SHIPMENT
+    tenant = await capture.new_tenant(capture_mode="ON_SHIPMENT")
+    held = await capture.authorise(tenant, [1000])
+    payments = [await capture.authorise(tenant, [6000, 4000]) for _ in range(3)]
+    # when their SHIPPED events arrive while the first payment is held, so that the consumer's
+    # first transaction waits and the rest gather behind it, to be taken together: each line
+    # once, the first line of the first payment a second time (its own event id), and the
+    # line of a payment not authorised yet
+    async with capture.main.pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM payments WHERE payment_id = $1 FOR UPDATE", held.id)
+        await capture.ship(tenant, held)
+        for payment in payments:
+            await capture.ship(tenant, payment, "lo_1")
+        await capture.ship(tenant, payments[0], "lo_1")
+        for payment in payments:
+            await capture.ship(tenant, payment, "lo_2")
+        unknown = await capture.authorise(tenant, [500], publish_authorised=False)
+        await capture.ship(tenant, unknown)
+        await asyncio.sleep(0.5)
+
+    # then each line is captured once, with the amount of its line, and the repeated event
+    # is recorded as finding the capture made
+    await capture.until_captured(tenant, held)
+    for payment in payments:
+        done = await capture.until_captured(tenant, payment, count=2)
+        assert sorted((c["logistic_order_id"], c["amount"]["value"]) for c in done) == [
+            ("lo_1", 6000),
+            ("lo_2", 4000),
+        ]
+        assert len(await capture.psp_captures(payment)) == 2
+    first = await capture.logistic_order_events(tenant, order_id=payments[0].order_id)
+    assert sorted((e["logistic_order_id"], e["outcome"], e["reason"]) for e in first) == [
+        ("lo_1", "capture_created", None),
+        ("lo_1", "ignored", "capture_exists"),
+        ("lo_2", "capture_created", None),
+    ]
+    [waiting] = await capture.logistic_order_events(tenant, order_id=unknown.order_id)
+    assert waiting["outcome"] == "awaiting_authorisation"

@@ -227,7 +227,7 @@ async def test_a_shipment_decided_on_a_stale_read_records_capture_exists_and_enq
     message_id = str(uuid.uuid4())
     async with capture.main.pool.acquire() as conn, conn.transaction():
         repo = PgRepo(conn)
-        tenancy, _ = await repo.load_shipment(event)
+        [(tenancy, _)] = await repo.load_shipments([event])
         stale = decide_shipment(
             event,
             tenancy,
