@@ -22,6 +22,7 @@ import aio_pika
 import asyncpg
 import pytest
 import pytest_asyncio
+import structlog
 from aio_pika.abc import AbstractRobustConnection
 from yarl import URL
 
@@ -35,6 +36,17 @@ from common.broker.topology import (
 from common.db.migrations import COMMON_MIGRATIONS, apply_migrations
 from common.db.pool import create_pool, provision_service
 from common.testing.servers import Servers, test_servers
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests log through structlog's default console renderer, with plain tracebacks. Its
+    default renders them with rich, ~0.4 s of CPU each; a test that cuts a service off its
+    database gets one per retry of each of its loops, rendered in the event loop that also
+    runs the services and the PSP sandbox under test, and starves them for seconds."""
+    processors = structlog.get_config()["processors"]
+    renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    structlog.configure(processors=[*processors[:-1], renderer])
+
 
 RUN_ID = secrets.token_hex(4)
 TEST_QUEUE_EXPIRES_MS = 5 * 60 * 1000  # a safety net; fixtures delete their queues
