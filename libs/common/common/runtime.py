@@ -66,7 +66,9 @@ class Consumption:
     accepts: Accepts | None = None  # the messages the handlers act on (the rest: acked)
 
 
-def notification_consumption(name: str, handler: Handler, codes: Sequence[str]) -> Consumption:
+def notification_consumption(
+    name: str, handler: Handler | Batched, codes: Sequence[str]
+) -> Consumption:
     """A queue of the PSP notifications whose event codes are `codes`: bound to those codes
     (`notification_bindings`) and to the bare key, whose messages it filters by the same codes
     (`event_codes`), so that the two lists can't drift apart."""

@@ -95,11 +95,14 @@ def consumptions(
                     status=event.status,
                 )
 
-    async def on_psp_notification(conn: Conn, envelope: Envelope) -> None:
-        event, tenant_id = tenant_payload(envelope, PspNotificationReceived)
-        await psp_notifications.on_psp_notification(
-            PgRepo(conn), tenant_id, event, now=clock(), metrics=metrics
-        )
+    async def on_psp_notifications(conn: Conn, envelopes: Sequence[Envelope]) -> None:
+        repo = PgRepo(conn)
+        parsed = [tenant_payload(e, PspNotificationReceived) for e in envelopes]
+        loaded = await psp_notifications.captures_named(repo, [event for event, _ in parsed])
+        for _, (event, tenant_id) in zip(one_by_one(envelopes), parsed, strict=True):
+            await psp_notifications.on_psp_notification(
+                repo, tenant_id, event, now=clock(), metrics=metrics, loaded=loaded
+            )
 
     payments: dict[str, Handler] = {
         EventType.PAYMENT_CREATED: on_payment_created,
@@ -128,7 +131,9 @@ def consumptions(
             parser=oms_parser(OMS_ID_NAMESPACE),
         ),
         notification_consumption(
-            "capture.psp-notifications", on_psp_notification, psp_notifications.CAPTURE_CODES
+            "capture.psp-notifications",
+            Batched(on_psp_notifications),
+            psp_notifications.CAPTURE_CODES,
         ),
         Consumption(
             spec=QueueSpec(

@@ -1,8 +1,10 @@
 """The PSP's CAPTURE / CAPTURE_FAILED notifications: load (the capture they are about,
-locked) → decide (`domain.on_notification`, `domain.decide_change`) → save."""
+locked; for a consumer batch, those named by their merchant reference in one statement:
+`captures_named`) → decide (`domain.on_notification`, `domain.decide_change`) → save."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from capture.clock import RANDOM_IDS
@@ -28,6 +30,19 @@ log = get_logger("capture.service")
 CAPTURE_CODES = ("CAPTURE", "CAPTURE_FAILED")
 
 
+async def captures_named(
+    repo: PgRepo, events: Sequence[PspNotificationReceived]
+) -> dict[str, Capture]:
+    """The captures that a batch of notifications name by their merchant reference, locked
+    in id order, in one statement (`on_psp_notification`'s `loaded`)."""
+    named = {
+        e.merchant_reference
+        for e in events
+        if e.event_code in CAPTURE_CODES and e.merchant_reference.startswith("cap_")
+    }
+    return await repo.lock_captures(sorted(named)) if named else {}
+
+
 async def on_psp_notification(
     repo: PgRepo,
     tenant_id: str,
@@ -36,16 +51,21 @@ async def on_psp_notification(
     now: datetime,
     metrics: CaptureMetrics | None = None,
     ids: Ids = RANDOM_IDS,
+    loaded: dict[str, Capture] | None = None,
 ) -> Capture | None:
     """CAPTURE / CAPTURE_FAILED about one of our captures: its merchant reference is the
     capture id (what we send as `reference`), or, failing that, the payment's PSP reference
     and the amount name exactly one capture waiting for the PSP. Anything else is not about a
-    capture of ours and is ignored."""
+    capture of ours and is ignored. `loaded`: captures a batch loaded and locked beforehand
+    (`captures_named`); the one used is taken out, so that a later notification of the batch
+    about it loads it as this one left it."""
     if event.event_code not in CAPTURE_CODES:
         return None
     capture = None
     if event.merchant_reference.startswith("cap_"):
-        capture = await repo.capture(event.merchant_reference, tenant_id=tenant_id, lock=True)
+        capture = (loaded or {}).pop(event.merchant_reference, None)
+        if capture is None or capture.tenant_id != tenant_id:
+            capture = await repo.capture(event.merchant_reference, tenant_id=tenant_id, lock=True)
     if capture is None and event.original_reference and event.amount is not None:
         waiting = await repo.waiting_captures_for_psp_reference(
             tenant_id, event.original_reference, event.amount.value

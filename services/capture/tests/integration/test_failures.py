@@ -1,8 +1,11 @@
 """When the PSP does not answer, refuses, or fails a capture; blocked splits and Level 3 data;
 the manual-intervention queue and its retry."""
 
+import asyncio
+import secrets
 import uuid
 
+from common.events import PspNotificationReceived
 from common.testing.waiting import eventually
 
 
@@ -266,3 +269,54 @@ async def test_a_zero_amount_line_is_captured_without_asking_the_psp(capture):
     ]
     [psp] = await capture.psp_captures(payment)
     assert psp["amount"]["value"] == 5000
+
+
+async def test_notifications_taken_in_one_batch_settle_each_capture_once(capture):
+    # given captures sent to the PSP, whose own webhooks come much later
+    tenant = await capture.new_tenant()
+    await capture.sandbox.faults(tenant.merchant_account, webhook_delay_ms=60_000)
+    payments = [await capture.authorise(tenant, [1000 * (n + 1)]) for n in range(3)]
+    sent = []
+    for payment in payments:
+        status, body = await capture.capture_now(tenant, payment)
+        assert status == 202, body
+        [one] = await capture.until_captured(tenant, payment, status="SENT")
+        sent.append(one)
+
+    def notification(one: dict[str, object], code: str) -> PspNotificationReceived:
+        amount = one["amount"]
+        assert isinstance(amount, dict)
+        return PspNotificationReceived(
+            notification_id=f"ntf_{secrets.token_hex(8)}",
+            psp="adyen",
+            merchant_account=tenant.merchant_account,
+            event_code=code,
+            success=True,
+            psp_reference=f"PSP{secrets.token_hex(6).upper()}",
+            merchant_reference=str(one["id"]),
+            amount=amount,
+        )
+
+    # when the PSP's notifications arrive while the first capture is held, so that the
+    # consumer's first transaction waits and the rest gather behind it: each capture's, and
+    # the second capture's twice (two notification ids)
+    async with capture.main.pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM captures WHERE id = $1 FOR UPDATE", sent[0]["id"])
+        for one in (*sent, sent[1]):
+            await capture.publish(
+                "psp.notification.received", notification(one, "CAPTURE"), tenant.id
+            )
+        await asyncio.sleep(0.5)
+
+    # then each capture succeeded once, with one capture.succeeded each; the second
+    # notification of the second capture found it succeeded and changed nothing
+    for payment, one in zip(payments, sent, strict=True):
+        [done] = await capture.until_captured(tenant, payment)
+        assert done["id"] == one["id"]
+        assert len(await capture.events("capture.succeeded", payment)) == 1
+    status, body = await capture.call(
+        "GET", f"/v1/admin/captures/{sent[1]['id']}", tenant.operator_key
+    )
+    assert status == 200, body
+    moves = [(h["status_from"], h["status_to"]) for h in body["data"]["history"]]
+    assert moves.count(("SENT", "SUCCEEDED")) == 1
