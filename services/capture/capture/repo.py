@@ -534,10 +534,13 @@ class PgRepo:
         (locked) and the line's capture. All an OMS event needs, for a batch of them in one
         query; each event's lines are found through the indexes as alone (LATERAL), and
         their payments locked in the events' order."""
+        # (SELECT $n) hides the arrays' lengths from the planner: the plan no longer depends on
+        # them, so PostgreSQL reuses one generic plan instead of planning every call (~0.6 ms).
         rows = await self._conn.fetch(
             """
             SELECT k.n, t.data AS tenant_data, s.data AS supplier_data, x.*
-              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[])
+              FROM unnest((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::text[]),
+                          (SELECT $4::text[]), (SELECT $5::boolean[]))
                    WITH ORDINALITY AS k(tenant_id, order_id, logistic_order_id, supplier_id,
                                         shipped, n)
               LEFT JOIN replica_tenants t ON t.tenant_id = k.tenant_id

@@ -238,8 +238,11 @@ async def payments_of_lines(conn: Conn, lines: Sequence[tuple[str, str, str]]) -
     """For each `(tenant id, order id, logistic order id)`, the latest bank-transfer payment
     with that line, or None (a card payment's line, or one checkout doesn't know): one
     statement for all, each looked up through the indexes as alone (LATERAL, LIMIT 1)."""
+    # (SELECT $n) hides the arrays' lengths from the planner: the plan no longer depends on
+    # them, so PostgreSQL reuses one generic plan instead of planning every call (~0.6 ms).
     rows = await conn.fetch(
-        "SELECT k.n, f.id FROM unnest($1::text[], $2::text[], $3::text[])"
+        "SELECT k.n, f.id"
+        " FROM unnest((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::text[]))"
         " WITH ORDINALITY AS k(tenant_id, order_id, logistic_order_id, n)"
         " CROSS JOIN LATERAL (SELECT p.id FROM payments p"
         " JOIN bank_transfers b ON b.payment_id = p.id"

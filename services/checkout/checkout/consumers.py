@@ -143,21 +143,30 @@ CAPTURE_SOURCE = "capture"
 async def on_capture_events(conn: Conn, envelopes: Sequence[Envelope]) -> None:
     """Captures' progress, applied to their lines and, through the status machine, to their
     payments; each recorded in its payment's timeline whatever it changes. The payments of
-    the whole batch are locked first, in one statement and in id order (two batches never
-    wait on each other's locks crosswise); then each event is applied in delivery order.
-    Each line keeps the revision of the capture event it last applied, so events may arrive
-    in any order and any number of times: an older one is recorded and changes nothing."""
+    the whole batch and their lines are locked and loaded first, in one statement and in id
+    order (two batches never wait on each other's locks crosswise); each event is then
+    applied in delivery order, a later one seeing what an earlier one did, and the lines it
+    changed are written in one statement at the end. Each line keeps the revision of the
+    capture event it last applied, so events may arrive in any order and any number of
+    times: an older one is recorded and changes nothing."""
     events = [_capture_event(envelope) for envelope in envelopes]
-    payments = await repo.lock_payments(conn, [(t, e.payment_id) for e, t in events])
+    payments = await repo.lock_payments_with_lines(conn, [(t, e.payment_id) for e, t in events])
+    changed: dict[tuple[str, str], domain.CaptureLine] = {}
     for envelope, (event, tenant_id) in zip(one_by_one(envelopes), events, strict=True):
         key = (tenant_id, event.payment_id)
-        payment = payments.get(key)
-        if payment is None:
+        if key not in payments:
             log.warning("capture event for an unknown payment", payment_id=event.payment_id)
             continue
-        status = await _apply_capture_event(conn, payment, envelope.type, event)
+        payment, lines = payments[key]
+        line = None
+        if not isinstance(event, CaptureScheduled):
+            line = _applied_line(lines, envelope.type, event)
+        if line is not None:
+            lines[line.logistic_order_id] = changed[(payment.id, line.logistic_order_id)] = line
+        status = await _record_capture_event(conn, payment, lines, envelope.type, event, line)
         if status is not None:  # a later event of this batch sees the payment as it now is
-            payments[key] = dataclasses.replace(payment, status=status.value)
+            payments[key] = (dataclasses.replace(payment, status=status.value), lines)
+    await repo.save_line_captures(conn, list(changed.values()))
 
 
 def _capture_event(envelope: Envelope) -> tuple[CaptureEvent | CaptureScheduled, str]:
@@ -166,14 +175,29 @@ def _capture_event(envelope: Envelope) -> tuple[CaptureEvent | CaptureScheduled,
     return event, tenant_id
 
 
-async def _apply_capture_event(
+def _applied_line(
+    lines: dict[str, domain.CaptureLine], event_type: str, event: CaptureEvent
+) -> domain.CaptureLine | None:
+    """The event's line as the event leaves it; None if it changes nothing."""
+    line = lines.get(event.logistic_order_id)
+    if line is None:
+        return None
+    return domain.apply_line_capture(
+        line, domain.line_capture_of(event_type), event.capture_id, event.revision
+    )
+
+
+async def _record_capture_event(
     conn: Conn,
     payment: domain.StoredPayment,
+    lines: dict[str, domain.CaptureLine],
     event_type: str,
     event: CaptureEvent | CaptureScheduled,
+    applied: domain.CaptureLine | None,
 ) -> domain.Status | None:
-    """One capture event applied to its payment, locked by the caller; the payment's status
-    when the status machine decided on it (None: only recorded)."""
+    """One capture event, applied (`applied`: its line as it left it) to `lines`, recorded in
+    its payment's timeline, and the payment moved when the status machine decides so; the
+    payment's status when it decided (None: only recorded)."""
     if isinstance(event, CaptureScheduled):
         await repo.note(
             conn,
@@ -195,19 +219,11 @@ async def _apply_capture_event(
         },
     }
     status = domain.line_capture_of(event_type)
-    lines = await repo.apply_line_capture(
-        conn,
-        payment.id,
-        event.logistic_order_id,
-        status=status.value if status is not None else None,
-        capture_id=event.capture_id,
-        revision=event.revision,
-    )
-    line = next((x for x in lines if x.logistic_order_id == event.logistic_order_id), None)
+    line = lines.get(event.logistic_order_id)
     unchanged = None
     if line is None:
         unchanged = "the payment has no such logistic order"
-    elif status is not None and not line.applied:
+    elif status is not None and applied is None:
         unchanged = f"older than the capture's revision {line.capture_revision} applied"
     if unchanged is not None or status is None:
         await repo.note(
@@ -215,7 +231,7 @@ async def _apply_capture_event(
         )
         return None
     decided = domain.capture_fact(
-        [domain.LineCapture(x.status) for x in lines],
+        [domain.LineCapture(x.status) for x in lines.values()],
         failed=status in (domain.LineCapture.CAPTURE_FAILED, domain.LineCapture.CAPTURE_BLOCKED),
     )
     if decided is None:

@@ -9,6 +9,7 @@ CAPTURE leaves the payment where it is (`Unchanged`); only a fact that contradic
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -246,12 +247,10 @@ class StoredLine:
 
 
 @dataclass(frozen=True)
-class AppliedLine(StoredLine):
-    """A line after a capture event was applied to its payment: with the capture revision it
-    had before, and whether this event changed it."""
+class CaptureLine(StoredLine):
+    """A line with the revision of the capture event it last applied."""
 
     capture_revision: int
-    applied: bool
 
 
 @dataclass(frozen=True)
@@ -389,6 +388,19 @@ _LINE_CAPTURE_OF_EVENT = {
 def line_capture_of(event_type: str) -> LineCapture | None:
     """The line status a capture event reports (None: `capture.scheduled`, no line change)."""
     return _LINE_CAPTURE_OF_EVENT.get(event_type)
+
+
+def apply_line_capture(
+    line: CaptureLine, status: LineCapture | None, capture_id: str, revision: int
+) -> CaptureLine | None:
+    """The line once a capture event reporting `status` at `revision` is applied to it; None
+    when the event changes nothing: no status (`capture.scheduled`), or a revision no newer
+    than the one applied (an older event, or a copy)."""
+    if status is None or revision <= line.capture_revision:
+        return None
+    return dataclasses.replace(
+        line, status=status.value, capture_id=capture_id, capture_revision=revision
+    )
 
 
 @dataclass(frozen=True)

@@ -268,3 +268,29 @@ async def test_a_shipment_decided_on_a_stale_read_records_capture_exists_and_enq
 def only_line(payment):
     [line] = payment.lines
     return Line(line["logistic_order_id"], line["supplier_id"], line["amount"])
+
+
+async def test_the_batch_load_of_oms_events_is_planned_once_and_reused(capture):
+    # given batches of OMS events of several sizes loaded on one connection
+    async with capture.main.pool.acquire() as conn, conn.transaction():
+        repo = PgRepo(conn)
+        for size in (1, 3, 2, 7, 1, 4, 2, 5):
+            events = [
+                LogisticOrderStatusChanged.model_validate(
+                    logistic_order_event(
+                        tenant_id="ten_x",
+                        order_id=f"ord_{n}",
+                        logistic_order_id="lo_1",
+                        supplier_id="sup_x",
+                    )
+                )
+                for n in range(size)
+            ]
+            assert len(await repo.load_shipments(events)) == size
+        # then, past PostgreSQL's five custom plans, the statement runs its generic plan
+        # instead of being planned again for each batch
+        plans = await conn.fetch(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE ltrim(statement, E' \\n') LIKE 'SELECT k.n, t.data AS tenant_data%'"
+        )
+    assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(3, 5)]

@@ -2,6 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from checkout import domain
 from checkout.domain import (
     FINAL,
     CaptureFact,
@@ -148,3 +149,30 @@ def test_capture_facts_move_the_payment_as_design_6_says(step, final):
     outcome = apply(current, decided.fact, remaining_capture=decided.remaining_capture)
     # then
     assert outcome == Moved(final)
+
+
+def test_a_capture_event_changes_its_line_only_when_newer_than_what_the_line_applied() -> None:
+    line = domain.CaptureLine(
+        payment_id="pay_1",
+        logistic_order_id="lo_1",
+        supplier_id="sup_1",
+        amount=6000,
+        status="CAPTURE_PENDING",
+        capture_id="cap_1",
+        capture_revision=2,
+    )
+    captured = domain.LineCapture.CAPTURED
+    # a newer revision moves the line and records the revision and the capture
+    assert domain.apply_line_capture(line, captured, "cap_2", 3) == domain.CaptureLine(
+        payment_id="pay_1",
+        logistic_order_id="lo_1",
+        supplier_id="sup_1",
+        amount=6000,
+        status="CAPTURED",
+        capture_id="cap_2",
+        capture_revision=3,
+    )
+    # the same or an older revision, or an event without a line status, changes nothing
+    assert domain.apply_line_capture(line, captured, "cap_1", 2) is None
+    assert domain.apply_line_capture(line, captured, "cap_1", 1) is None
+    assert domain.apply_line_capture(line, None, "cap_1", 9) is None
