@@ -715,8 +715,10 @@ class PgRepo:
     ) -> dict[str, Capture]:
         """The captures named, locked in id order (a batch of PSP answers); with
         `skip_locked`, without those another transaction holds (no wait, so no deadlock)."""
+        # (SELECT $1): the plan doesn't depend on the array's length, so one generic plan
+        # serves every batch (`load_shipments`)
         rows = await self._conn.fetch(
-            f"SELECT {_CAPTURE} FROM captures c WHERE c.id = ANY($1::text[])"
+            f"SELECT {_CAPTURE} FROM captures c WHERE c.id = ANY((SELECT $1::text[])::text[])"
             " ORDER BY c.id FOR NO KEY UPDATE OF c" + (" SKIP LOCKED" if skip_locked else ""),
             list(capture_ids),
         )

@@ -270,8 +270,8 @@ def only_line(payment):
     return Line(line["logistic_order_id"], line["supplier_id"], line["amount"])
 
 
-async def test_the_batch_load_of_oms_events_is_planned_once_and_reused(capture):
-    # given batches of OMS events of several sizes loaded on one connection
+async def test_the_batch_statements_are_planned_once_and_reused(capture):
+    # given batches of OMS events and of captures of several sizes loaded on one connection
     async with capture.main.pool.acquire() as conn, conn.transaction():
         repo = PgRepo(conn)
         for size in (1, 3, 2, 7, 1, 4, 2, 5):
@@ -287,10 +287,12 @@ async def test_the_batch_load_of_oms_events_is_planned_once_and_reused(capture):
                 for n in range(size)
             ]
             assert len(await repo.load_shipments(events)) == size
-        # then, past PostgreSQL's five custom plans, the statement runs its generic plan
+            assert await repo.lock_captures([f"cap_{n}" for n in range(size)]) == {}
+        # then, past PostgreSQL's five custom plans, each statement runs its generic plan
         # instead of being planned again for each batch
         plans = await conn.fetch(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
             " WHERE ltrim(statement, E' \\n') LIKE 'SELECT k.n, t.data AS tenant_data%'"
+            " OR statement LIKE 'SELECT c.%FROM captures c WHERE c.id = ANY%'"
         )
-    assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(3, 5)]
+    assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(3, 5), (3, 5)]
