@@ -351,7 +351,7 @@ async def test_a_failing_batched_message_is_retried_alone_and_the_others_applied
     async with harness(
         service_pool, amqp_connection, broker_names, batch_size=50, batched=True
     ) as h:
-        # given a batch with one message whose handling fails once
+        # given a batch with one message whose handling fails twice, then succeeds
         assert h.consumer is not None
         await h.consumer.stop()
         labels = [f"m{i:02d}" for i in range(20)]
