@@ -716,7 +716,8 @@ class PgRepo:
         """The captures named, locked in id order (a batch of PSP answers); with
         `skip_locked`, without those another transaction holds (no wait, so no deadlock)."""
         # (SELECT $1): the plan doesn't depend on the array's length, so one generic plan
-        # serves every batch (`load_shipments`)
+        # serves every batch (`load_shipments`); the cast keeps it an array expression
+        # (`= ANY((SELECT ...))` alone would read as ANY of a subquery's rows)
         rows = await self._conn.fetch(
             f"SELECT {_CAPTURE} FROM captures c WHERE c.id = ANY((SELECT $1::text[])::text[])"
             " ORDER BY c.id FOR NO KEY UPDATE OF c" + (" SKIP LOCKED" if skip_locked else ""),
