@@ -292,7 +292,9 @@ def run_on_service_loop(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-def serve(app: web.Application, settings: HttpSettings, *, shutdown_timeout: float = 10) -> None:
+def serve(
+    app: web.Application, settings: HttpSettings, *, shutdown_timeout: float = SHUTDOWN_TIMEOUT_S
+) -> None:
     # after the cleanup contexts' start-up (pools, broker, replicas), which run first
     app.on_startup.append(_freeze_after_startup)
     web.run_app(

@@ -35,12 +35,16 @@ async def captures_named(
 ) -> dict[str, Capture]:
     """The captures that a batch of notifications name by their merchant reference, locked
     in id order, in one statement (`on_psp_notification`'s `loaded`)."""
-    named = {
-        e.merchant_reference
-        for e in events
-        if e.event_code in CAPTURE_CODES and e.merchant_reference.startswith("cap_")
-    }
+    named = {capture_id for e in events if (capture_id := _named_capture(e)) is not None}
     return await repo.lock_captures(sorted(named)) if named else {}
+
+
+def _named_capture(event: PspNotificationReceived) -> str | None:
+    """The id of the capture a CAPTURE / CAPTURE_FAILED names by its merchant reference (what
+    we send as `reference`), if it names one."""
+    if event.event_code in CAPTURE_CODES and event.merchant_reference.startswith("cap_"):
+        return event.merchant_reference
+    return None
 
 
 async def on_psp_notification(
@@ -62,10 +66,10 @@ async def on_psp_notification(
     if event.event_code not in CAPTURE_CODES:
         return None
     capture = None
-    if event.merchant_reference.startswith("cap_"):
-        capture = (loaded or {}).pop(event.merchant_reference, None)
+    if (capture_id := _named_capture(event)) is not None:
+        capture = (loaded or {}).pop(capture_id, None)
         if capture is None or capture.tenant_id != tenant_id:
-            capture = await repo.capture(event.merchant_reference, tenant_id=tenant_id, lock=True)
+            capture = await repo.capture(capture_id, tenant_id=tenant_id, lock=True)
     if capture is None and event.original_reference and event.amount is not None:
         waiting = await repo.waiting_captures_for_psp_reference(
             tenant_id, event.original_reference, event.amount.value

@@ -410,10 +410,7 @@ class InboxConsumer:
                     await conn.execute("ROLLBACK")
                     return False
                 with _collecting_after_commit() as pending:
-                    if isinstance(handler, Batched):
-                        await handler.apply(conn, [envelope])
-                    else:
-                        await handler(conn, envelope)
+                    await _handle(conn, handler, [envelope])
                 await conn.execute("COMMIT")
             except BaseException:
                 if conn.is_in_transaction() and not conn.is_closed():
@@ -440,24 +437,23 @@ class InboxConsumer:
             )
             fresh = {row["message_id"] for row in rows}
             outcomes: list[str] = []
-            run: list[_Parsed] = []  # consecutive messages of one `Batched`, not applied yet
+            run: list[Envelope] = []  # consecutive fresh messages of one handler, not applied
+            handler: Handler | Batched | None = None
             for item in items:
-                envelope = item.envelope
-                if envelope.id not in fresh:  # applied before, or earlier in this batch
+                if item.envelope.id not in fresh:  # applied before, or earlier in this batch
                     outcomes.append("duplicate")
                     continue
-                fresh.discard(envelope.id)
+                fresh.discard(item.envelope.id)
                 outcomes.append("applied")
-                if run and item.handler is not run[0].handler:
-                    await _apply_run(conn, run)
+                if run and item.handler is not handler:
+                    assert handler is not None
+                    await _handle(conn, handler, run)
                     run = []
-                if isinstance(item.handler, Batched):
-                    run.append(item)
-                    continue
-                with correlation(envelope.correlation_id, message_id=str(envelope.id)):
-                    await item.handler(conn, envelope)
+                handler = item.handler
+                run.append(item.envelope)
             if run:
-                await _apply_run(conn, run)
+                assert handler is not None
+                await _handle(conn, handler, run)
             return outcomes
 
     @contextlib.asynccontextmanager
@@ -546,10 +542,14 @@ class InboxConsumer:
         await message.ack()
 
 
-async def _apply_run(conn: Conn, run: Sequence[_Parsed]) -> None:
-    handler = run[0].handler
-    assert isinstance(handler, Batched)
-    await handler.apply(conn, [item.envelope for item in run])
+async def _handle(conn: Conn, handler: Handler | Batched, envelopes: Sequence[Envelope]) -> None:
+    """Consecutive messages of one handler, in order: together for a `Batched`, else one
+    after the other, each under its correlation id."""
+    if isinstance(handler, Batched):
+        await handler.apply(conn, envelopes)
+        return
+    for envelope in one_by_one(envelopes):
+        await handler(conn, envelope)
 
 
 def _inbox_insert(message_id: uuid.UUID, queue: str, event_type: str) -> str:
