@@ -89,12 +89,15 @@ def outbox_insert(first: int, *, where: str = "") -> str:
     """`enqueue_many`'s INSERT, to embed in a statement that also changes the state (as a
     data-modifying CTE: one round trip for both), with its five parameters numbered from
     `$first`: `outbox_values` gives them. `where`, if given, is a WHERE clause that decides
-    whether the events are written (e.g. only if the CTE that inserts their aggregate did)."""
+    whether the events are written (e.g. only if the CTE that inserts their aggregate did).
+    Each array is read through `(SELECT $n)`, which hides its length from the planner, so that
+    a statement made with it can keep one generic plan whatever the number of events."""
     p = first
     return (
         "INSERT INTO outbox (id, exchange, routing_key, aggregate_id, envelope)"
         f" SELECT e.id, ${p}, e.routing_key, e.aggregate_id, e.envelope::jsonb"
-        f" FROM unnest(${p + 1}::uuid[], ${p + 2}::text[], ${p + 3}::text[], ${p + 4}::text[])"
+        f" FROM unnest((SELECT ${p + 1}::uuid[]), (SELECT ${p + 2}::text[]),"
+        f" (SELECT ${p + 3}::text[]), (SELECT ${p + 4}::text[]))"
         f" WITH ORDINALITY AS e(id, routing_key, aggregate_id, envelope, n) {where} ORDER BY e.n"
     )
 
