@@ -145,13 +145,14 @@ async def on_capture_events(conn: Conn, envelopes: Sequence[Envelope]) -> None:
     payments; each recorded in its payment's timeline whatever it changes. The payments of
     the whole batch and their lines are locked and loaded first, in one statement and in id
     order (two batches never wait on each other's locks crosswise); each event is then
-    applied in delivery order, a later one seeing what an earlier one did, and the lines it
-    changed are written in one statement at the end. Each line keeps the revision of the
-    capture event it last applied, so events may arrive in any order and any number of
-    times: an older one is recorded and changes nothing."""
+    decided in delivery order, in memory, a later one seeing what an earlier one did; what
+    they all change (lines, statuses, timeline entries, events) is written in one statement
+    at the end. Each line keeps the revision of the capture event it last applied, so events
+    may arrive in any order and any number of times: an older one is recorded and changes
+    nothing."""
     events = [_capture_event(envelope) for envelope in envelopes]
     payments = await repo.lock_payments_with_lines(conn, [(t, e.payment_id) for e, t in events])
-    changed: dict[tuple[str, str], domain.CaptureLine] = {}
+    changes = repo.PaymentChanges()
     for envelope, (event, tenant_id) in zip(one_by_one(envelopes), events, strict=True):
         key = (tenant_id, event.payment_id)
         if key not in payments:
@@ -162,11 +163,12 @@ async def on_capture_events(conn: Conn, envelopes: Sequence[Envelope]) -> None:
         if not isinstance(event, CaptureScheduled):
             line = _applied_line(lines, envelope.type, event)
         if line is not None:
-            lines[line.logistic_order_id] = changed[(payment.id, line.logistic_order_id)] = line
-        status = await _record_capture_event(conn, payment, lines, envelope.type, event, line)
+            lines[line.logistic_order_id] = line
+            changes.line(line)
+        status = _record_capture_event(changes, payment, lines, envelope.type, event, line)
         if status is not None:  # a later event of this batch sees the payment as it now is
             payments[key] = (dataclasses.replace(payment, status=status.value), lines)
-    await repo.save_line_captures(conn, list(changed.values()))
+    await repo.save_payment_changes(conn, changes)
 
 
 def _capture_event(envelope: Envelope) -> tuple[CaptureEvent | CaptureScheduled, str]:
@@ -187,8 +189,8 @@ def _applied_line(
     )
 
 
-async def _record_capture_event(
-    conn: Conn,
+def _record_capture_event(
+    changes: repo.PaymentChanges,
     payment: domain.StoredPayment,
     lines: dict[str, domain.CaptureLine],
     event_type: str,
@@ -196,14 +198,11 @@ async def _record_capture_event(
     applied: domain.CaptureLine | None,
 ) -> domain.Status | None:
     """One capture event, applied (`applied`: its line as it left it) to `lines`, recorded in
-    its payment's timeline, and the payment moved when the status machine decides so; the
-    payment's status when it decided (None: only recorded)."""
+    its payment's timeline, and the payment moved when the status machine decides so, all in
+    `changes`; the payment's status when it decided (None: only recorded)."""
     if isinstance(event, CaptureScheduled):
-        await repo.note(
-            conn,
-            payment,
-            CAPTURE_SOURCE,
-            {"event": event_type, "due_at": event.due_at.isoformat()},
+        changes.note(
+            payment, CAPTURE_SOURCE, {"event": event_type, "due_at": event.due_at.isoformat()}
         )
         return None
     detail: dict[str, Any] = {
@@ -226,19 +225,17 @@ async def _record_capture_event(
     elif status is not None and applied is None:
         unchanged = f"older than the capture's revision {line.capture_revision} applied"
     if unchanged is not None or status is None:
-        await repo.note(
-            conn, payment, CAPTURE_SOURCE, {**detail, "applied": False, "reason": unchanged}
-        )
+        changes.note(payment, CAPTURE_SOURCE, {**detail, "applied": False, "reason": unchanged})
         return None
     decided = domain.capture_fact(
         [domain.LineCapture(x.status) for x in lines.values()],
         failed=status in (domain.LineCapture.CAPTURE_FAILED, domain.LineCapture.CAPTURE_BLOCKED),
     )
     if decided is None:
-        await repo.note(conn, payment, CAPTURE_SOURCE, detail)
+        changes.note(payment, CAPTURE_SOURCE, detail)
         return None
-    return await service.change_status(
-        conn,
+    return service.stage_status_change(
+        changes,
         payment,
         decided.fact,
         source=CAPTURE_SOURCE,

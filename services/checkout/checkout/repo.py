@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -176,7 +178,7 @@ async def lock_payments_with_lines(
     order. One order for every batch that locks several: two of them never hold one each of
     two payments and wait for the other's. The lines are locked too so that they are read as
     they are once the locks are held (a row only joined would be read as it was when the
-    statement started, before it waited), and only `save_line_captures` changes them, under
+    statement started, before it waited), and only `save_payment_changes` changes them, under
     the payment's lock."""
     # (SELECT $n) hides the arrays' lengths from the planner: the plan no longer depends on
     # them, so PostgreSQL reuses one generic plan instead of planning every call (~0.6 ms).
@@ -207,25 +209,99 @@ async def lock_payments_with_lines(
     return found
 
 
-async def save_line_captures(conn: Conn, lines: Sequence[CaptureLine]) -> None:
-    """Write the capture state of `lines` (at most one per payment and logistic order), in
-    one statement, under their payments' locks."""
-    if not lines:
+@dataclass
+class PaymentChanges:
+    """What a consumer batch does to the payments it locked, gathered in memory in delivery
+    order and written by `save_payment_changes` in one statement: timeline entries, status
+    moves (each payment's last status and how many moves, for its revision) with their
+    events, and line captures (each line's last state)."""
+
+    timeline: list[tuple[str, str, str | None, str | None, dict[str, Any]]] = field(
+        default_factory=list
+    )
+    statuses: dict[str, str] = field(default_factory=dict)
+    moves: dict[str, int] = field(default_factory=dict)
+    events: list[tuple[Envelope, str | None]] = field(default_factory=list)
+    lines: dict[tuple[str, str], CaptureLine] = field(default_factory=dict)
+
+    def note(self, payment: StoredPayment, kind: str, detail: dict[str, Any]) -> None:
+        """A timeline entry for what happened to `payment` without moving it."""
+        self.timeline.append((payment.id, kind, payment.status, payment.status, detail))
+
+    def transition(self, payment: PaymentFacts, transition: Transition) -> None:
+        """A transition decision: its timeline entry and, when the payment moves, its new
+        status and its events. Only the status: a decision that sets other columns is saved
+        by `save_transition`."""
+        if transition.moved and set(transition.columns) != {"status"}:
+            raise ValueError(f"a batch moves only the status, not {sorted(transition.columns)}")
+        entry = transition.entry
+        self.timeline.append(
+            (payment.id, entry.kind, entry.status_from, entry.status_to, entry.detail)
+        )
+        if not transition.moved:
+            return
+        self.statuses[payment.id] = transition.columns["status"]
+        self.moves[payment.id] = self.moves.get(payment.id, 0) + 1
+        self.events.extend(
+            (envelope, payment.id)
+            for envelope in new_envelopes(transition.events, tenant_id=payment.tenant_id)
+        )
+
+    def line(self, line: CaptureLine) -> None:
+        self.lines[(line.payment_id, line.logistic_order_id)] = line
+
+
+# (SELECT $n) hides the arrays' lengths from the planner: the plan no longer depends on them,
+# so PostgreSQL reuses one generic plan instead of planning every call (~0.6 ms).
+_SAVE_PAYMENT_CHANGES = f"""
+WITH lines AS (
+    UPDATE payment_lines l SET status = v.status, capture_id = v.capture_id,
+        capture_revision = v.capture_revision
+    FROM unnest((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::text[]),
+        (SELECT $4::text[]), (SELECT $5::integer[]))
+        AS v(payment_id, logistic_order_id, status, capture_id, capture_revision)
+    WHERE l.payment_id = v.payment_id AND l.logistic_order_id = v.logistic_order_id
+), moved AS (
+    UPDATE payments p SET status = m.status, revision = p.revision + m.moves, updated_at = now()
+    FROM unnest((SELECT $6::text[]), (SELECT $7::text[]), (SELECT $8::integer[]))
+        AS m(id, status, moves)
+    WHERE p.id = m.id
+), timeline AS (
+    INSERT INTO payment_timeline (payment_id, kind, status_from, status_to, detail)
+    SELECT e.payment_id, e.kind, e.status_from, e.status_to, e.detail::jsonb
+    FROM unnest((SELECT $9::text[]), (SELECT $10::text[]), (SELECT $11::text[]),
+        (SELECT $12::text[]), (SELECT $13::text[]))
+        WITH ORDINALITY AS e(payment_id, kind, status_from, status_to, detail, n)
+    ORDER BY e.n
+), o AS ({outbox_insert(14)})
+SELECT 1
+"""
+
+
+async def save_payment_changes(conn: Conn, changes: PaymentChanges) -> None:
+    """Write `changes` in one statement, under the payments' locks, in the caller's
+    transaction (the events go to the outbox with the state they describe)."""
+    if not (changes.timeline or changes.lines):
         return
-    # (SELECT $n) hides the arrays' lengths from the planner: the plan no longer depends on
-    # them, so PostgreSQL reuses one generic plan instead of planning every call (~0.6 ms).
+    if not conn.is_in_transaction():
+        raise RuntimeError("a payment moves inside the transaction that publishes its events")
+    lines = list(changes.lines.values())
     await conn.execute(
-        "UPDATE payment_lines l SET status = v.status, capture_id = v.capture_id,"
-        " capture_revision = v.capture_revision"
-        " FROM unnest((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::text[]),"
-        " (SELECT $4::text[]), (SELECT $5::integer[]))"
-        " AS v(payment_id, logistic_order_id, status, capture_id, capture_revision)"
-        " WHERE l.payment_id = v.payment_id AND l.logistic_order_id = v.logistic_order_id",
+        _SAVE_PAYMENT_CHANGES,
         [x.payment_id for x in lines],
         [x.logistic_order_id for x in lines],
         [x.status for x in lines],
         [x.capture_id for x in lines],
         [x.capture_revision for x in lines],
+        list(changes.statuses),
+        list(changes.statuses.values()),
+        [changes.moves[payment_id] for payment_id in changes.statuses],
+        [entry[0] for entry in changes.timeline],
+        [entry[1] for entry in changes.timeline],
+        [entry[2] for entry in changes.timeline],
+        [entry[3] for entry in changes.timeline],
+        [json.dumps(entry[4]) for entry in changes.timeline],
+        *outbox_values(changes.events),
     )
 
 

@@ -211,6 +211,30 @@ async def change_status(
     return transition.status
 
 
+def stage_status_change(
+    changes: repo.PaymentChanges,
+    payment: StoredPayment,
+    fact: Fact,
+    *,
+    source: str,
+    detail: dict[str, Any] | None = None,
+    remaining_capture: bool = False,
+) -> Status:
+    """`change_status` for a consumer batch: the decision is added to `changes`, which the
+    batch saves once (`repo.save_payment_changes`). Only for facts that set the status alone
+    and never authorise (those need the lines read and more columns set)."""
+    facts = repo.facts_of(payment)
+    if domain.authorises(facts.status, fact, remaining_capture=remaining_capture):
+        raise ValueError(f"{fact} authorises the payment: apply it with change_status")
+    transition = domain.decide_transition(
+        facts, fact, source=source, detail=detail, remaining_capture=remaining_capture
+    )
+    if transition.refused is not None:
+        log.warning("illegal transition refused", payment_id=facts.id, reason=transition.refused)
+    changes.transition(facts, transition)
+    return transition.status
+
+
 async def payment_view(
     conn: Conn,
     row: StoredPayment,

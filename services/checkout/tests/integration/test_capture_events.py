@@ -247,6 +247,10 @@ async def test_capture_events_arriving_together_are_applied_in_order_to_each_pay
         for pair in captures
     ]
     pool = checkout.app[DB_POOL]
+    ids = [p["id"] for p in payments]
+    revisions = dict(
+        await pool.fetch("SELECT id, revision FROM payments WHERE id = ANY($1::text[])", ids)
+    )
     async with pool.acquire() as holder, holder.transaction():
         # the first payment is held, so that the consumer's first transaction waits and the
         # rest gather behind it, to be taken in batches
@@ -273,3 +277,18 @@ async def test_capture_events_arriving_together_are_applied_in_order_to_each_pay
             ("CAPTURE_PENDING", "CAPTURE_PENDING", "capture.succeeded", "lo_1"),
             ("CAPTURE_PENDING", "PAID", "capture.succeeded", "lo_2"),
         ]
+    # and each move published its event, in order, and counted in the payment's revision
+    rows = await pool.fetch(
+        "SELECT aggregate_id, envelope->'data'->>'status_from' AS status_from,"
+        " envelope->'data'->>'status' AS status FROM outbox_log"
+        " WHERE aggregate_id = ANY($1::text[]) AND envelope->>'type' = 'payment.status_changed'"
+        " ORDER BY seq",
+        ids,
+    )
+    for payment_id in ids:
+        moved = [(r["status_from"], r["status"]) for r in rows if r["aggregate_id"] == payment_id]
+        assert moved[-2:] == [("AUTHORIZED", "CAPTURE_PENDING"), ("CAPTURE_PENDING", "PAID")]
+    now = dict(
+        await pool.fetch("SELECT id, revision FROM payments WHERE id = ANY($1::text[])", ids)
+    )
+    assert now == {payment_id: revisions[payment_id] + 2 for payment_id in ids}
