@@ -78,11 +78,11 @@ def consumptions(
     async def on_logistic_order_events(conn: Conn, envelopes: Sequence[Envelope]) -> None:
         repo = PgRepo(conn)
         events = [LogisticOrderStatusChanged.model_validate(e.data) for e in envelopes]
-        loaded = await oms.loaded_for_batch(repo, events)
-        for envelope, event, found in zip(one_by_one(envelopes), events, loaded, strict=True):
-            result = await oms.on_logistic_order_event(
-                repo, str(envelope.id), event, now=clock(), sender=sender, loaded=found
-            )
+        batch = await oms.ShipmentBatch.load(repo, events, now=clock, sender=sender)
+        for envelope, event in zip(one_by_one(envelopes), events, strict=True):
+            await batch.decide(str(envelope.id), event)
+        outcomes = await batch.save()
+        for _, event, result in zip(one_by_one(envelopes), events, outcomes, strict=True):
             metrics.oms_events.labels(result.outcome, result.reason or "").inc()
             if result.outcome == "ignored":
                 log.warning(
@@ -101,8 +101,15 @@ def consumptions(
         loaded = await psp_notifications.captures_named(repo, [event for event, _ in parsed])
         for _, (event, tenant_id) in zip(one_by_one(envelopes), parsed, strict=True):
             await psp_notifications.on_psp_notification(
-                repo, tenant_id, event, now=clock(), metrics=metrics, loaded=loaded
+                repo,
+                tenant_id,
+                event,
+                now=clock(),
+                metrics=metrics,
+                loaded=loaded,
+                defer=True,
             )
+        await repo.save_deferred()
 
     payments: dict[str, Handler] = {
         EventType.PAYMENT_CREATED: on_payment_created,

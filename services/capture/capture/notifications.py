@@ -1,6 +1,7 @@
 """The PSP's CAPTURE / CAPTURE_FAILED notifications: load (the capture they are about,
 locked; for a consumer batch, those named by their merchant reference in one statement:
-`captures_named`) → decide (`domain.on_notification`, `domain.decide_change`) → save."""
+`captures_named`) → decide (`domain.on_notification`, `domain.decide_change`) → save (for a
+consumer batch, every change in one round trip at the end)."""
 
 from __future__ import annotations
 
@@ -56,21 +57,26 @@ async def on_psp_notification(
     metrics: CaptureMetrics | None = None,
     ids: Ids = RANDOM_IDS,
     loaded: dict[str, Capture] | None = None,
+    defer: bool = False,
 ) -> Capture | None:
     """CAPTURE / CAPTURE_FAILED about one of our captures: its merchant reference is the
     capture id (what we send as `reference`), or, failing that, the payment's PSP reference
     and the amount name exactly one capture waiting for the PSP. Anything else is not about a
     capture of ours and is ignored. `loaded`: captures a batch loaded and locked beforehand
     (`captures_named`); the one used is taken out, so that a later notification of the batch
-    about it loads it as this one left it."""
+    about it loads it as this one left it. `defer`: the change is saved with the batch's others
+    (`PgRepo.defer_change`; the batch ends with `save_deferred`); those deferred before are
+    saved first if this one must load a capture, which may be one of theirs."""
     if event.event_code not in CAPTURE_CODES:
         return None
     capture = None
     if (capture_id := _named_capture(event)) is not None:
         capture = (loaded or {}).pop(capture_id, None)
         if capture is None or capture.tenant_id != tenant_id:
+            await repo.save_deferred()
             capture = await repo.capture(capture_id, tenant_id=tenant_id, lock=True)
     if capture is None and event.original_reference and event.amount is not None:
+        await repo.save_deferred()
         waiting = await repo.waiting_captures_for_psp_reference(
             tenant_id, event.original_reference, event.amount.value
         )
@@ -113,6 +119,8 @@ async def on_psp_notification(
             "reason": event.reason,
         },
     )
-    saved = await repo.save_change(change)
     observe(change, metrics)
-    return saved
+    if defer:
+        repo.defer_change(change)
+        return change.capture
+    return await repo.save_change(change)

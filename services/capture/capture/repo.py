@@ -247,6 +247,13 @@ SELECT id, created_at, updated_at FROM c
 """`_INSERT_CAPTURE_OMS_EVENT_AND_EVENTS` for a capture leased as it is created (`Lease`:
 $43-$45; $46 the key format): its first attempt recorded, as `claim_due` would have."""
 
+_INSERT_OMS_EVENT = """
+INSERT INTO logistic_order_events (id, oms_event_id, tenant_id, order_id, logistic_order_id,
+    supplier_id, status, occurred_at, outcome, reason, payment_id, capture_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (id) DO NOTHING
+"""
+
 _SAVE_CHANGE = """
 WITH u AS (
     UPDATE captures
@@ -307,6 +314,44 @@ def _oms_event_values(
 def _envelopes(events: Sequence[DomainEvent]) -> list[tuple[Envelope, str | None]]:
     """Each event as a new envelope with its aggregate, for the outbox."""
     return [(new_envelope(e.type, e.data, tenant_id=e.tenant_id), e.aggregate_id) for e in events]
+
+
+def _capture_columns(new: Sequence[NewCapture]) -> list[list[Any]]:
+    """`_INSERT_CAPTURES`'s 26 arrays ($1-$26) for `new`."""
+    columns: list[list[Any]] = [[] for _ in range(26)]
+    for n in new:
+        c, i = n.capture, n.intervention
+        values = (
+            c.id,
+            c.tenant_id,
+            c.payment_id,
+            c.order_id,
+            c.logistic_order_id,
+            c.supplier_id,
+            c.amount,
+            c.currency,
+            c.trigger,
+            c.status.value,
+            _text(c.platform_rate),
+            _text(c.marketplace_rate),
+            _splits_json(c.splits),
+            _json(dict(c.additional_data) if c.additional_data is not None else None),
+            c.payment_psp_reference,
+            c.merchant_account,
+            c.block_code,
+            c.block_message,
+            c.next_attempt_at,
+            c.succeeded_at,
+            n.history.source,
+            json.dumps(dict(n.history.detail)),
+            i.id if i else None,
+            i.kind if i else None,
+            i.code if i else None,
+            i.reason if i else None,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return columns
 
 
 def _change_args(change: CaptureChange) -> tuple[Any, ...]:
@@ -378,6 +423,8 @@ class PgRepo:
 
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
+        self._deferred: list[tuple[Any, ...]] = []
+        self._deferred_shipments: list[tuple[str, tuple[Any, ...], OmsOutcome, str | None]] = []
 
     # -- events --------------------------------------------------------------------------
 
@@ -620,44 +667,66 @@ class PgRepo:
     async def _insert_captures(
         self, new: Sequence[NewCapture], sql: str, *extra: Any, events_written: bool = False
     ) -> list[Capture]:
-        columns: list[list[Any]] = [[] for _ in range(26)]
-        for n in new:
-            c, i = n.capture, n.intervention
-            values = (
-                c.id,
-                c.tenant_id,
-                c.payment_id,
-                c.order_id,
-                c.logistic_order_id,
-                c.supplier_id,
-                c.amount,
-                c.currency,
-                c.trigger,
-                c.status.value,
-                _text(c.platform_rate),
-                _text(c.marketplace_rate),
-                _splits_json(c.splits),
-                _json(dict(c.additional_data) if c.additional_data is not None else None),
-                c.payment_psp_reference,
-                c.merchant_account,
-                c.block_code,
-                c.block_message,
-                c.next_attempt_at,
-                c.succeeded_at,
-                n.history.source,
-                json.dumps(dict(n.history.detail)),
-                i.id if i else None,
-                i.kind if i else None,
-                i.code if i else None,
-                i.reason if i else None,
-            )
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
-        rows = await self._conn.fetch(sql, *columns, *extra)
+        rows = await self._conn.fetch(sql, *_capture_columns(new), *extra)
         stamps = {r["id"]: (r["created_at"], r["updated_at"]) for r in rows}
         if not events_written:
             await self._enqueue([e for n in new if n.capture.id in stamps for e in n.events])
         return [_stamped(n.capture, *stamps[n.capture.id]) for n in new if n.capture.id in stamps]
+
+    def defer_shipment(
+        self,
+        message_id: str,
+        event: LogisticOrderStatusChanged,
+        decision: ShipmentDecision,
+        *,
+        lease: Lease | None = None,
+    ) -> None:
+        """`save_shipment` later, with the others deferred (`save_deferred_shipments`). The
+        capture's events get their envelopes now, with the correlation and the cause of the
+        message being handled."""
+        if decision.capture is None:
+            args: tuple[Any, ...] = (
+                *_oms_event_values(message_id, event, decision.outcome),
+                decision.outcome.capture_id,
+            )
+            self._deferred_shipments.append((_INSERT_OMS_EVENT, args, decision.outcome, None))
+            return
+        leased: tuple[Any, ...] = ()
+        if lease is not None:
+            leased = (lease.until, lease.token, lease.started_at, IDEMPOTENCY_KEY_FORMAT)
+        sql = (
+            _INSERT_LEASED_CAPTURE_OMS_EVENT_AND_EVENTS
+            if lease is not None
+            else _INSERT_CAPTURE_OMS_EVENT_AND_EVENTS
+        )
+        args = (
+            *_capture_columns([decision.capture]),
+            *_oms_event_values(message_id, event, decision.outcome),
+            *self._outbox_values(decision.capture.events),
+            *leased,
+        )
+        self._deferred_shipments.append((sql, args, decision.outcome, decision.capture.capture.id))
+
+    async def save_deferred_shipments(self) -> list[OmsOutcome]:
+        """Save the deferred shipments, one pipelined round trip per statement (those that
+        make a capture leased, not leased, or none), and return each one's outcome as
+        recorded, in the order they were deferred. The shipments of one batch are about
+        different lines (a batch saves before it loads a line again), so their statements
+        don't depend on each other's order."""
+        deferred, self._deferred_shipments = self._deferred_shipments, []
+        created: set[str] = set()
+        for sql in dict.fromkeys(sql for sql, *_ in deferred):
+            args = [a for s, a, _, _ in deferred if s == sql]
+            if sql == _INSERT_OMS_EVENT:
+                await self._conn.executemany(sql, args)
+            else:
+                created.update(r["id"] for r in await self._conn.fetchmany(sql, args))
+        return [
+            outcome
+            if capture_id is None or capture_id in created
+            else replace(outcome, outcome="ignored", reason="capture_exists", capture_id=None)
+            for _, _, outcome, capture_id in deferred
+        ]
 
     async def save_change(self, change: CaptureChange) -> Capture:
         """The capture's new columns, its history entry, the PSP attempt it finishes (the
@@ -686,6 +755,19 @@ class PgRepo:
             )
         else:
             await self._conn.executemany(_SAVE_CHANGE, [_change_args(c) for c in changes])
+
+    def defer_change(self, change: CaptureChange) -> None:
+        """`save_change` later, with the others deferred, in one round trip
+        (`save_deferred`). The change's events get their envelopes now, with the correlation
+        and the cause of the message being handled."""
+        self._deferred.append((*_change_args(change), *self._outbox_values(change.events)))
+
+    async def save_deferred(self) -> None:
+        """Save the deferred changes, in the order they were deferred: one pipelined round
+        trip."""
+        if self._deferred:
+            await self._conn.executemany(_SAVE_CHANGE_AND_EVENTS, self._deferred)
+            self._deferred.clear()
 
     async def captures_of_payment(
         self, tenant_id: str, payment_id: str, *, lock: bool = False
@@ -848,13 +930,7 @@ class PgRepo:
         self, message_id: str, event: LogisticOrderStatusChanged, outcome: OmsOutcome
     ) -> None:
         await self._conn.execute(
-            """
-            INSERT INTO logistic_order_events (id, oms_event_id, tenant_id, order_id,
-                logistic_order_id, supplier_id, status, occurred_at, outcome, reason,
-                payment_id, capture_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-            ON CONFLICT (id) DO NOTHING
-            """,
+            _INSERT_OMS_EVENT,
             *_oms_event_values(message_id, event, outcome),
             outcome.capture_id,
         )
