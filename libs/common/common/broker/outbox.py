@@ -289,10 +289,14 @@ class OutboxRelay:
         """The next batch to publish, in `seq` order; in the same statement, the rows already
         published are deleted (they are left out of the batch: the statement's snapshot still
         sees them)."""
+        # (SELECT $1): the plan doesn't depend on how many rows were published, so one
+        # generic plan serves every pass instead of one planned per call
         rows = await conn.fetch(
-            "WITH gone AS (DELETE FROM outbox WHERE seq = ANY($1::bigint[]))"
+            "WITH p AS (SELECT $1::bigint[] AS seqs),"
+            " gone AS (DELETE FROM outbox WHERE seq = ANY((SELECT seqs FROM p)::bigint[]))"
             " SELECT seq, id, exchange, routing_key, envelope FROM outbox"
-            " WHERE published_at IS NULL AND seq <> ALL($1::bigint[]) ORDER BY seq LIMIT $2",
+            " WHERE published_at IS NULL AND seq <> ALL((SELECT seqs FROM p)::bigint[])"
+            " ORDER BY seq LIMIT $2",
             self._published,
             self._batch_size,
         )

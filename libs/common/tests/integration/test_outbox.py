@@ -198,7 +198,7 @@ async def test_published_rows_are_deleted_with_the_next_claim_without_a_statemen
             # (asyncpg's own type introspection aside)
             on_outbox = [q for q in statements if "outbox" in q]
             assert len(on_outbox) == 1
-            assert on_outbox[0].startswith("WITH gone AS (DELETE")
+            assert "gone AS (DELETE FROM outbox" in on_outbox[0]
             assert [
                 r["envelope"]["data"]["n"] for r in await conn.fetch("SELECT * FROM outbox")
             ] == [1]
@@ -207,6 +207,29 @@ async def test_published_rows_are_deleted_with_the_next_claim_without_a_statemen
             await relay.delete_published(conn)
             assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
         await eventually(lambda: _true(seen.first_arrivals().get("a") == [0, 1]))
+
+
+async def test_the_claim_keeps_one_generic_plan_whatever_was_published_before_it(
+    service_pool, service_db, amqp_connection, broker_names
+):
+    # given a relay whose passes publish batches of several sizes, each deleted by the next
+    # pass's claim
+    relay = relay_for(service_pool, amqp_connection, broker_names, service_db.schema)
+    async with sink(service_pool, amqp_connection, broker_names) as seen:
+        async with service_pool.acquire() as conn:
+            written = 0
+            for size in (1, 3, 2, 7, 1, 4, 2, 5, 1):
+                for _ in range(size):
+                    await write(service_pool, "a", written)
+                    written += 1
+                assert await relay.publish_pending(conn) == size
+            # then, past PostgreSQL's five custom plans, the claim runs its generic plan
+            plans = await conn.fetch(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement LIKE 'WITH p AS (SELECT $1::bigint[] AS seqs)%'"
+            )
+            assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(4, 5)]
+        await eventually(lambda: _true(len(seen.first_arrivals().get("a", [])) == written))
 
 
 async def test_rows_marked_published_by_an_earlier_relay_are_never_published_and_are_purged(
