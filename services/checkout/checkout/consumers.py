@@ -238,6 +238,7 @@ def _record_capture_event(
         changes,
         payment,
         decided.fact,
+        lines=list(lines.values()),
         source=CAPTURE_SOURCE,
         detail=detail,
         remaining_capture=decided.remaining_capture,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -216,18 +217,28 @@ def stage_status_change(
     payment: StoredPayment,
     fact: Fact,
     *,
+    lines: Sequence[StoredLine],
     source: str,
     detail: dict[str, Any] | None = None,
     remaining_capture: bool = False,
 ) -> Status:
     """`change_status` for a consumer batch: the decision is added to `changes`, which the
-    batch saves once (`repo.save_payment_changes`). Only for facts that set the status alone
-    and never authorise (those need the lines read and more columns set)."""
+    batch saves once (`repo.save_payment_changes`). `lines`: the payment's lines as the batch
+    loaded them (a move back to AUTHORIZED publishes them in `payment.authorised`). Only for
+    facts that set the status alone."""
     facts = repo.facts_of(payment)
-    if domain.authorises(facts.status, fact, remaining_capture=remaining_capture):
-        raise ValueError(f"{fact} authorises the payment: apply it with change_status")
     transition = domain.decide_transition(
-        facts, fact, source=source, detail=detail, remaining_capture=remaining_capture
+        facts,
+        fact,
+        source=source,
+        detail=detail,
+        remaining_capture=remaining_capture,
+        lines=[
+            PaymentLine(
+                logistic_order_id=x.logistic_order_id, supplier_id=x.supplier_id, amount=x.amount
+            )
+            for x in sorted(lines, key=lambda x: x.logistic_order_id)
+        ],
     )
     if transition.refused is not None:
         log.warning("illegal transition refused", payment_id=facts.id, reason=transition.refused)

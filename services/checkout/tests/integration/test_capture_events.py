@@ -194,6 +194,29 @@ async def test_a_failed_capture_goes_back_and_a_retry_still_ends_paid(checkout):
     await until(checkout, tenant, payment["id"], "PAID", 6)
 
 
+async def test_a_failed_capture_of_the_only_line_in_flight_authorises_the_payment_again(checkout):
+    # given a line's capture requested, no line captured
+    tenant = await checkout.new_tenant()
+    payment = await authorised_payment(checkout, tenant)
+    first = Capture(checkout, tenant, payment, "lo_1", 6000)
+    await first.requested()
+    await until(checkout, tenant, payment["id"], "CAPTURE_PENDING", 1)
+    # when it fails
+    await first.failed(revision=2)
+    # then the payment is authorised again, and says so with its lines, as at authorisation
+    now = await until(checkout, tenant, payment["id"], "AUTHORIZED", 2)
+    assert lines(now)["lo_1"] == ("CAPTURE_FAILED", first.id)
+    authorised = await checkout.app[DB_POOL].fetch(
+        "SELECT envelope->'data' AS data FROM outbox_log"
+        " WHERE aggregate_id = $1 AND envelope->>'type' = 'payment.authorised' ORDER BY seq",
+        payment["id"],
+    )
+    assert len(authorised) == 2
+    assert authorised[1]["data"]["status_from"] == "CAPTURE_PENDING"
+    assert authorised[1]["data"]["lines"] == authorised[0]["data"]["lines"]
+    assert [x["logistic_order_id"] for x in authorised[1]["data"]["lines"]] == ["lo_1", "lo_2"]
+
+
 async def test_capture_events_out_of_order_or_twice_change_nothing_the_second_time(checkout):
     # given
     tenant = await checkout.new_tenant()
