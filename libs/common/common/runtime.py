@@ -32,6 +32,7 @@ from common.broker.consumer import (
     Batched,
     Handler,
     InboxConsumer,
+    Needs,
     Parser,
     event_codes,
     parse_envelope,
@@ -64,6 +65,7 @@ class Consumption:
     handlers: Mapping[str, Handler | Batched] | Mapping[EventType, Handler | Batched]
     parser: Parser = parse_envelope  # e.g. the OMS's bare JSON events
     accepts: Accepts | None = None  # the messages the handlers act on (the rest: acked)
+    needs: Needs | None = None  # the same, asked of the database for a batch (`InboxConsumer`)
 
 
 def notification_consumption(
@@ -165,6 +167,7 @@ def broker(
                 batch_size=settings.consumer_batch_size,
                 metrics=app[METRICS],
                 accepts=c.accepts,
+                needs=c.needs,
             )
             for c in consumptions
         ]

@@ -2,6 +2,8 @@
 
 - `checkout.shipments` (the OMS's `logistic_order.status_changed` on `oms.events`): SHIPPED
   fixes a bank-transfer payment's due date. A malformed OMS body goes to the queue's DLQ.
+  Another status, or a SHIPPED about no bank-transfer payment (one read per batch, before any
+  transaction), is acknowledged without a transaction or an inbox row.
 - the overdue scheduler: every `overdue_interval_s`, each replica runs `flag_overdue` in a
   transaction; rows are claimed FOR UPDATE SKIP LOCKED, so replicas share the work and never
   flag one payment twice for one due date.
@@ -56,12 +58,21 @@ def shipped(envelope: Envelope) -> bool:
     return envelope.data.get("status") == "SHIPPED"
 
 
+async def about_bank_transfers(conn: Conn, envelopes: Sequence[Envelope]) -> list[bool]:
+    """Which SHIPPED of a batch are about a bank-transfer payment's line, in one read before
+    any transaction: the others (a card payment's line, most of them, or a line checkout
+    doesn't know) are acknowledged without one, as the handler would do nothing with them."""
+    events = [LogisticOrderStatusChanged.model_validate(e.data) for e in envelopes]
+    return [p is not None for p in await bank_transfers.bank_transfer_payments(conn, events)]
+
+
 def shipments_consumption() -> Consumption:
     return Consumption(
         spec=QueueSpec(name="checkout.shipments", bindings=[(OMS_EXCHANGE, OMS_STATUS_CHANGED)]),
         handlers={OMS_STATUS_CHANGED: Batched(on_logistic_order_events)},
         parser=oms_parser(OMS_ID_NAMESPACE),
         accepts=shipped,
+        needs=about_bank_transfers,
     )
 
 

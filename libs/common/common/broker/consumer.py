@@ -81,6 +81,7 @@ def one_by_one(envelopes: Sequence[Envelope]) -> Iterator[Envelope]:
 
 Parser = Callable[[AbstractIncomingMessage], Envelope]
 Accepts = Callable[[Envelope], bool]
+Needs = Callable[[Conn, Sequence[Envelope]], Awaitable[Sequence[bool]]]
 
 # Work a handler wants done once its message's transaction has committed (see `after_commit`).
 _AFTER_COMMIT: contextvars.ContextVar[list[Callable[[], None]] | None] = contextvars.ContextVar(
@@ -238,10 +239,15 @@ class InboxConsumer:
         metrics: Metrics | None = None,
         batch_size: int = 1,
         accepts: Accepts | None = None,
+        needs: Needs | None = None,
     ) -> None:
         """`accepts`, when given, says which parsed messages the handlers act on: the others
         are acknowledged without touching the database (no transaction, no inbox row), for a
-        queue that receives a type of which it uses only some (a PSP notification's codes)."""
+        queue that receives a type of which it uses only some (a PSP notification's codes).
+        `needs`, when given, says the same of the accepted messages of a batch by reading the
+        database, in one read outside any transaction: for a queue most of whose messages
+        are about something else (checkout's SHIPPED of card payments). It must only read, and
+        a message it lets go must be one the handler would have done nothing with."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         for name in (spec.name, *map(str, handlers)):  # written as literals (`_inbox_insert`)
@@ -254,6 +260,7 @@ class InboxConsumer:
         self._handlers: dict[str, Handler | Batched] = {str(k): v for k, v in handlers.items()}
         self._parser = parser
         self._accepts = accepts
+        self._needs = needs
         self._prefetch = max(prefetch, batch_size)
         self._batch_size = batch_size
         self._metrics = metrics
@@ -331,6 +338,8 @@ class InboxConsumer:
             item = await self._parse(message)
             if item is not None:
                 parsed.append(item)
+        if parsed and self._needs is not None:
+            parsed = await self._needed(parsed, started)
         if not parsed:
             return
         if len(parsed) > 1:
@@ -352,6 +361,23 @@ class InboxConsumer:
             one_started = time.perf_counter()
             outcome = await self._process_one(item)
             self._count(outcome, one_started, 1)
+
+    async def _needed(self, parsed: list[_Parsed], started: float) -> list[_Parsed]:
+        """The messages of `parsed` that `needs` says the handlers act on; the others are
+        acknowledged (one frame when none is needed) and counted as not for us."""
+        assert self._needs is not None
+        async with self._connection_for_work() as conn:
+            needed = await self._needs(conn, [item.envelope for item in parsed])
+        kept = [item for item, need in zip(parsed, needed, strict=True) if need]
+        if not kept:
+            # every earlier delivery on this channel was settled before (one worker, in order)
+            await parsed[-1].message.ack(multiple=True)
+        for item, need in zip(parsed, needed, strict=True):
+            if not need:
+                if kept:
+                    await item.message.ack()
+                self._count("not_for_us", started, len(parsed))
+        return kept
 
     def _count(self, outcome: str, started: float, size: int) -> None:
         if self._metrics:

@@ -100,7 +100,14 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def harness(
-    pool, connection, names, *, batch_size: int = 1, accepts=None, batched: bool = False
+    pool,
+    connection,
+    names,
+    *,
+    batch_size: int = 1,
+    accepts=None,
+    needs=None,
+    batched: bool = False,
 ) -> AsyncIterator[Harness]:
     await pool.execute("CREATE TABLE effects (id bigserial PRIMARY KEY, label text NOT NULL)")
     channel = await connection.channel()
@@ -118,6 +125,7 @@ async def harness(
         metrics=result.metrics,
         batch_size=batch_size,
         accepts=accepts,
+        needs=needs,
     )
     result.consumer = consumer
     await consumer.start()
@@ -311,6 +319,54 @@ async def test_messages_the_queue_does_not_accept_are_acked_without_touching_the
         assert h.calls == {"keep-1": 1, "keep-2": 1, "keep-3": 1}
         assert await service_pool.fetchval("SELECT count(*) FROM inbox") == 3
         assert await h.dlq_depth() == 0
+
+
+@pytest.mark.parametrize("batch_size", [1, 10])
+async def test_messages_the_database_says_are_not_needed_are_acked_without_a_transaction(
+    service_pool, amqp_connection, broker_names, batch_size
+):
+    await service_pool.execute("CREATE TABLE wanted (label text PRIMARY KEY)")
+    await service_pool.execute("INSERT INTO wanted VALUES ('keep-1'), ('keep-2'), ('keep-3')")
+    asked: list[list[str]] = []
+
+    async def needs(conn: asyncpg.Connection, envelopes: list[Envelope]) -> list[bool]:
+        labels = [str(e.data["label"]) for e in envelopes]
+        asked.append(labels)
+        assert not conn.is_in_transaction()
+        found = {
+            r["label"]
+            for r in await conn.fetch("SELECT label FROM wanted WHERE label = ANY($1)", labels)
+        }
+        return [label in found for label in labels]
+
+    async with harness(
+        service_pool, amqp_connection, broker_names, batch_size=batch_size, needs=needs
+    ) as h:
+        assert h.consumer is not None
+        await h.consumer.stop()
+        # given messages waiting, of which the database knows only some: a batch of those it
+        # doesn't know alone, and batches that mix them
+        labels = ["skip-1", "skip-2", "keep-1", "skip-3", "keep-2", "keep-3", "skip-4"]
+        for label in labels:
+            await h.send(event(label))
+
+        # when the consumer takes them
+        await h.consumer.start()
+
+        # then the needed ones are applied in order, the others only acknowledged: no handler
+        # call, no inbox row, nothing left in the queue or parked
+        await eventually(lambda: _true(h.count("applied") + h.count("not_for_us") == 7))
+        assert (h.count("applied"), h.count("not_for_us")) == (3, 4)
+        order = await service_pool.fetch("SELECT label FROM effects ORDER BY id")
+        assert [r["label"] for r in order] == ["keep-1", "keep-2", "keep-3"]
+        assert await service_pool.fetchval("SELECT count(*) FROM inbox") == 3
+        assert await h.dlq_depth() == 0
+        assert [label for batch in asked for label in batch] == labels
+        # and nothing is delivered again once the consumer restarts
+        await h.consumer.stop()
+        await h.consumer.start()
+        await asyncio.sleep(0.5)
+        assert (h.count("applied"), h.count("not_for_us")) == (3, 4)
 
 
 async def test_a_batched_handler_gets_consecutive_messages_together_in_delivery_order(
