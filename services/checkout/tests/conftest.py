@@ -14,11 +14,12 @@ import pytest_asyncio
 
 from checkout.app import create_app
 from checkout.settings import Settings
-from common.events import DOMAIN_EXCHANGE, EventData, Role
+from common.events import DOMAIN_EXCHANGE, BuyerAccountUpserted, EventData, Role
 from common.http.auth import generate_key
 from common.runtime import DB_POOL
 from common.testing.apps import running
 from common.testing.tenancy import api_key_upserted, publish, supplier_upserted, tenant_upserted
+from common.testing.waiting import eventually
 from psp_sandbox.testing import Sandbox, running_sandbox
 
 COMPANY_KEY = "test-company-key"
@@ -76,6 +77,32 @@ class CheckoutHarness:
         await self.wait_for_replica(tenant_id, len(keys))
         await self.sandbox.merchant_account(tenant.merchant_account, None)
         return tenant
+
+    async def pays_on_due_date(self, tenant: Tenant, buyer_account: str = "acc_1") -> None:
+        """The tenant's buyer account pays by bank transfer on a due date (as the tenants
+        service publishes it), once checkout's replica has it."""
+        await self.publish(
+            "buyer_account.upserted",
+            BuyerAccountUpserted(
+                tenant_id=tenant.id,
+                buyer_account=buyer_account,
+                revision=1,
+                payment_option="BANK_WIRE_ON_DUE_DATE",
+            ),
+            tenant.id,
+        )
+        pool = self.app[DB_POOL]  # type: ignore[index]
+
+        async def replicated() -> bool:
+            found = await pool.fetchval(
+                "SELECT payment_option FROM replica_buyer_accounts"
+                " WHERE tenant_id = $1 AND buyer_account = $2",
+                tenant.id,
+                buyer_account,
+            )
+            return bool(found == "BANK_WIRE_ON_DUE_DATE")
+
+        await eventually(replicated)
 
     async def tokenise(self, number: str, cvc: str | None = "737") -> dict[str, str]:
         """What the sandbox's drop-in does in the browser: card in, tokens out."""

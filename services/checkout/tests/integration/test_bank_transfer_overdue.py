@@ -15,12 +15,7 @@ import aiohttp
 
 from checkout.app import create_app
 from checkout.settings import Settings
-from common.events import (
-    DOMAIN_EXCHANGE,
-    OMS_EXCHANGE,
-    OMS_STATUS_CHANGED,
-    BuyerAccountUpserted,
-)
+from common.events import DOMAIN_EXCHANGE, OMS_EXCHANGE, OMS_STATUS_CHANGED
 from common.runtime import DB_POOL
 from common.testing.apps import running
 from common.testing.waiting import eventually
@@ -67,25 +62,7 @@ async def test_overdue_is_flagged_once_under_two_scheduler_replicas(
             await queue.consume(on_message)
             # given bank-transfer payments whose orders shipped 40 days ago (terms: 30 days)
             tenant = await checkout.new_tenant(suppliers=1)
-            await checkout.publish(
-                "buyer_account.upserted",
-                BuyerAccountUpserted(
-                    tenant_id=tenant.id,
-                    buyer_account="acc_1",
-                    revision=1,
-                    payment_option="BANK_WIRE_ON_DUE_DATE",
-                ),
-                tenant.id,
-            )
-
-            async def replicated() -> bool:
-                found = await first[DB_POOL].fetchval(
-                    "SELECT payment_option FROM replica_buyer_accounts WHERE tenant_id = $1",
-                    tenant.id,
-                )
-                return bool(found == "BANK_WIRE_ON_DUE_DATE")
-
-            await eventually(replicated)
+            await checkout.pays_on_due_date(tenant)
             payments = []
             for _ in range(PAYMENTS):
                 async with http.post(

@@ -11,7 +11,7 @@ from typing import Any
 
 import aio_pika
 
-from common.events import OMS_EXCHANGE, OMS_STATUS_CHANGED, BuyerAccountUpserted
+from common.events import OMS_EXCHANGE, OMS_STATUS_CHANGED
 from common.http.app import METRICS
 from common.runtime import DB_POOL
 from common.testing.waiting import eventually
@@ -116,24 +116,7 @@ async def test_only_a_shipped_event_of_a_bank_transfer_payment_opens_a_transacti
 async def bank_transfer_payment(checkout) -> tuple[Any, str, str]:
     """A tenant and a BANK_WIRE_ON_DUE_DATE payment of one line (lo_1): its order and id."""
     tenant = await checkout.new_tenant(suppliers=1)
-    await checkout.publish(
-        "buyer_account.upserted",
-        BuyerAccountUpserted(
-            tenant_id=tenant.id,
-            buyer_account="acc_1",
-            revision=1,
-            payment_option="BANK_WIRE_ON_DUE_DATE",
-        ),
-        tenant.id,
-    )
-
-    async def replicated() -> bool:
-        found = await checkout.app[DB_POOL].fetchval(
-            "SELECT payment_option FROM replica_buyer_accounts WHERE tenant_id = $1", tenant.id
-        )
-        return bool(found == "BANK_WIRE_ON_DUE_DATE")
-
-    await eventually(replicated)
+    await checkout.pays_on_due_date(tenant)
     order_id = f"ord_{uuid.uuid4().hex[:8]}"
     response = await checkout.http.post(
         f"{checkout.url}/v1/checkout/sessions",
