@@ -630,7 +630,10 @@ class PgRepo:
         returned are the ones this call created."""
         if not new:
             return []
-        return await self._insert_captures(new, _INSERT_CAPTURES)
+        rows = await self._conn.fetch(_INSERT_CAPTURES, *_capture_columns(new))
+        stamps = {r["id"]: (r["created_at"], r["updated_at"]) for r in rows}
+        await self._enqueue([e for n in new if n.capture.id in stamps for e in n.events])
+        return [_stamped(n.capture, *stamps[n.capture.id]) for n in new if n.capture.id in stamps]
 
     async def save_shipment(
         self,
@@ -642,36 +645,10 @@ class PgRepo:
     ) -> OmsOutcome:
         """The OMS event with what it did and, when it made one, its capture with its event
         (and, given a `lease`, leased for its first attempt): one statement. Returns the
-        outcome as recorded."""
-        outcome = decision.outcome
-        if decision.capture is None:
-            await self.record_logistic_order_event(message_id, event, outcome)
-            return outcome
-        leased: tuple[Any, ...] = ()
-        if lease is not None:
-            leased = (lease.until, lease.token, lease.started_at, IDEMPOTENCY_KEY_FORMAT)
-        created = await self._insert_captures(
-            [decision.capture],
-            _INSERT_LEASED_CAPTURE_OMS_EVENT_AND_EVENTS
-            if lease is not None
-            else _INSERT_CAPTURE_OMS_EVENT_AND_EVENTS,
-            *_oms_event_values(message_id, event, outcome),
-            *self._outbox_values(decision.capture.events),
-            *leased,
-            events_written=True,
-        )
-        if created:
-            return outcome
-        return replace(outcome, outcome="ignored", reason="capture_exists", capture_id=None)
-
-    async def _insert_captures(
-        self, new: Sequence[NewCapture], sql: str, *extra: Any, events_written: bool = False
-    ) -> list[Capture]:
-        rows = await self._conn.fetch(sql, *_capture_columns(new), *extra)
-        stamps = {r["id"]: (r["created_at"], r["updated_at"]) for r in rows}
-        if not events_written:
-            await self._enqueue([e for n in new if n.capture.id in stamps for e in n.events])
-        return [_stamped(n.capture, *stamps[n.capture.id]) for n in new if n.capture.id in stamps]
+        outcome as recorded. (`defer_shipment` and `save_deferred_shipments` for one.)"""
+        self.defer_shipment(message_id, event, decision, lease=lease)
+        [outcome] = await self.save_deferred_shipments()
+        return outcome
 
     def defer_shipment(
         self,
@@ -681,9 +658,9 @@ class PgRepo:
         *,
         lease: Lease | None = None,
     ) -> None:
-        """`save_shipment` later, with the others deferred (`save_deferred_shipments`). The
-        capture's events get their envelopes now, with the correlation and the cause of the
-        message being handled."""
+        """The statement of `save_shipment`, sent later with the others deferred
+        (`save_deferred_shipments`). The capture's events get their envelopes now, with the
+        correlation and the cause of the message being handled."""
         if decision.capture is None:
             args: tuple[Any, ...] = (
                 *_oms_event_values(message_id, event, decision.outcome),
@@ -746,15 +723,9 @@ class PgRepo:
 
     async def save_changes(self, changes: Sequence[CaptureChange]) -> None:
         """`save_change` for a batch: one pipelined round trip, events included."""
-        if not changes:
-            return
-        if any(c.events for c in changes):
-            await self._conn.executemany(
-                _SAVE_CHANGE_AND_EVENTS,
-                [(*_change_args(c), *self._outbox_values(c.events)) for c in changes],
-            )
-        else:
-            await self._conn.executemany(_SAVE_CHANGE, [_change_args(c) for c in changes])
+        for change in changes:
+            self.defer_change(change)
+        await self.save_deferred()
 
     def defer_change(self, change: CaptureChange) -> None:
         """`save_change` later, with the others deferred, in one round trip
@@ -925,15 +896,6 @@ class PgRepo:
         )
 
     # -- OMS events ----------------------------------------------------------------------
-
-    async def record_logistic_order_event(
-        self, message_id: str, event: LogisticOrderStatusChanged, outcome: OmsOutcome
-    ) -> None:
-        await self._conn.execute(
-            _INSERT_OMS_EVENT,
-            *_oms_event_values(message_id, event, outcome),
-            outcome.capture_id,
-        )
 
     async def shipments_waiting(self, tenant_id: str, order_id: str) -> list[WaitingShipment]:
         """SHIPPED events of this order that found no authorised payment when they came."""

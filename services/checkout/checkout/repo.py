@@ -477,13 +477,18 @@ def facts_of(payment: StoredPayment) -> PaymentFacts:
 
 async def event_lines(conn: Conn, payment_id: str) -> list[PaymentLine]:
     """The payment's lines as `payment.authorised` carries them."""
+    return event_lines_of((await lines_of(conn, [payment_id])).get(payment_id, []))
+
+
+def event_lines_of(lines: Sequence[StoredLine]) -> list[PaymentLine]:
+    """`lines` as `payment.authorised` carries them, in `lines_of`'s order."""
     return [
         PaymentLine(
             logistic_order_id=line.logistic_order_id,
             supplier_id=line.supplier_id,
             amount=line.amount,
         )
-        for line in (await lines_of(conn, [payment_id])).get(payment_id, [])
+        for line in sorted(lines, key=lambda line: line.logistic_order_id)
     ]
 
 

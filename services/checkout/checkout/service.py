@@ -196,7 +196,7 @@ async def change_status(
     facts = repo.facts_of(payment)
     authorises = domain.authorises(facts.status, fact, remaining_capture=remaining_capture)
     lines = await repo.event_lines(conn, facts.id) if authorises else []
-    transition = domain.decide_transition(
+    transition = _decided(
         facts,
         fact,
         source=source,
@@ -206,8 +206,6 @@ async def change_status(
         previous=previous,
         lines=lines,
     )
-    if transition.refused is not None:
-        log.warning("illegal transition refused", payment_id=facts.id, reason=transition.refused)
     await repo.save_transition(conn, facts, transition)
     return transition.status
 
@@ -227,23 +225,43 @@ def stage_status_change(
     loaded them (a move back to AUTHORIZED publishes them in `payment.authorised`). Only for
     facts that set the status alone."""
     facts = repo.facts_of(payment)
-    transition = domain.decide_transition(
+    transition = _decided(
         facts,
         fact,
         source=source,
         detail=detail,
         remaining_capture=remaining_capture,
-        lines=[
-            PaymentLine(
-                logistic_order_id=x.logistic_order_id, supplier_id=x.supplier_id, amount=x.amount
-            )
-            for x in sorted(lines, key=lambda x: x.logistic_order_id)
-        ],
+        lines=repo.event_lines_of(lines),
+    )
+    changes.transition(facts, transition)
+    return transition.status
+
+
+def _decided(
+    facts: domain.PaymentFacts,
+    fact: Fact,
+    *,
+    source: str,
+    detail: dict[str, Any] | None,
+    remaining_capture: bool,
+    lines: Sequence[PaymentLine],
+    updates: dict[str, Any] | None = None,
+    previous: Status | None = None,
+) -> domain.Transition:
+    """`domain.decide_transition`, with an illegal transition logged."""
+    transition = domain.decide_transition(
+        facts,
+        fact,
+        source=source,
+        detail=detail,
+        updates=updates,
+        remaining_capture=remaining_capture,
+        previous=previous,
+        lines=lines,
     )
     if transition.refused is not None:
         log.warning("illegal transition refused", payment_id=facts.id, reason=transition.refused)
-    changes.transition(facts, transition)
-    return transition.status
+    return transition
 
 
 async def payment_view(
