@@ -525,8 +525,45 @@ async def test_a_paid_bank_transfer_order_enters_the_ledger_like_captured_card_m
 
     await eventually(credited, within=30)
     assert (found["PLATFORM"], found["MARKETPLACE"]) == (250, 1000)
+    # the PSP received the transfer: it holds the money, as it does a card capture's
+    assert found["PSP_CLEARING"] == -10000
     status, body = await stack.call(
         "GET", f"{stack.payouts_url}/v1/admin/ledger/check", shop.operator_key
     )
     assert status == 200, body
     assert body["data"]["ok"] is True
+
+
+async def test_a_bank_transfer_payment_is_refused_a_refund_with_its_reason(stack):
+    # given an order paid by bank transfer
+    shop = await stack.new_shop(commission_rate="10")
+    session = await bank_session(stack, shop, 10000)
+    await transfer(stack, shop, session["bank_transfer"]["reference"], 10000)
+    await stack.until_status(shop, session["id"], "PAID")
+
+    # when an operator asks capture for a refund
+    answer: dict[str, Any] = {}
+
+    async def refused() -> bool:
+        status, body = await stack.call(
+            "POST",
+            f"{stack.capture_url}/v1/admin/payments/{session['id']}/refunds",
+            shop.operator_key,
+            json={"reason": "customer_request"},
+            idempotency_key=uuid.uuid4().hex,
+        )
+        if status == 404:  # capture has not heard of the payment yet
+            return False
+        assert status == 409, body
+        answer.update(body["error"])
+        return True
+
+    await eventually(refused, within=30)
+    error = answer
+    # then it is refused for what it is: there is no card payment at the PSP to refund
+    assert (error["code"], error["param"]) == ("payment_not_refundable", "id")
+    assert "bank-transfer" in error["message"]
+    status, body = await stack.call(
+        "GET", f"{stack.capture_url}/v1/admin/payments/{session['id']}/refunds", shop.operator_key
+    )
+    assert (status, body["data"]["refunds"]) == (200, [])

@@ -42,8 +42,9 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, get_args
 
+from common.events import BankWireOption
 from common.money import percent_of
 
 Party = Literal["PLATFORM", "MARKETPLACE", "SUPPLIER"]
@@ -165,9 +166,10 @@ class RefundAsk:
 
 @dataclass(frozen=True)
 class PaymentView:
-    status: str  # capture's replica: CREATED, AUTHORISED, CANCELLED, REFUSED
+    status: str  # capture's replica: CREATED, AUTHORISED, CANCELLED, REFUSED (PAID: bank transfer)
     currency: str
     line_ids: frozenset[str]
+    payment_option: str
     dispute: DisputeStage | None = None
     charged_back: bool = False
 
@@ -203,6 +205,14 @@ def plan_refund(
 
 def _refusal_of_payment(payment: PaymentView) -> Refusal | None:
     """Why the payment itself can't be refunded now, if it can't."""
+    if payment.payment_option in get_args(BankWireOption):
+        # the PSP received a bank transfer, not a card payment it could refund
+        return Refusal(
+            409,
+            "payment_not_refundable",
+            "a bank-transfer payment has no card payment at the PSP to refund",
+            "id",
+        )
     if payment.status in ("CANCELLED", "REFUSED"):
         word = payment.status.lower()
         return Refusal(409, "payment_not_refundable", f"the payment was {word}", "id")

@@ -38,6 +38,7 @@ class LockedPayment:
     payment_id: str
     order_id: str
     status: str
+    payment_option: str
     currency: str
     psp_reference: str | None
     merchant_account: str | None
@@ -48,7 +49,8 @@ class LockedPayment:
 async def lock_payment(conn: Conn, tenant_id: str, payment_id: str) -> LockedPayment | None:
     row = await conn.fetchrow(
         """
-        SELECT p.order_id, p.status, p.currency, p.psp_reference, p.merchant_account,
+        SELECT p.order_id, p.status, p.payment_option, p.currency, p.psp_reference,
+               p.merchant_account,
                ARRAY(SELECT l.logistic_order_id FROM payment_lines l
                       WHERE l.tenant_id = p.tenant_id AND l.payment_id = p.payment_id)
                    AS line_ids,
@@ -68,6 +70,7 @@ async def lock_payment(conn: Conn, tenant_id: str, payment_id: str) -> LockedPay
         payment_id=payment_id,
         order_id=row["order_id"],
         status=row["status"],
+        payment_option=row["payment_option"],
         currency=row["currency"],
         psp_reference=row["psp_reference"],
         merchant_account=row["merchant_account"],

@@ -148,6 +148,7 @@ async def request_refund(
     )
     view = domain.PaymentView(
         status=payment.status,
+        payment_option=payment.payment_option,
         currency=payment.currency,
         line_ids=payment.line_ids,
         dispute=dispute.stage if open_ and dispute else None,

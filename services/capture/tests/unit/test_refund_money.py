@@ -198,7 +198,12 @@ def test_allocation_never_exceeds_what_each_holds(holdings, amount):
 
 
 def view(**kw):
-    base = {"status": "AUTHORISED", "currency": "EUR", "line_ids": frozenset({"lo_a", "lo_b"})}
+    base = {
+        "status": "AUTHORISED",
+        "currency": "EUR",
+        "line_ids": frozenset({"lo_a", "lo_b"}),
+        "payment_option": "CREDIT_CARD",
+    }
     return PaymentView(**{**base, **kw})
 
 
@@ -225,6 +230,13 @@ def two_books():
         (view(status="CREATED"), [], ask(), "payment_not_refundable", "id"),
         (view(status="CANCELLED"), [], ask(), "payment_not_refundable", "id"),
         (view(status="REFUSED"), [], ask(), "payment_not_refundable", "id"),
+        (
+            view(status="PAID", payment_option="BANK_WIRE_ON_DUE_DATE"),
+            two_books(),
+            ask(),
+            "payment_not_refundable",
+            "id",
+        ),
         (view(), [], ask(100), "payment_not_captured", "id"),
         (view(), two_books(), ask(0, "lo_a"), "amount_invalid", "amount.value"),
         (view(), two_books(), ask(-5, "lo_a"), "amount_invalid", "amount.value"),
