@@ -11,7 +11,7 @@ and reserve in the same transaction.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,6 +51,7 @@ from common.logging import get_logger
 from common.money import Money, parse_rate
 from common.psp.port import (
     CaptureRequest,
+    ModificationResult,
     PspAuthenticationError,
     PspError,
     PspPort,
@@ -398,14 +399,21 @@ async def claim(conn: Conn, *, now: datetime, lease: timedelta, limit: int) -> l
 
 
 async def send(psp: PspPort, c: Claim) -> SendAnswer:
+    call = psp.refund(c.request, idempotency_key=c.idempotency_key)
+    return await _answer_of(call, refund_id=c.refund.id)
+
+
+async def _answer_of(call: Awaitable[ModificationResult], **about: str) -> SendAnswer:
+    """The PSP's answer to a refund or a capture sent again: refused, accepted, or unknown
+    (no answer, or a surprise: a bug or a transport error is never taken for an outcome)."""
     try:
-        result = await psp.refund(c.request, idempotency_key=c.idempotency_key)
+        result = await call
     except (PspValidationError, PspAuthenticationError) as exc:
         return Rejected(exc.code, exc.message)
     except PspError as exc:
         return NoAnswer(exc.code, exc.message)
-    except Exception as exc:  # never lose a refund to a surprise
-        log.exception("unexpected error calling the PSP", refund_id=c.refund.id)
+    except Exception as exc:  # never lose a refund or a capture to a surprise
+        log.exception("unexpected error calling the PSP", **about)
         return NoAnswer("psp_call_error", f"{type(exc).__name__}: {exc}")
     return Accepted(result.psp_reference)
 
@@ -729,13 +737,8 @@ async def prepare_capture_resend(conn: Conn, tenant_id: str, intervention_id: st
 
 
 async def send_capture_again(psp: PspPort, resend: CaptureResend) -> SendAnswer:
-    try:
-        result = await psp.capture(resend.request, idempotency_key=resend.idempotency_key)
-    except (PspValidationError, PspAuthenticationError) as exc:
-        return Rejected(exc.code, exc.message)
-    except PspError as exc:
-        return NoAnswer(exc.code, exc.message)
-    return Accepted(result.psp_reference)
+    call = psp.capture(resend.request, idempotency_key=resend.idempotency_key)
+    return await _answer_of(call, capture_id=resend.capture_id)
 
 
 async def record_capture_resend(
