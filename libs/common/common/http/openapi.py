@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from common.http.pagination import Filter
+from common.http.pagination import PAGE_PARAMS, Filter
 from common.http.routing import Api, Endpoint
 
 _REF = "#/components/schemas/{model}"
@@ -38,11 +38,6 @@ PAGE_INFO_SCHEMA: dict[str, Any] = {
         "end_cursor": {"type": ["string", "null"]},
     },
 }
-_PAGE_PARAMS = [
-    ("limit", "integer", "page size, 1 to 100 (default 25)"),
-    ("after_cursor", "string", "end_cursor of the previous page"),
-    ("before_cursor", "string", "start_cursor of the next page"),
-]
 
 
 def build_openapi(api: Api) -> dict[str, Any]:
@@ -108,7 +103,7 @@ def _operation(
             }
         )
     if endpoint.list_response:
-        for name, type_, description in _PAGE_PARAMS:
+        for name, type_, description in PAGE_PARAMS:
             operation["parameters"].append(
                 {
                     "name": name,

@@ -38,6 +38,14 @@ class PageInfo(BaseModel):
     end_cursor: str | None
 
 
+PAGE_PARAMS = (
+    ("limit", "integer", "page size, 1 to 100 (default 25)"),
+    ("after_cursor", "string", "end_cursor of the previous page"),
+    ("before_cursor", "string", "start_cursor of the next page"),
+)
+"""The query parameters of every list: (name, type, description)."""
+
+
 @dataclass(frozen=True)
 class Cursor:
     """The sort key of one row. `id` keeps its JSON type: text and uuid ids travel as strings,

@@ -35,7 +35,7 @@ from common.http.idempotency import (
     request_fingerprint,
     validate_key,
 )
-from common.http.pagination import Filter, ListSpec
+from common.http.pagination import PAGE_PARAMS, Filter, ListSpec
 
 B = TypeVar("B", bound=BaseModel | None)
 
@@ -86,6 +86,14 @@ class Endpoint:
     body_required: bool = True  # False: an empty body means the model's defaults
     errors: tuple[int, ...] = ()  # error statuses the handler answers beyond the declared ones
     media_type: str = "application/json"  # of the success response
+
+    @property
+    def query_names(self) -> frozenset[str]:
+        """The query parameters the endpoint takes (its published ones)."""
+        names = {q.param if isinstance(q, Filter) else q[0] for q in self.query}
+        if self.list_response:
+            names.update(name for name, _, _ in PAGE_PARAMS)
+        return frozenset(names)
 
 
 class Api:
@@ -213,6 +221,19 @@ def _refuse_unstorable_text(value: object, loc: tuple[str, ...]) -> None:
             _refuse_unstorable_text(item, (*loc, str(index)))
 
 
+def refuse_unknown_params(request: web.Request, known: frozenset[str]) -> None:
+    """A query parameter the endpoint does not take is a 422 `parameter_unknown` naming it:
+    a misspelt filter must not silently list everything."""
+    for name in request.query:
+        if name not in known:
+            takes = ", ".join(sorted(known)) or "no query parameters"
+            raise Unprocessable(
+                f"{name}: not a parameter of this endpoint (it takes {takes})",
+                code="parameter_unknown",
+                param=name,
+            )
+
+
 def check_storable_params(request: web.Request) -> None:
     """Path ids and query values that no PostgreSQL text can hold (a NUL byte, a lone
     surrogate) are a 422 `invalid_characters` naming the parameter, not a 500 when a query
@@ -241,6 +262,8 @@ def _encodable(text: str) -> bool:
 
 
 def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    known = endpoint.query_names
+
     async def handle(request: web.Request) -> web.StreamResponse:
         if endpoint.roles is not None:
             principal = await authenticate(request, endpoint.roles)
@@ -249,6 +272,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         else:
             principal = ANONYMOUS
         check_storable_params(request)
+        refuse_unknown_params(request, known)
         body = (
             await parse_body(request, endpoint.body, required=endpoint.body_required)
             if endpoint.body is not None

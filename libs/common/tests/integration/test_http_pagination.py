@@ -36,7 +36,13 @@ T0 = datetime(2030, 1, 1, tzinfo=UTC)
 def build_api() -> Api:
     api = Api("pagination-probe")
 
-    @api.get("/v1/items", summary="Items", roles=OPERATOR, list_response=True)
+    @api.get(
+        "/v1/items",
+        summary="Items",
+        roles=OPERATOR,
+        list_response=True,
+        query=[("kinds", "two kinds, comma-separated")],
+    )
     async def list_items(request: web.Request, call: Call[None]) -> web.Response:
         where = ["tenant_id = $1"]
         args: list[Any] = [call.tenant_id]
@@ -319,6 +325,18 @@ async def test_a_query_value_with_a_nul_byte_is_a_422(probe, name, value):
         "message": f"{name}: contains characters that are not allowed",
         "param": name,
     }
+
+
+@pytest.mark.parametrize("name", ["kind", "Limit", "after", "free_text"])
+async def test_a_query_parameter_the_list_does_not_take_is_a_422_naming_it(probe, name):
+    # given a list that takes kinds, limit, after_cursor and before_cursor
+    # when it is asked with a misspelt or unknown one beside a valid one
+    status, body = await probe.fetch(limit=5, **{name: "x"})
+    # then it refuses rather than list everything unfiltered
+    assert status == 422
+    assert body["error"]["code"] == "parameter_unknown"
+    assert body["error"]["param"] == name
+    assert "after_cursor, before_cursor, kinds, limit" in body["error"]["message"]
 
 
 async def test_uuid_and_integer_ids_paginate_too(service_db):
