@@ -51,6 +51,9 @@ Errors every endpoint shares:
 
 - 422 `invalid_characters`: a path id, a query value or a body string holds a character no
   text column can store (a NUL byte, a lone surrogate); `param` names it.
+- 422 `parameter_unknown`: a query parameter the endpoint does not take (a misspelt filter,
+  `?kind=` where the list takes `kinds`); `param` names it and the message lists the ones it
+  takes. Checked after the credential, before anything else.
 - 422 `parameter_invalid`: a list filter outside its enum or format (`status=DONE`,
   `created_from=yesterday`, `accepted=maybe`, an empty value), or a `limit` that is not an
   integer (`limit=abc`, `limit=null`); an integer `limit` outside 1-100 is clamped.
