@@ -48,6 +48,11 @@ from common.broker.topology import (
     QueueSpec,
     declare_queue,
 )
+from common.db.notify_after_commit import (
+    BEGIN_SILENT,
+    COMMIT_NOTIFY,
+    transaction_notifying_after_commit,
+)
 from common.db.pool import CONNECTION_ERRORS, connection_lost
 from common.db.types import Conn
 from common.events import OMS_STATUS_CHANGED, Envelope, EventType, LogisticOrderStatusChanged
@@ -429,7 +434,7 @@ class InboxConsumer:
         with literal values)."""
         async with self._connection_for_work() as conn:
             status = await conn.execute(
-                "BEGIN; " + _inbox_insert(envelope.id, self._spec.name, envelope.type)
+                BEGIN_SILENT + "; " + _inbox_insert(envelope.id, self._spec.name, envelope.type)
             )
             try:
                 if status == "INSERT 0 0":  # applied before
@@ -437,7 +442,7 @@ class InboxConsumer:
                     return False
                 with _collecting_after_commit() as pending:
                     await _handle(conn, handler, [envelope])
-                await conn.execute("COMMIT")
+                await conn.execute(COMMIT_NOTIFY)
             except BaseException:
                 if conn.is_in_transaction() and not conn.is_closed():
                     with contextlib.suppress(Exception):
@@ -454,7 +459,10 @@ class InboxConsumer:
         return outcomes
 
     async def _apply_batch_in_transaction(self, items: Sequence[_Parsed]) -> list[str]:
-        async with self._connection_for_work() as conn, conn.transaction():
+        async with (
+            self._connection_for_work() as conn,
+            transaction_notifying_after_commit(conn),
+        ):
             rows = await conn.fetch(
                 _INSERT_INBOX_BATCH,
                 [item.envelope.id for item in items],

@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 
 import asyncpg
 
+from common.db.notify_after_commit import transaction_notifying_after_commit
 from common.db.pool import CONNECTION_ERRORS, connection_lost
 from common.db.types import Conn
 from common.logging import get_logger
@@ -148,7 +149,7 @@ class GroupCommit(Generic[T, R]):
         except CONNECTION_ERRORS as exc:
             raise StorageUnavailableError("cannot reach the database") from exc
         try:
-            async with conn.transaction():
+            async with transaction_notifying_after_commit(conn):
                 results = await self._apply(conn, items)
         except Exception as exc:
             if connection_lost(exc, conn):

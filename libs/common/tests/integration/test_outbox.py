@@ -8,7 +8,7 @@ the order they were written — also when the broker or the database connection 
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -16,6 +16,7 @@ import pytest
 
 from common.broker import InboxConsumer, OutboxRelay, QueueSpec, connect, publish_event
 from common.db import create_pool
+from common.db.notify_after_commit import BEGIN_SILENT, transaction_notifying_after_commit
 from common.events import DOMAIN_EXCHANGE, Envelope
 from common.metrics import Metrics
 from common.testing.events import Probe, probe_type
@@ -387,3 +388,48 @@ async def test_an_event_written_while_the_relay_waits_to_delete_is_published_at_
         # then its commit's notification wakes the relay: published well before a poll
         await eventually(lambda: _true(seen.first_arrivals().get("a") == [0, 1]))
         assert time.monotonic() - started < 5
+
+
+async def test_a_writer_that_notifies_after_commit_wakes_the_relay_without_notifying_inside(
+    service_pool, service_db
+):
+    # given a session listening on the relay's channel
+    listener = await asyncpg.connect(service_db.dsn)
+    heard: list[str] = []
+    await listener.add_listener(f"outbox_{service_db.schema}", lambda *a: heard.append(a[2]))
+
+    async def heard_after(write: Callable[[asyncpg.Connection], Awaitable[None]]) -> int:
+        heard.clear()
+        async with service_pool.acquire() as conn:
+            await write(conn)
+        await asyncio.sleep(0.3)  # a notification arrives in a few ms
+        return len(heard)
+
+    async def event(conn: asyncpg.Connection) -> None:
+        await publish_event(
+            conn, EVENT, Probe(aggregate="a", n=0), tenant_id="t1", aggregate_id="a"
+        )
+
+    async def plain(conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            await event(conn)
+
+    async def silent_then_notified(conn: asyncpg.Connection) -> None:
+        async with transaction_notifying_after_commit(conn):
+            await event(conn)
+
+    async def silent_only(conn: asyncpg.Connection) -> None:
+        await conn.execute(BEGIN_SILENT)
+        await event(conn)
+        await conn.execute("COMMIT")
+
+    try:
+        # then a writer of the outbox wakes the relay from inside its transaction, as before;
+        assert await heard_after(plain) == 1
+        # one that notifies after its commit wakes it once, from a transaction of its own;
+        assert await heard_after(silent_then_notified) == 1
+        # and the trigger is silent for it (this one commits without notifying): its COMMIT
+        # takes no NOTIFY lock, the lock PostgreSQL holds through the commit's WAL flush
+        assert await heard_after(silent_only) == 0
+    finally:
+        await listener.close()

@@ -1,0 +1,14 @@
+-- PostgreSQL serialises the commits of every transaction that sent a NOTIFY (a cluster-wide
+-- lock, taken before the commit record and held until after its WAL flush), so transactions
+-- that write the outbox could not share a WAL flush: under load their COMMITs queued on that
+-- lock one fsync at a time. A writer that says it will wake the relay itself, once committed
+-- (`common.db.notify_after_commit`: the consumers' and the group commit's transactions),
+-- sets marketpay.outbox_notify for its transaction and the trigger stays silent; every other
+-- writer is woken for as before.
+CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('marketpay.outbox_notify', true) IS DISTINCT FROM 'after_commit' THEN
+        PERFORM pg_notify('outbox_' || current_schema(), '');
+    END IF;
+    RETURN NULL;
+END $$;
