@@ -80,7 +80,10 @@ async def serve_sandbox() -> None:
     from psp_sandbox.testing import running_sandbox
 
     configure_logging("psp_sandbox", "WARNING")
-    async with running_sandbox(company_api_key=os.environ["BENCH_COMPANY_KEY"]) as sandbox:
+    async with running_sandbox(
+        company_api_key=os.environ["BENCH_COMPANY_KEY"],
+        freeze_state_interval_s=1.0,  # a process of its own, as deployed
+    ) as sandbox:
         tell_url(sandbox.url)
         await until_terminated()
 

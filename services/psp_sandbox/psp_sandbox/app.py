@@ -3,7 +3,10 @@ which the application holds its parts (the route modules read them from here).""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import gc
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -42,8 +45,29 @@ def create_app(settings: Settings) -> web.Application:
         store, settings.webhook_retry_delays_ms, settings.webhook_timeout_s
     )
     app.cleanup_ctx.append(_webhook_sender)
+    if settings.freeze_state_interval_s > 0:
+        app.cleanup_ctx.append(_freezing_state(settings.freeze_state_interval_s))
     payouts.install(app, settings)  # the payout provider's order flow (seed 003)
     return app
+
+
+def _freezing_state(interval_s: float) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Freeze what the process holds every `interval_s`: a full collection then walks only
+    what was allocated since (see `Settings.freeze_state_interval_s`)."""
+
+    async def freeze_every_interval() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            gc.freeze()
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(freeze_every_interval(), name="sandbox-freeze-state")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
 
 
 async def _webhook_sender(app: web.Application) -> AsyncIterator[None]:

@@ -136,6 +136,7 @@ class Sandbox:
 async def running_sandbox(**settings: Any) -> AsyncIterator[Sandbox]:
     settings.setdefault("webhook_retry_delays_ms", FAST_RETRIES)
     settings.setdefault("webhook_timeout_s", 2.0)
+    settings.setdefault("freeze_state_interval_s", 0)  # the test run's process is shared
     app = create_app(Settings(**settings))
     async with running(app) as url, aiohttp.ClientSession() as http:
         yield Sandbox(url=url, app=app, http=http)
