@@ -3,11 +3,14 @@
 -- that write the outbox could not share a WAL flush: under load their COMMITs queued on that
 -- lock one fsync at a time. A writer that says it will wake the relay itself, once committed
 -- (`common.db.notify_after_commit`: the consumers' and the group commit's transactions),
--- sets marketpay.outbox_notify for its transaction and the trigger stays silent; every other
--- writer is woken for as before.
+-- sets marketpay.outbox_notify for its transaction: the trigger then only notes, for the
+-- session, that the outbox was written (undone if the transaction rolls back), and the
+-- writer notifies after its COMMIT if it was. Every other writer is woken for as before.
 CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF current_setting('marketpay.outbox_notify', true) IS DISTINCT FROM 'after_commit' THEN
+    IF current_setting('marketpay.outbox_notify', true) = 'after_commit' THEN
+        PERFORM set_config('marketpay.outbox_written', 'yes', false);
+    ELSE
         PERFORM pg_notify('outbox_' || current_schema(), '');
     END IF;
     RETURN NULL;

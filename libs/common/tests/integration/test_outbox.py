@@ -418,6 +418,14 @@ async def test_a_writer_that_notifies_after_commit_wakes_the_relay_without_notif
         async with transaction_notifying_after_commit(conn):
             await event(conn)
 
+    async def silent_without_events(conn: asyncpg.Connection) -> None:
+        with contextlib.suppress(RuntimeError):
+            async with transaction_notifying_after_commit(conn):
+                await event(conn)
+                raise RuntimeError("rolled back: its event was never written")
+        async with transaction_notifying_after_commit(conn):
+            await conn.execute("SELECT 1")  # a handler that writes no event
+
     async def silent_only(conn: asyncpg.Connection) -> None:
         await conn.execute(BEGIN_SILENT)
         await event(conn)
@@ -428,6 +436,8 @@ async def test_a_writer_that_notifies_after_commit_wakes_the_relay_without_notif
         assert await heard_after(plain) == 1
         # one that notifies after its commit wakes it once, from a transaction of its own;
         assert await heard_after(silent_then_notified) == 1
+        # one that wrote no event (or only one it rolled back) wakes nobody;
+        assert await heard_after(silent_without_events) == 0
         # and the trigger is silent for it (this one commits without notifying): its COMMIT
         # takes no NOTIFY lock, the lock PostgreSQL holds through the commit's WAL flush
         assert await heard_after(silent_only) == 0
