@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -185,6 +185,7 @@ class ApiKeyUpserted(EventData):
 
 
 BankWireOption = Literal["BANK_WIRE_ON_DUE_DATE", "BANK_WIRE_ON_ACCEPTANCE"]
+BANK_WIRE_OPTIONS: frozenset[str] = frozenset(get_args(BankWireOption))
 
 
 class BuyerAccountUpserted(EventData):

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from stdnum import iso11649
 from stdnum.iso7064 import mod_97_10
 
-BANK_WIRE_OPTIONS = frozenset({"BANK_WIRE_ON_DUE_DATE", "BANK_WIRE_ON_ACCEPTANCE"})
+from common.events import BANK_WIRE_OPTIONS
 
 TRANSFER_EVENT_CODE = "BANK_TRANSFER_RECEIVED"
 """The PSP notification's `eventCode` for money received on a transfer reference (the

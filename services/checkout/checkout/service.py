@@ -10,11 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from checkout import bank_transfer_repo, bank_transfers, domain, errors, repo
-from checkout.bank_transfer_domain import (
-    BANK_WIRE_OPTIONS,
-    StoredBankTransfer,
-    payment_option_refusal,
-)
+from checkout.bank_transfer_domain import StoredBankTransfer, payment_option_refusal
 from checkout.domain import Fact, Status, StoredLine, StoredPayment
 from checkout.schemas import (
     Level3In,
@@ -27,6 +23,7 @@ from checkout.schemas import (
 from common.broker import publish_event
 from common.db.types import Conn
 from common.events import (
+    BANK_WIRE_OPTIONS,
     EventType,
     PaymentCreated,
     PaymentLine,

@@ -42,9 +42,9 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal, get_args
+from typing import Literal
 
-from common.events import BankWireOption
+from common.events import BANK_WIRE_OPTIONS
 from common.money import percent_of
 
 Party = Literal["PLATFORM", "MARKETPLACE", "SUPPLIER"]
@@ -205,7 +205,7 @@ def plan_refund(
 
 def _refusal_of_payment(payment: PaymentView) -> Refusal | None:
     """Why the payment itself can't be refunded now, if it can't."""
-    if payment.payment_option in get_args(BankWireOption):
+    if payment.payment_option in BANK_WIRE_OPTIONS:
         # the PSP received a bank transfer, not a card payment it could refund
         return Refusal(
             409,
